@@ -1,0 +1,76 @@
+//! Every key the orchestrator writes, in one place.
+//!
+//! All components share one Spin key-value store (`default`), so this module is the
+//! schema. Keys are ASCII, at most ~200 bytes (hosted Spin caps keys at 255 bytes);
+//! values stay far below 1 MB. No key is ever listed with `get_keys` on a hot path:
+//! everything is found from an id, a counter or an index bucket.
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `op:{op}` | operation snapshot (JSON): a cache of the journal fold | anyone who folds |
+//! | `op:{op}:seq` | counter: last allocated journal sequence number | `increment` only |
+//! | `op:{op}:ev:{seq}` | one journal entry (JSON), written once | the entry's allocator |
+//! | `due:{bucket}:n` | counter: entries in a due-time bucket | `increment` only |
+//! | `due:{bucket}:{n}` | operation id due in that bucket (a hint; the snapshot decides) | scheduler |
+//! | `sweep:cursor` | first bucket not yet fully swept | sweep |
+//! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
+//!
+//! Sequence numbers are allocated with `increment`, so concurrent writers never
+//! rewrite the same key; snapshots may be overwritten by a stale writer, which only
+//! costs a longer fold on the next read, never correctness.
+
+/// Operation ids are minted by us; still, every id arriving in a URL is checked with
+/// [`valid_id`] before it becomes part of a key.
+pub fn operation(op: &str) -> String {
+    format!("op:{op}")
+}
+
+pub fn operation_seq(op: &str) -> String {
+    format!("op:{op}:seq")
+}
+
+/// Zero-padded so that keys of one operation sort in journal order in a KV browser.
+pub fn operation_entry(op: &str, seq: u64) -> String {
+    format!("op:{op}:ev:{seq:010}")
+}
+
+pub fn due_count(bucket: u64) -> String {
+    format!("due:{bucket}:n")
+}
+
+pub fn due_entry(bucket: u64, n: u64) -> String {
+    format!("due:{bucket}:{n}")
+}
+
+pub const SWEEP_CURSOR: &str = "sweep:cursor";
+pub const SWEEP_LAST: &str = "sweep:last";
+
+/// The id alphabet of AdCP's `operation_id` (`^[A-Za-z0-9_.:-]{1,255}$`), minus `:` which
+/// separates key segments here, and capped at 128 bytes so composed keys stay short.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_keys_sort_in_sequence_order() {
+        let a = operation_entry("op_1", 9);
+        let b = operation_entry("op_1", 10);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn ids_that_could_forge_keys_are_refused() {
+        assert!(valid_id("op_7c1e-9.x"));
+        for bad in ["", "a:b", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The orchestrator's domain logic, free of any Spin dependency.
+//!
+//! Everything here is a pure function over data or an `async` function over the
+//! [`store::Store`] trait, with the clock and randomness passed in
+//! ([`clock::Clock`], [`clock::Entropy`]). The Spin components are thin adapters
+//! that supply a real store, clock and HTTP client; native tests supply
+//! [`store::MemoryStore`] and fixed clocks.
+
+pub mod clock;
+pub mod error;
+pub mod journal;
+pub mod keys;
+pub mod operation;
+pub mod state_machine;
+pub mod status;
+pub mod store;
