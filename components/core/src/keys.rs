@@ -12,6 +12,11 @@
 //! | `op:{op}:ev:{seq}` | one journal entry (JSON), written once | the entry's allocator |
 //! | `due:{bucket}:n` | counter: entries in a due-time bucket | `increment` only |
 //! | `due:{bucket}:{n}` | operation id due in that bucket (a hint; the snapshot decides) | scheduler |
+//! | `tenant:{tenant}` | tenant record (JSON) | operations API |
+//! | `apikey:{sha256}` | tenant id owning the API key with that digest | operations API |
+//! | `seller:{tenant}:{seller}` | seller registration (JSON, credentials sealed) | operations API |
+//! | `tenant:{tenant}:ops:n` | counter: operations created by the tenant | `increment` only |
+//! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operations API |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //!
@@ -40,6 +45,26 @@ pub fn due_count(bucket: u64) -> String {
 
 pub fn due_entry(bucket: u64, n: u64) -> String {
     format!("due:{bucket}:{n}")
+}
+
+pub fn tenant(tenant: &str) -> String {
+    format!("tenant:{tenant}")
+}
+
+pub fn api_key(digest_hex: &str) -> String {
+    format!("apikey:{digest_hex}")
+}
+
+pub fn seller(tenant: &str, seller: &str) -> String {
+    format!("seller:{tenant}:{seller}")
+}
+
+pub fn tenant_ops_count(tenant: &str) -> String {
+    format!("tenant:{tenant}:ops:n")
+}
+
+pub fn tenant_ops_entry(tenant: &str, n: u64) -> String {
+    format!("tenant:{tenant}:ops:{n}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

@@ -6,11 +6,16 @@
 //! that supply a real store, clock and HTTP client; native tests supply
 //! [`store::MemoryStore`] and fixed clocks.
 
+pub mod api;
 pub mod clock;
 pub mod error;
 pub mod journal;
 pub mod keys;
 pub mod operation;
+pub mod seal;
+pub mod seller;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+pub mod task;
+pub mod tenant;

@@ -37,7 +37,40 @@ pub struct Operation {
     pub deadline_at_ms: u64,
     /// The seller timestamp of the last applied seller status, for ordering.
     pub seller_at_ms: Option<u64>,
+    /// How the seller was asked to announce progress, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookRegistration>,
+    /// Digest of the buyer's API request, to tell a retry from a different request that
+    /// reuses its `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
     pub version: u64,
+}
+
+/// The webhook authentication a seller must use for one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookMode {
+    /// RFC 9421 signatures with the seller's published keys (AdCP's default).
+    Rfc9421,
+    /// Legacy `X-ADCP-Signature` HMAC-SHA256 with a per-operation secret.
+    Hmac,
+    /// `Authorization: Bearer` with a per-operation secret.
+    Bearer,
+}
+
+/// What we registered in `push_notification_config` for one operation. The token and
+/// secret are sealed ([`crate::seal`]); they are re-inserted into the arguments only when
+/// the request is sent, so stored arguments hold no secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRegistration {
+    pub url: String,
+    pub mode: WebhookMode,
+    /// The `token` the seller echoes in every payload.
+    pub token: crate::seal::Sealed,
+    /// The legacy HMAC or Bearer credential (`authentication.credentials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::seal::Sealed>,
 }
 
 /// Why an operation failed or what went wrong last, with AdCP's error `code` when the
@@ -169,6 +202,8 @@ pub(crate) mod tests {
             next_poll_at_ms: Some(1_000),
             deadline_at_ms: 86_401_000,
             seller_at_ms: None,
+            webhook: None,
+            request_digest: None,
             version: 0,
         }
     }

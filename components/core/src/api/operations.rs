@@ -1,0 +1,412 @@
+//! `/api/v1/operations`: durable creation, reads, listing and history.
+
+use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::clock::random_hex;
+use crate::journal::{self, JournalError};
+use crate::keys::{self, valid_id};
+use crate::operation::{Operation, WebhookMode, WebhookRegistration};
+use crate::seal::digest_hex;
+use crate::seller;
+use crate::status::OperationStatus;
+use crate::store::Store;
+use crate::task::{self, TaskKind};
+use crate::tenant::Tenant;
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+
+/// Header a buyer may send to make `POST /api/v1/operations` idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+    let idem = idempotency_header(req)?;
+    let body = json_body(req)?;
+    let input = parse_create(&body)?;
+    let tid = &tenant.tenant_id;
+    let seller = seller::get(env.store, tid, &input.seller_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "unknown seller",
+                vec![FieldError::new(
+                    "seller_id",
+                    "no seller registered with this id",
+                )],
+            )
+        })?;
+    let request_digest =
+        digest_hex(&serde_json::to_vec(&Value::Object(body.clone())).unwrap_or_default());
+    // With an Idempotency-Key the operation id is derived from it, so concurrent retries all
+    // target one journal and only the first creation entry counts.
+    let operation_id = match &idem {
+        Some(key) => format!(
+            "op_{}",
+            &digest_hex(format!("{tid}\n{key}").as_bytes())[..32]
+        ),
+        None => format!("op_{}", random_hex(env.entropy, 16)),
+    };
+    let now = env.clock.now_ms();
+    let idempotency_key = uuid_v4(env);
+    let mut arguments = input.arguments;
+    arguments.insert(
+        "idempotency_key".into(),
+        Value::String(idempotency_key.clone()),
+    );
+    let context = arguments
+        .entry("context")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(ctx) = context {
+        ctx.insert("operation_id".into(), Value::String(operation_id.clone()));
+    }
+    let webhook = input.webhook.then(|| {
+        let mode = seller.webhook_mode.unwrap_or(WebhookMode::Rfc9421);
+        let purpose = webhook_purpose(&operation_id);
+        let token = random_hex(env.entropy, 32);
+        let secret = (mode != WebhookMode::Rfc9421).then(|| {
+            env.config.sealing.seal(
+                env.entropy,
+                &format!("{purpose}:secret"),
+                random_hex(env.entropy, 32).as_bytes(),
+            )
+        });
+        WebhookRegistration {
+            url: format!(
+                "{}/webhooks/adcp/{operation_id}",
+                env.config.public_base_url.trim_end_matches('/')
+            ),
+            mode,
+            token: env.config.sealing.seal(
+                env.entropy,
+                &format!("{purpose}:token"),
+                token.as_bytes(),
+            ),
+            secret,
+        }
+    });
+    let op = Operation {
+        operation_id: operation_id.clone(),
+        tenant_id: tid.clone(),
+        seller_id: input.seller_id,
+        task: input.task.name().to_string(),
+        arguments: Value::Object(arguments),
+        idempotency_key,
+        task_id: None,
+        context_id: None,
+        status: OperationStatus::PendingDispatch,
+        result: None,
+        error: None,
+        message: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        next_poll_at_ms: Some(now),
+        deadline_at_ms: now + task::default_deadline_ms(input.task),
+        seller_at_ms: None,
+        webhook,
+        request_digest: Some(request_digest.clone()),
+        version: 0,
+    };
+    match journal::create(env.store, env.clock, &op).await {
+        Ok(op) => {
+            let n = env.store.increment(&keys::tenant_ops_count(tid), 1).await?;
+            env.store
+                .set(
+                    &keys::tenant_ops_entry(tid, n.max(0) as u64),
+                    op.operation_id.as_bytes(),
+                )
+                .await?;
+            Ok(json_response(StatusCode::CREATED, &view(&op)))
+        }
+        Err(JournalError::Exists) => {
+            let Some(existing) = journal::load(env.store, env.clock, &operation_id).await? else {
+                // The first request is still writing its creation entry.
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "in_progress",
+                    "an identical request is being processed; retry",
+                );
+                e.retry_after_secs = Some(1);
+                return Err(e);
+            };
+            let op = existing.operation;
+            if op.tenant_id != *tid || op.request_digest.as_deref() != Some(request_digest.as_str())
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request body",
+                ));
+            }
+            Ok(json_response(StatusCode::OK, &view(&op)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) -> ApiResult {
+    let op = load_owned(env, tenant, op_id).await?;
+    Ok(json_response(StatusCode::OK, &view(&op)))
+}
+
+pub async fn events<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) -> ApiResult {
+    load_owned(env, tenant, op_id).await?;
+    let history = journal::history(env.store, env.clock, op_id).await?;
+    let events: Vec<Value> = history
+        .iter()
+        .map(|(entry, effect)| {
+            let mut e = json!({ "seq": entry.seq, "recorded_at_ms": entry.recorded_at_ms, "effect": effect });
+            match &entry.kind {
+                journal::EntryKind::Created { .. } => e["kind"] = json!("created"),
+                journal::EntryKind::Observed { observation } => {
+                    e["kind"] = json!("observed");
+                    e["source"] = json!(observation.source);
+                    e["status"] = json!(observation.status);
+                    e["task_id"] = json!(observation.task_id);
+                    e["seller_at_ms"] = json!(observation.at_ms);
+                }
+                journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
+            }
+            e
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "operation_id": op_id, "events": events }),
+    ))
+}
+
+pub async fn list<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+    let q = Query::parse(req.uri().query().unwrap_or(""))?;
+    let tid = &tenant.tenant_id;
+    let newest = env
+        .store
+        .increment(&keys::tenant_ops_count(tid), 0)
+        .await?
+        .max(0) as u64;
+    let mut n = q.cursor.unwrap_or(newest).min(newest);
+    let mut out = Vec::new();
+    // Bound the work of one page even when filters match little.
+    let mut budget = (q.limit * 10).max(100);
+    while n > 0 && out.len() < q.limit && budget > 0 {
+        budget -= 1;
+        if let Some(id) = env.store.get(&keys::tenant_ops_entry(tid, n)).await? {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(loaded) = journal::load(env.store, env.clock, &id).await? {
+                let op = loaded.operation;
+                if q.matches(&op) {
+                    out.push(view(&op));
+                }
+            }
+        }
+        n -= 1;
+    }
+    let next = (n > 0).then_some(n);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "operations": out, "next_cursor": next.map(|c| c.to_string()) }),
+    ))
+}
+
+async fn load_owned<S: Store>(
+    env: &Env<'_, S>,
+    tenant: &Tenant,
+    op_id: &str,
+) -> ApiResult<Operation> {
+    if !valid_id(op_id) {
+        return Err(ApiError::not_found("operation"));
+    }
+    match journal::load(env.store, env.clock, op_id).await? {
+        // Another tenant's operation answers exactly like a missing one.
+        Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
+        _ => Err(ApiError::not_found("operation")),
+    }
+}
+
+/// Sealing purposes for an operation's webhook token and secret.
+pub fn webhook_purpose(operation_id: &str) -> String {
+    format!("webhook:{operation_id}")
+}
+
+/// The buyer's view of an operation: no secrets, and only a prefix of the AdCP
+/// idempotency key (a secret while its replay window is open).
+pub fn view(op: &Operation) -> Value {
+    let mut arguments = op.arguments.clone();
+    if let Value::Object(map) = &mut arguments {
+        map.remove("idempotency_key");
+    }
+    json!({
+        "operation_id": op.operation_id,
+        "seller_id": op.seller_id,
+        "task": op.task,
+        "status": op.status,
+        "task_id": op.task_id,
+        "context_id": op.context_id,
+        "arguments": arguments,
+        "result": op.result,
+        "error": op.error,
+        "message": op.message,
+        "idempotency_key_prefix": op.idempotency_key.chars().take(8).collect::<String>(),
+        "webhook_mode": op.webhook.as_ref().map(|w| w.mode),
+        "created_at_ms": op.created_at_ms,
+        "updated_at_ms": op.updated_at_ms,
+        "next_poll_at_ms": op.next_poll_at_ms,
+        "deadline_at_ms": op.deadline_at_ms,
+        "version": op.version,
+    })
+}
+
+struct CreateInput {
+    seller_id: String,
+    task: TaskKind,
+    arguments: Map<String, Value>,
+    webhook: bool,
+}
+
+fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
+    let mut errors = Vec::new();
+    let seller_id = match body.get("seller_id").and_then(Value::as_str) {
+        Some(s) if valid_id(s) => s.to_string(),
+        _ => {
+            errors.push(FieldError::new(
+                "seller_id",
+                "required: 1-128 characters of [A-Za-z0-9_.-]",
+            ));
+            String::new()
+        }
+    };
+    let task = match body.get("task").and_then(Value::as_str) {
+        Some(t) => TaskKind::parse(t).or_else(|| {
+            errors.push(FieldError::new(
+                "task",
+                format!("unsupported task; one of {}", TaskKind::names().join(", ")),
+            ));
+            None
+        }),
+        None => {
+            errors.push(FieldError::new("task", "required"));
+            None
+        }
+    };
+    let arguments = match body.get("arguments") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => {
+            errors.push(FieldError::new(
+                "arguments",
+                "required: a JSON object of the task's arguments",
+            ));
+            Map::new()
+        }
+    };
+    let webhook = match body.get("webhook") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            errors.push(FieldError::new("webhook", "must be true or false"));
+            true
+        }
+    };
+    for key in body.keys() {
+        if !["seller_id", "task", "arguments", "webhook"].contains(&key.as_str()) {
+            errors.push(FieldError::new(key.clone(), "unknown field"));
+        }
+    }
+    if let Some(task) = task {
+        errors.extend(task::validate_arguments(task, &arguments));
+    }
+    match task {
+        Some(task) if errors.is_empty() => Ok(CreateInput {
+            seller_id,
+            task,
+            arguments,
+            webhook,
+        }),
+        _ => Err(ApiError::invalid("invalid operation request", errors)),
+    }
+}
+
+fn idempotency_header(req: &Request) -> ApiResult<Option<String>> {
+    match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(k.to_string()))
+            }
+            _ => Err(ApiError::invalid(
+                "invalid Idempotency-Key",
+                vec![FieldError::new(
+                    "Idempotency-Key",
+                    "1-255 visible ASCII characters",
+                )],
+            )),
+        },
+    }
+}
+
+/// A random UUID v4 string: the AdCP `idempotency_key` format sellers expect.
+fn uuid_v4<S: Store>(env: &Env<'_, S>) -> String {
+    let mut b = [0u8; 16];
+    env.entropy.fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::clock::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+struct Query {
+    status: Option<OperationStatus>,
+    task: Option<String>,
+    seller_id: Option<String>,
+    limit: usize,
+    cursor: Option<u64>,
+}
+
+impl Query {
+    fn parse(q: &str) -> ApiResult<Query> {
+        let mut out = Query {
+            status: None,
+            task: None,
+            seller_id: None,
+            limit: 50,
+            cursor: None,
+        };
+        let mut errors = Vec::new();
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "status" => match OperationStatus::parse(v) {
+                    Some(s) => out.status = Some(s),
+                    None => errors.push(FieldError::new("status", "unknown status")),
+                },
+                "task" => out.task = Some(v.to_string()),
+                "seller_id" => out.seller_id = Some(v.to_string()),
+                "limit" => match v.parse::<usize>() {
+                    Ok(l) if (1..=200).contains(&l) => out.limit = l,
+                    _ => errors.push(FieldError::new("limit", "an integer from 1 to 200")),
+                },
+                "cursor" => match v.parse::<u64>() {
+                    Ok(c) => out.cursor = Some(c),
+                    Err(_) => {
+                        errors.push(FieldError::new("cursor", "a cursor from a previous page"))
+                    }
+                },
+                other => errors.push(FieldError::new(other, "unknown query parameter")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(ApiError::invalid("invalid query", errors))
+        }
+    }
+
+    fn matches(&self, op: &Operation) -> bool {
+        self.status.is_none_or(|s| s == op.status)
+            && self.task.as_deref().is_none_or(|t| t == op.task)
+            && self.seller_id.as_deref().is_none_or(|s| s == op.seller_id)
+    }
+}

@@ -1,0 +1,404 @@
+use super::*;
+use crate::clock::{FixedClock, testing::SeededEntropy};
+use crate::store::MemoryStore;
+use futures::executor::block_on;
+
+const SEAL_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const ADMIN: &str = "admin-secret-key";
+
+struct World {
+    store: MemoryStore,
+    clock: FixedClock,
+    entropy: SeededEntropy,
+    config: ApiConfig,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            store: MemoryStore::new(),
+            clock: FixedClock(1_700_000_000_000),
+            entropy: SeededEntropy::new(42),
+            config: ApiConfig {
+                admin_api_key: ADMIN.into(),
+                public_base_url: "https://orch.example.com/".into(),
+                sealing: SealingKey::from_hex(SEAL_KEY).unwrap(),
+            },
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                v.to_string().into_bytes()
+            }
+            None => Vec::new(),
+        };
+        self.raw(b.body(body).unwrap())
+    }
+
+    fn raw(&self, req: Request) -> (StatusCode, Value) {
+        let env = Env {
+            store: &self.store,
+            clock: &self.clock,
+            entropy: &self.entropy,
+            config: &self.config,
+        };
+        let resp = block_on(handle(&env, req));
+        let status = resp.status();
+        let body = if resp.body().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(resp.body()).unwrap()
+        };
+        (status, body)
+    }
+
+    fn tenant(&self, name: &str) -> String {
+        let (s, b) = self.call(
+            "POST",
+            "/api/v1/tenants",
+            Some(ADMIN),
+            Some(json!({"name": name})),
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["api_key"].as_str().unwrap().to_string()
+    }
+
+    fn seller(&self, key: &str, id: &str) {
+        let (s, b) = self.call(
+            "PUT",
+            &format!("/api/v1/sellers/{id}"),
+            Some(key),
+            Some(json!({"mcp_url": "https://seller.example/mcp", "credentials": "seller-token-123", "webhook_mode": "hmac"})),
+        );
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+}
+
+fn create_body(seller: &str) -> Value {
+    json!({
+        "seller_id": seller,
+        "task": "create_media_buy",
+        "arguments": {
+            "account": {"account_id": "acc_1"},
+            "brand": {"domain": "acme.com"},
+            "start_time": "asap",
+            "end_time": "2026-12-31T23:59:59Z",
+            "packages": [{"product_id": "p1", "budget": 1000, "pricing_option_id": "cpm"}],
+            "context": {"campaign": "c-42"}
+        }
+    })
+}
+
+#[test]
+fn tenants_need_the_admin_key() {
+    let w = World::new();
+    let (s, b) = w.call(
+        "POST",
+        "/api/v1/tenants",
+        Some("wrong"),
+        Some(json!({"name": "x"})),
+    );
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (s, _) = w.call("POST", "/api/v1/tenants", None, Some(json!({"name": "x"})));
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(w.store.keys().is_empty(), "no state change");
+    let key = w.tenant("Acme");
+    assert!(key.starts_with("adcpo_"));
+    // The admin key is not a tenant key.
+    let (s, _) = w.call("GET", "/api/v1/operations", Some(ADMIN), None);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn seller_credentials_are_write_only() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let (s, b) = w.call("GET", "/api/v1/sellers/s1", Some(&key), None);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["has_credentials"], json!(true));
+    assert!(!b.to_string().contains("seller-token-123"));
+    for k in w.store.keys() {
+        let v = block_on(w.store.get(&k)).unwrap().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&v).contains("seller-token-123"),
+            "plaintext secret at {k}"
+        );
+    }
+    // Updating without credentials keeps them.
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/s1",
+        Some(&key),
+        Some(json!({"mcp_url": "https://other.example/mcp"})),
+    );
+    assert_eq!(
+        (s, b["has_credentials"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    let (s, _) = w.call("DELETE", "/api/v1/sellers/s1", Some(&key), None);
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = w.call("GET", "/api/v1/sellers/s1", Some(&key), None);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[test]
+fn creating_an_operation_stores_it_with_its_own_idempotency_key_and_context() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert_eq!(op["status"], json!("pending_dispatch"));
+    assert_eq!(op["webhook_mode"], json!("hmac"));
+    let id = op["operation_id"].as_str().unwrap();
+    assert_eq!(
+        op["arguments"]["context"],
+        json!({"campaign": "c-42", "operation_id": id})
+    );
+    assert!(
+        op["arguments"].get("idempotency_key").is_none(),
+        "full key never shown"
+    );
+    assert_eq!(op["idempotency_key_prefix"].as_str().unwrap().len(), 8);
+    let (s, got) = w.call("GET", &format!("/api/v1/operations/{id}"), Some(&key), None);
+    assert_eq!((s, &got), (StatusCode::OK, &op));
+    let (s, ev) = w.call(
+        "GET",
+        &format!("/api/v1/operations/{id}/events"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ev["events"][0]["kind"], json!("created"));
+    let (s, list) = w.call(
+        "GET",
+        "/api/v1/operations?status=pending_dispatch&limit=10",
+        Some(&key),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["operations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn another_tenants_operation_answers_like_a_missing_one() {
+    let w = World::new();
+    let a = w.tenant("A");
+    let b = w.tenant("B");
+    w.seller(&a, "s1");
+    let (_, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&a),
+        Some(create_body("s1")),
+    );
+    let id = op["operation_id"].as_str().unwrap();
+    let theirs = w.call("GET", &format!("/api/v1/operations/{id}"), Some(&b), None);
+    let missing = w.call("GET", "/api/v1/operations/op_doesnotexist", Some(&b), None);
+    assert_eq!(theirs, missing);
+    assert_eq!(theirs.0, StatusCode::NOT_FOUND);
+    let (_, list) = w.call("GET", "/api/v1/operations", Some(&b), None);
+    assert_eq!(list["operations"], json!([]));
+    // B cannot use A's seller either.
+    let (s, e) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&b),
+        Some(create_body("s1")),
+    );
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed"))
+    );
+}
+
+#[test]
+fn the_same_idempotency_key_gives_one_operation_and_a_different_body_conflicts() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let post = |body: Value| {
+        w.raw(
+            http::Request::post("/api/v1/operations")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "buyer-req-1")
+                .body(body.to_string().into_bytes())
+                .unwrap(),
+        )
+    };
+    let (s1, a) = post(create_body("s1"));
+    let (s2, b) = post(create_body("s1"));
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(a["operation_id"], b["operation_id"]);
+    let mut other = create_body("s1");
+    other["arguments"]["end_time"] = json!("2027-01-01T00:00:00Z");
+    let (s3, c) = post(other);
+    assert_eq!(
+        (s3, c["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+    let (_, list) = w.call("GET", "/api/v1/operations", Some(&key), None);
+    assert_eq!(list["operations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn concurrent_identical_requests_create_one_operation() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let env = Env {
+        store: &w.store,
+        clock: &w.clock,
+        entropy: &w.entropy,
+        config: &w.config,
+    };
+    let req = || {
+        http::Request::post("/api/v1/operations")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "buyer-req-2")
+            .body(create_body("s1").to_string().into_bytes())
+            .unwrap()
+    };
+    let (a, b) = block_on(async { futures::join!(handle(&env, req()), handle(&env, req())) });
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED]);
+    let (_, list) = w.call("GET", "/api/v1/operations", Some(&key), None);
+    assert_eq!(list["operations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let before = w.store.keys();
+    let auth = format!("Bearer {key}");
+    let cases: Vec<(Request, StatusCode, &str)> = vec![
+        (
+            http::Request::post("/api/v1/operations")
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(b"{not json".to_vec())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            http::Request::post("/api/v1/operations")
+                .header("authorization", &auth)
+                .header("content-type", "text/plain")
+                .body(b"{}".to_vec())
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            http::Request::post("/api/v1/operations")
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(vec![b' '; MAX_BODY_BYTES + 1])
+                .unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            http::Request::delete("/api/v1/operations")
+                .header("authorization", &auth)
+                .body(vec![])
+                .unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            http::Request::post("/api/v1/operations")
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(create_body("nobody").to_string().into_bytes())
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http::Request::post("/api/v1/operations")
+                .header("authorization", &auth)
+                .header("content-type", "application/json")
+                .body(
+                    json!({"seller_id": "s1", "task": "get_products", "arguments": {}})
+                        .to_string()
+                        .into_bytes(),
+                )
+                .unwrap(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            http::Request::get("/api/v1/nowhere").body(vec![]).unwrap(),
+            StatusCode::NOT_FOUND,
+            "no_route",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let (s, b) = w.raw(req);
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{b}");
+        assert!(b["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(w.store.keys(), before);
+}
+
+#[test]
+fn validation_lists_every_failing_field() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let (s, b) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(json!({"seller_id": "s1", "task": "create_media_buy", "arguments": {"account": {}}, "extra": 1})),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> = b["details"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "extra",
+            "arguments.brand",
+            "arguments.start_time",
+            "arguments.end_time",
+            "arguments.packages"
+        ]
+    );
+}
