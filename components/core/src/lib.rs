@@ -9,13 +9,16 @@
 pub mod api;
 pub mod clock;
 pub mod error;
+pub mod intake;
 pub mod journal;
 pub mod keys;
+pub mod metrics;
 pub mod operation;
 pub mod seal;
 pub mod seller;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+pub mod sweep;
 pub mod task;
 pub mod tenant;

@@ -1,1 +1,68 @@
-//! placeholder
+//! The operations component: the buyer-facing API, `/healthz`, `/metrics` and the
+//! authenticated `/internal/sweep`. All behaviour is in `orchestrator_core::api`.
+
+use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
+use orchestrator_core::seal::SealingKey;
+use spin_adapter::{
+    BodyError, HostClock, HostEntropy, SpinStore, error, into_spin_response, read_request, variable,
+};
+use spin_sdk::http::{IntoResponse, Request, StatusCode};
+use spin_sdk::http_service;
+
+#[http_service]
+async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let config = match config().await {
+        Ok(c) => c,
+        Err(message) => {
+            return Ok(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "misconfigured",
+                &message,
+            ));
+        }
+    };
+    let req = match read_request(req, MAX_BODY_BYTES).await {
+        Ok(r) => r,
+        Err(BodyError::TooLarge) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body exceeds 1 MiB",
+            ));
+        }
+        Err(BodyError::Transport(e)) => {
+            return Ok(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
+        }
+    };
+    let store = match SpinStore::open().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &format!("{e:#}"),
+            ));
+        }
+    };
+    let env = Env {
+        store: &store,
+        clock: &HostClock,
+        entropy: &HostEntropy,
+        config: &config,
+    };
+    Ok(into_spin_response(api::handle(&env, req).await))
+}
+
+async fn config() -> Result<ApiConfig, String> {
+    let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    Ok(ApiConfig {
+        admin_api_key: variable("admin_api_key").await.unwrap_or_default(),
+        public_base_url: variable("public_base_url")
+            .await
+            .ok_or("public_base_url is not set")?,
+        sweep_token: variable("sweep_token").await.unwrap_or_default(),
+        metrics_token: variable("metrics_token").await.unwrap_or_default(),
+        sealing,
+    })
+}

@@ -3,10 +3,12 @@
 //!
 //! Kept thin on purpose: anything that decides something belongs in `orchestrator-core`.
 
+use futures::StreamExt;
 use orchestrator_core::clock::{Clock, Entropy};
 use orchestrator_core::error::StoreError;
 use orchestrator_core::store::{Store, StoreResult};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
+use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{HeaderValue, Response, StatusCode};
 use spin_sdk::key_value;
 
@@ -51,7 +53,12 @@ impl Store for SpinStore {
         atomics::increment(&self.bucket, key, delta).map_err(kv_err)
     }
 
-    async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8]) -> StoreResult<bool> {
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> StoreResult<bool> {
         let cas = atomics::Cas::new(&self.bucket, key).map_err(kv_err)?;
         let current = cas.current().map_err(kv_err)?;
         if current.as_deref() != expected {
@@ -89,7 +96,44 @@ impl Entropy for HostEntropy {
 
 /// A Spin component variable, `None` when it is unset or empty.
 pub async fn variable(name: &str) -> Option<String> {
-    spin_sdk::variables::get(name).await.ok().filter(|v| !v.is_empty())
+    spin_sdk::variables::get(name)
+        .await
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the cap arrived; reading stopped there.
+    TooLarge,
+    Transport(String),
+}
+
+/// Converts Spin's request into the core's `http::Request<Vec<u8>>`, reading at most `cap`
+/// body bytes (a larger body is refused without buffering it whole).
+pub async fn read_request(
+    req: spin_sdk::http::Request,
+    cap: usize,
+) -> Result<http::Request<Vec<u8>>, BodyError> {
+    let (parts, body) = req.into_parts();
+    let mut stream = body.stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Transport(format!("{e:?}")))?;
+        if buf.len() + chunk.len() > cap {
+            return Err(BodyError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(http::Request::from_parts(parts, buf))
+}
+
+/// Converts the core's response into one Spin can send.
+pub fn into_spin_response(resp: http::Response<Vec<u8>>) -> Response<String> {
+    let (parts, body) = resp.into_parts();
+    // Every body the core produces is JSON or Prometheus text.
+    Response::from_parts(parts, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A JSON response with the given status.
@@ -103,5 +147,8 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<String> {
 
 /// The JSON error every component answers bad input with: `{"code": …, "message": …}`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<String> {
-    json(status, &serde_json::json!({ "code": code, "message": message }))
+    json(
+        status,
+        &serde_json::json!({ "code": code, "message": message }),
+    )
 }

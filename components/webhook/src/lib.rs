@@ -1,1 +1,64 @@
-//! placeholder
+//! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`.
+//! All behaviour is in `orchestrator_core::intake`.
+
+use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
+use orchestrator_core::seal::SealingKey;
+use spin_adapter::{
+    BodyError, HostClock, SpinStore, error, into_spin_response, read_request, variable,
+};
+use spin_sdk::http::{IntoResponse, Request, StatusCode};
+use spin_sdk::http_service;
+
+#[http_service]
+async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
+    let config = match config().await {
+        Ok(c) => c,
+        Err(message) => {
+            return Ok(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "misconfigured",
+                &message,
+            ));
+        }
+    };
+    let req = match read_request(req, MAX_WEBHOOK_BYTES).await {
+        Ok(r) => r,
+        Err(BodyError::TooLarge) => {
+            return Ok(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "webhook body exceeds 1 MB",
+            ));
+        }
+        Err(BodyError::Transport(e)) => {
+            return Ok(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
+        }
+    };
+    let store = match SpinStore::open().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &format!("{e:#}"),
+            ));
+        }
+    };
+    let env = IntakeEnv {
+        store: &store,
+        clock: &HostClock,
+        config: &config,
+    };
+    Ok(into_spin_response(intake::handle(&env, req).await))
+}
+
+async fn config() -> Result<IntakeConfig, String> {
+    let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    Ok(IntakeConfig {
+        public_base_url: variable("public_base_url")
+            .await
+            .ok_or("public_base_url is not set")?,
+        sealing,
+    })
+}

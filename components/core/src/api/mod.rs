@@ -29,6 +29,10 @@ pub struct ApiConfig {
     pub admin_api_key: String,
     /// Origin sellers reach us at, without a trailing slash.
     pub public_base_url: String,
+    /// Bearer token for `POST /internal/sweep`.
+    pub sweep_token: String,
+    /// Bearer token for `GET /metrics`.
+    pub metrics_token: String,
     pub sealing: SealingKey,
 }
 
@@ -187,6 +191,27 @@ async fn route<S: Store>(env: &Env<'_, S>, req: Request) -> ApiResult {
     match segments.as_slice() {
         ["healthz"] => only(&method, &[Method::GET])
             .map(|_| json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        ["internal", "sweep"] => {
+            only(&method, &[Method::POST])?;
+            require_token(&req, &env.config.sweep_token)?;
+            let now = env.clock.now_ms();
+            let report = crate::sweep::tick(env.store, env.clock, "http", now).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::to_value(report).unwrap_or_default(),
+            ))
+        }
+        ["metrics"] => {
+            only(&method, &[Method::GET])?;
+            require_token(&req, &env.config.metrics_token)?;
+            let text = crate::metrics::render(env.store).await?;
+            let mut resp = http::Response::new(text.into_bytes());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         ["api", "v1", "tenants"] => {
             only(&method, &[Method::POST])?;
             require_admin(env, &req)?;
@@ -248,13 +273,13 @@ pub fn bearer(req: &Request) -> Option<&str> {
 }
 
 fn require_admin<S: Store>(env: &Env<'_, S>, req: &Request) -> ApiResult<()> {
+    require_token(req, &env.config.admin_api_key)
+}
+
+/// Checks a configured shared token in constant time; an unset token authorizes nobody.
+fn require_token(req: &Request, expected: &str) -> ApiResult<()> {
     match bearer(req) {
-        Some(t)
-            if !env.config.admin_api_key.is_empty()
-                && ct_eq(t.as_bytes(), env.config.admin_api_key.as_bytes()) =>
-        {
-            Ok(())
-        }
+        Some(t) if !expected.is_empty() && ct_eq(t.as_bytes(), expected.as_bytes()) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
 }

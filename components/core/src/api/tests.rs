@@ -22,6 +22,8 @@ impl World {
             config: ApiConfig {
                 admin_api_key: ADMIN.into(),
                 public_base_url: "https://orch.example.com/".into(),
+                sweep_token: "sweep-token".into(),
+                metrics_token: "metrics-token".into(),
                 sealing: SealingKey::from_hex(SEAL_KEY).unwrap(),
             },
         }
