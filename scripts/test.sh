@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: toolchain and Python peers are installed here.
+# Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+echo "==> toolchain (rust-toolchain.toml brings the wasm32-wasip2 target)"
+rustup show active-toolchain >/dev/null
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+
+echo "==> Python peers (official AdCP SDK) in .venv"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+export ADCP_PYTHON="$PWD/.venv/bin/python"
+
+echo "==> format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --exclude operations-api --exclude webhook-intake --exclude poll-sweep --exclude spin-adapter --all-targets -- -D warnings
+cargo clippy --target wasm32-wasip2 -p operations-api -p webhook-intake -p poll-sweep -p spin-adapter -- -D warnings
+
+echo "==> Spin components (release, wasm32-wasip2)"
+cargo build --target wasm32-wasip2 --release -p operations-api -p webhook-intake -p poll-sweep
+ls -l target/wasm32-wasip2/release/*.wasm
+
+echo "==> tests (core, test host, end to end on the real .wasm files)"
+cargo test --workspace --exclude operations-api --exclude webhook-intake --exclude poll-sweep --exclude spin-adapter
+
+echo "==> suite wall time: $(( $(date +%s) - start )) s"
