@@ -22,3 +22,4 @@ pub mod store;
 pub mod sweep;
 pub mod task;
 pub mod tenant;
+pub mod transport;

@@ -7,10 +7,15 @@ use futures::StreamExt;
 use orchestrator_core::clock::{Clock, Entropy};
 use orchestrator_core::error::StoreError;
 use orchestrator_core::store::{Store, StoreResult};
+use orchestrator_core::transport::{
+    InboundResponse, Limits, OutboundRequest, Transport, TransportError,
+};
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{HeaderValue, Response, StatusCode};
 use spin_sdk::key_value;
+use spin_sdk::wasip3::http::types::{ErrorCode, RequestOptions};
+use spin_sdk::wasip3::http_compat::RequestOptionsExtension;
 
 /// The store label every component uses (listed in each component's `key_value_stores`).
 pub const STORE_LABEL: &str = "default";
@@ -91,6 +96,67 @@ impl Entropy for HostEntropy {
     fn fill(&self, buf: &mut [u8]) {
         // wasi:random cannot fail; a failure here means a broken host, not bad input.
         getrandom::fill(buf).expect("wasi:random is available")
+    }
+}
+
+/// Outbound HTTP through Spin (`wasi:http` client), subject to `allowed_outbound_hosts`.
+pub struct SpinTransport;
+
+impl Transport for SpinTransport {
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        limits: Limits,
+    ) -> Result<InboundResponse, TransportError> {
+        let (parts, body) = req.into_parts();
+        let mut req = http::Request::from_parts(
+            parts,
+            spin_sdk::http::FullBody::new(bytes::Bytes::from(body)),
+        );
+        let options = RequestOptions::new();
+        let ns = |ms: u64| Some(ms.saturating_mul(1_000_000));
+        // Hosts may refuse to let a guest set a timeout; the default (600 s) then applies.
+        let _ = options.set_connect_timeout(ns(limits.connect_timeout_ms));
+        let _ = options.set_first_byte_timeout(ns(limits.first_byte_timeout_ms));
+        let _ = options.set_between_bytes_timeout(ns(limits.between_bytes_timeout_ms));
+        req.extensions_mut()
+            .insert(RequestOptionsExtension(options));
+        let resp = spin_sdk::http::send(req).await.map_err(classify)?;
+        let (parts, body) = resp.into_parts();
+        let mut stream = body.stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(classify)?;
+            if buf.len() + chunk.len() > limits.max_body_bytes {
+                return Err(TransportError::TooLarge);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(http::Response::from_parts(parts, buf))
+    }
+}
+
+fn classify(e: ErrorCode) -> TransportError {
+    let text = format!("{e:?}");
+    match e {
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => TransportError::Denied(text),
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_)
+        | ErrorCode::HttpRequestUriInvalid
+        | ErrorCode::ConfigurationError
+        // Raised while connecting: the request never reached the seller.
+        | ErrorCode::ConnectionTimeout => TransportError::Connect(text),
+        ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::HttpResponseTimeout => TransportError::Timeout(text),
+        _ => TransportError::Broken(text),
     }
 }
 
