@@ -137,6 +137,7 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
         ));
     }
     let observation = Observation {
+        delivery: None,
         source: Source::Webhook,
         status,
         at_ms: None,

@@ -17,7 +17,7 @@
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::keys;
-use crate::operation::{Observation, Operation};
+use crate::operation::{Observation, Observed, Operation};
 use crate::state_machine::Outcome;
 use crate::store::{Store, get_json, set_json};
 use serde::{Deserialize, Serialize};
@@ -62,6 +62,10 @@ pub enum Effect {
     Duplicate,
     Stale,
     Conflict,
+    /// A webhook delivery already folded in (same key, same payload).
+    RepeatedDelivery,
+    /// A webhook delivery reusing a folded key with another payload.
+    DeliveryConflict,
     /// An entry for an operation whose creation entry is missing; ignored.
     Orphaned,
 }
@@ -120,7 +124,11 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
         (Some(_), EntryKind::Created { .. }) => Effect::Duplicate,
         (None, _) => Effect::Orphaned,
         (Some(o), EntryKind::Observed { observation }) => {
-            o.observe(observation, entry.recorded_at_ms).into()
+            match o.fold_observation(observation, entry.seq, entry.recorded_at_ms) {
+                Observed::State(outcome) => outcome.into(),
+                Observed::RepeatedDelivery => Effect::RepeatedDelivery,
+                Observed::DeliveryConflict => Effect::DeliveryConflict,
+            }
         }
         (Some(o), EntryKind::DeadlineExpired) => o.expire(entry.recorded_at_ms).into(),
     };

@@ -44,7 +44,109 @@ pub struct Operation {
     /// reuses its `Idempotency-Key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_digest: Option<String>,
+    /// Webhook deliveries already folded in: the durable de-duplication state.
+    #[serde(default)]
+    pub deliveries: DeliveryLedger,
     pub version: u64,
+}
+
+/// How long delivery marks are kept: the longest seller retry horizon AdCP allows (7 days),
+/// which is above the 24 h floor.
+pub const DELIVERY_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Webhook deliveries and RFC 9421 nonces already folded into an operation.
+///
+/// It lives in the record and is updated by the journal fold, so it is exactly as durable
+/// and as shared as the operation itself, and two racing copies of one delivery resolve to
+/// one application: the fold applies the first entry carrying a key and marks later ones
+/// as repeats. Deliveries are scoped to the operation, whose sender is its one seller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryLedger {
+    pub deliveries: Vec<DeliveryMark>,
+    pub nonces: Vec<NonceMark>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMark {
+    /// The payload's `idempotency_key` (the sender's delivery identity).
+    pub idempotency_key: String,
+    /// Digest of the canonical payload, to tell a retry from a conflicting reuse of a key.
+    pub payload_hash: String,
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// An RFC 9421 `(keyid, nonce)` pair seen on an accepted delivery, until its signature expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceMark {
+    pub keyid: String,
+    pub nonce: String,
+    pub expires_at_ms: u64,
+}
+
+/// How a delivery relates to those already folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryCheck {
+    New,
+    /// Same key, same payload: acknowledge, change nothing.
+    Repeat,
+    /// Same key, different payload: the sender must stop (409).
+    Conflict,
+}
+
+impl DeliveryLedger {
+    pub fn check(&self, idempotency_key: &str, payload_hash: &str) -> DeliveryCheck {
+        match self
+            .deliveries
+            .iter()
+            .find(|d| d.idempotency_key == idempotency_key)
+        {
+            None => DeliveryCheck::New,
+            Some(d) if d.payload_hash == payload_hash => DeliveryCheck::Repeat,
+            Some(_) => DeliveryCheck::Conflict,
+        }
+    }
+
+    pub fn nonce_seen(&self, keyid: &str, nonce: &str, now_ms: u64) -> bool {
+        self.nonces
+            .iter()
+            .any(|n| n.keyid == keyid && n.nonce == nonce && n.expires_at_ms >= now_ms)
+    }
+
+    fn record(&mut self, delivery: &Delivery, seq: u64, at_ms: u64) {
+        self.deliveries
+            .retain(|d| d.at_ms.saturating_add(DELIVERY_RETENTION_MS) > at_ms);
+        self.nonces.retain(|n| n.expires_at_ms >= at_ms);
+        self.deliveries.push(DeliveryMark {
+            idempotency_key: delivery.idempotency_key.clone(),
+            payload_hash: delivery.payload_hash.clone(),
+            seq,
+            at_ms,
+        });
+        if let Some(n) = &delivery.nonce {
+            self.nonces.push(n.clone());
+        }
+    }
+}
+
+/// Identity of one webhook delivery, carried by its journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub idempotency_key: String,
+    pub payload_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<NonceMark>,
+}
+
+/// What folding an observation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The state machine's verdict.
+    State(Outcome),
+    /// A delivery already folded in (same key and payload): nothing changes.
+    RepeatedDelivery,
+    /// A delivery reusing a folded key with a different payload: nothing changes.
+    DeliveryConflict,
 }
 
 /// The webhook authentication a seller must use for one operation.
@@ -113,9 +215,30 @@ pub struct Observation {
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<OperationError>,
+    /// Set for webhook deliveries: their identity for de-duplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
 }
 
 impl Operation {
+    /// Folds an observation carried by journal entry `seq`: first its delivery identity
+    /// (a repeat or a conflicting reuse of a key changes nothing), then its status.
+    pub fn fold_observation(
+        &mut self,
+        obs: &Observation,
+        seq: u64,
+        recorded_at_ms: u64,
+    ) -> Observed {
+        if let Some(d) = &obs.delivery {
+            match self.deliveries.check(&d.idempotency_key, &d.payload_hash) {
+                DeliveryCheck::Repeat => return Observed::RepeatedDelivery,
+                DeliveryCheck::Conflict => return Observed::DeliveryConflict,
+                DeliveryCheck::New => self.deliveries.record(d, seq, recorded_at_ms),
+            }
+        }
+        Observed::State(self.observe(obs, recorded_at_ms))
+    }
+
     /// Folds a seller observation in. Returns the state machine's verdict; the record
     /// changes only as the verdict says (plus binding a first `task_id`/`context_id`,
     /// which is identity, not state).
@@ -180,6 +303,70 @@ impl Operation {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn a_delivery_is_folded_once_and_a_reused_key_with_another_payload_changes_nothing() {
+        let mut op = sample("op1");
+        let mut o = obs(TaskStatus::Completed, Some("task_1"));
+        o.delivery = Some(Delivery {
+            idempotency_key: "whk_0123456789abcdef".into(),
+            payload_hash: "h1".into(),
+            nonce: None,
+        });
+        assert_eq!(
+            op.fold_observation(&o, 2, 10),
+            Observed::State(Outcome::Applied(OperationStatus::Seller(
+                TaskStatus::Completed
+            )))
+        );
+        assert_eq!(op.fold_observation(&o, 3, 11), Observed::RepeatedDelivery);
+        let mut other = o.clone();
+        other.delivery.as_mut().unwrap().payload_hash = "h2".into();
+        other.status = TaskStatus::Failed;
+        assert_eq!(
+            op.fold_observation(&other, 4, 12),
+            Observed::DeliveryConflict
+        );
+        assert_eq!(op.deliveries.deliveries.len(), 1);
+        // Marks outlive the 24 h floor and go after the longest retry horizon.
+        let mut late = obs(TaskStatus::Working, Some("task_1"));
+        late.delivery = Some(Delivery {
+            idempotency_key: "whk_fedcba9876543210".into(),
+            payload_hash: "h3".into(),
+            nonce: None,
+        });
+        op.fold_observation(&late, 5, 10 + DELIVERY_RETENTION_MS - 1);
+        assert_eq!(op.deliveries.deliveries.len(), 2);
+        let mut later = late.clone();
+        later.delivery.as_mut().unwrap().idempotency_key = "whk_aaaaaaaaaaaaaaaa".into();
+        op.fold_observation(&later, 6, 12 + DELIVERY_RETENTION_MS);
+        let keys: Vec<_> = op
+            .deliveries
+            .deliveries
+            .iter()
+            .map(|d| d.idempotency_key.as_str())
+            .collect();
+        assert_eq!(keys, ["whk_fedcba9876543210", "whk_aaaaaaaaaaaaaaaa"]);
+    }
+
+    #[test]
+    fn nonces_are_remembered_until_their_signature_expires() {
+        let mut op = sample("op1");
+        let mut o = obs(TaskStatus::Working, Some("task_1"));
+        o.delivery = Some(Delivery {
+            idempotency_key: "whk_0123456789abcdef".into(),
+            payload_hash: "h".into(),
+            nonce: Some(NonceMark {
+                keyid: "k1".into(),
+                nonce: "n1".into(),
+                expires_at_ms: 500,
+            }),
+        });
+        op.fold_observation(&o, 2, 100);
+        assert!(op.deliveries.nonce_seen("k1", "n1", 500));
+        assert!(!op.deliveries.nonce_seen("k1", "n1", 501));
+        assert!(!op.deliveries.nonce_seen("k2", "n1", 100));
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -204,6 +391,7 @@ pub(crate) mod tests {
             seller_at_ms: None,
             webhook: None,
             request_digest: None,
+            deliveries: DeliveryLedger::default(),
             version: 0,
         }
     }
@@ -218,6 +406,7 @@ pub(crate) mod tests {
             message: None,
             result: None,
             error: None,
+            delivery: None,
         }
     }
 

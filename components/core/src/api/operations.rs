@@ -102,6 +102,7 @@ pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) 
         seller_at_ms: None,
         webhook,
         request_digest: Some(request_digest.clone()),
+        deliveries: Default::default(),
         version: 0,
     };
     match journal::create(env.store, env.clock, &op).await {
