@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 pub type Request = http::Request<Vec<u8>>;
 pub type Response = http::Response<Vec<u8>>;
 
+/// The OpenAPI 3.1 description of this API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Largest request body accepted anywhere in the API.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -209,6 +212,15 @@ async fn route<S: Store>(env: &Env<'_, S>, req: Request) -> ApiResult {
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
+        ["api", "v1", "openapi.json"] => {
+            only(&method, &[Method::GET])?;
+            let mut resp = http::Response::new(OPENAPI.as_bytes().to_vec());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
             );
             Ok(resp)
         }

@@ -404,3 +404,63 @@ fn validation_lists_every_failing_field() {
         ]
     );
 }
+
+#[test]
+fn openapi_is_served_and_documents_every_route() {
+    let w = World::new();
+    let (s, doc) = w.call("GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], json!("3.1.0"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/healthz", &["get"][..]),
+        ("/api/v1/openapi.json", &["get"]),
+        ("/api/v1/tenants", &["post"]),
+        ("/api/v1/sellers/{seller_id}", &["put", "get", "delete"]),
+        ("/api/v1/operations", &["post", "get"]),
+        ("/api/v1/operations/{operation_id}", &["get"]),
+        ("/api/v1/operations/{operation_id}/events", &["get"]),
+        ("/internal/sweep", &["post"]),
+        ("/metrics", &["get"]),
+    ] {
+        for m in methods {
+            assert!(paths[path].get(*m).is_some(), "{m} {path} undocumented");
+        }
+    }
+}
+
+#[test]
+fn sweep_and_metrics_need_their_own_tokens() {
+    let w = World::new();
+    assert_eq!(
+        w.call("POST", "/internal/sweep", Some(ADMIN), None).0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, report) = w.call("POST", "/internal/sweep", Some("sweep-token"), None);
+    assert_eq!(
+        (s, report["trigger"].as_str()),
+        (StatusCode::OK, Some("http"))
+    );
+    assert_eq!(
+        w.call("GET", "/metrics", Some("sweep-token"), None).0,
+        StatusCode::UNAUTHORIZED
+    );
+    let env = Env {
+        store: &w.store,
+        clock: &w.clock,
+        entropy: &w.entropy,
+        config: &w.config,
+    };
+    let resp = block_on(handle(
+        &env,
+        http::Request::get("/metrics")
+            .header("authorization", "Bearer metrics-token")
+            .body(vec![])
+            .unwrap(),
+    ));
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(resp.body())
+            .contains("adcp_sweep_last_finished_seconds 1700000000")
+    );
+}
