@@ -162,7 +162,7 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
             })
         }),
     };
-    let (_, effect) = journal::record(
+    let recorded = journal::record(
         env.store,
         env.clock,
         &op_id,
@@ -171,6 +171,6 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
     .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "received": true, "effect": effect }),
+        &json!({ "received": true, "effect": recorded.effect }),
     ))
 }

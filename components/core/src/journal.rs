@@ -216,20 +216,41 @@ pub async fn load(
     Ok(op.map(|operation| Loaded { operation, head }))
 }
 
-/// Appends an entry and folds the operation up to and including it. Returns the record and
-/// the entry's effect, or `None` as the effect while an earlier entry is still in flight
-/// (the entry is durable either way; the next reader folds it).
+/// What [`record`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// The record after folding as far as possible.
+    pub operation: Option<Operation>,
+    /// The status just before the new entry was folded in.
+    pub previous: Option<crate::status::OperationStatus>,
+    /// The new entry's effect; `None` while an earlier entry is still in flight (the entry
+    /// is durable either way and the next reader folds it).
+    pub effect: Option<Effect>,
+    pub seq: u64,
+}
+
+/// Appends an entry and folds the operation up to and including it.
 pub async fn record(
     store: &impl Store,
     clock: &dyn Clock,
     op_id: &str,
     kind: EntryKind,
-) -> JournalResult<(Option<Operation>, Option<Effect>)> {
-    let mut op: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
+) -> JournalResult<Recorded> {
+    let snapshot: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
+    record_from(store, clock, op_id, snapshot, kind).await
+}
+
+/// [`record`] for a caller that already holds a recent fold of the operation (saves a read).
+pub async fn record_from(
+    store: &impl Store,
+    clock: &dyn Clock,
+    op_id: &str,
+    mut op: Option<Operation>,
+    kind: EntryKind,
+) -> JournalResult<Recorded> {
     let entry = append(store, clock, op_id, kind).await?;
     let start = op.as_ref().map_or(0, |o| o.version);
-    let mut own = None;
-    catch_up(
+    let settled = catch_up(
         store,
         clock,
         op_id,
@@ -239,13 +260,20 @@ pub async fn record(
         |_, _| {},
     )
     .await?;
-    if op.as_ref().map_or(0, |o| o.version) == entry.seq - 1 || (op.is_none() && entry.seq == 1) {
-        own = Some(fold(&mut op, &entry));
+    let previous = op.as_ref().map(|o| o.status);
+    let mut effect = None;
+    if settled {
+        effect = Some(fold(&mut op, &entry));
         if let Some(o) = &op {
             set_json(store, &keys::operation(op_id), o).await?;
         }
     }
-    Ok((op, own))
+    Ok(Recorded {
+        operation: op,
+        previous,
+        effect,
+        seq: entry.seq,
+    })
 }
 
 /// The whole history with each entry's effect, folded from the start (for the events API).
@@ -277,7 +305,7 @@ async fn catch_up(
     head: u64,
     start: u64,
     mut seen: impl FnMut(&Entry, Effect),
-) -> JournalResult<()> {
+) -> JournalResult<bool> {
     let mut seq = start + 1;
     let mut missing: Vec<u64> = Vec::new();
     let mut folded_to = start;
@@ -289,7 +317,7 @@ async fn catch_up(
                 if !missing.is_empty() {
                     // Entries before this one are missing: holes only if this one is old enough.
                     if clock.now_ms().saturating_sub(entry.recorded_at_ms) < HOLE_AGE_MS {
-                        break;
+                        return finish(store, op_id, op, start, folded_to, false).await;
                     }
                     missing.clear();
                 }
@@ -300,13 +328,25 @@ async fn catch_up(
         }
         seq += 1;
     }
+    // Trailing missing entries are in flight: nothing later proves them to be holes.
+    finish(store, op_id, op, start, folded_to, missing.is_empty()).await
+}
+
+/// Saves the snapshot if the fold advanced, and reports whether it reached the head.
+async fn finish(
+    store: &impl Store,
+    op_id: &str,
+    op: &Option<Operation>,
+    start: u64,
+    folded_to: u64,
+    settled: bool,
+) -> JournalResult<bool> {
     if folded_to > start
         && let Some(o) = op
     {
-        // Skipped holes still advance the version only up to the last folded entry.
         set_json(store, &keys::operation(op_id), o).await?;
     }
-    Ok(())
+    Ok(settled)
 }
 
 #[cfg(test)]
@@ -349,9 +389,10 @@ mod tests {
         let clock = FixedClock(5_000);
         block_on(async {
             create(&s, &clock, &sample("op1")).await.unwrap();
-            let (op, eff) = record(&s, &clock, "op1", observed(TaskStatus::Submitted))
+            let r = record(&s, &clock, "op1", observed(TaskStatus::Submitted))
                 .await
                 .unwrap();
+            let (op, eff) = (r.operation, r.effect);
             assert_eq!(
                 eff,
                 Some(Effect::Applied(OperationStatus::Seller(
@@ -359,22 +400,25 @@ mod tests {
                 )))
             );
             assert_eq!(op.unwrap().version, 2);
-            let (_, eff) = record(&s, &clock, "op1", observed(TaskStatus::Completed))
+            let r = record(&s, &clock, "op1", observed(TaskStatus::Completed))
                 .await
                 .unwrap();
+            let (_, eff) = (r.operation, r.effect);
             assert_eq!(
                 eff,
                 Some(Effect::Applied(OperationStatus::Seller(
                     TaskStatus::Completed
                 )))
             );
-            let (_, eff) = record(&s, &clock, "op1", observed(TaskStatus::Failed))
+            let r = record(&s, &clock, "op1", observed(TaskStatus::Failed))
                 .await
                 .unwrap();
+            let (_, eff) = (r.operation, r.effect);
             assert_eq!(eff, Some(Effect::Conflict));
-            let (op, eff) = record(&s, &clock, "op1", observed(TaskStatus::Working))
+            let r = record(&s, &clock, "op1", observed(TaskStatus::Working))
                 .await
                 .unwrap();
+            let (op, eff) = (r.operation, r.effect);
             assert_eq!(eff, Some(Effect::Stale));
             assert_eq!(
                 op.unwrap().status,
@@ -407,7 +451,7 @@ mod tests {
                 record(&s, &clock, "op1", observed(TaskStatus::Rejected)),
             );
             let (a, b) = (a.unwrap(), b.unwrap());
-            let winners = [a.1, b.1]
+            let winners = [a.effect, b.effect]
                 .iter()
                 .filter(|e| matches!(e, Some(Effect::Applied(_))))
                 .count();
@@ -463,7 +507,7 @@ mod tests {
                 .unwrap();
             // A writer allocates seq 2 and dies before writing it.
             s.increment(&keys::operation_seq("op1"), 1).await.unwrap();
-            let (op, eff) = record(
+            let r = record(
                 &s,
                 &FixedClock(2_000),
                 "op1",
@@ -471,6 +515,7 @@ mod tests {
             )
             .await
             .unwrap();
+            let (op, eff) = (r.operation, r.effect);
             assert_eq!(eff, None, "effect unknown while seq 2 may still arrive");
             assert_eq!(op.unwrap().status, OperationStatus::PendingDispatch);
             let young = load(&s, &FixedClock(2_000 + HOLE_AGE_MS - 1), "op1")

@@ -1,20 +1,335 @@
-//! `GET /metrics`: Prometheus text exposition.
+//! Metrics: counters kept with atomic `increment` as things happen, and the Prometheus
+//! text rendering of `GET /metrics`.
+//!
+//! Nothing here scans the store. Counters are bumped only by the writer that applied a
+//! transition (the writer whose own journal entry the fold applied), so duplicate
+//! deliveries and re-runs never count twice. Label values come from closed sets (task
+//! kinds, statuses, rejection reasons) or from a small registry of seller error codes, so
+//! rendering knows every key to read.
 
 use crate::keys;
+use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult, get_json};
 use crate::sweep::TickReport;
+use crate::task::TaskKind;
 use std::fmt::Write;
 
-/// Renders the metrics page.
+/// Upper bounds (seconds) of the submitted-to-terminal histogram: 1 min … 7 days.
+pub const APPROVAL_BUCKETS_S: [u64; 9] = [
+    60, 300, 900, 3_600, 14_400, 43_200, 86_400, 259_200, 604_800,
+];
+
+/// Why a webhook was refused (a closed set: the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownOperation,
+    BadRequest,
+    Unauthenticated,
+    ModeMismatch,
+    Replayed,
+    Conflict,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 6] = [
+        Rejection::UnknownOperation,
+        Rejection::BadRequest,
+        Rejection::Unauthenticated,
+        Rejection::ModeMismatch,
+        Rejection::Replayed,
+        Rejection::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownOperation => "unknown_operation",
+            Rejection::BadRequest => "bad_request",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::ModeMismatch => "mode_mismatch",
+            Rejection::Replayed => "replayed",
+            Rejection::Conflict => "conflict",
+        }
+    }
+}
+
+fn counter(name: &str, labels: &[&str]) -> String {
+    let mut k = format!("m:{name}");
+    for l in labels {
+        k.push(':');
+        k.push_str(l);
+    }
+    k
+}
+
+/// An operation was stored.
+pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()> {
+    store.increment(&counter("created", &[task]), 1).await?;
+    store.increment(&counter("open", &[task]), 1).await?;
+    Ok(())
+}
+
+/// The writer that applied `from → to` reports it. `submitted_at_ms` is when the seller
+/// first accepted the task, for the approval-time histogram.
+pub async fn transition(
+    store: &impl Store,
+    task: &str,
+    from: OperationStatus,
+    to: OperationStatus,
+    created_at_ms: u64,
+    now_ms: u64,
+) -> StoreResult<()> {
+    store
+        .increment(&counter("transitions", &[task, to.as_str()]), 1)
+        .await?;
+    let closes =
+        |s: OperationStatus| s.is_authoritative_terminal() || s == OperationStatus::TimedOut;
+    if closes(to) && !closes(from) {
+        store.increment(&counter("open", &[task]), -1).await?;
+    }
+    if to.is_authoritative_terminal() {
+        let secs = now_ms.saturating_sub(created_at_ms) / 1000;
+        for le in APPROVAL_BUCKETS_S {
+            if secs <= le {
+                store
+                    .increment(&counter("approval_bucket", &[task, &le.to_string()]), 1)
+                    .await?;
+                break;
+            }
+        }
+        store
+            .increment(&counter("approval_count", &[task]), 1)
+            .await?;
+        store
+            .increment(&counter("approval_sum_s", &[task]), secs as i64)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A webhook was refused.
+pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreResult<()> {
+    store
+        .increment(&counter("webhook_rejected", &[reason.as_str()]), 1)
+        .await
+        .map(drop)
+}
+
+/// A webhook repeated a delivery already applied.
+pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
+    store
+        .increment(&counter("webhook_duplicates", &[]), 1)
+        .await
+        .map(drop)
+}
+
+/// Renders the Prometheus text exposition format.
 pub async fn render(store: &impl Store) -> StoreResult<String> {
     let mut out = String::new();
-    let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
-    let _ = writeln!(
-        out,
-        "# HELP adcp_sweep_last_finished_seconds Unix time the last sweep tick finished."
+    let read = |k: String| async move { store.increment(&k, 0).await };
+    let tasks: Vec<&str> = TaskKind::ALL.iter().map(|t| t.name()).collect();
+    let statuses: Vec<&str> = TaskStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .chain([
+            OperationStatus::PENDING_DISPATCH,
+            OperationStatus::TIMED_OUT,
+        ])
+        .collect();
+
+    family(
+        &mut out,
+        "adcp_operations_created_total",
+        "counter",
+        "Operations stored, by task.",
     );
-    let _ = writeln!(out, "# TYPE adcp_sweep_last_finished_seconds gauge");
-    let finished = last.map_or(0.0, |r| r.finished_at_ms as f64 / 1000.0);
-    let _ = writeln!(out, "adcp_sweep_last_finished_seconds {finished}");
+    for t in &tasks {
+        sample(
+            &mut out,
+            "adcp_operations_created_total",
+            &[("task", t)],
+            read(counter("created", &[t])).await?,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_operations_open",
+        "gauge",
+        "Operations without an outcome yet (pending), by task.",
+    );
+    for t in &tasks {
+        sample(
+            &mut out,
+            "adcp_operations_open",
+            &[("task", t)],
+            read(counter("open", &[t])).await?,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_operation_transitions_total",
+        "counter",
+        "Applied status changes, by task and new status.",
+    );
+    for t in &tasks {
+        for s in &statuses {
+            let v = read(counter("transitions", &[t, s])).await?;
+            sample(
+                &mut out,
+                "adcp_operation_transitions_total",
+                &[("task", t), ("status", s)],
+                v,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "adcp_operation_outcome_seconds",
+        "histogram",
+        "Time from creation to the seller's terminal status.",
+    );
+    for t in &tasks {
+        let mut cumulative = 0;
+        for le in APPROVAL_BUCKETS_S {
+            cumulative += read(counter("approval_bucket", &[t, &le.to_string()])).await?;
+            sample(
+                &mut out,
+                "adcp_operation_outcome_seconds_bucket",
+                &[("task", t), ("le", &le.to_string())],
+                cumulative,
+            );
+        }
+        let count = read(counter("approval_count", &[t])).await?;
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_bucket",
+            &[("task", t), ("le", "+Inf")],
+            count,
+        );
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_sum",
+            &[("task", t)],
+            read(counter("approval_sum_s", &[t])).await?,
+        );
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_count",
+            &[("task", t)],
+            count,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_webhook_rejections_total",
+        "counter",
+        "Webhooks refused, by reason.",
+    );
+    for r in Rejection::ALL {
+        let v = read(counter("webhook_rejected", &[r.as_str()])).await?;
+        sample(
+            &mut out,
+            "adcp_webhook_rejections_total",
+            &[("reason", r.as_str())],
+            v,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_webhook_duplicates_total",
+        "counter",
+        "Webhook deliveries that repeated an applied one.",
+    );
+    sample(
+        &mut out,
+        "adcp_webhook_duplicates_total",
+        &[],
+        read(counter("webhook_duplicates", &[])).await?,
+    );
+
+    let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
+    family(
+        &mut out,
+        "adcp_sweep_last_finished_seconds",
+        "gauge",
+        "Unix time the last sweep tick finished.",
+    );
+    let finished = last.as_ref().map_or(0, |r| r.finished_at_ms / 1000);
+    sample(
+        &mut out,
+        "adcp_sweep_last_finished_seconds",
+        &[],
+        finished as i64,
+    );
     Ok(out)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: i64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let s = MemoryStore::new();
+        block_on(async {
+            operation_created(&s, "create_media_buy").await.unwrap();
+            operation_created(&s, "create_media_buy").await.unwrap();
+            let sub = OperationStatus::Seller(TaskStatus::Submitted);
+            let done = OperationStatus::Seller(TaskStatus::Completed);
+            transition(
+                &s,
+                "create_media_buy",
+                OperationStatus::PendingDispatch,
+                sub,
+                0,
+                1_000,
+            )
+            .await
+            .unwrap();
+            transition(&s, "create_media_buy", sub, done, 0, 120_000)
+                .await
+                .unwrap();
+            webhook_rejected(&s, Rejection::Unauthenticated)
+                .await
+                .unwrap();
+            let text = render(&s).await.unwrap();
+            for line in [
+                "adcp_operations_created_total{task=\"create_media_buy\"} 2",
+                "adcp_operations_open{task=\"create_media_buy\"} 1",
+                "adcp_operation_transitions_total{task=\"create_media_buy\",status=\"completed\"} 1",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"60\"} 0",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"300\"} 1",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"+Inf\"} 1",
+                "adcp_operation_outcome_seconds_sum{task=\"create_media_buy\"} 120",
+                "adcp_webhook_rejections_total{reason=\"unauthenticated\"} 1",
+            ] {
+                assert!(text.contains(line), "missing `{line}` in\n{text}");
+            }
+        });
+    }
 }
