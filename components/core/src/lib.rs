@@ -12,6 +12,7 @@ pub mod error;
 pub mod intake;
 pub mod journal;
 pub mod keys;
+pub mod log;
 pub mod metrics;
 pub mod operation;
 pub mod seal;

@@ -49,6 +49,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         clock: &HostClock,
         entropy: &HostEntropy,
         config: &config,
+        log: &StderrLog,
     };
     Ok(into_spin_response(api::handle(&env, req).await))
 }

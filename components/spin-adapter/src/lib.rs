@@ -89,6 +89,15 @@ impl Clock for HostClock {
     }
 }
 
+/// Log lines to stderr, which Spin collects per component.
+pub struct StderrLog;
+
+impl orchestrator_core::log::Log for StderrLog {
+    fn line(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
 /// The host CSPRNG (`wasi:random`).
 pub struct HostEntropy;
 

@@ -45,6 +45,7 @@ pub struct Env<'a, S: Store> {
     pub clock: &'a dyn Clock,
     pub entropy: &'a dyn Entropy,
     pub config: &'a ApiConfig,
+    pub log: &'a dyn crate::log::Log,
 }
 
 /// An API failure: HTTP status, stable machine code, human message.

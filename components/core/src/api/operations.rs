@@ -11,6 +11,7 @@ use crate::status::OperationStatus;
 use crate::store::Store;
 use crate::task::{self, TaskKind};
 use crate::tenant::Tenant;
+use crate::{log, metrics};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -107,6 +108,20 @@ pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) 
     };
     match journal::create(env.store, env.clock, &op).await {
         Ok(op) => {
+            metrics::operation_created(env.store, &op.task).await?;
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: now,
+                    event: "operation.created",
+                    operation_id: Some(&op.operation_id),
+                    tenant_id: Some(tid),
+                    seller_id: Some(&op.seller_id),
+                    status: Some(op.status.as_str()),
+                    idempotency_key_prefix: Some(log::key_prefix(&op.idempotency_key)),
+                    ..Default::default()
+                },
+            );
             let n = env.store.increment(&keys::tenant_ops_count(tid), 1).await?;
             env.store
                 .set(

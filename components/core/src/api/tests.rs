@@ -56,6 +56,7 @@ impl World {
             clock: &self.clock,
             entropy: &self.entropy,
             config: &self.config,
+            log: &crate::log::NoLog,
         };
         let resp = block_on(handle(&env, req));
         let status = resp.status();
@@ -279,6 +280,7 @@ fn concurrent_identical_requests_create_one_operation() {
         clock: &w.clock,
         entropy: &w.entropy,
         config: &w.config,
+        log: &crate::log::NoLog,
     };
     let req = || {
         http::Request::post("/api/v1/operations")
@@ -450,6 +452,7 @@ fn sweep_and_metrics_need_their_own_tokens() {
         clock: &w.clock,
         entropy: &w.entropy,
         config: &w.config,
+        log: &crate::log::NoLog,
     };
     let resp = block_on(handle(
         &env,
