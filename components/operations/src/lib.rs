@@ -4,7 +4,8 @@
 use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
 use orchestrator_core::seal::SealingKey;
 use spin_adapter::{
-    BodyError, HostClock, HostEntropy, SpinStore, error, into_spin_response, read_request, variable,
+    BodyError, HostClock, HostEntropy, SpinStore, StderrLog, error, into_spin_response,
+    read_request, variable,
 };
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
