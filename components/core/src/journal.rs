@@ -49,6 +49,15 @@ pub enum EntryKind {
     Observed { observation: Observation },
     /// Our deadline for the task passed.
     DeadlineExpired,
+    /// A dispatch (or redispatch) got no usable answer; the operation stays where it was.
+    DispatchFailed {
+        error: crate::operation::OperationError,
+        /// When to try again, or `None` to stop retrying (the sweep then reconciles).
+        retry_at_ms: Option<u64>,
+        /// The seller may have acted (timeout, broken connection): resend only with the
+        /// same key and bytes, and look the task up before giving up.
+        outcome_unknown: bool,
+    },
 }
 
 /// What folding an entry did.
@@ -131,6 +140,21 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
             }
         }
         (Some(o), EntryKind::DeadlineExpired) => o.expire(entry.recorded_at_ms).into(),
+        (
+            Some(o),
+            EntryKind::DispatchFailed {
+                error,
+                retry_at_ms,
+                outcome_unknown,
+            },
+        ) => {
+            o.dispatch_attempts += 1;
+            o.outcome_unknown |= *outcome_unknown;
+            o.error = Some(error.clone());
+            o.next_poll_at_ms = *retry_at_ms;
+            o.updated_at_ms = entry.recorded_at_ms;
+            Effect::Recorded
+        }
     };
     if let Some(o) = op {
         o.version = entry.seq;

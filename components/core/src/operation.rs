@@ -44,6 +44,12 @@ pub struct Operation {
     /// reuses its `Idempotency-Key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_digest: Option<String>,
+    /// Dispatch attempts that got no usable answer.
+    #[serde(default)]
+    pub dispatch_attempts: u32,
+    /// Some attempt may have reached the seller without us seeing the answer.
+    #[serde(default)]
+    pub outcome_unknown: bool,
     /// Webhook deliveries already folded in: the durable de-duplication state.
     #[serde(default)]
     pub deliveries: DeliveryLedger,
@@ -391,6 +397,8 @@ pub(crate) mod tests {
             seller_at_ms: None,
             webhook: None,
             request_digest: None,
+            dispatch_attempts: 0,
+            outcome_unknown: false,
             deliveries: DeliveryLedger::default(),
             version: 0,
         }

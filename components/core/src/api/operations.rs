@@ -103,6 +103,8 @@ pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) 
         seller_at_ms: None,
         webhook,
         request_digest: Some(request_digest.clone()),
+        dispatch_attempts: 0,
+        outcome_unknown: false,
         deliveries: Default::default(),
         version: 0,
     };
@@ -179,6 +181,13 @@ pub async fn events<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) ->
                     e["seller_at_ms"] = json!(observation.at_ms);
                 }
                 journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
+                journal::EntryKind::DispatchFailed { error, retry_at_ms, outcome_unknown } => {
+                    e["kind"] = json!("dispatch_failed");
+                    e["error"] = json!(error);
+                    e["retry_at_ms"] = json!(retry_at_ms);
+                    e["outcome_unknown"] = json!(outcome_unknown);
+                }
+
             }
             e
         })
@@ -265,6 +274,7 @@ pub fn view(op: &Operation) -> Value {
         "updated_at_ms": op.updated_at_ms,
         "next_poll_at_ms": op.next_poll_at_ms,
         "deadline_at_ms": op.deadline_at_ms,
+        "dispatch_attempts": op.dispatch_attempts,
         "version": op.version,
     })
 }
