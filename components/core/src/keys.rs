@@ -17,6 +17,8 @@
 //! | `seller:{tenant}:{seller}` | seller registration (JSON, credentials sealed) | operations API |
 //! | `tenant:{tenant}:ops:n` | counter: operations created by the tenant | `increment` only |
 //! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operations API |
+//! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
+//! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //!
@@ -65,6 +67,14 @@ pub fn tenant_ops_count(tenant: &str) -> String {
 
 pub fn tenant_ops_entry(tenant: &str, n: u64) -> String {
     format!("tenant:{tenant}:ops:{n}")
+}
+
+pub fn callback(tenant: &str) -> String {
+    format!("callback:{tenant}")
+}
+
+pub fn notification(id: &str) -> String {
+    format!("ntf:{id}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

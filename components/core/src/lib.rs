@@ -14,6 +14,7 @@ pub mod journal;
 pub mod keys;
 pub mod log;
 pub mod metrics;
+pub mod notify;
 pub mod operation;
 pub mod seal;
 pub mod seller;

@@ -26,6 +26,13 @@ impl Limits {
         between_bytes_timeout_ms: 10_000,
         max_body_bytes: 8 * 1024 * 1024,
     };
+    /// Buyer notification callbacks: Standard Webhooks suggests a 15–30 s budget.
+    pub const CALLBACK: Limits = Limits {
+        connect_timeout_ms: 5_000,
+        first_byte_timeout_ms: 15_000,
+        between_bytes_timeout_ms: 5_000,
+        max_body_bytes: 64 * 1024,
+    };
     /// Key discovery (brand.json, JWKS): small documents, short timeouts.
     pub const KEY_DISCOVERY: Limits = Limits {
         connect_timeout_ms: 3_000,
@@ -82,4 +89,46 @@ pub trait Transport {
         req: OutboundRequest,
         limits: Limits,
     ) -> Result<InboundResponse, TransportError>;
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// Answers with queued responses (or errors) in order and records every request.
+    #[derive(Default)]
+    pub struct ScriptedTransport {
+        pub replies: RefCell<VecDeque<Result<InboundResponse, TransportError>>>,
+        pub requests: RefCell<Vec<OutboundRequest>>,
+    }
+
+    impl ScriptedTransport {
+        pub fn reply(&self, status: u16, body: &str) {
+            let resp = http::Response::builder()
+                .status(status)
+                .body(body.as_bytes().to_vec())
+                .unwrap();
+            self.replies.borrow_mut().push_back(Ok(resp));
+        }
+
+        pub fn fail(&self, e: TransportError) {
+            self.replies.borrow_mut().push_back(Err(e));
+        }
+    }
+
+    impl Transport for ScriptedTransport {
+        async fn send(
+            &self,
+            req: OutboundRequest,
+            _: Limits,
+        ) -> Result<InboundResponse, TransportError> {
+            self.requests.borrow_mut().push(req);
+            self.replies
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or_else(|| Err(TransportError::Connect("no scripted reply".into())))
+        }
+    }
 }
