@@ -4,6 +4,7 @@
 //! Every error is JSON `{"code", "message"}` with a stable `code`, and no handler changes
 //! state before its input is fully validated.
 
+mod callback;
 mod operations;
 mod sellers;
 mod tenants;
@@ -229,6 +230,11 @@ async fn route<S: Store>(env: &Env<'_, S>, req: Request) -> ApiResult {
             only(&method, &[Method::POST])?;
             require_admin(env, &req)?;
             tenants::create(env, &req).await
+        }
+        ["api", "v1", "callback"] => {
+            only(&method, &[Method::PUT, Method::GET, Method::DELETE])?;
+            let tenant = require_tenant(env, &req).await?;
+            callback::handle(env, &tenant, &req).await
         }
         ["api", "v1", "sellers", seller_id] => {
             only(&method, &[Method::PUT, Method::GET, Method::DELETE])?;

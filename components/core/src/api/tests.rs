@@ -423,6 +423,7 @@ fn openapi_is_served_and_documents_every_route() {
         ("/api/v1/operations/{operation_id}", &["get"]),
         ("/api/v1/operations/{operation_id}/events", &["get"]),
         ("/internal/sweep", &["post"]),
+        ("/api/v1/callback", &["put", "get", "delete"]),
         ("/metrics", &["get"]),
     ] {
         for m in methods {
@@ -466,4 +467,34 @@ fn sweep_and_metrics_need_their_own_tokens() {
         String::from_utf8_lossy(resp.body())
             .contains("adcp_sweep_last_finished_seconds 1700000000")
     );
+}
+
+#[test]
+fn callback_secret_is_shown_once_and_never_stored_in_clear() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/callback",
+        Some(&key),
+        Some(json!({"url": "https://buyer.example/hook"})),
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let secret = b["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    let (_, got) = w.call("GET", "/api/v1/callback", Some(&key), None);
+    assert!(got.get("secret").is_none());
+    assert_eq!(got["enabled"], json!(true));
+    for k in w.store.keys() {
+        let v = block_on(w.store.get(&k)).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&v).contains(&secret[6..]));
+    }
+    let (s, e) = w.call(
+        "PUT",
+        "/api/v1/callback",
+        Some(&key),
+        Some(json!({"url": "ftp://x", "secret": "nope"})),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e["details"]["fields"].as_array().unwrap().len(), 2);
 }

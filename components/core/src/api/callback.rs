@@ -1,0 +1,87 @@
+//! `PUT/GET/DELETE /api/v1/callback`: where a tenant hears about its operations.
+
+use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::keys;
+use crate::notify::{self, Callback, new_secret, secret_key, secret_purpose};
+use crate::store::{Store, get_json, set_json};
+use crate::tenant::Tenant;
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub async fn handle<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+    let key = keys::callback(&tenant.tenant_id);
+    match *req.method() {
+        Method::PUT => {
+            let body = json_body(req)?;
+            let mut errors = Vec::new();
+            let url = match body.get("url").and_then(Value::as_str) {
+                Some(u) if super::sellers::is_http_url(u) => u.to_string(),
+                _ => {
+                    errors.push(FieldError::new("url", "required: an absolute http(s) URL"));
+                    String::new()
+                }
+            };
+            let given = match body.get("secret") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if secret_key(s).is_some() => Some(s.clone()),
+                Some(_) => {
+                    errors.push(FieldError::new(
+                        "secret",
+                        "a Standard Webhooks secret: `whsec_` + base64 of 24-64 bytes",
+                    ));
+                    None
+                }
+            };
+            for k in body.keys() {
+                if !["url", "secret"].contains(&k.as_str()) {
+                    errors.push(FieldError::new(k.clone(), "unknown field"));
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::invalid("invalid callback", errors));
+            }
+            let generated = given.is_none();
+            let secret = given.unwrap_or_else(|| new_secret(env.entropy));
+            let cb = Callback {
+                url,
+                secret: env.config.sealing.seal(
+                    env.entropy,
+                    &secret_purpose(&tenant.tenant_id),
+                    secret.as_bytes(),
+                ),
+                enabled: true,
+                disabled_reason: None,
+            };
+            set_json(env.store, &key, &cb).await?;
+            let mut v = view(&cb);
+            if generated {
+                // Shown once, like an API key.
+                v["secret"] = json!(secret);
+            }
+            Ok(json_response(StatusCode::OK, &v))
+        }
+        Method::GET => {
+            let cb: Callback = get_json(env.store, &key)
+                .await?
+                .ok_or_else(|| ApiError::not_found("callback"))?;
+            Ok(json_response(StatusCode::OK, &view(&cb)))
+        }
+        _ => {
+            env.store.delete(&key).await?;
+            Ok(http::Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Vec::new())
+                .unwrap_or_default())
+        }
+    }
+}
+
+fn view(cb: &Callback) -> Value {
+    json!({
+        "url": cb.url,
+        "enabled": cb.enabled,
+        "disabled_reason": cb.disabled_reason,
+        "signature_scheme": "standard-webhooks-v1",
+        "retry_schedule_s": notify::RETRY_SCHEDULE_S,
+    })
+}
