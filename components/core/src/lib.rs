@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod dispatch;
 pub mod effects;
 pub mod error;
 pub mod intake;

@@ -1,0 +1,578 @@
+//! Sending a stored operation to its seller, and folding in whatever comes back.
+//!
+//! The operation is already durable (see `api::operations::create`) with its AdCP
+//! `idempotency_key`; dispatch rebuilds the exact same tool arguments every time (the
+//! secrets of `push_notification_config` are re-inserted from sealed storage), so a resend
+//! after a lost answer is byte-identical and the seller's idempotency replays it.
+
+use crate::clock::Clock;
+use crate::effects;
+use crate::journal::{self, EntryKind, Recorded};
+use crate::log::Log;
+use crate::operation::{Observation, Operation, OperationError, Source, WebhookMode};
+use crate::seal::SealingKey;
+use crate::seller::{self, Seller};
+use crate::status::{OperationStatus, TaskStatus};
+use crate::store::{Store, StoreResult};
+use crate::transport::TransportError;
+use serde_json::{Map, Value, json};
+
+/// How a seller call can fail, split by what the caller must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallFailure {
+    /// No usable HTTP answer.
+    Transport(TransportError),
+    /// The seller answered with an AdCP error.
+    Seller(SellerError),
+}
+
+/// An AdCP error from the seller, classified by its `recovery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SellerError {
+    pub code: String,
+    pub message: String,
+    pub recovery: Recovery,
+    pub retry_after_s: Option<u32>,
+}
+
+/// AdCP's recovery classes (`enums/error-code.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Retry later with the same key and bytes.
+    Transient,
+    /// The request must change: never resent unchanged.
+    Correctable,
+    /// Needs a human.
+    Terminal,
+}
+
+/// Calls a seller's tool and returns the extracted AdCP payload (MCP `structuredContent`
+/// or its text equivalent). Implemented over MCP by `seller_client`.
+#[allow(async_fn_in_trait)]
+pub trait SellerCalls {
+    async fn call(
+        &self,
+        seller: &Seller,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure>;
+}
+
+/// Where a dispatch left the operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dispatched {
+    /// The seller answered; the answer was recorded with this effect (if already settled).
+    Answered(Recorded),
+    /// No usable answer; a retry is scheduled (or retries are exhausted).
+    Failed {
+        retry_at_ms: Option<u64>,
+        error: OperationError,
+    },
+    /// Nothing to do: the operation is no longer waiting for dispatch.
+    NotPending,
+}
+
+/// Attempts before redispatch gives up and reconciliation decides.
+pub const MAX_DISPATCH_ATTEMPTS: u32 = 8;
+
+/// The tool arguments as sent: stored arguments plus `push_notification_config` with its
+/// sealed token and credentials opened.
+pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, OperationError> {
+    let mut args: Map<String, Value> = op.arguments.as_object().cloned().unwrap_or_default();
+    if let Some(w) = &op.webhook {
+        let purpose = format!("webhook:{}", op.operation_id);
+        let unreadable = |_| OperationError {
+            code: "SEALED_SECRET_UNREADABLE".into(),
+            message: "the webhook secret cannot be opened with the configured encryption_key"
+                .into(),
+        };
+        let token = sealing
+            .open_string(&format!("{purpose}:token"), &w.token)
+            .map_err(unreadable)?;
+        let mut config = json!({ "url": w.url, "operation_id": op.operation_id, "token": token });
+        if let Some(secret) = &w.secret {
+            let credentials = sealing
+                .open_string(&format!("{purpose}:secret"), secret)
+                .map_err(unreadable)?;
+            let scheme = match w.mode {
+                WebhookMode::Hmac => "HMAC-SHA256",
+                _ => "Bearer",
+            };
+            config["authentication"] = json!({ "schemes": [scheme], "credentials": credentials });
+        }
+        args.insert("push_notification_config".into(), config);
+    }
+    Ok(Value::Object(args))
+}
+
+/// What a tool's answer says about the task (AdCP flat MCP shape).
+pub fn observation_from_payload(payload: &Value, source: Source) -> Observation {
+    let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
+    // No `status` means completed (flat wire rule); a 3.0 media-buy status in `status`
+    // (e.g. "active") also means the task completed.
+    let status = match payload.get("status").and_then(Value::as_str) {
+        None => TaskStatus::Completed,
+        Some(s) => TaskStatus::parse(s).unwrap_or(TaskStatus::Completed),
+    };
+    let error = payload
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+        .and_then(|e| {
+            Some(OperationError {
+                code: e.get("code")?.as_str()?.to_string(),
+                message: e
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        })
+        .filter(|_| status != TaskStatus::Completed);
+    Observation {
+        source,
+        status,
+        at_ms: None,
+        task_id: text("task_id"),
+        context_id: text("context_id"),
+        message: text("message"),
+        result: (status == TaskStatus::Completed).then(|| payload.clone()),
+        error,
+        delivery: None,
+    }
+}
+
+/// Dispatches one operation if it is still waiting for its seller.
+pub async fn dispatch(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    sealing: &SealingKey,
+    calls: &impl SellerCalls,
+    op_id: &str,
+) -> StoreResult<Option<Dispatched>> {
+    let Some(loaded) = journal::load(store, clock, op_id)
+        .await
+        .map_err(store_err)?
+    else {
+        return Ok(None);
+    };
+    let op = loaded.operation;
+    if op.status != OperationStatus::PendingDispatch {
+        return Ok(Some(Dispatched::NotPending));
+    }
+    let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
+        let error = OperationError {
+            code: "SELLER_NOT_REGISTERED".into(),
+            message: "the seller was removed".into(),
+        };
+        return fail(store, clock, &op, error, None, false).await.map(Some);
+    };
+    let args = match wire_arguments(&op, sealing) {
+        Ok(a) => a,
+        Err(error) => return fail(store, clock, &op, error, None, false).await.map(Some),
+    };
+    let now = clock.now_ms();
+    match calls.call(&seller, &op.task, args).await {
+        Ok(payload) => {
+            let obs = observation_from_payload(&payload, Source::Dispatch);
+            if obs.status == TaskStatus::AuthRequired {
+                flag_seller(
+                    store,
+                    &seller,
+                    "the seller answered auth-required: check the credentials",
+                )
+                .await?;
+            }
+            let recorded = journal::record_from(
+                store,
+                clock,
+                op_id,
+                Some(op),
+                EntryKind::Observed { observation: obs },
+            )
+            .await
+            .map_err(store_err)?;
+            effects::after_record(store, clock, log, "dispatch", &recorded).await?;
+            Ok(Some(Dispatched::Answered(recorded)))
+        }
+        Err(CallFailure::Transport(e)) => {
+            let unknown = e.outcome_unknown();
+            let error = OperationError {
+                code: "TRANSPORT".into(),
+                message: e.to_string(),
+            };
+            let retry = retry_at(&op, now, None);
+            fail(store, clock, &op, error, retry, unknown)
+                .await
+                .map(Some)
+        }
+        Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
+            let error = OperationError {
+                code: se.code.clone(),
+                message: se.message.clone(),
+            };
+            let retry = retry_at(&op, now, se.retry_after_s);
+            fail(store, clock, &op, error, retry, false).await.map(Some)
+        }
+        Err(CallFailure::Seller(se)) => {
+            // The seller refused this request as it is: an authoritative outcome.
+            if se.code.starts_with("AUTH_") {
+                flag_seller(
+                    store,
+                    &seller,
+                    &format!("seller refused our credentials ({})", se.code),
+                )
+                .await?;
+            }
+            let obs = Observation {
+                source: Source::Dispatch,
+                status: TaskStatus::Failed,
+                at_ms: None,
+                task_id: None,
+                context_id: None,
+                message: Some(se.message.clone()),
+                result: None,
+                error: Some(OperationError {
+                    code: se.code,
+                    message: se.message,
+                }),
+                delivery: None,
+            };
+            let recorded = journal::record_from(
+                store,
+                clock,
+                op_id,
+                Some(op),
+                EntryKind::Observed { observation: obs },
+            )
+            .await
+            .map_err(store_err)?;
+            effects::after_record(store, clock, log, "dispatch", &recorded).await?;
+            Ok(Some(Dispatched::Answered(recorded)))
+        }
+    }
+}
+
+/// Next redispatch time: exponential from 30 s, capped at 30 min, never before the seller's
+/// `retry_after`; `None` once attempts are exhausted.
+fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64> {
+    let attempt = op.dispatch_attempts + 1;
+    if attempt >= MAX_DISPATCH_ATTEMPTS {
+        return None;
+    }
+    let backoff = (30_000u64 << attempt.min(6)).min(1_800_000);
+    let hint = u64::from(retry_after_s.unwrap_or(0).clamp(0, 3600)) * 1000;
+    Some(now + backoff.max(hint))
+}
+
+async fn fail(
+    store: &impl Store,
+    clock: &dyn Clock,
+    op: &Operation,
+    error: OperationError,
+    retry_at_ms: Option<u64>,
+    outcome_unknown: bool,
+) -> StoreResult<Dispatched> {
+    journal::record_from(
+        store,
+        clock,
+        &op.operation_id,
+        Some(op.clone()),
+        EntryKind::DispatchFailed {
+            error: error.clone(),
+            retry_at_ms,
+            outcome_unknown,
+        },
+    )
+    .await
+    .map_err(store_err)?;
+    Ok(Dispatched::Failed { retry_at_ms, error })
+}
+
+async fn flag_seller(store: &impl Store, seller: &Seller, why: &str) -> StoreResult<()> {
+    let mut s = seller.clone();
+    s.attention = Some(why.to_string());
+    seller::put(store, &s).await
+}
+
+fn store_err(e: journal::JournalError) -> crate::error::StoreError {
+    match e {
+        journal::JournalError::Store(e) => e,
+        other => crate::error::StoreError(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// Scripted seller answers; records every call's tool and arguments.
+    #[derive(Default)]
+    pub struct FakeSeller {
+        pub answers: RefCell<VecDeque<Result<Value, CallFailure>>>,
+        pub calls: RefCell<Vec<(String, Value)>>,
+    }
+
+    impl FakeSeller {
+        pub fn answer(&self, a: Result<Value, CallFailure>) {
+            self.answers.borrow_mut().push_back(a);
+        }
+    }
+
+    impl SellerCalls for FakeSeller {
+        async fn call(
+            &self,
+            _: &Seller,
+            tool: &str,
+            arguments: Value,
+        ) -> Result<Value, CallFailure> {
+            self.calls.borrow_mut().push((tool.to_string(), arguments));
+            self.answers
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or(Err(CallFailure::Transport(TransportError::Connect(
+                    "no answer scripted".into(),
+                ))))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::FakeSeller;
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::clock::testing::SeededEntropy;
+    use crate::log::NoLog;
+    use crate::operation::WebhookRegistration;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn setup(s: &MemoryStore, mode: WebhookMode) -> SealingKey {
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let e = SeededEntropy::new(5);
+        let mut op = crate::operation::tests::sample("op1");
+        op.webhook = Some(WebhookRegistration {
+            url: "https://orch.example/webhooks/adcp/op1".into(),
+            mode,
+            token: sealing.seal(&e, "webhook:op1:token", b"tok-0123456789abcdef"),
+            secret: (mode != WebhookMode::Rfc9421)
+                .then(|| sealing.seal(&e, "webhook:op1:secret", &[b's'; 32])),
+        });
+        let seller = Seller {
+            tenant_id: "t1".into(),
+            seller_id: "s1".into(),
+            mcp_url: "https://seller.example/mcp".into(),
+            credentials: None,
+            webhook_mode: Some(mode),
+            attention: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        block_on(async {
+            seller::put(s, &seller).await.unwrap();
+            journal::create(s, &FixedClock(1_000), &op).await.unwrap();
+        });
+        sealing
+    }
+
+    fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched {
+        block_on(dispatch(
+            s,
+            &FixedClock(2_000),
+            &NoLog,
+            sealing,
+            seller,
+            "op1",
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn status(s: &MemoryStore) -> OperationStatus {
+        block_on(journal::load(s, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation
+            .status
+    }
+
+    #[test]
+    fn resends_are_byte_identical_and_carry_the_registration() {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Hmac);
+        let seller = FakeSeller::default();
+        seller.answer(Err(CallFailure::Transport(TransportError::Timeout(
+            "first byte".into(),
+        ))));
+        assert!(matches!(
+            run(&s, &sealing, &seller),
+            Dispatched::Failed {
+                retry_at_ms: Some(_),
+                ..
+            }
+        ));
+        seller.answer(Ok(json!({"status": "submitted", "task_id": "task_9"})));
+        assert!(matches!(
+            run(&s, &sealing, &seller),
+            Dispatched::Answered(_)
+        ));
+        let calls = seller.calls.borrow();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            serde_json::to_vec(&calls[0].1).unwrap(),
+            serde_json::to_vec(&calls[1].1).unwrap()
+        );
+        let pnc = &calls[0].1["push_notification_config"];
+        assert_eq!(pnc["operation_id"], "op1");
+        assert_eq!(pnc["token"], "tok-0123456789abcdef");
+        assert_eq!(pnc["authentication"]["schemes"], json!(["HMAC-SHA256"]));
+        assert_eq!(calls[0].1["idempotency_key"], "k-0123456789abcdef");
+        drop(calls);
+        let op = block_on(journal::load(&s, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.status, OperationStatus::Seller(TaskStatus::Submitted));
+        assert_eq!(op.task_id.as_deref(), Some("task_9"));
+        assert!(op.outcome_unknown);
+        // No longer pending: a late redispatch does nothing.
+        assert_eq!(run(&s, &sealing, &seller), Dispatched::NotPending);
+        assert_eq!(seller.calls.borrow().len(), 2);
+    }
+
+    #[test]
+    fn rfc9421_registration_has_no_authentication_block() {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Rfc9421);
+        let seller = FakeSeller::default();
+        seller.answer(Ok(
+            json!({"status": "completed", "media_buy_id": "mb_1", "packages": []}),
+        ));
+        run(&s, &sealing, &seller);
+        let calls = seller.calls.borrow();
+        assert!(
+            calls[0].1["push_notification_config"]
+                .get("authentication")
+                .is_none()
+        );
+        drop(calls);
+        let op = block_on(journal::load(&s, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.status, OperationStatus::Seller(TaskStatus::Completed));
+        assert_eq!(op.result.unwrap()["media_buy_id"], "mb_1");
+    }
+
+    #[test]
+    fn every_answer_status_routes_through_the_state_machine() {
+        for (answer, expect) in [
+            (
+                json!({"status": "working", "task_id": "t"}),
+                OperationStatus::Seller(TaskStatus::Working),
+            ),
+            (
+                json!({"status": "input-required", "message": "approve?"}),
+                OperationStatus::Seller(TaskStatus::InputRequired),
+            ),
+            (
+                json!({"status": "failed", "errors": [{"code": "X", "message": "m"}]}),
+                OperationStatus::Seller(TaskStatus::Failed),
+            ),
+            (
+                json!({"status": "rejected"}),
+                OperationStatus::Seller(TaskStatus::Rejected),
+            ),
+            (
+                json!({"status": "canceled"}),
+                OperationStatus::Seller(TaskStatus::Canceled),
+            ),
+            (
+                json!({"status": "auth-required"}),
+                OperationStatus::Seller(TaskStatus::AuthRequired),
+            ),
+            (
+                json!({"status": "unknown"}),
+                OperationStatus::Seller(TaskStatus::Unknown),
+            ),
+            (
+                json!({"media_buy_id": "mb"}),
+                OperationStatus::Seller(TaskStatus::Completed),
+            ),
+            // AdCP 3.0: a media-buy status in `status` means the task completed.
+            (
+                json!({"status": "active", "media_buy_id": "mb"}),
+                OperationStatus::Seller(TaskStatus::Completed),
+            ),
+        ] {
+            let s = MemoryStore::new();
+            let sealing = setup(&s, WebhookMode::Bearer);
+            let seller = FakeSeller::default();
+            seller.answer(Ok(answer.clone()));
+            run(&s, &sealing, &seller);
+            assert_eq!(status(&s), expect, "{answer}");
+        }
+    }
+
+    #[test]
+    fn transient_errors_retry_after_the_hint_and_correctable_ones_fail() {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Bearer);
+        let seller = FakeSeller::default();
+        let err = |code: &str, recovery, retry_after_s| {
+            Err(CallFailure::Seller(SellerError {
+                code: code.into(),
+                message: "m".into(),
+                recovery,
+                retry_after_s,
+            }))
+        };
+        seller.answer(err("RATE_LIMITED", Recovery::Transient, Some(600)));
+        let Dispatched::Failed {
+            retry_at_ms: Some(at),
+            ..
+        } = run(&s, &sealing, &seller)
+        else {
+            panic!()
+        };
+        assert_eq!(at, 2_000 + 600_000);
+        assert_eq!(status(&s), OperationStatus::PendingDispatch);
+        seller.answer(err("AUTH_INVALID", Recovery::Terminal, None));
+        run(&s, &sealing, &seller);
+        assert_eq!(status(&s), OperationStatus::Seller(TaskStatus::Failed));
+        let seller_rec = block_on(seller::get(&s, "t1", "s1")).unwrap().unwrap();
+        assert!(seller_rec.attention.unwrap().contains("AUTH_INVALID"));
+    }
+
+    #[test]
+    fn attempts_are_bounded() {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Bearer);
+        let seller = FakeSeller::default();
+        let mut last = None;
+        for _ in 0..MAX_DISPATCH_ATTEMPTS {
+            seller.answer(Err(CallFailure::Transport(TransportError::Connect(
+                "down".into(),
+            ))));
+            last = Some(run(&s, &sealing, &seller));
+        }
+        assert!(matches!(
+            last,
+            Some(Dispatched::Failed {
+                retry_at_ms: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            status(&s),
+            OperationStatus::PendingDispatch,
+            "the sweep reconciles before failing it"
+        );
+    }
+}
