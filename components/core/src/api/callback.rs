@@ -1,6 +1,7 @@
 //! `PUT/GET/DELETE /api/v1/callback`: where a tenant hears about its operations.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::dispatch::SellerCalls;
 use crate::keys;
 use crate::notify::{self, Callback, new_secret, secret_key, secret_purpose};
 use crate::store::{Store, get_json, set_json};
@@ -8,7 +9,11 @@ use crate::tenant::Tenant;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-pub async fn handle<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+pub async fn handle<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    tenant: &Tenant,
+    req: &Request,
+) -> ApiResult {
     let key = keys::callback(&tenant.tenant_id);
     match *req.method() {
         Method::PUT => {

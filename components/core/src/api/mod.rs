@@ -10,6 +10,7 @@ mod sellers;
 mod tenants;
 
 use crate::clock::{Clock, Entropy};
+use crate::dispatch::SellerCalls;
 use crate::error::StoreError;
 use crate::journal::JournalError;
 use crate::seal::{SealingKey, ct_eq};
@@ -41,12 +42,14 @@ pub struct ApiConfig {
 }
 
 /// What a request handler works with.
-pub struct Env<'a, S: Store> {
+pub struct Env<'a, S: Store, C: SellerCalls> {
     pub store: &'a S,
     pub clock: &'a dyn Clock,
     pub entropy: &'a dyn Entropy,
     pub config: &'a ApiConfig,
     pub log: &'a dyn crate::log::Log,
+    /// How operations reach their sellers.
+    pub calls: &'a C,
 }
 
 /// An API failure: HTTP status, stable machine code, human message.
@@ -176,13 +179,13 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 /// Routes one request. Never panics on input; every failure is an [`ApiError`] response.
-pub async fn handle<S: Store>(env: &Env<'_, S>, req: Request) -> Response {
+pub async fn handle<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: Request) -> Response {
     route(env, req)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: Store>(env: &Env<'_, S>, req: Request) -> ApiResult {
+async fn route<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: Request) -> ApiResult {
     if req.body().len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -291,7 +294,7 @@ pub fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn require_admin<S: Store>(env: &Env<'_, S>, req: &Request) -> ApiResult<()> {
+fn require_admin<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: &Request) -> ApiResult<()> {
     require_token(req, &env.config.admin_api_key)
 }
 
@@ -303,7 +306,10 @@ fn require_token(req: &Request, expected: &str) -> ApiResult<()> {
     }
 }
 
-async fn require_tenant<S: Store>(env: &Env<'_, S>, req: &Request) -> ApiResult<Tenant> {
+async fn require_tenant<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    req: &Request,
+) -> ApiResult<Tenant> {
     let token = bearer(req).ok_or_else(ApiError::unauthorized)?;
     tenant::authenticate(env.store, token)
         .await?

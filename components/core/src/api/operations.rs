@@ -2,6 +2,8 @@
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
 use crate::clock::random_hex;
+use crate::dispatch;
+use crate::dispatch::SellerCalls;
 use crate::journal::{self, JournalError};
 use crate::keys::{self, valid_id};
 use crate::operation::{Operation, WebhookMode, WebhookRegistration};
@@ -18,7 +20,11 @@ use serde_json::{Map, Value, json};
 /// Header a buyer may send to make `POST /api/v1/operations` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+pub async fn create<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    tenant: &Tenant,
+    req: &Request,
+) -> ApiResult {
     let idem = idempotency_header(req)?;
     let body = json_body(req)?;
     let input = parse_create(&body)?;
@@ -131,6 +137,20 @@ pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) 
                     op.operation_id.as_bytes(),
                 )
                 .await?;
+            // Stored and indexed: now, and only now, the seller hears of it. Whatever happens
+            // here, the operation is safe; a failed dispatch is retried by the sweep.
+            dispatch::dispatch(
+                env.store,
+                env.clock,
+                env.log,
+                &env.config.sealing,
+                env.calls,
+                &op.operation_id,
+            )
+            .await?;
+            let op = journal::load(env.store, env.clock, &op.operation_id)
+                .await?
+                .map_or(op, |l| l.operation);
             Ok(json_response(StatusCode::CREATED, &view(&op)))
         }
         Err(JournalError::Exists) => {
@@ -159,12 +179,20 @@ pub async fn create<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) 
     }
 }
 
-pub async fn get<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) -> ApiResult {
+pub async fn get<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    tenant: &Tenant,
+    op_id: &str,
+) -> ApiResult {
     let op = load_owned(env, tenant, op_id).await?;
     Ok(json_response(StatusCode::OK, &view(&op)))
 }
 
-pub async fn events<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) -> ApiResult {
+pub async fn events<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    tenant: &Tenant,
+    op_id: &str,
+) -> ApiResult {
     load_owned(env, tenant, op_id).await?;
     let history = journal::history(env.store, env.clock, op_id).await?;
     let events: Vec<Value> = history
@@ -198,7 +226,11 @@ pub async fn events<S: Store>(env: &Env<'_, S>, tenant: &Tenant, op_id: &str) ->
     ))
 }
 
-pub async fn list<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) -> ApiResult {
+pub async fn list<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
+    tenant: &Tenant,
+    req: &Request,
+) -> ApiResult {
     let q = Query::parse(req.uri().query().unwrap_or(""))?;
     let tid = &tenant.tenant_id;
     let newest = env
@@ -230,8 +262,8 @@ pub async fn list<S: Store>(env: &Env<'_, S>, tenant: &Tenant, req: &Request) ->
     ))
 }
 
-async fn load_owned<S: Store>(
-    env: &Env<'_, S>,
+async fn load_owned<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
     tenant: &Tenant,
     op_id: &str,
 ) -> ApiResult<Operation> {
@@ -367,7 +399,7 @@ fn idempotency_header(req: &Request) -> ApiResult<Option<String>> {
 }
 
 /// A random UUID v4 string: the AdCP `idempotency_key` format sellers expect.
-fn uuid_v4<S: Store>(env: &Env<'_, S>) -> String {
+fn uuid_v4<S: Store, C: SellerCalls>(env: &Env<'_, S, C>) -> String {
     let mut b = [0u8; 16];
     env.entropy.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

@@ -1,6 +1,7 @@
 //! `PUT/GET/DELETE /api/v1/sellers/{seller_id}`.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::dispatch::SellerCalls;
 use crate::keys::valid_id;
 use crate::operation::WebhookMode;
 use crate::seller::{self, Seller, credentials_purpose};
@@ -9,8 +10,8 @@ use crate::tenant::Tenant;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-pub async fn handle<S: Store>(
-    env: &Env<'_, S>,
+pub async fn handle<S: Store, C: SellerCalls>(
+    env: &Env<'_, S, C>,
     tenant: &Tenant,
     seller_id: &str,
     req: &Request,

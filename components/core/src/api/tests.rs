@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::{FixedClock, testing::SeededEntropy};
+use crate::dispatch::testing::FakeSeller;
 use crate::store::MemoryStore;
 use futures::executor::block_on;
 
@@ -11,6 +12,7 @@ struct World {
     clock: FixedClock,
     entropy: SeededEntropy,
     config: ApiConfig,
+    seller: FakeSeller,
 }
 
 impl World {
@@ -19,6 +21,7 @@ impl World {
             store: MemoryStore::new(),
             clock: FixedClock(1_700_000_000_000),
             entropy: SeededEntropy::new(42),
+            seller: FakeSeller::default(),
             config: ApiConfig {
                 admin_api_key: ADMIN.into(),
                 public_base_url: "https://orch.example.com/".into(),
@@ -57,6 +60,7 @@ impl World {
             entropy: &self.entropy,
             config: &self.config,
             log: &crate::log::NoLog,
+            calls: &self.seller,
         };
         let resp = block_on(handle(&env, req));
         let status = resp.status();
@@ -281,6 +285,7 @@ fn concurrent_identical_requests_create_one_operation() {
         entropy: &w.entropy,
         config: &w.config,
         log: &crate::log::NoLog,
+        calls: &w.seller,
     };
     let req = || {
         http::Request::post("/api/v1/operations")
@@ -454,6 +459,7 @@ fn sweep_and_metrics_need_their_own_tokens() {
         entropy: &w.entropy,
         config: &w.config,
         log: &crate::log::NoLog,
+        calls: &w.seller,
     };
     let resp = block_on(handle(
         &env,
@@ -497,4 +503,75 @@ fn callback_secret_is_shown_once_and_never_stored_in_clear() {
     );
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["details"]["fields"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn creation_dispatches_after_storing_and_reports_the_sellers_answer() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    w.seller.answer(Ok(
+        json!({"status": "submitted", "task_id": "task_1", "message": "IO signature pending"}),
+    ));
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert_eq!(op["status"], json!("submitted"));
+    assert_eq!(op["task_id"], json!("task_1"));
+    let calls = w.seller.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "create_media_buy");
+    let args = &calls[0].1;
+    assert_eq!(args["context"]["operation_id"], op["operation_id"]);
+    assert_eq!(
+        args["push_notification_config"]["url"],
+        json!(format!(
+            "https://orch.example.com/webhooks/adcp/{}",
+            op["operation_id"].as_str().unwrap()
+        ))
+    );
+    assert!(
+        args["push_notification_config"]["authentication"]["credentials"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 32
+    );
+    assert_eq!(
+        args["idempotency_key"].as_str().unwrap()[..8],
+        *op["idempotency_key_prefix"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn a_store_failure_between_storing_and_calling_leaves_the_operation_waiting() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    // Creation reads/writes succeed; the dispatch's first store read fails.
+    // (tenant auth get x2, seller get, increment, set entry, set snapshot, counters x2, index x2)
+    w.store.fail_nth_call(11);
+    let (s, e) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
+        "{e}"
+    );
+    assert!(
+        w.seller.calls.borrow().is_empty(),
+        "the seller was not called"
+    );
+    let (_, list) = w.call("GET", "/api/v1/operations", Some(&key), None);
+    let ops = list["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0]["status"], json!("pending_dispatch"));
 }
