@@ -21,6 +21,12 @@
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
+//! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
+//! | `lease:sweep:{slot}` | counter: claims of the sweep tick in a lease slot | `increment` only |
+//! | `breaker:{tenant}:{seller}:failures` | counter: failures ever recorded for the seller | `increment` only |
+//! | `breaker:{tenant}:{seller}:mark` | failure count at the last closing success (decimal) | breaker |
+//! | `breaker:{tenant}:{seller}:opened` | when the breaker last tripped (Unix ms, decimal) | breaker |
+//! | `breaker:{tenant}:{seller}:probe:{base}:{w}` | counter: half-open probe claims in a window | `increment` only |
 //!
 //! Sequence numbers are allocated with `increment`, so concurrent writers never
 //! rewrite the same key; snapshots may be overwritten by a stale writer, which only
@@ -79,6 +85,33 @@ pub fn notification(id: &str) -> String {
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";
 pub const SWEEP_LAST: &str = "sweep:last";
+
+/// A lease slot's claim counter; `scope` is [`lease_scope_operation`] or [`LEASE_SCOPE_SWEEP`].
+pub fn lease(scope: &str, slot: u64) -> String {
+    format!("lease:{scope}:{slot}")
+}
+
+pub fn lease_scope_operation(op: &str) -> String {
+    format!("op:{op}")
+}
+
+pub const LEASE_SCOPE_SWEEP: &str = "sweep";
+
+pub fn breaker_failures(tenant: &str, seller: &str) -> String {
+    format!("breaker:{tenant}:{seller}:failures")
+}
+
+pub fn breaker_mark(tenant: &str, seller: &str) -> String {
+    format!("breaker:{tenant}:{seller}:mark")
+}
+
+pub fn breaker_opened(tenant: &str, seller: &str) -> String {
+    format!("breaker:{tenant}:{seller}:opened")
+}
+
+pub fn breaker_probe(tenant: &str, seller: &str, base_ms: u64, window: u64) -> String {
+    format!("breaker:{tenant}:{seller}:probe:{base_ms}:{window}")
+}
 
 /// The id alphabet of AdCP's `operation_id` (`^[A-Za-z0-9_.:-]{1,255}$`), minus `:` which
 /// separates key segments here, and capped at 128 bytes so composed keys stay short.

@@ -18,6 +18,7 @@ pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod operation;
+pub mod schedule;
 pub mod seal;
 pub mod seller;
 pub mod state_machine;

@@ -1,0 +1,475 @@
+//! Retry and poll schedules as data.
+//!
+//! A Spin handler cannot sleep for minutes, so a "retry" is a persisted `next_*_at_ms`
+//! computed here by a pure function and picked up by the sweep through the due index.
+//!
+//! - [`Backoff`]: exponential backoff with **full jitter** (Brooker, "Exponential Backoff And
+//!   Jitter", AWS 2015; Step Functions `JitterStrategy: FULL`):
+//!   `delay = random_between(0, min(cap, base * 2^attempt))`, then raised to a floor so that
+//!   polling never turns into a busy loop. `attempt` counts polls (or failures) since the
+//!   status last moved, so a status change resets the schedule: it is a pure function of
+//!   that count and the entropy.
+//! - [`PollPolicy`]: the poll cadence of an operation, with a slower *backup* cadence when
+//!   the seller was asked to push webhooks (AdCP: "always implement polling as backup … e.g.
+//!   every 2 minutes"), and the seller's `retry_after` honoured.
+//! - `retry_after`: AdCP `error.retry_after` (seconds, 3.2 producers send integers 1–3600)
+//!   and HTTP `Retry-After` (delay-seconds or an IMF-fixdate) are rounded up and clamped to
+//!   1..=3600 s ([`clamp_retry_after_s`]); the next attempt is never earlier than that.
+//! - [`Schedule`]: fixed schedules (`&'static [u64]` seconds), e.g. buyer-notification
+//!   retries 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
+//! - [`Deadlines`]: how long each task type may stay unresolved (create 24 h, update 12 h,
+//!   sync_creatives 48 h, others 24 h), configurable with serde.
+
+use super::{DAY_MS, MINUTE_MS, SECOND_MS, random_between};
+use crate::clock::Entropy;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Full-jitter exponential backoff with a floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub cap_ms: u64,
+    /// The smallest delay ever returned (full jitter alone can return 0).
+    pub floor_ms: u64,
+}
+
+impl Backoff {
+    /// Polling an operation the seller holds, without a webhook: 5 s doubling up to 15 min.
+    pub const POLL: Backoff = Backoff {
+        base_ms: 5 * SECOND_MS,
+        cap_ms: 15 * MINUTE_MS,
+        floor_ms: SECOND_MS,
+    };
+    /// The backup cadence when a webhook is registered: 2 min doubling up to 30 min, never
+    /// below 1 min.
+    pub const BACKUP_POLL: Backoff = Backoff {
+        base_ms: 2 * MINUTE_MS,
+        cap_ms: 30 * MINUTE_MS,
+        floor_ms: MINUTE_MS,
+    };
+    /// Redispatching after a transient failure without a `retry_after` (AdCP's guidance:
+    /// base 2 s, cap 60 s).
+    pub const DISPATCH: Backoff = Backoff {
+        base_ms: 2 * SECOND_MS,
+        cap_ms: MINUTE_MS,
+        floor_ms: SECOND_MS,
+    };
+
+    /// `min(cap, base * 2^attempt)`, saturating.
+    pub fn ceiling_ms(&self, attempt: u32) -> u64 {
+        let factor = 1u64.checked_shl(attempt).unwrap_or(u64::MAX);
+        self.base_ms.saturating_mul(factor).min(self.cap_ms)
+    }
+
+    /// The delay before the next attempt, `attempt` being the number of attempts since the
+    /// last progress (0 for the first retry). Always within `floor..=max(cap, floor)`.
+    pub fn delay_ms(&self, attempt: u32, entropy: &dyn Entropy) -> u64 {
+        random_between(entropy, 0, self.ceiling_ms(attempt)).max(self.floor_ms)
+    }
+}
+
+/// The smallest and largest `retry_after` we honour, in seconds (AdCP: "round fractional
+/// values up, clamp to [1,3600]").
+pub const RETRY_AFTER_MIN_S: u64 = 1;
+pub const RETRY_AFTER_MAX_S: u64 = 3_600;
+
+/// Rounds a seller's `retry_after` up and clamps it to 1..=3600 s. Nonsense (NaN,
+/// negative) counts as the minimum.
+pub fn clamp_retry_after_s(seconds: f64) -> u64 {
+    if seconds.is_nan() || seconds <= RETRY_AFTER_MIN_S as f64 {
+        return RETRY_AFTER_MIN_S;
+    }
+    if seconds >= RETRY_AFTER_MAX_S as f64 {
+        return RETRY_AFTER_MAX_S;
+    }
+    seconds.ceil() as u64
+}
+
+/// Parses an HTTP `Retry-After` value (RFC 9110 §10.2.3): delay-seconds or an IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`), into clamped seconds from `now_ms`. A date in the
+/// past yields the minimum; anything else unparseable yields `None`.
+pub fn parse_retry_after(value: &str, now_ms: u64) -> Option<u64> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = v.parse().unwrap_or(u64::MAX);
+        return Some(secs.clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S));
+    }
+    let at_s = parse_imf_fixdate(v)?;
+    let now_s = now_ms / SECOND_MS;
+    Some(
+        at_s.saturating_sub(now_s)
+            .clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S),
+    )
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → Unix seconds.
+fn parse_imf_fixdate(v: &str) -> Option<u64> {
+    let (_, rest) = v.split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + (*h * 3_600 + *m * 60 + *s) as i64;
+    u64::try_from(secs).ok()
+}
+
+/// Combines our own delay with the seller's hint: never earlier than the (clamped) hint;
+/// when the hint dominates, up to 10 % is added so that many operations told the same
+/// `retry_after` do not return in one burst.
+pub fn honour_retry_after(
+    own_delay_ms: u64,
+    retry_after_s: Option<u64>,
+    entropy: &dyn Entropy,
+) -> u64 {
+    match retry_after_s {
+        None => own_delay_ms,
+        Some(s) => {
+            let hint_ms = s.clamp(RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S) * SECOND_MS;
+            if own_delay_ms >= hint_ms {
+                own_delay_ms
+            } else {
+                hint_ms + random_between(entropy, 0, hint_ms / 10)
+            }
+        }
+    }
+}
+
+/// What the poll cadence of one operation depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollInput {
+    /// Polls since the operation's status last moved (0 right after a change).
+    pub attempts_since_change: u32,
+    /// The seller was asked to push status webhooks: polling is only the backup.
+    pub webhook_registered: bool,
+    /// The seller's `retry_after`, in seconds, if its last answer carried one.
+    pub retry_after_s: Option<u64>,
+}
+
+/// The poll cadence of operations the seller holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PollPolicy {
+    /// Without a webhook.
+    pub poll: Backoff,
+    /// With a webhook: the first backup poll, this long after the status last moved.
+    pub webhook_first_ms: u64,
+    /// With a webhook: the cadence after the first backup poll.
+    pub webhook: Backoff,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            poll: Backoff::POLL,
+            webhook_first_ms: 2 * MINUTE_MS,
+            webhook: Backoff::BACKUP_POLL,
+        }
+    }
+}
+
+impl PollPolicy {
+    /// The delay until the next poll.
+    pub fn delay_ms(&self, input: PollInput, entropy: &dyn Entropy) -> u64 {
+        let own = match (input.webhook_registered, input.attempts_since_change) {
+            (false, n) => self.poll.delay_ms(n, entropy),
+            (true, 0) => self.webhook_first_ms,
+            (true, n) => self.webhook.delay_ms(n - 1, entropy),
+        };
+        honour_retry_after(own, input.retry_after_s, entropy)
+    }
+
+    /// When to poll next, as Unix ms.
+    pub fn next_poll_at_ms(&self, now_ms: u64, input: PollInput, entropy: &dyn Entropy) -> u64 {
+        now_ms.saturating_add(self.delay_ms(input, entropy))
+    }
+}
+
+/// A fixed retry schedule: the delays, in seconds, after the 1st, 2nd, … failed attempt;
+/// after the last one, give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule(pub &'static [u64]);
+
+impl Schedule {
+    /// Buyer notifications: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up
+    /// (the outbox's [`crate::notify::RETRY_SCHEDULE_S`]).
+    pub const BUYER_NOTIFICATIONS: Schedule = Schedule(&crate::notify::RETRY_SCHEDULE_S);
+    /// Svix's default schedule (`server/svix-server/config.default.toml`), for comparison.
+    pub const SVIX: Schedule = Schedule(&[5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]);
+
+    /// The delay after `failed_attempts` failures (1 = after the first attempt failed), or
+    /// `None` when the schedule is exhausted (or nothing failed yet).
+    pub fn delay_ms(&self, failed_attempts: u32) -> Option<u64> {
+        let i = (failed_attempts as usize).checked_sub(1)?;
+        self.0.get(i).map(|s| s * SECOND_MS)
+    }
+
+    /// When to try again after the `failed_attempts`-th failure at `failed_at_ms`.
+    pub fn next_attempt_at_ms(&self, failed_attempts: u32, failed_at_ms: u64) -> Option<u64> {
+        self.delay_ms(failed_attempts)
+            .map(|d| failed_at_ms.saturating_add(d))
+    }
+
+    /// Attempts in total, the first one included.
+    pub fn max_attempts(&self) -> u32 {
+        self.0.len() as u32 + 1
+    }
+
+    /// The time from the first attempt to the last one.
+    pub fn horizon_ms(&self) -> u64 {
+        self.0.iter().sum::<u64>() * SECOND_MS
+    }
+}
+
+/// How long each task type may stay unresolved before we declare it `timed_out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Deadlines {
+    /// For task types without their own entry.
+    pub default_ms: u64,
+    /// By AdCP task name.
+    pub tasks: BTreeMap<String, u64>,
+}
+
+impl Default for Deadlines {
+    /// create_media_buy 24 h, update_media_buy 12 h, sync_creatives 48 h (AdCP's orchestrator
+    /// guide, [`crate::task::default_deadline_ms`]); anything else 24 h.
+    fn default() -> Self {
+        Deadlines {
+            default_ms: DAY_MS,
+            tasks: crate::task::TaskKind::ALL
+                .iter()
+                .map(|t| (t.name().to_string(), crate::task::default_deadline_ms(*t)))
+                .collect(),
+        }
+    }
+}
+
+impl Deadlines {
+    pub fn for_task_ms(&self, task: &str) -> u64 {
+        self.tasks.get(task).copied().unwrap_or(self.default_ms)
+    }
+
+    pub fn deadline_at_ms(&self, task: &str, created_at_ms: u64) -> u64 {
+        created_at_ms.saturating_add(self.for_task_ms(task))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::testing::SeededEntropy;
+    use crate::schedule::HOUR_MS;
+
+    #[test]
+    fn full_jitter_stays_within_floor_and_ceiling() {
+        let e = SeededEntropy::new(1);
+        let b = Backoff::POLL;
+        for attempt in 0..70 {
+            let ceiling = b.ceiling_ms(attempt);
+            assert_eq!(
+                ceiling,
+                (5_000u64.saturating_mul(1u64.checked_shl(attempt).unwrap_or(u64::MAX)))
+                    .min(900_000)
+            );
+            for _ in 0..200 {
+                let d = b.delay_ms(attempt, &e);
+                assert!(d >= b.floor_ms, "{attempt}: {d}");
+                assert!(d <= ceiling.max(b.floor_ms), "{attempt}: {d}");
+            }
+        }
+        assert_eq!(b.ceiling_ms(200), b.cap_ms);
+        // A zero base never yields zero: the floor holds.
+        let zero = Backoff {
+            base_ms: 0,
+            cap_ms: 0,
+            floor_ms: 1_000,
+        };
+        assert_eq!(zero.delay_ms(3, &e), 1_000);
+    }
+
+    #[test]
+    fn full_jitter_is_spread_over_the_whole_range() {
+        // Distribution sanity: at the cap, the mean is near cap/2 and every decile is hit.
+        let e = SeededEntropy::new(42);
+        let b = Backoff {
+            base_ms: 1_000,
+            cap_ms: 100_000,
+            floor_ms: 1,
+        };
+        let n = 20_000u64;
+        let mut deciles = [0u64; 10];
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let d = b.delay_ms(20, &e);
+            sum += d;
+            deciles[((d * 10 / 100_001) as usize).min(9)] += 1;
+        }
+        let mean = sum / n;
+        assert!((47_000..=53_000).contains(&mean), "mean {mean}");
+        for (i, c) in deciles.iter().enumerate() {
+            assert!((1_600..=2_400).contains(c), "decile {i}: {c}");
+        }
+        // Early attempts stay small: attempt 0 never exceeds the base.
+        assert!((0..1_000).all(|_| b.delay_ms(0, &e) <= 1_000));
+    }
+
+    #[test]
+    fn same_entropy_same_schedule() {
+        let a: Vec<u64> = {
+            let e = SeededEntropy::new(9);
+            (0..10).map(|i| Backoff::POLL.delay_ms(i, &e)).collect()
+        };
+        let b: Vec<u64> = {
+            let e = SeededEntropy::new(9);
+            (0..10).map(|i| Backoff::POLL.delay_ms(i, &e)).collect()
+        };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_clamped_and_never_undercut() {
+        assert_eq!(clamp_retry_after_s(0.2), 1);
+        assert_eq!(clamp_retry_after_s(-5.0), 1);
+        assert_eq!(clamp_retry_after_s(f64::NAN), 1);
+        assert_eq!(clamp_retry_after_s(2.1), 3);
+        assert_eq!(clamp_retry_after_s(30.0), 30);
+        assert_eq!(clamp_retry_after_s(1e12), 3_600);
+        let e = SeededEntropy::new(3);
+        for _ in 0..500 {
+            let d = honour_retry_after(2_000, Some(30), &e);
+            assert!((30_000..=33_000).contains(&d), "{d}");
+        }
+        // Our own longer delay wins; absurd hints are clamped.
+        assert_eq!(honour_retry_after(90_000, Some(30), &e), 90_000);
+        assert!(honour_retry_after(0, Some(99_999), &e) <= 3_960_000);
+        assert!(honour_retry_after(0, Some(0), &e) >= 1_000);
+        assert_eq!(honour_retry_after(7, None, &e), 7);
+    }
+
+    #[test]
+    fn retry_after_header_forms() {
+        // 1994-11-06T08:49:37Z = 784111777.
+        let now = 784_111_777_000;
+        assert_eq!(parse_retry_after("120", now), Some(120));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(1));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(3_600)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(60)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(1)
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now),
+            Some(3_600)
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 29 Feb 2024 00:00:00 GMT", 1_709_164_800_000 - 10_000),
+            Some(10)
+        );
+        for bad in [
+            "",
+            "soon",
+            "-1",
+            "1.5",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn poll_policy_with_and_without_webhook() {
+        let e = SeededEntropy::new(5);
+        let p = PollPolicy::default();
+        let plain = |n| PollInput {
+            attempts_since_change: n,
+            ..Default::default()
+        };
+        assert!(p.delay_ms(plain(0), &e) <= 5_000);
+        assert!(p.delay_ms(plain(30), &e) <= 15 * MINUTE_MS);
+        let hooked = |n| PollInput {
+            attempts_since_change: n,
+            webhook_registered: true,
+            retry_after_s: None,
+        };
+        assert_eq!(p.delay_ms(hooked(0), &e), 2 * MINUTE_MS);
+        for n in 1..20 {
+            let d = p.delay_ms(hooked(n), &e);
+            assert!((MINUTE_MS..=30 * MINUTE_MS).contains(&d), "{n}: {d}");
+        }
+        // A status change resets the schedule: the cadence depends on the count alone.
+        let hint = PollInput {
+            retry_after_s: Some(600),
+            ..plain(0)
+        };
+        assert!(p.delay_ms(hint, &e) >= 600_000);
+        assert_eq!(p.next_poll_at_ms(1_000, hooked(0), &e), 121_000);
+        let cfg: PollPolicy = serde_json::from_str(r#"{"webhook_first_ms": 60000}"#).unwrap();
+        assert_eq!(cfg.webhook_first_ms, 60_000);
+        assert_eq!(cfg.poll, Backoff::POLL);
+    }
+
+    #[test]
+    fn fixed_schedules() {
+        let s = Schedule::BUYER_NOTIFICATIONS;
+        assert_eq!(s.0, &[60, 300, 1_800, 7_200, 18_000, 36_000]);
+        assert_eq!(s.delay_ms(0), None);
+        assert_eq!(s.delay_ms(1), Some(60_000));
+        assert_eq!(s.delay_ms(6), Some(36_000_000));
+        assert_eq!(s.delay_ms(7), None);
+        assert_eq!(s.next_attempt_at_ms(2, 1_000), Some(301_000));
+        assert_eq!(s.max_attempts(), 7);
+        assert_eq!(s.horizon_ms(), 63_360_000);
+        assert_eq!(Schedule::SVIX.horizon_ms(), 99_305_000);
+    }
+
+    #[test]
+    fn deadlines_per_task_with_defaults_and_overrides() {
+        let d = Deadlines::default();
+        assert_eq!(d.for_task_ms("create_media_buy"), 24 * HOUR_MS);
+        assert_eq!(d.for_task_ms("update_media_buy"), 12 * HOUR_MS);
+        assert_eq!(d.for_task_ms("sync_creatives"), 48 * HOUR_MS);
+        assert_eq!(d.for_task_ms("activate_signal"), 24 * HOUR_MS);
+        assert_eq!(d.deadline_at_ms("update_media_buy", 5), 5 + 12 * HOUR_MS);
+        let cfg: Deadlines = serde_json::from_str(
+            r#"{"default_ms": 3600000, "tasks": {"create_media_buy": 7200000}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.for_task_ms("create_media_buy"), 2 * HOUR_MS);
+        assert_eq!(cfg.for_task_ms("sync_creatives"), HOUR_MS);
+        let round: Deadlines = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert_eq!(round, d);
+    }
+}

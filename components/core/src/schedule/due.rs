@@ -1,0 +1,1 @@
+//! The due index (in progress).
