@@ -1,1 +1,526 @@
-//! The due index (in progress).
+//! The due index: which operations a sweep tick must look at, found in O(due work).
+//!
+//! # Layout
+//!
+//! Time is cut into buckets of [`DueConfig::bucket_ms`] (10 s). Filing an operation due at
+//! `t` ([`schedule`]) appends it to the bucket of `max(t, now)` (something due in the past
+//! goes to the current bucket, see [`filing_bucket`]):
+//!
+//! ```text
+//! n = increment("due:{bucket}:n", 1)      -- a fresh slot, atomic on every backend
+//! set("due:{bucket}:{n}", op_id)          -- written once, by the slot's owner
+//! ```
+//!
+//! No value is shared by several writers and every value is tiny. An entry is only a
+//! **hint**: the operation's own record (`next_poll_at_ms`) decides whether it is due, so
+//! rescheduling files a new entry and never deletes the old one (a stale hint is skipped by
+//! the caller), and duplicates are harmless.
+//!
+//! # Sweeping
+//!
+//! A bucket is *due* once it has ended (`end <= now`): every entry in it was due before
+//! `now`, so nothing read is early and nothing needs to be put back for being early. The cost
+//! is up to one bucket of latency, far below a cron tick.
+//!
+//! The sweep cursor (`sweep:cursor`, a small JSON [`Cursor`]) remembers the first bucket not
+//! yet *finished*, and, for the few buckets after it that were partly read, how far they were
+//! read and which slots were still empty ("holes"). A tick ([`Sweep::begin`]) reads, from the
+//! cursor on, each due bucket's count with `increment(key, 0)` and only the entries it has
+//! not read before, so an entry is read once, plus re-reads of holes.
+//!
+//! A writer may still be appending to a bucket whose time has just passed, and a reader may
+//! see a slot whose `increment` happened but whose `set` has not yet landed. So a bucket is
+//! **finished** only when it ended more than [`DueConfig::grace_ms`] (60 s) ago, its count
+//! was read after that moment, all its entries were read, and no hole remains; a hole in a
+//! bucket past its grace is permanent (its writer crashed) and is skipped. Writers make that
+//! sound with a **write guard**: [`schedule`] measures itself and, if filing took longer than
+//! [`DueConfig::write_guard_ms`] (20 s, well below the grace minus clock skew), files the
+//! entry again in the then-current bucket. So an entry is either visible before its bucket
+//! can finish, or filed again.
+//!
+//! The caller handles each [`Hint`] and marks it settled ([`Sweep::settle`]); hints left
+//! unsettled (the operation was leased by another sweep, the tick ran out of time) are
+//! filed again, due now or at a time given with [`Sweep::defer`], before the cursor moves
+//! past them ([`Sweep::commit`]). A crash before the commit only means the next tick reads
+//! the same entries again.
+//!
+//! # Concurrent sweeps
+//!
+//! Overlapping ticks are safe without any lock (a sweep lease only avoids duplicate reads):
+//! each tick moves the cursor only past entries it handled itself, and the commit merges its
+//! cursor with the stored one (union of what was read; [`Cursor::merge`]). The cursor is a
+//! plain `set`, so a concurrent commit can still overwrite a newer cursor with an older one;
+//! that only makes a later tick read some entries again, and the operation leases and records
+//! make re-reads harmless.
+//!
+//! # Retention
+//!
+//! Buckets finished more than [`DueConfig::retain_ms`] (10 min) ago are deleted, entries and
+//! count (tracked by `Cursor::purged`), so the index holds only the future plus ~10 minutes.
+//! Reading a count with `increment(key, 0)` creates it; the purge removes those too. A tick
+//! slower than the retention window could re-create a purged count (8 bytes, never read
+//! again); sweep ticks are bounded far below that by their lease.
+//!
+//! # Limits
+//!
+//! A tick reads at most [`DueConfig::max_buckets`] buckets and [`DueConfig::max_entries`]
+//! entries, and continues where it stopped on the next tick ([`SweepReport::backlog`]). With
+//! no cursor yet, sweeping starts [`DueConfig::initial_lookback_ms`] (1 h) in the past.
+
+use crate::clock::Clock;
+use crate::error::StoreError;
+use crate::keys;
+use crate::store::{Store, StoreResult, get_json, set_json};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DueConfig {
+    pub bucket_ms: u64,
+    /// How long after its end a bucket may still receive entries from slow writers.
+    pub grace_ms: u64,
+    /// A [`schedule`] call slower than this files its entry again. Must stay below
+    /// `grace_ms` minus the clock skew between replicas.
+    pub write_guard_ms: u64,
+    /// Finished buckets are deleted this long after they end.
+    pub retain_ms: u64,
+    /// Buckets read (and purged) per tick at most; at least the buckets of a grace period
+    /// plus two.
+    pub max_buckets: u64,
+    /// Entries read per tick at most.
+    pub max_entries: usize,
+    /// Where sweeping starts when there is no cursor yet.
+    pub initial_lookback_ms: u64,
+}
+
+impl Default for DueConfig {
+    fn default() -> Self {
+        DueConfig {
+            bucket_ms: 10_000,
+            grace_ms: 60_000,
+            write_guard_ms: 20_000,
+            retain_ms: 600_000,
+            max_buckets: 360,
+            max_entries: 1_000,
+            initial_lookback_ms: 3_600_000,
+        }
+    }
+}
+
+impl DueConfig {
+    pub fn bucket_of(&self, ms: u64) -> u64 {
+        ms / self.bucket_ms.max(1)
+    }
+
+    /// The first instant after the bucket.
+    pub fn bucket_end_ms(&self, bucket: u64) -> u64 {
+        (bucket + 1).saturating_mul(self.bucket_ms.max(1))
+    }
+
+    /// The bucket has ended, so every entry in it is due.
+    pub fn is_due(&self, bucket: u64, now_ms: u64) -> bool {
+        self.bucket_end_ms(bucket) <= now_ms
+    }
+
+    /// The bucket ended more than the grace period ago: no writer appends to it any more.
+    pub fn is_closed(&self, bucket: u64, now_ms: u64) -> bool {
+        self.bucket_end_ms(bucket).saturating_add(self.grace_ms) <= now_ms
+    }
+
+    /// The last due bucket at `now_ms`, if any.
+    pub fn last_due_bucket(&self, now_ms: u64) -> Option<u64> {
+        self.bucket_of(now_ms).checked_sub(1)
+    }
+}
+
+/// Where an operation due at `due_at_ms` is filed at `now_ms`: its own bucket, or the
+/// current one if that time has passed (a past bucket may already be finished).
+pub fn filing_bucket(cfg: &DueConfig, due_at_ms: u64, now_ms: u64) -> u64 {
+    cfg.bucket_of(due_at_ms.max(now_ms))
+}
+
+/// Where an entry was filed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filed {
+    pub bucket: u64,
+    pub n: u64,
+    /// How many times it was filed (more than once after exceeding the write guard).
+    pub attempts: u32,
+}
+
+const MAX_FILING_ATTEMPTS: u32 = 3;
+
+/// Files `op_id` as due at `due_at_ms`. Two store calls, more only when a call was so slow
+/// that the entry might have missed its bucket (see the module doc).
+pub async fn schedule(
+    store: &impl Store,
+    cfg: &DueConfig,
+    clock: &dyn Clock,
+    op_id: &str,
+    due_at_ms: u64,
+) -> StoreResult<Filed> {
+    for attempt in 1..=MAX_FILING_ATTEMPTS {
+        let started = clock.now_ms();
+        let bucket = filing_bucket(cfg, due_at_ms, started);
+        let n = store.increment(&keys::due_count(bucket), 1).await?;
+        let n = u64::try_from(n)
+            .map_err(|_| StoreError(format!("due count {n} of bucket {bucket}")))?;
+        store
+            .set(&keys::due_entry(bucket, n), op_id.as_bytes())
+            .await?;
+        let finished = clock.now_ms();
+        let in_time = finished.saturating_sub(started) <= cfg.write_guard_ms;
+        let far_from_closing = cfg.bucket_end_ms(bucket) > finished.saturating_add(cfg.grace_ms);
+        if in_time || far_from_closing {
+            return Ok(Filed {
+                bucket,
+                n,
+                attempts: attempt,
+            });
+        }
+    }
+    Err(StoreError(format!(
+        "due index: filing `{op_id}` exceeded the write guard {MAX_FILING_ATTEMPTS} times"
+    )))
+}
+
+/// One entry read from the index: `op_id` was filed in `bucket` at slot `n`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hint {
+    pub bucket: u64,
+    pub n: u64,
+    pub op_id: String,
+}
+
+/// Reads a bucket's count (`increment(key, 0)`).
+pub async fn bucket_count(store: &impl Store, bucket: u64) -> StoreResult<u64> {
+    let n = store.increment(&keys::due_count(bucket), 0).await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+async fn read_entry(store: &impl Store, bucket: u64, n: u64) -> StoreResult<Option<String>> {
+    Ok(store
+        .get(&keys::due_entry(bucket, n))
+        .await?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Every entry of buckets `from..=to`, without a cursor (diagnostics, tests, re-indexing).
+/// One `increment` per bucket and one `get` per entry; empty slots are left out.
+pub async fn scan(store: &impl Store, from_bucket: u64, to_bucket: u64) -> StoreResult<Vec<Hint>> {
+    let mut hints = Vec::new();
+    for bucket in from_bucket..=to_bucket {
+        for n in 1..=bucket_count(store, bucket).await? {
+            if let Some(op_id) = read_entry(store, bucket, n).await? {
+                hints.push(Hint { bucket, n, op_id });
+            }
+        }
+    }
+    Ok(hints)
+}
+
+/// How far a bucket has been read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Slots `1..=read` were read (except `holes`).
+    pub read: u64,
+    /// Slots counted but still empty when read; read again until the bucket closes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holes: Vec<u64>,
+}
+
+impl Progress {
+    fn unread(&self, n: u64) -> bool {
+        n > self.read || self.holes.contains(&n)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.read == 0 && self.holes.is_empty()
+    }
+
+    /// What was read by either.
+    fn union(&self, other: &Progress) -> Progress {
+        let mut holes: Vec<u64> = self
+            .holes
+            .iter()
+            .chain(&other.holes)
+            .copied()
+            .filter(|n| self.unread(*n) && other.unread(*n))
+            .collect();
+        holes.sort_unstable();
+        holes.dedup();
+        Progress {
+            read: self.read.max(other.read),
+            holes,
+        }
+    }
+}
+
+/// The sweep cursor, stored at `sweep:cursor`. Small: it lists only buckets between the
+/// first unfinished one and the last one read, which the grace period keeps to a handful.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Every bucket before this one is finished.
+    pub bucket: u64,
+    /// Partial progress in buckets from `bucket` on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open: BTreeMap<u64, Progress>,
+    /// Every bucket before this one has been deleted.
+    pub purged: u64,
+}
+
+impl Cursor {
+    /// The cursor of an index never swept before.
+    pub fn initial(cfg: &DueConfig, now_ms: u64) -> Cursor {
+        let bucket = cfg.bucket_of(now_ms.saturating_sub(cfg.initial_lookback_ms));
+        Cursor {
+            bucket,
+            open: BTreeMap::new(),
+            purged: bucket,
+        }
+    }
+
+    fn progress(&self, bucket: u64) -> Progress {
+        if bucket < self.bucket {
+            Progress {
+                read: u64::MAX,
+                holes: Vec::new(),
+            }
+        } else {
+            self.open.get(&bucket).cloned().unwrap_or_default()
+        }
+    }
+
+    /// Everything either cursor has read: what two overlapping sweeps together have done.
+    /// Commutative, associative and idempotent, so the order of commits does not matter.
+    pub fn merge(&self, other: &Cursor) -> Cursor {
+        let bucket = self.bucket.max(other.bucket);
+        let open = self
+            .open
+            .keys()
+            .chain(other.open.keys())
+            .filter(|b| **b >= bucket)
+            .map(|b| (*b, self.progress(*b).union(&other.progress(*b))))
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        Cursor {
+            bucket,
+            open,
+            purged: self.purged.max(other.purged),
+        }
+    }
+}
+
+/// What a tick did with the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Entries handed out.
+    pub hints: usize,
+    /// Unsettled hints filed again.
+    pub requeued: usize,
+    pub buckets_read: u64,
+    /// Empty slots in closed buckets, given up (their writer crashed before writing).
+    pub holes_skipped: u64,
+    /// First bucket not finished after this tick.
+    pub cursor: u64,
+    pub purged_buckets: u64,
+    /// The tick stopped at a limit; more due work is waiting.
+    pub backlog: bool,
+}
+
+/// One tick's pass over the index: [`Sweep::begin`], handle [`Sweep::hints`], settle them,
+/// [`Sweep::commit`].
+#[derive(Debug)]
+pub struct Sweep {
+    cfg: DueConfig,
+    now_ms: u64,
+    start: Cursor,
+    /// The cursor was in the store (else the commit writes the initial one).
+    stored: bool,
+    progress: BTreeMap<u64, Progress>,
+    counts: BTreeMap<u64, u64>,
+    hints: Vec<Hint>,
+    settled: BTreeSet<(u64, u64)>,
+    deferred: BTreeMap<(u64, u64), u64>,
+    holes_skipped: u64,
+    backlog: bool,
+}
+
+impl Sweep {
+    /// Reads the cursor and the due entries not read before. One `get`, one `increment`
+    /// per bucket from the cursor to the last due bucket, one `get` per new entry or hole.
+    pub async fn begin(store: &impl Store, cfg: &DueConfig, now_ms: u64) -> StoreResult<Sweep> {
+        let stored = get_json::<Cursor>(store, keys::SWEEP_CURSOR).await?;
+        let mut sweep = Sweep {
+            cfg: *cfg,
+            now_ms,
+            stored: stored.is_some(),
+            start: stored.unwrap_or_else(|| Cursor::initial(cfg, now_ms)),
+            progress: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            hints: Vec::new(),
+            settled: BTreeSet::new(),
+            deferred: BTreeMap::new(),
+            holes_skipped: 0,
+            backlog: false,
+        };
+        let Some(last_due) = cfg.last_due_bucket(now_ms) else {
+            return Ok(sweep);
+        };
+        // Buckets within their grace period are read on every tick, so the limit must leave
+        // room beyond them or the sweep could never get past them.
+        let max_buckets = cfg.max_buckets.max(cfg.grace_ms / cfg.bucket_ms.max(1) + 2);
+        let mut bucket = sweep.start.bucket;
+        while bucket <= last_due {
+            if sweep.counts.len() as u64 >= max_buckets || sweep.hints.len() >= cfg.max_entries {
+                sweep.backlog = true;
+                break;
+            }
+            sweep.read_bucket(store, bucket).await?;
+            bucket += 1;
+        }
+        Ok(sweep)
+    }
+
+    async fn read_bucket(&mut self, store: &impl Store, bucket: u64) -> StoreResult<()> {
+        let count = bucket_count(store, bucket).await?;
+        self.counts.insert(bucket, count);
+        let closed = self.cfg.is_closed(bucket, self.now_ms);
+        let mut p = self.start.progress(bucket);
+        let mut holes = Vec::new();
+        let old_holes = std::mem::take(&mut p.holes);
+        for (i, &n) in old_holes.iter().enumerate() {
+            if self.hints.len() >= self.cfg.max_entries {
+                self.backlog = true;
+                holes.extend_from_slice(&old_holes[i..]);
+                break;
+            }
+            match read_entry(store, bucket, n).await? {
+                Some(op_id) => self.hints.push(Hint { bucket, n, op_id }),
+                None if closed => self.holes_skipped += 1,
+                None => holes.push(n),
+            }
+        }
+        while p.read < count {
+            if self.hints.len() >= self.cfg.max_entries {
+                self.backlog = true;
+                break;
+            }
+            let n = p.read + 1;
+            match read_entry(store, bucket, n).await? {
+                Some(op_id) => self.hints.push(Hint { bucket, n, op_id }),
+                None if closed => self.holes_skipped += 1,
+                None => holes.push(n),
+            }
+            p.read = n;
+        }
+        p.holes = holes;
+        self.progress.insert(bucket, p);
+        Ok(())
+    }
+
+    /// The entries to look at, in due order. Each names an operation whose record decides
+    /// whether it is really due.
+    pub fn hints(&self) -> &[Hint] {
+        &self.hints
+    }
+
+    /// The time the tick runs at.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The hint is dealt with: the operation was handled, or its record says it is not
+    /// due (rescheduled, finished) and so the hint is stale.
+    pub fn settle(&mut self, hint: &Hint) {
+        self.deferred.remove(&(hint.bucket, hint.n));
+        self.settled.insert((hint.bucket, hint.n));
+    }
+
+    pub fn settle_all(&mut self) {
+        let all: Vec<(u64, u64)> = self.hints.iter().map(|h| (h.bucket, h.n)).collect();
+        self.deferred.clear();
+        self.settled.extend(all);
+    }
+
+    /// The hint's operation could not be handled now; file it again as due at `due_at_ms`
+    /// (e.g. when its lease ends). Unsettled hints are deferred to now by default.
+    pub fn defer(&mut self, hint: &Hint, due_at_ms: u64) {
+        self.settled.remove(&(hint.bucket, hint.n));
+        self.deferred.insert((hint.bucket, hint.n), due_at_ms);
+    }
+
+    /// Files unsettled hints again, moves the cursor past what was read, deletes buckets
+    /// past retention, and stores the cursor merged with any concurrent sweep's.
+    pub async fn commit(self, store: &impl Store, clock: &dyn Clock) -> StoreResult<SweepReport> {
+        let cfg = self.cfg;
+        let now = self.now_ms;
+        let mut requeued = 0;
+        for h in &self.hints {
+            let key = (h.bucket, h.n);
+            if self.settled.contains(&key) {
+                continue;
+            }
+            let due_at = self.deferred.get(&key).copied().unwrap_or(now);
+            schedule(store, &cfg, clock, &h.op_id, due_at).await?;
+            requeued += 1;
+        }
+
+        let mut mine = self.start.clone();
+        for (b, p) in &self.progress {
+            if p.is_empty() {
+                mine.open.remove(b);
+            } else {
+                mine.open.insert(*b, p.clone());
+            }
+        }
+        while let Some(count) = self.counts.get(&mine.bucket) {
+            let p = mine.progress(mine.bucket);
+            if !(cfg.is_closed(mine.bucket, now) && p.read >= *count && p.holes.is_empty()) {
+                break;
+            }
+            mine.open.remove(&mine.bucket);
+            mine.bucket += 1;
+        }
+
+        let purge_to = mine
+            .bucket
+            .min(cfg.bucket_of(now.saturating_sub(cfg.retain_ms)));
+        let mut purged_buckets = 0;
+        while mine.purged < purge_to && purged_buckets < cfg.max_buckets {
+            purge_bucket(store, mine.purged).await?;
+            mine.purged += 1;
+            purged_buckets += 1;
+        }
+
+        if mine != self.start || !self.stored {
+            let stored = get_json::<Cursor>(store, keys::SWEEP_CURSOR).await?;
+            let merged = match stored {
+                Some(s) => s.merge(&mine),
+                None => mine.clone(),
+            };
+            set_json(store, keys::SWEEP_CURSOR, &merged).await?;
+        }
+        Ok(SweepReport {
+            hints: self.hints.len(),
+            requeued,
+            buckets_read: self.counts.len() as u64,
+            holes_skipped: self.holes_skipped,
+            cursor: mine.bucket,
+            purged_buckets,
+            backlog: self.backlog,
+        })
+    }
+}
+
+/// Deletes a finished bucket: its entries and its count.
+async fn purge_bucket(store: &impl Store, bucket: u64) -> StoreResult<()> {
+    for n in 1..=bucket_count(store, bucket).await? {
+        store.delete(&keys::due_entry(bucket, n)).await?;
+    }
+    store.delete(&keys::due_count(bucket)).await
+}
+
+#[cfg(test)]
+mod tests;

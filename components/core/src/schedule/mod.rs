@@ -54,9 +54,6 @@ pub(crate) mod testing {
         pub fn advance(&self, ms: u64) {
             self.0.set(self.0.get() + ms);
         }
-        pub fn set(&self, ms: u64) {
-            self.0.set(ms);
-        }
     }
 
     impl crate::clock::Clock for TestClock {
