@@ -372,21 +372,40 @@ impl<'a> Breaker<'a> {
         Ok(snap)
     }
 
-    async fn apply(&self, store: &impl Store, effect: Effect, now_ms: u64) -> StoreResult<()> {
+    /// Persists an effect. `seen` is the snapshot the decision was made on, if any: its
+    /// failure count becomes the mark (failures recorded since then count as consecutive,
+    /// which is what they are), and the trip time is deleted only if it was tripped.
+    async fn apply(
+        &self,
+        store: &impl Store,
+        effect: Effect,
+        now_ms: u64,
+        seen: Option<&Snapshot>,
+    ) -> StoreResult<()> {
         match effect {
             Effect::ClearFailures => {
-                let f = store
-                    .increment(&keys::breaker_failures(self.tenant, self.seller), 0)
-                    .await?;
+                let f = match seen {
+                    Some(s) => s.failures,
+                    None => {
+                        store
+                            .increment(&keys::breaker_failures(self.tenant, self.seller), 0)
+                            .await?
+                    }
+                };
                 store
                     .set(
                         &keys::breaker_mark(self.tenant, self.seller),
                         f.to_string().as_bytes(),
                     )
                     .await?;
-                store
-                    .delete(&keys::breaker_opened(self.tenant, self.seller))
-                    .await
+                let tripped =
+                    seen.is_none_or(|s| s.consecutive() >= u64::from(self.cfg.failure_threshold));
+                if tripped {
+                    store
+                        .delete(&keys::breaker_opened(self.tenant, self.seller))
+                        .await?;
+                }
+                Ok(())
             }
             Effect::Trip => {
                 store
@@ -450,7 +469,7 @@ impl<'a> Breaker<'a> {
         };
         let snap = self.snapshot(store, None).await?;
         let (next, effect) = transition(self.cfg, derive(self.cfg, &snap, now_ms), event, now_ms);
-        self.apply(store, effect, now_ms).await?;
+        self.apply(store, effect, now_ms, Some(&snap)).await?;
         if let Some(key) = &permit.probe_key {
             store.delete(key).await?;
         }
@@ -477,7 +496,7 @@ impl<'a> Breaker<'a> {
         // recorder sees the count cross the threshold.
         let before = self.snapshot(store, Some(k - 1)).await?;
         let (next, effect) = transition(self.cfg, derive(self.cfg, &before, now_ms), event, now_ms);
-        self.apply(store, effect, now_ms).await?;
+        self.apply(store, effect, now_ms, Some(&before)).await?;
         if let Some(key) = &permit.probe_key {
             store.delete(key).await?;
         }
@@ -511,7 +530,7 @@ impl<'a> Breaker<'a> {
 
     /// Manual reset (an operator's "the seller is back").
     pub async fn reset(&self, store: &impl Store) -> StoreResult<()> {
-        self.apply(store, Effect::ClearFailures, 0).await
+        self.apply(store, Effect::ClearFailures, 0, None).await
     }
 
     /// Manual trip (an operator's "stop calling this seller" for one reset period).
@@ -526,7 +545,7 @@ impl<'a> Breaker<'a> {
                 mark.to_string().as_bytes(),
             )
             .await?;
-        self.apply(store, Effect::Trip, now_ms).await
+        self.apply(store, Effect::Trip, now_ms, None).await
     }
 }
 

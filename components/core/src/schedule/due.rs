@@ -185,6 +185,17 @@ pub async fn schedule(
     )))
 }
 
+/// Files `op_id` as due now (it goes to the current bucket and is handed out once that
+/// bucket ends).
+pub async fn schedule_now(
+    store: &impl Store,
+    cfg: &DueConfig,
+    clock: &dyn Clock,
+    op_id: &str,
+) -> StoreResult<Filed> {
+    schedule(store, cfg, clock, op_id, clock.now_ms()).await
+}
+
 /// One entry read from the index: `op_id` was filed in `bucket` at slot `n`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hint {

@@ -62,16 +62,20 @@ fn entries_are_handed_out_once_their_bucket_has_ended() {
             .await
             .unwrap();
         assert_eq!((f.bucket, f.n, f.attempts), (T0 / 10_000, 1, 1));
+        schedule_now(&s, &c, &clock, "op_now").await.unwrap();
         schedule(&s, &c, &clock, "op_soon", T0 + 15_000)
             .await
             .unwrap();
         schedule(&s, &c, &clock, "op_later", T0 + 3_600_000)
             .await
             .unwrap();
-        assert_eq!(s.total_ops(), 3 + 2 * 3, "two store calls per filing");
+        assert_eq!(s.total_ops(), 3 + 2 * 4, "two store calls per filing");
 
         assert!(tick(&s, &c, T0 + 9_999).await.0.is_empty());
-        assert_eq!(ids(&tick(&s, &c, T0 + 10_000).await.0), ["op_past"]);
+        assert_eq!(
+            ids(&tick(&s, &c, T0 + 10_000).await.0),
+            ["op_past", "op_now"]
+        );
         // Read once: not again on the next tick.
         assert!(tick(&s, &c, T0 + 15_000).await.0.is_empty());
         assert_eq!(ids(&tick(&s, &c, T0 + 25_000).await.0), ["op_soon"]);
