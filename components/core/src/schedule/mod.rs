@@ -39,6 +39,9 @@ pub fn random_between(entropy: &dyn crate::clock::Entropy, lo: u64, hi: u64) -> 
 }
 
 #[cfg(test)]
+mod tests;
+
+#[cfg(test)]
 pub(crate) mod testing {
     use crate::error::StoreError;
     use crate::store::{MemoryStore, Store, StoreResult};
