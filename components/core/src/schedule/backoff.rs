@@ -70,7 +70,7 @@ impl Backoff {
 }
 
 /// The smallest and largest `retry_after` we honour, in seconds (AdCP: "round fractional
-/// values up, clamp to [1,3600]").
+/// values up, clamp to \[1,3600\]").
 pub const RETRY_AFTER_MIN_S: u64 = 1;
 pub const RETRY_AFTER_MAX_S: u64 = 3_600;
 

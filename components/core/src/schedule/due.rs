@@ -33,10 +33,11 @@
 //! **finished** only when it ended more than [`DueConfig::grace_ms`] (60 s) ago, its count
 //! was read after that moment, all its entries were read, and no hole remains; a hole in a
 //! bucket past its grace is permanent (its writer crashed) and is skipped. Writers make that
-//! sound with a **write guard**: [`schedule`] measures itself and, if filing took longer than
-//! [`DueConfig::write_guard_ms`] (20 s, well below the grace minus clock skew), files the
-//! entry again in the then-current bucket. So an entry is either visible before its bucket
-//! can finish, or filed again.
+//! sound with a **write guard**: [`schedule`] checks the clock once its entry is written and,
+//! if that is later than [`DueConfig::write_guard_ms`] (20 s) after the bucket's end, files
+//! the entry again in the then-current bucket. Replicas' clocks may differ by up to
+//! `grace - write_guard` (40 s). So an entry is either visible before its bucket can finish,
+//! or filed again.
 //!
 //! The caller handles each [`Hint`] and marks it settled ([`Sweep::settle`]); hints left
 //! unsettled (the operation was leased by another sweep, the tick ran out of time) are
@@ -80,8 +81,8 @@ pub struct DueConfig {
     pub bucket_ms: u64,
     /// How long after its end a bucket may still receive entries from slow writers.
     pub grace_ms: u64,
-    /// A [`schedule`] call slower than this files its entry again. Must stay below
-    /// `grace_ms` minus the clock skew between replicas.
+    /// A [`schedule`] call whose entry lands later than this after its bucket ended files
+    /// it again. `grace_ms - write_guard_ms` is the clock skew tolerated between replicas.
     pub write_guard_ms: u64,
     /// Finished buckets are deleted this long after they end.
     pub retain_ms: u64,
@@ -153,6 +154,9 @@ const MAX_FILING_ATTEMPTS: u32 = 3;
 
 /// Files `op_id` as due at `due_at_ms`. Two store calls, more only when a call was so slow
 /// that the entry might have missed its bucket (see the module doc).
+///
+/// `clock` must be live (the host clock), not a [`crate::clock::FixedClock`] captured when
+/// the request started, or the write guard cannot see a stall.
 pub async fn schedule(
     store: &impl Store,
     cfg: &DueConfig,
@@ -169,10 +173,11 @@ pub async fn schedule(
         store
             .set(&keys::due_entry(bucket, n), op_id.as_bytes())
             .await?;
-        let finished = clock.now_ms();
-        let in_time = finished.saturating_sub(started) <= cfg.write_guard_ms;
-        let far_from_closing = cfg.bucket_end_ms(bucket) > finished.saturating_add(cfg.grace_ms);
-        if in_time || far_from_closing {
+        // A sweep closes the bucket no earlier than `end + grace` by its clock, which is
+        // after `end + write_guard` by ours as long as the skew stays below
+        // `grace - write_guard`. An entry written before that is seen; a later one may not be.
+        let landed = clock.now_ms();
+        if landed < cfg.bucket_end_ms(bucket).saturating_add(cfg.write_guard_ms) {
             return Ok(Filed {
                 bucket,
                 n,

@@ -197,11 +197,21 @@ fn a_writer_slower_than_the_write_guard_files_again_in_the_current_bucket() {
     let s = MemoryStore::new();
     let c = cfg();
     block_on(async {
+        // Landing 25 s after the start, 15 s after the bucket's end: within the guard.
         let clock = StallingClock::new(25_000, 1);
+        assert_eq!(
+            schedule(&s, &c, &clock, "op_0", T0).await.unwrap().attempts,
+            1
+        );
+        // Landing 35 s after the start, 25 s after the bucket's end: filed again.
+        let clock = StallingClock::new(35_000, 1);
         let f = schedule(&s, &c, &clock, "op_1", T0).await.unwrap();
         assert_eq!(f.attempts, 2);
-        assert_eq!(f.bucket, (T0 + 25_000) / 10_000);
-        assert_eq!(scan(&s, T0 / 10_000, f.bucket).await.unwrap().len(), 2);
+        assert_eq!(f.bucket, (T0 + 35_000) / 10_000);
+        assert_eq!(
+            ids(&scan(&s, T0 / 10_000, f.bucket).await.unwrap()),
+            ["op_0", "op_1", "op_1"]
+        );
         // Far-future entries are never at risk and are filed once.
         let clock = StallingClock::new(25_000, 1);
         assert_eq!(
