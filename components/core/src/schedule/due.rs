@@ -367,7 +367,12 @@ impl Sweep {
     /// Reads the cursor and the due entries not read before. One `get`, one `increment`
     /// per bucket from the cursor to the last due bucket, one `get` per new entry or hole.
     pub async fn begin(store: &impl Store, cfg: &DueConfig, now_ms: u64) -> StoreResult<Sweep> {
-        let stored = get_json::<Cursor>(store, keys::SWEEP_CURSOR).await?;
+        // A cursor that does not parse (a bug, a manual edit) would stop every tick; start
+        // over from the lookback instead (re-reads are harmless) and overwrite it.
+        let stored = match store.get(keys::SWEEP_CURSOR).await? {
+            None => None,
+            Some(bytes) => serde_json::from_slice::<Cursor>(&bytes).ok(),
+        };
         let mut sweep = Sweep {
             cfg: *cfg,
             now_ms,
@@ -511,7 +516,9 @@ impl Sweep {
         }
 
         if mine != self.start || !self.stored {
-            let stored = get_json::<Cursor>(store, keys::SWEEP_CURSOR).await?;
+            let stored = get_json::<Cursor>(store, keys::SWEEP_CURSOR)
+                .await
+                .unwrap_or(None);
             let merged = match stored {
                 Some(s) => s.merge(&mine),
                 None => mine.clone(),

@@ -500,3 +500,49 @@ fn concurrent_writers_and_overlapping_sweeps_lose_nothing() {
     let missing: Vec<_> = filed.difference(&seen).collect();
     assert!(missing.is_empty(), "never handed out: {missing:?}");
 }
+
+#[test]
+fn a_failed_commit_hands_the_same_entries_out_again() {
+    let s = MemoryStore::new();
+    let c = cfg();
+    block_on(async {
+        tick(&s, &c, T0).await;
+        let clock = FixedClock(T0);
+        schedule(&s, &c, &clock, "op_1", T0).await.unwrap();
+        schedule(&s, &c, &clock, "op_2", T0).await.unwrap();
+        let now = T0 + 10_000;
+        let mut sweep = Sweep::begin(&s, &c, now).await.unwrap();
+        assert_eq!(sweep.hints().len(), 2);
+        sweep.settle_all();
+        // The commit's re-read works, its cursor write fails.
+        s.fail_nth_call(2);
+        assert!(sweep.commit(&s, &FixedClock(now)).await.is_err());
+        assert_eq!(ids(&tick(&s, &c, now + 1).await.0), ["op_1", "op_2"]);
+        assert!(tick(&s, &c, now + 2).await.0.is_empty());
+        // A requeue that fails leaves the cursor where it was, too.
+        schedule(&s, &c, &clock, "op_3", T0).await.unwrap();
+        let mut sweep = Sweep::begin(&s, &c, now + 3).await.unwrap();
+        assert_eq!(ids(sweep.hints()), ["op_3"]);
+        let h = sweep.hints()[0].clone();
+        sweep.defer(&h, T0 + 40_000);
+        s.fail_nth_call(1);
+        assert!(sweep.commit(&s, &FixedClock(now + 3)).await.is_err());
+        assert_eq!(ids(&tick(&s, &c, now + 4).await.0), ["op_3"]);
+    });
+}
+
+#[test]
+fn a_corrupt_cursor_restarts_from_the_lookback() {
+    let s = MemoryStore::new();
+    let c = DueConfig {
+        initial_lookback_ms: 120_000,
+        ..cfg()
+    };
+    block_on(async {
+        schedule(&s, &c, &FixedClock(T0), "op_1", T0).await.unwrap();
+        s.set(keys::SWEEP_CURSOR, b"{not json").await.unwrap();
+        assert_eq!(ids(&tick(&s, &c, T0 + 60_000).await.0), ["op_1"]);
+        let cur: Cursor = get_json(&s, keys::SWEEP_CURSOR).await.unwrap().unwrap();
+        assert!(cur.bucket <= T0 / 10_000 + 1);
+    });
+}
