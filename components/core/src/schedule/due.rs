@@ -14,7 +14,7 @@
 //! No value is shared by several writers and every value is tiny. An entry is only a
 //! **hint**: the operation's own record (`next_poll_at_ms`) decides whether it is due, so
 //! rescheduling files a new entry and never deletes the old one (a stale hint is skipped by
-//! the caller), and duplicates are harmless.
+//! the caller), and duplicates are harmless (a tick hands out one hint per operation).
 //!
 //! # Sweeping
 //!
@@ -333,6 +333,8 @@ impl Cursor {
 pub struct SweepReport {
     /// Entries handed out.
     pub hints: usize,
+    /// Further entries for operations already handed out, dropped.
+    pub duplicates: usize,
     /// Unsettled hints filed again.
     pub requeued: usize,
     pub buckets_read: u64,
@@ -357,6 +359,9 @@ pub struct Sweep {
     progress: BTreeMap<u64, Progress>,
     counts: BTreeMap<u64, u64>,
     hints: Vec<Hint>,
+    /// Operations already handed out this tick: later entries for them are dropped.
+    seen: BTreeSet<String>,
+    duplicates: usize,
     settled: BTreeSet<(u64, u64)>,
     deferred: BTreeMap<(u64, u64), u64>,
     holes_skipped: u64,
@@ -381,6 +386,8 @@ impl Sweep {
             progress: BTreeMap::new(),
             counts: BTreeMap::new(),
             hints: Vec::new(),
+            seen: BTreeSet::new(),
+            duplicates: 0,
             settled: BTreeSet::new(),
             deferred: BTreeMap::new(),
             holes_skipped: 0,
@@ -418,7 +425,7 @@ impl Sweep {
                 break;
             }
             match read_entry(store, bucket, n).await? {
-                Some(op_id) => self.hints.push(Hint { bucket, n, op_id }),
+                Some(op_id) => self.offer(Hint { bucket, n, op_id }),
                 None if closed => self.holes_skipped += 1,
                 None => holes.push(n),
             }
@@ -430,7 +437,7 @@ impl Sweep {
             }
             let n = p.read + 1;
             match read_entry(store, bucket, n).await? {
-                Some(op_id) => self.hints.push(Hint { bucket, n, op_id }),
+                Some(op_id) => self.offer(Hint { bucket, n, op_id }),
                 None if closed => self.holes_skipped += 1,
                 None => holes.push(n),
             }
@@ -441,7 +448,18 @@ impl Sweep {
         Ok(())
     }
 
-    /// The entries to look at, in due order. Each names an operation whose record decides
+    /// Hands a hint out, unless its operation already was this tick (a rescheduled
+    /// operation has several entries; one look at its record settles them all).
+    fn offer(&mut self, hint: Hint) {
+        if self.seen.insert(hint.op_id.clone()) {
+            self.hints.push(hint);
+        } else {
+            self.duplicates += 1;
+            self.settled.insert((hint.bucket, hint.n));
+        }
+    }
+
+    /// The entries to look at, in due order, one per operation. Each names an operation whose record decides
     /// whether it is really due.
     pub fn hints(&self) -> &[Hint] {
         &self.hints
@@ -527,6 +545,7 @@ impl Sweep {
         }
         Ok(SweepReport {
             hints: self.hints.len(),
+            duplicates: self.duplicates,
             requeued,
             buckets_read: self.counts.len() as u64,
             holes_skipped: self.holes_skipped,
