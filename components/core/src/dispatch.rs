@@ -62,7 +62,7 @@ pub trait SellerCalls {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dispatched {
     /// The seller answered; the answer was recorded with this effect (if already settled).
-    Answered(Recorded),
+    Answered(Box<Recorded>),
     /// No usable answer; a retry is scheduled (or retries are exhausted).
     Failed {
         retry_at_ms: Option<u64>,
@@ -189,12 +189,14 @@ pub async fn dispatch(
                 clock,
                 op_id,
                 Some(op),
-                EntryKind::Observed { observation: obs },
+                EntryKind::Observed {
+                    observation: Box::new(obs),
+                },
             )
             .await
             .map_err(store_err)?;
             effects::after_record(store, clock, log, "dispatch", &recorded).await?;
-            Ok(Some(Dispatched::Answered(recorded)))
+            Ok(Some(Dispatched::Answered(Box::new(recorded))))
         }
         Err(CallFailure::Transport(e)) => {
             let unknown = e.outcome_unknown();
@@ -244,12 +246,14 @@ pub async fn dispatch(
                 clock,
                 op_id,
                 Some(op),
-                EntryKind::Observed { observation: obs },
+                EntryKind::Observed {
+                    observation: Box::new(obs),
+                },
             )
             .await
             .map_err(store_err)?;
             effects::after_record(store, clock, log, "dispatch", &recorded).await?;
-            Ok(Some(Dispatched::Answered(recorded)))
+            Ok(Some(Dispatched::Answered(Box::new(recorded))))
         }
     }
 }

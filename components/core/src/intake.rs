@@ -166,7 +166,9 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
         env.store,
         env.clock,
         &op_id,
-        EntryKind::Observed { observation },
+        EntryKind::Observed {
+            observation: Box::new(observation),
+        },
     )
     .await?;
     Ok(json_response(

@@ -46,7 +46,7 @@ pub enum EntryKind {
     /// The operation as first stored, before anything was sent.
     Created { operation: Box<Operation> },
     /// A seller status report.
-    Observed { observation: Observation },
+    Observed { observation: Box<Observation> },
     /// Our deadline for the task passed.
     DeadlineExpired,
     /// A dispatch (or redispatch) got no usable answer; the operation stays where it was.
@@ -384,7 +384,7 @@ mod tests {
 
     fn observed(status: TaskStatus) -> EntryKind {
         EntryKind::Observed {
-            observation: obs(status, Some("task_1")),
+            observation: Box::new(obs(status, Some("task_1"))),
         }
     }
 

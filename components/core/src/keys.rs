@@ -19,6 +19,7 @@
 //! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operations API |
 //! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
+//! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
@@ -81,6 +82,10 @@ pub fn callback(tenant: &str) -> String {
 
 pub fn notification(id: &str) -> String {
     format!("ntf:{id}")
+}
+
+pub fn poll_state(id: &str) -> String {
+    format!("poll:{id}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

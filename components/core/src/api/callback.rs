@@ -6,11 +6,12 @@ use crate::keys;
 use crate::notify::{self, Callback, new_secret, secret_key, secret_purpose};
 use crate::store::{Store, get_json, set_json};
 use crate::tenant::Tenant;
+use crate::transport::Transport;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-pub async fn handle<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     req: &Request,
 ) -> ApiResult {

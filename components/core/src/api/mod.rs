@@ -16,6 +16,7 @@ use crate::journal::JournalError;
 use crate::seal::{SealingKey, ct_eq};
 use crate::store::Store;
 use crate::tenant::{self, Tenant};
+use crate::transport::Transport;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -42,7 +43,7 @@ pub struct ApiConfig {
 }
 
 /// What a request handler works with.
-pub struct Env<'a, S: Store, C: SellerCalls> {
+pub struct Env<'a, S: Store, C: SellerCalls, T: Transport> {
     pub store: &'a S,
     pub clock: &'a dyn Clock,
     pub entropy: &'a dyn Entropy,
@@ -50,6 +51,9 @@ pub struct Env<'a, S: Store, C: SellerCalls> {
     pub log: &'a dyn crate::log::Log,
     /// How operations reach their sellers.
     pub calls: &'a C,
+    /// Plain outbound HTTP (buyer notifications).
+    pub transport: &'a T,
+    pub sweep: &'a crate::sweep::SweepConfig,
 }
 
 /// An API failure: HTTP status, stable machine code, human message.
@@ -179,13 +183,19 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 /// Routes one request. Never panics on input; every failure is an [`ApiError`] response.
-pub async fn handle<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: Request) -> Response {
+pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    req: Request,
+) -> Response {
     route(env, req)
         .await
         .unwrap_or_else(ApiError::into_response)
 }
 
-async fn route<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: Request) -> ApiResult {
+async fn route<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    req: Request,
+) -> ApiResult {
     if req.body().len() > MAX_BODY_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -203,7 +213,17 @@ async fn route<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: Request) -> A
             only(&method, &[Method::POST])?;
             require_token(&req, &env.config.sweep_token)?;
             let now = env.clock.now_ms();
-            let report = crate::sweep::tick(env.store, env.clock, "http", now).await?;
+            let sweep_env = crate::sweep::SweepEnv {
+                store: env.store,
+                clock: env.clock,
+                entropy: env.entropy,
+                log: env.log,
+                sealing: &env.config.sealing,
+                calls: env.calls,
+                transport: env.transport,
+                config: env.sweep,
+            };
+            let report = crate::sweep::tick(&sweep_env, "http", now).await?;
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::to_value(report).unwrap_or_default(),
@@ -294,7 +314,10 @@ pub fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn require_admin<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: &Request) -> ApiResult<()> {
+fn require_admin<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    req: &Request,
+) -> ApiResult<()> {
     require_token(req, &env.config.admin_api_key)
 }
 
@@ -306,8 +329,8 @@ fn require_token(req: &Request, expected: &str) -> ApiResult<()> {
     }
 }
 
-async fn require_tenant<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+async fn require_tenant<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     req: &Request,
 ) -> ApiResult<Tenant> {
     let token = bearer(req).ok_or_else(ApiError::unauthorized)?;

@@ -13,6 +13,7 @@ use crate::status::OperationStatus;
 use crate::store::Store;
 use crate::task::{self, TaskKind};
 use crate::tenant::Tenant;
+use crate::transport::Transport;
 use crate::{log, metrics};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -20,8 +21,8 @@ use serde_json::{Map, Value, json};
 /// Header a buyer may send to make `POST /api/v1/operations` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-pub async fn create<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn create<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     req: &Request,
 ) -> ApiResult {
@@ -179,8 +180,8 @@ pub async fn create<S: Store, C: SellerCalls>(
     }
 }
 
-pub async fn get<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn get<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     op_id: &str,
 ) -> ApiResult {
@@ -188,8 +189,8 @@ pub async fn get<S: Store, C: SellerCalls>(
     Ok(json_response(StatusCode::OK, &view(&op)))
 }
 
-pub async fn events<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn events<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     op_id: &str,
 ) -> ApiResult {
@@ -226,8 +227,8 @@ pub async fn events<S: Store, C: SellerCalls>(
     ))
 }
 
-pub async fn list<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn list<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     req: &Request,
 ) -> ApiResult {
@@ -262,8 +263,8 @@ pub async fn list<S: Store, C: SellerCalls>(
     ))
 }
 
-async fn load_owned<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     op_id: &str,
 ) -> ApiResult<Operation> {
@@ -399,7 +400,7 @@ fn idempotency_header(req: &Request) -> ApiResult<Option<String>> {
 }
 
 /// A random UUID v4 string: the AdCP `idempotency_key` format sellers expect.
-fn uuid_v4<S: Store, C: SellerCalls>(env: &Env<'_, S, C>) -> String {
+fn uuid_v4<S: Store, C: SellerCalls, T: Transport>(env: &Env<'_, S, C, T>) -> String {
     let mut b = [0u8; 16];
     env.entropy.fill(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

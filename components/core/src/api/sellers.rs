@@ -7,11 +7,12 @@ use crate::operation::WebhookMode;
 use crate::seller::{self, Seller, credentials_purpose};
 use crate::store::Store;
 use crate::tenant::Tenant;
+use crate::transport::Transport;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-pub async fn handle<S: Store, C: SellerCalls>(
-    env: &Env<'_, S, C>,
+pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     seller_id: &str,
     req: &Request,

@@ -4,10 +4,14 @@ use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_respo
 use crate::dispatch::SellerCalls;
 use crate::store::Store;
 use crate::tenant;
+use crate::transport::Transport;
 use http::StatusCode;
 use serde_json::json;
 
-pub async fn create<S: Store, C: SellerCalls>(env: &Env<'_, S, C>, req: &Request) -> ApiResult {
+pub async fn create<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    req: &Request,
+) -> ApiResult {
     let body = json_body(req)?;
     let name = match body.get("name") {
         Some(serde_json::Value::String(n)) if !n.trim().is_empty() && n.len() <= 200 => {

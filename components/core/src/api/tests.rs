@@ -2,6 +2,7 @@ use super::*;
 use crate::clock::{FixedClock, testing::SeededEntropy};
 use crate::dispatch::testing::FakeSeller;
 use crate::store::MemoryStore;
+use crate::transport::testing::ScriptedTransport;
 use futures::executor::block_on;
 
 const SEAL_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -13,6 +14,8 @@ struct World {
     entropy: SeededEntropy,
     config: ApiConfig,
     seller: FakeSeller,
+    transport: ScriptedTransport,
+    sweep: crate::sweep::SweepConfig,
 }
 
 impl World {
@@ -22,6 +25,8 @@ impl World {
             clock: FixedClock(1_700_000_000_000),
             entropy: SeededEntropy::new(42),
             seller: FakeSeller::default(),
+            transport: ScriptedTransport::default(),
+            sweep: Default::default(),
             config: ApiConfig {
                 admin_api_key: ADMIN.into(),
                 public_base_url: "https://orch.example.com/".into(),
@@ -61,6 +66,8 @@ impl World {
             config: &self.config,
             log: &crate::log::NoLog,
             calls: &self.seller,
+            transport: &self.transport,
+            sweep: &self.sweep,
         };
         let resp = block_on(handle(&env, req));
         let status = resp.status();
@@ -286,6 +293,8 @@ fn concurrent_identical_requests_create_one_operation() {
         config: &w.config,
         log: &crate::log::NoLog,
         calls: &w.seller,
+        transport: &w.transport,
+        sweep: &w.sweep,
     };
     let req = || {
         http::Request::post("/api/v1/operations")
@@ -460,6 +469,8 @@ fn sweep_and_metrics_need_their_own_tokens() {
         config: &w.config,
         log: &crate::log::NoLog,
         calls: &w.seller,
+        transport: &w.transport,
+        sweep: &w.sweep,
     };
     let resp = block_on(handle(
         &env,
