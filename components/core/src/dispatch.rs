@@ -10,6 +10,7 @@ use crate::effects;
 use crate::journal::{self, EntryKind, Recorded};
 use crate::log::Log;
 use crate::operation::{Observation, Operation, OperationError, Source, WebhookMode};
+use crate::schedule::breaker::{Breaker, BreakerConfig, Decision};
 use crate::seal::SealingKey;
 use crate::seller::{self, Seller};
 use crate::status::{OperationStatus, TaskStatus};
@@ -24,6 +25,8 @@ pub enum CallFailure {
     Transport(TransportError),
     /// The seller answered with an AdCP error.
     Seller(SellerError),
+    /// Not sent: the seller's circuit breaker is open until then.
+    Deferred { until_ms: u64 },
 }
 
 /// An AdCP error from the seller, classified by its `recovery`.
@@ -68,8 +71,55 @@ pub enum Dispatched {
         retry_at_ms: Option<u64>,
         error: OperationError,
     },
+    /// Not sent: the seller's breaker is open; nothing was recorded, nothing is lost.
+    Deferred { until_ms: u64 },
     /// Nothing to do: the operation is no longer waiting for dispatch.
     NotPending,
+}
+
+/// [`SellerCalls`] behind the seller's circuit breaker: an open breaker defers the call
+/// without sending it; no answer, or a transient error, counts as a failure.
+pub struct Guarded<'a, S: Store, C: SellerCalls> {
+    pub store: &'a S,
+    pub clock: &'a dyn Clock,
+    pub breaker: &'a BreakerConfig,
+    pub inner: &'a C,
+}
+
+impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
+    async fn call(
+        &self,
+        seller: &Seller,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure> {
+        let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
+        let store_down = |e: crate::error::StoreError| {
+            CallFailure::Transport(TransportError::Connect(e.to_string()))
+        };
+        let permit = match breaker
+            .allow(self.store, self.clock.now_ms())
+            .await
+            .map_err(store_down)?
+        {
+            Decision::Allow(p) => p,
+            Decision::Deferred { until_ms } => return Err(CallFailure::Deferred { until_ms }),
+        };
+        let result = self.inner.call(seller, tool, arguments).await;
+        let unhealthy = match &result {
+            Err(CallFailure::Transport(_)) => true,
+            Err(CallFailure::Seller(e)) => e.recovery == Recovery::Transient,
+            _ => false,
+        };
+        let now = self.clock.now_ms();
+        // Breaker bookkeeping must not turn a seller's answer into an error.
+        let _ = if unhealthy {
+            breaker.record_failure(self.store, &permit, now).await
+        } else {
+            breaker.record_success(self.store, &permit, now).await
+        };
+        result
+    }
 }
 
 /// Attempts before redispatch gives up and reconciliation decides.
@@ -161,6 +211,17 @@ pub async fn dispatch(
     if op.status != OperationStatus::PendingDispatch {
         return Ok(Some(Dispatched::NotPending));
     }
+    if op.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS {
+        // Exhausted: only reconciliation may decide now (see `sweep`).
+        let error = op.error.clone().unwrap_or(OperationError {
+            code: "DISPATCH_EXHAUSTED".into(),
+            message: "dispatch attempts exhausted".into(),
+        });
+        return Ok(Some(Dispatched::Failed {
+            retry_at_ms: None,
+            error,
+        }));
+    }
     let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
         let error = OperationError {
             code: "SELLER_NOT_REGISTERED".into(),
@@ -198,6 +259,7 @@ pub async fn dispatch(
             effects::after_record(store, clock, log, "dispatch", &recorded).await?;
             Ok(Some(Dispatched::Answered(Box::new(recorded))))
         }
+        Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
         Err(CallFailure::Transport(e)) => {
             let unknown = e.outcome_unknown();
             let error = OperationError {

@@ -13,7 +13,7 @@
 //! are filed in the same index.
 
 use crate::clock::{Clock, Entropy};
-use crate::dispatch::{self, CallFailure, SellerCalls};
+use crate::dispatch::{self, CallFailure, Guarded, SellerCalls};
 use crate::effects;
 use crate::journal::{self, EntryKind};
 use crate::keys;
@@ -44,6 +44,7 @@ pub struct SweepConfig {
     pub lease: LeaseConfig,
     pub poll: PollPolicy,
     pub deadlines: Deadlines,
+    pub breaker: crate::schedule::breaker::BreakerConfig,
     /// Stop taking new work after this long in one tick (the rest waits for the next).
     pub budget_ms: u64,
 }
@@ -106,12 +107,29 @@ pub async fn schedule_at(
         .map(drop)
 }
 
-/// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata).
+/// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata). Every seller
+/// call goes through the seller's circuit breaker.
 pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     trigger: &str,
     scheduled_at_ms: u64,
 ) -> StoreResult<TickReport> {
+    let guarded = Guarded {
+        store: env.store,
+        clock: env.clock,
+        breaker: &env.config.breaker,
+        inner: env.calls,
+    };
+    let env = &SweepEnv {
+        store: env.store,
+        clock: env.clock,
+        entropy: env.entropy,
+        log: env.log,
+        sealing: env.sealing,
+        calls: &guarded,
+        transport: env.transport,
+        config: env.config,
+    };
     let started = env.clock.now_ms();
     let mut report = TickReport {
         trigger: trigger.into(),
@@ -218,16 +236,29 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             let result =
                 dispatch::dispatch(env.store, env.clock, env.log, env.sealing, env.calls, op_id)
                     .await?;
-            if let Some(dispatch::Dispatched::Failed {
-                retry_at_ms: None,
-                error,
-            }) = result
-            {
-                // Attempts exhausted: the seller may still have the task. Look it up by the
-                // context we sent before declaring a failure.
-                give_up_dispatch(env, &op, error).await?;
+            match result {
+                Some(dispatch::Dispatched::Deferred { until_ms }) => {
+                    // The breaker is open: nothing was sent; come back when it may close.
+                    let next = PollState {
+                        next_at_ms: until_ms,
+                        ..state
+                    };
+                    return schedule_at(env.store, env.clock, &env.config.due, op_id, next)
+                        .await
+                        .map(|_| false);
+                }
+                Some(dispatch::Dispatched::Failed {
+                    retry_at_ms: None,
+                    error,
+                }) => {
+                    // Attempts exhausted: the seller may still have the task. Look it up by
+                    // the context we sent before declaring a failure.
+                    give_up_dispatch(env, &op, error).await?;
+                }
+                _ => {}
             }
-            reschedule(env, op_id, state, now).await?;
+            reschedule_after_change(env.store, env.clock, env.entropy, env.config, op_id, state)
+                .await?;
             Ok(true)
         }
         OperationStatus::TimedOut if now > op.deadline_at_ms.saturating_add(LOOKUP_HORIZON_MS) => {
@@ -264,20 +295,25 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 last_status: polled.or(state.last_status),
                 ..state
             };
-            reschedule(env, op_id, next, now).await?;
+            reschedule_after_change(env.store, env.clock, env.entropy, env.config, op_id, next)
+                .await?;
             Ok(true)
         }
     }
 }
 
-/// Files the operation again at its next due time, if it still needs looking at.
-async fn reschedule<S: Store, C: SellerCalls, T: Transport>(
-    env: &SweepEnv<'_, S, C, T>,
+/// Files the operation again at its next due time, if it still needs looking at: after a
+/// dispatch, a poll, or any status change.
+pub async fn reschedule_after_change(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    config: &SweepConfig,
     op_id: &str,
     mut state: PollState,
-    now: u64,
 ) -> StoreResult<()> {
-    let Some(loaded) = journal::load(env.store, env.clock, op_id)
+    let now = clock.now_ms();
+    let Some(loaded) = journal::load(store, clock, op_id)
         .await
         .map_err(store_err)?
     else {
@@ -297,14 +333,14 @@ async fn reschedule<S: Store, C: SellerCalls, T: Transport>(
                 webhook_registered: op.webhook.is_some(),
                 retry_after_s: None,
             };
-            env.config
+            config
                 .poll
-                .next_poll_at_ms(now, input, env.entropy)
+                .next_poll_at_ms(now, input, entropy)
                 .min(op.deadline_at_ms.max(now + 1))
         }
     };
     state.next_at_ms = next;
-    schedule_at(env.store, env.clock, &env.config.due, op_id, state).await
+    schedule_at(store, clock, &config.due, op_id, state).await
 }
 
 /// Asks the seller where the task stands and folds the answer in. Returns the status seen.
@@ -320,10 +356,17 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
             let args = json!({ "task_id": task_id, "include_result": true });
             match env.calls.call(&seller, "get_task_status", args).await {
                 Ok(payload) => observation_from_task_status(&payload),
-                Err(CallFailure::Seller(_) | CallFailure::Transport(_)) => None,
+                Err(
+                    CallFailure::Seller(_)
+                    | CallFailure::Transport(_)
+                    | CallFailure::Deferred { .. },
+                ) => None,
             }
         }
-        None => find_by_context(env, &seller, op).await,
+        None => match lookup_by_context(env, &seller, op).await {
+            Lookup::Found(obs) => Some(*obs),
+            Lookup::Absent | Lookup::Unknown => None,
+        },
     };
     let Some(obs) = obs else { return Ok(None) };
     let status = OperationStatus::Seller(obs.status);
@@ -377,39 +420,53 @@ pub fn observation_from_task_status(payload: &Value) -> Option<Observation> {
     })
 }
 
+/// The answer of a look-up by context.
+enum Lookup {
+    Found(Box<Observation>),
+    /// The seller answered and has no such buy.
+    Absent,
+    /// No usable answer (seller down, breaker open): ask again later.
+    Unknown,
+}
+
 /// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`).
-async fn find_by_context<S: Store, C: SellerCalls, T: Transport>(
+async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     seller: &seller::Seller,
     op: &Operation,
-) -> Option<Observation> {
+) -> Lookup {
     if op.task != "create_media_buy" {
-        return None;
+        return Lookup::Absent;
     }
     let account = op.arguments.get("account").cloned().unwrap_or(Value::Null);
     let args = json!({ "account": account, "context": { "operation_id": op.operation_id } });
-    let payload = env.calls.call(seller, "get_media_buys", args).await.ok()?;
-    let buy = payload
-        .get("media_buys")?
-        .as_array()?
-        .iter()
-        .find(|b| {
-            b.pointer("/context/operation_id").and_then(Value::as_str)
-                == Some(op.operation_id.as_str())
-        })?
-        .clone();
-    Some(Observation {
-        source: Source::Reconcile,
-        status: TaskStatus::Completed,
-        at_ms: None,
-        task_id: None,
-        context_id: None,
-        message: Some("found through get_media_buys by context.operation_id".into()),
-        result: Some(buy),
-        error: None,
-        delivery: None,
-    })
+    let Ok(payload) = env.calls.call(seller, "get_media_buys", args).await else {
+        return Lookup::Unknown;
+    };
+    let Some(buys) = payload.get("media_buys").and_then(Value::as_array) else {
+        return Lookup::Unknown;
+    };
+    let mine = buys.iter().find(|b| {
+        b.pointer("/context/operation_id").and_then(Value::as_str) == Some(op.operation_id.as_str())
+    });
+    match mine {
+        None => Lookup::Absent,
+        Some(buy) => Lookup::Found(Box::new(Observation {
+            source: Source::Reconcile,
+            status: TaskStatus::Completed,
+            at_ms: None,
+            task_id: None,
+            context_id: None,
+            message: Some("found through get_media_buys by context.operation_id".into()),
+            result: Some(buy.clone()),
+            error: None,
+            delivery: None,
+        })),
+    }
 }
+
+/// How long to wait before asking again when a look-up got no answer.
+const LOOKUP_RETRY_MS: u64 = 300_000;
 
 async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
@@ -419,9 +476,9 @@ async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     let Some(seller) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
         return Ok(());
     };
-    let obs = match find_by_context(env, &seller, op).await {
-        Some(found) => found,
-        None => Observation {
+    let obs = match lookup_by_context(env, &seller, op).await {
+        Lookup::Found(found) => *found,
+        Lookup::Absent => Observation {
             source: Source::Reconcile,
             status: TaskStatus::Failed,
             at_ms: None,
@@ -434,6 +491,20 @@ async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
             error: Some(error),
             delivery: None,
         },
+        Lookup::Unknown => {
+            let state = PollState {
+                next_at_ms: env.clock.now_ms() + LOOKUP_RETRY_MS,
+                ..Default::default()
+            };
+            return schedule_at(
+                env.store,
+                env.clock,
+                &env.config.due,
+                &op.operation_id,
+                state,
+            )
+            .await;
+        }
     };
     let recorded = journal::record(
         env.store,
@@ -454,5 +525,382 @@ fn store_err(e: journal::JournalError) -> crate::error::StoreError {
     match e {
         journal::JournalError::Store(e) => e,
         other => crate::error::StoreError(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::testing::SeededEntropy;
+    use crate::dispatch::SellerError;
+    use crate::log::NoLog;
+    use crate::operation::tests::sample;
+    use crate::seller::Seller;
+    use crate::store::MemoryStore;
+    use crate::transport::TransportError;
+    use crate::transport::testing::ScriptedTransport;
+    use futures::executor::block_on;
+    use std::cell::{Cell, RefCell};
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    struct Clock2(Cell<u64>);
+    impl Clock for Clock2 {
+        fn now_ms(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    type Script = Box<dyn FnMut(&str, &Value) -> Result<Value, CallFailure>>;
+
+    /// A seller whose answers are computed per call; counts calls per tool.
+    struct ScriptSeller {
+        script: RefCell<Script>,
+        calls: RefCell<Vec<(String, Value)>>,
+    }
+
+    impl ScriptSeller {
+        fn new(f: impl FnMut(&str, &Value) -> Result<Value, CallFailure> + 'static) -> Self {
+            ScriptSeller {
+                script: RefCell::new(Box::new(f)),
+                calls: RefCell::default(),
+            }
+        }
+        fn count(&self, tool: &str) -> usize {
+            self.calls
+                .borrow()
+                .iter()
+                .filter(|(t, _)| t == tool)
+                .count()
+        }
+    }
+
+    impl SellerCalls for ScriptSeller {
+        async fn call(&self, _: &Seller, tool: &str, args: Value) -> Result<Value, CallFailure> {
+            self.calls
+                .borrow_mut()
+                .push((tool.to_string(), args.clone()));
+            (self.script.borrow_mut())(tool, &args)
+        }
+    }
+
+    struct World {
+        store: MemoryStore,
+        clock: Clock2,
+        entropy: SeededEntropy,
+        sealing: SealingKey,
+        transport: ScriptedTransport,
+        config: SweepConfig,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                store: MemoryStore::new(),
+                clock: Clock2(Cell::new(1_000_000)),
+                entropy: SeededEntropy::new(3),
+                sealing: SealingKey::from_hex(KEY).unwrap(),
+                transport: ScriptedTransport::default(),
+                config: SweepConfig::default(),
+            }
+        }
+
+        /// Stores an operation in `status` (with a task id when the seller holds it) and files it due now.
+        fn op(&self, id: &str, status: OperationStatus) {
+            let mut op = sample(id);
+            op.created_at_ms = self.clock.now_ms();
+            op.deadline_at_ms = op.created_at_ms + 86_400_000;
+            block_on(async {
+                crate::seller::put(
+                    &self.store,
+                    &Seller {
+                        tenant_id: "t1".into(),
+                        seller_id: "s1".into(),
+                        mcp_url: "https://seller.example/mcp".into(),
+                        credentials: None,
+                        webhook_mode: None,
+                        attention: None,
+                        created_at_ms: 0,
+                        updated_at_ms: 0,
+                    },
+                )
+                .await
+                .unwrap();
+                journal::create(&self.store, &self.clock, &op)
+                    .await
+                    .unwrap();
+                if let OperationStatus::Seller(s) = status {
+                    let obs = Observation {
+                        source: Source::Dispatch,
+                        status: s,
+                        at_ms: None,
+                        task_id: Some(format!("task_{id}")),
+                        context_id: None,
+                        message: None,
+                        result: None,
+                        error: None,
+                        delivery: None,
+                    };
+                    journal::record(
+                        &self.store,
+                        &self.clock,
+                        id,
+                        EntryKind::Observed {
+                            observation: Box::new(obs),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                }
+                let state = PollState {
+                    next_at_ms: self.clock.now_ms(),
+                    ..Default::default()
+                };
+                schedule_at(&self.store, &self.clock, &self.config.due, id, state)
+                    .await
+                    .unwrap();
+            });
+        }
+
+        fn advance(&self, ms: u64) {
+            self.clock.0.set(self.clock.0.get() + ms);
+        }
+
+        fn tick(&self, seller: &ScriptSeller) -> TickReport {
+            let env = SweepEnv {
+                store: &self.store,
+                clock: &self.clock,
+                entropy: &self.entropy,
+                log: &NoLog,
+                sealing: &self.sealing,
+                calls: seller,
+                transport: &self.transport,
+                config: &self.config,
+            };
+            block_on(tick(&env, "test", self.clock.now_ms())).unwrap()
+        }
+
+        fn status(&self, id: &str) -> OperationStatus {
+            block_on(journal::load(&self.store, &self.clock, id))
+                .unwrap()
+                .unwrap()
+                .operation
+                .status
+        }
+
+        /// Ticks every 30 s for `ms`.
+        fn run_for(&self, ms: u64, seller: &ScriptSeller) {
+            let end = self.clock.now_ms() + ms;
+            while self.clock.now_ms() < end {
+                self.advance(30_000);
+                self.tick(seller);
+            }
+        }
+    }
+
+    #[test]
+    fn a_submitted_operation_without_webhook_completes_by_polling_alone() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let polls = Cell::new(0);
+        let seller = ScriptSeller::new(move |tool, args| {
+            assert_eq!(tool, "get_task_status");
+            assert_eq!(args["include_result"], json!(true));
+            polls.set(polls.get() + 1);
+            Ok(if polls.get() < 3 {
+                json!({"task_id": "task_op1", "status": "submitted"})
+            } else {
+                json!({"task_id": "task_op1", "status": "completed", "result": {"media_buy_id": "mb_1"}})
+            })
+        });
+        w.run_for(3_600_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        assert_eq!(
+            seller.count("get_task_status"),
+            3,
+            "polling stops at the terminal status"
+        );
+        let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.result.unwrap()["media_buy_id"], "mb_1");
+    }
+
+    #[test]
+    fn a_seller_outage_opens_the_breaker_and_the_operation_completes_after_it() {
+        let w = World::new();
+        for i in 0..3 {
+            w.op(
+                &format!("op{i}"),
+                OperationStatus::Seller(TaskStatus::Submitted),
+            );
+        }
+        let down = std::rc::Rc::new(Cell::new(true));
+        let d = down.clone();
+        let seller = ScriptSeller::new(move |_, args| {
+            if d.get() {
+                Err(CallFailure::Transport(TransportError::Connect(
+                    "refused".into(),
+                )))
+            } else {
+                Ok(json!({"task_id": args["task_id"], "status": "completed", "result": {}}))
+            }
+        });
+        w.run_for(30 * 60_000, &seller);
+        let during = seller.calls.borrow().len();
+        let view = block_on(
+            crate::schedule::breaker::Breaker::new(&w.config.breaker, "t1", "s1")
+                .state(&w.store, w.clock.now_ms()),
+        )
+        .unwrap();
+        assert_ne!(format!("{:?}", view.state), "Closed", "breaker opened");
+        // With the breaker open, calls are deferred, not hammered: far fewer than ticks x ops.
+        assert!(during < 30, "{during} calls during the outage");
+        for i in 0..3 {
+            assert_eq!(
+                w.status(&format!("op{i}")),
+                OperationStatus::Seller(TaskStatus::Submitted)
+            );
+        }
+        down.set(false);
+        w.run_for(60 * 60_000, &seller);
+        for i in 0..3 {
+            assert_eq!(
+                w.status(&format!("op{i}")),
+                OperationStatus::Seller(TaskStatus::Completed),
+                "op{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_but_undispatched_operation_is_redispatched_with_the_same_key() {
+        let w = World::new();
+        w.op("op1", OperationStatus::PendingDispatch);
+        let seller = ScriptSeller::new(|tool, _| match tool {
+            "create_media_buy" => {
+                Ok(json!({"status": "completed", "media_buy_id": "mb_1", "packages": []}))
+            }
+            other => panic!("unexpected {other}"),
+        });
+        w.run_for(120_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        let calls = seller.calls.borrow();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1["idempotency_key"], "k-0123456789abcdef");
+    }
+
+    #[test]
+    fn exhausted_redispatch_looks_the_buy_up_before_failing() {
+        for found in [true, false] {
+            let w = World::new();
+            w.op("op1", OperationStatus::PendingDispatch);
+            let seller = ScriptSeller::new(move |tool, args| match tool {
+                "create_media_buy" => Err(CallFailure::Seller(SellerError {
+                    code: "SERVICE_UNAVAILABLE".into(),
+                    message: "busy".into(),
+                    recovery: crate::dispatch::Recovery::Transient,
+                    retry_after_s: None,
+                })),
+                "get_media_buys" => Ok(if found {
+                    json!({"media_buys": [{"media_buy_id": "mb_9", "context": {"operation_id": args["context"]["operation_id"]}}]})
+                } else {
+                    json!({"media_buys": []})
+                }),
+                other => panic!("unexpected {other}"),
+            });
+            w.run_for(6 * 3_600_000, &seller);
+            let expect = if found {
+                TaskStatus::Completed
+            } else {
+                TaskStatus::Failed
+            };
+            assert_eq!(
+                w.status("op1"),
+                OperationStatus::Seller(expect),
+                "found={found}"
+            );
+            assert_eq!(seller.count("get_media_buys"), 1);
+            assert!(
+                seller.count("create_media_buy") as u32 <= crate::dispatch::MAX_DISPATCH_ATTEMPTS
+            );
+        }
+    }
+
+    #[test]
+    fn a_deadline_times_out_and_a_later_seller_outcome_replaces_it() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let done = std::rc::Rc::new(Cell::new(false));
+        let d = done.clone();
+        let seller = ScriptSeller::new(move |_, _| {
+            Ok(if d.get() {
+                json!({"task_id": "task_op1", "status": "completed", "result": {"media_buy_id": "mb_late"}})
+            } else {
+                json!({"task_id": "task_op1", "status": "submitted"})
+            })
+        });
+        w.run_for(25 * 3_600_000, &seller);
+        assert_eq!(w.status("op1"), OperationStatus::TimedOut);
+        done.set(true);
+        w.run_for(2 * 3_600_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        let history = block_on(journal::history(&w.store, &w.clock, "op1")).unwrap();
+        assert!(
+            history
+                .iter()
+                .any(|(_, e)| matches!(e, journal::Effect::Overrode(_)))
+        );
+    }
+
+    #[test]
+    fn two_overlapping_ticks_never_poll_the_same_operation_twice() {
+        let w = World::new();
+        for i in 0..20 {
+            w.op(
+                &format!("op{i}"),
+                OperationStatus::Seller(TaskStatus::Working),
+            );
+        }
+        w.advance(30_000);
+        let seller = ScriptSeller::new(|_, args| {
+            Ok(json!({"task_id": args["task_id"], "status": "working"}))
+        });
+        let env = SweepEnv {
+            store: &w.store,
+            clock: &w.clock,
+            entropy: &w.entropy,
+            log: &NoLog,
+            sealing: &w.sealing,
+            calls: &seller,
+            transport: &w.transport,
+            config: &w.config,
+        };
+        let (a, b) = block_on(async { futures::join!(tick(&env, "a", 0), tick(&env, "b", 0)) });
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.touched + b.touched, 20, "{a:?} {b:?}");
+        let mut polled: Vec<String> = seller
+            .calls
+            .borrow()
+            .iter()
+            .map(|(_, args)| args["task_id"].as_str().unwrap().to_string())
+            .collect();
+        polled.sort();
+        polled.dedup();
+        assert_eq!(
+            polled.len(),
+            seller.calls.borrow().len(),
+            "an operation was polled twice"
+        );
     }
 }

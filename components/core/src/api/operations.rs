@@ -11,12 +11,16 @@ use crate::seal::digest_hex;
 use crate::seller;
 use crate::status::OperationStatus;
 use crate::store::Store;
+use crate::sweep;
 use crate::task::{self, TaskKind};
 use crate::tenant::Tenant;
 use crate::transport::Transport;
 use crate::{log, metrics};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
+
+/// If the creating request dies mid-call, the sweep redispatches after this long.
+const REDISPATCH_SAFETY_NET_MS: u64 = 60_000;
 
 /// Header a buyer may send to make `POST /api/v1/operations` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -140,13 +144,41 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                 .await?;
             // Stored and indexed: now, and only now, the seller hears of it. Whatever happens
             // here, the operation is safe; a failed dispatch is retried by the sweep.
+            let guarded = dispatch::Guarded {
+                store: env.store,
+                clock: env.clock,
+                breaker: &env.sweep.breaker,
+                inner: env.calls,
+            };
+            // Filed first, so a crash during the call still leaves the sweep to redispatch.
+            let safety_net = now + REDISPATCH_SAFETY_NET_MS;
+            sweep::schedule_at(
+                env.store,
+                env.clock,
+                &env.sweep.due,
+                &op.operation_id,
+                sweep::PollState {
+                    next_at_ms: safety_net,
+                    ..Default::default()
+                },
+            )
+            .await?;
             dispatch::dispatch(
                 env.store,
                 env.clock,
                 env.log,
                 &env.config.sealing,
-                env.calls,
+                &guarded,
                 &op.operation_id,
+            )
+            .await?;
+            sweep::reschedule_after_change(
+                env.store,
+                env.clock,
+                env.entropy,
+                env.sweep,
+                &op.operation_id,
+                sweep::PollState::default(),
             )
             .await?;
             let op = journal::load(env.store, env.clock, &op.operation_id)
