@@ -63,13 +63,14 @@ fn counter(name: &str, labels: &[&str]) -> String {
 
 /// An operation was stored.
 pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()> {
-    store.increment(&counter("created", &[task]), 1).await?;
-    store.increment(&counter("open", &[task]), 1).await?;
-    Ok(())
+    store
+        .increment(&counter("created", &[task]), 1)
+        .await
+        .map(drop)
 }
 
-/// The writer that applied `from → to` reports it. `submitted_at_ms` is when the seller
-/// first accepted the task, for the approval-time histogram.
+/// The writer that applied `from → to` reports it: one increment, plus two for a seller
+/// outcome (histogram bucket and sum), plus one in the rare override of a local timeout.
 pub async fn transition(
     store: &impl Store,
     task: &str,
@@ -81,23 +82,20 @@ pub async fn transition(
     store
         .increment(&counter("transitions", &[task, to.as_str()]), 1)
         .await?;
-    let closes =
-        |s: OperationStatus| s.is_authoritative_terminal() || s == OperationStatus::TimedOut;
-    if closes(to) && !closes(from) {
-        store.increment(&counter("open", &[task]), -1).await?;
+    if from == OperationStatus::TimedOut && to.is_authoritative_terminal() {
+        // Already closed when it timed out: keeps the open gauge from counting it twice.
+        store
+            .increment(&counter("reopened_closed", &[task]), 1)
+            .await?;
     }
     if to.is_authoritative_terminal() {
         let secs = now_ms.saturating_sub(created_at_ms) / 1000;
-        for le in APPROVAL_BUCKETS_S {
-            if secs <= le {
-                store
-                    .increment(&counter("approval_bucket", &[task, &le.to_string()]), 1)
-                    .await?;
-                break;
-            }
-        }
+        let le = APPROVAL_BUCKETS_S
+            .iter()
+            .find(|le| secs <= **le)
+            .map_or_else(|| "inf".to_string(), u64::to_string);
         store
-            .increment(&counter("approval_count", &[task]), 1)
+            .increment(&counter("approval_bucket", &[task, &le]), 1)
             .await?;
         store
             .increment(&counter("approval_sum_s", &[task]), secs as i64)
@@ -152,27 +150,22 @@ pub async fn render(store: &impl Store) -> StoreResult<String> {
     }
     family(
         &mut out,
-        "adcp_operations_open",
-        "gauge",
-        "Operations without an outcome yet (pending), by task.",
-    );
-    for t in &tasks {
-        sample(
-            &mut out,
-            "adcp_operations_open",
-            &[("task", t)],
-            read(counter("open", &[t])).await?,
-        );
-    }
-    family(
-        &mut out,
         "adcp_operation_transitions_total",
         "counter",
         "Applied status changes, by task and new status.",
     );
+    let mut open = Vec::new();
     for t in &tasks {
+        // Open = created − closed (seller outcomes and timeouts) + timeouts later replaced by
+        // an outcome (closed twice). Derived, so a change costs no extra write.
+        let mut closed = 0;
         for s in &statuses {
             let v = read(counter("transitions", &[t, s])).await?;
+            if OperationStatus::parse(s)
+                .is_some_and(|st| st.is_authoritative_terminal() || st == OperationStatus::TimedOut)
+            {
+                closed += v;
+            }
             sample(
                 &mut out,
                 "adcp_operation_transitions_total",
@@ -180,6 +173,18 @@ pub async fn render(store: &impl Store) -> StoreResult<String> {
                 v,
             );
         }
+        let created = read(counter("created", &[t])).await?;
+        let reopened = read(counter("reopened_closed", &[t])).await?;
+        open.push((*t, created - closed + reopened));
+    }
+    family(
+        &mut out,
+        "adcp_operations_open",
+        "gauge",
+        "Operations without an outcome yet (pending), by task.",
+    );
+    for (t, v) in open {
+        sample(&mut out, "adcp_operations_open", &[("task", t)], v);
     }
     family(
         &mut out,
@@ -198,7 +203,7 @@ pub async fn render(store: &impl Store) -> StoreResult<String> {
                 cumulative,
             );
         }
-        let count = read(counter("approval_count", &[t])).await?;
+        let count = cumulative + read(counter("approval_bucket", &[t, "inf"])).await?;
         sample(
             &mut out,
             "adcp_operation_outcome_seconds_bucket",
@@ -247,19 +252,51 @@ pub async fn render(store: &impl Store) -> StoreResult<String> {
     );
 
     let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
+    let last = last.unwrap_or_default();
     family(
         &mut out,
         "adcp_sweep_last_finished_seconds",
         "gauge",
         "Unix time the last sweep tick finished.",
     );
-    let finished = last.as_ref().map_or(0, |r| r.finished_at_ms / 1000);
     sample(
         &mut out,
         "adcp_sweep_last_finished_seconds",
         &[],
-        finished as i64,
+        (last.finished_at_ms / 1000) as i64,
     );
+    family(
+        &mut out,
+        "adcp_sweep_last_duration_seconds",
+        "gauge",
+        "Duration of the last sweep tick.",
+    );
+    let ms = last.finished_at_ms.saturating_sub(last.started_at_ms);
+    let _ = writeln!(
+        out,
+        "adcp_sweep_last_duration_seconds {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    );
+    family(
+        &mut out,
+        "adcp_sweep_last_touched",
+        "gauge",
+        "Operations acted on by the last sweep tick.",
+    );
+    sample(
+        &mut out,
+        "adcp_sweep_last_touched",
+        &[],
+        last.touched as i64,
+    );
+    family(
+        &mut out,
+        "adcp_sweep_last_due",
+        "gauge",
+        "Due entries read by the last sweep tick.",
+    );
+    sample(&mut out, "adcp_sweep_last_due", &[], last.due as i64);
     Ok(out)
 }
 
