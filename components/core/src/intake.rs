@@ -2,16 +2,29 @@
 //!
 //! Order of work, cheapest and safest first: method, content type and size (before any
 //! verification), then the operation, then authentication in the mode the operation
-//! registered, then the state machine. Nothing is written before authentication passes.
+//! registered (a delivery in another mode is refused: the mode is a switch, never a
+//! fallback), then the payload, then de-duplication and the state machine through the
+//! journal. Nothing is written before authentication passes, and a refused delivery only
+//! bumps a counter and writes a log line, so forged traffic cannot evict real history.
+//!
+//! De-duplication lives in the operation record itself ([`crate::operation::DeliveryLedger`]):
+//! a repeat of an applied delivery answers 2xx, the same key with another payload 409, and a
+//! delivery whose fold waits on an entry still in flight 503 with `Retry-After`.
 
-use crate::api::{ApiError, ApiResult, Request, Response, json_response};
+use crate::api::{ApiError, Request, Response, json_response};
 use crate::clock::Clock;
-use crate::journal::{self, EntryKind};
-use crate::keys::valid_id;
-use crate::operation::{Observation, OperationError, Source};
-use crate::seal::{SealingKey, ct_eq};
+use crate::effects;
+use crate::journal::{self, Effect, EntryKind};
+use crate::keys::{self, valid_id};
+use crate::log::{self, Log};
+use crate::metrics::{self, Rejection};
+use crate::operation::{
+    Delivery, DeliveryCheck, Observation, Operation, OperationError, Source, WebhookMode,
+};
+use crate::schedule::due::{self, DueConfig};
+use crate::seal::{SealingKey, ct_eq, digest_hex};
 use crate::status::TaskStatus;
-use crate::store::Store;
+use crate::store::{Store, get_json};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -19,25 +32,125 @@ use serde_json::{Value, json};
 pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 
 pub struct IntakeConfig {
+    /// Origin the seller was given; `@target-uri` is rebuilt from it, not from whatever
+    /// address the request reached us on (proxies, Spin's listener).
     pub public_base_url: String,
     pub sealing: SealingKey,
+    pub due: DueConfig,
 }
 
 pub struct IntakeEnv<'a, S: Store> {
     pub store: &'a S,
     pub clock: &'a dyn Clock,
+    pub log: &'a dyn Log,
     pub config: &'a IntakeConfig,
 }
 
-pub async fn handle<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> Response {
-    receive(env, req)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+/// The answer, plus a buyer notification the component may attempt after responding.
+pub struct Answer {
+    pub response: Response,
+    pub notification: Option<String>,
 }
 
-async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
+/// A refused delivery: the HTTP answer and the counted reason.
+struct Refusal {
+    error: ApiError,
+    reason: Rejection,
+    www_authenticate: Option<String>,
+}
+
+impl Refusal {
+    fn new(
+        reason: Rejection,
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Refusal {
+            error: ApiError::new(status, code, message),
+            reason,
+            www_authenticate: None,
+        }
+    }
+
+    fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal::new(
+            Rejection::Unauthenticated,
+            StatusCode::UNAUTHORIZED,
+            code,
+            message,
+        )
+    }
+}
+
+impl From<crate::error::StoreError> for Refusal {
+    fn from(e: crate::error::StoreError) -> Self {
+        // Not the sender's fault: a 503 it will retry. Counted as a bad request would be
+        // wrong; the reason here only labels the log line.
+        Refusal {
+            error: e.into(),
+            reason: Rejection::BadRequest,
+            www_authenticate: None,
+        }
+    }
+}
+
+impl From<journal::JournalError> for Refusal {
+    fn from(e: journal::JournalError) -> Self {
+        Refusal {
+            error: e.into(),
+            reason: Rejection::BadRequest,
+            www_authenticate: None,
+        }
+    }
+}
+
+pub async fn handle<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> Answer {
+    let op_hint = req
+        .uri()
+        .path()
+        .strip_prefix("/webhooks/adcp/")
+        .unwrap_or("")
+        .to_string();
+    match receive(env, &req).await {
+        Ok(answer) => answer,
+        Err(refusal) => {
+            let status = refusal.error.status;
+            // Store failures are ours, not the sender's: not counted as rejections.
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                let _ = metrics::webhook_rejected(env.store, refusal.reason).await;
+            }
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: env.clock.now_ms(),
+                    event: "webhook.refused",
+                    operation_id: valid_id(&op_hint).then_some(op_hint.as_str()),
+                    outcome: Some(refusal.error.code),
+                    detail: Some(refusal.reason.as_str().to_string()),
+                    ..Default::default()
+                },
+            );
+            let mut response = refusal.error.into_response();
+            if let Some(v) = refusal
+                .www_authenticate
+                .and_then(|v| header::HeaderValue::from_str(&v).ok())
+            {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Answer {
+                response,
+                notification: None,
+            }
+        }
+    }
+}
+
+async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: &Request) -> Result<Answer, Refusal> {
+    let bad =
+        |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
     if req.method() != Method::POST {
-        return Err(ApiError::new(
+        return Err(bad(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "webhooks are POST only",
@@ -50,36 +163,49 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        return Err(ApiError::new(
+        return Err(bad(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "webhooks must be `Content-Type: application/json`",
         ));
     }
     if req.body().len() > MAX_WEBHOOK_BYTES {
-        return Err(ApiError::new(
+        return Err(bad(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "webhook body exceeds 1 MB",
         ));
     }
+    let unknown = || {
+        Refusal::new(
+            Rejection::UnknownOperation,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "operation not found",
+        )
+    };
     let op_id = req
         .uri()
         .path()
         .strip_prefix("/webhooks/adcp/")
         .filter(|id| valid_id(id))
-        .ok_or_else(|| ApiError::not_found("operation"))?
+        .ok_or_else(unknown)?
         .to_string();
-    let loaded = journal::load(env.store, env.clock, &op_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("operation"))?;
-    let op = loaded.operation;
-    let payload: Value = serde_json::from_slice(req.body()).map_err(ApiError::bad_json)?;
+    let op = load(env, &op_id).await?.ok_or_else(unknown)?;
     let registration = op.webhook.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        Refusal::unauthenticated(
             "webhook_not_registered",
             "no webhook was registered for this operation",
+        )
+    })?;
+
+    let nonce = authenticate(env, req, &op, registration.mode).await?;
+
+    let payload: Value = serde_json::from_slice(req.body()).map_err(|e| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            &format!("webhook body is not JSON: {e}"),
         )
     })?;
     let token = env
@@ -87,92 +213,590 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> ApiResult {
         .sealing
         .open(&format!("webhook:{op_id}:token"), &registration.token)
         .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "sealed_secret_unreadable",
-                "cannot verify this webhook",
-            )
+            Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
         })?;
     let echoed = payload.get("token").and_then(Value::as_str).unwrap_or("");
     if !ct_eq(echoed.as_bytes(), &token) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        return Err(Refusal::unauthenticated(
             "webhook_token_mismatch",
             "payload token does not match the registration",
         ));
     }
-    if payload
-        .get("operation_id")
-        .and_then(Value::as_str)
-        .is_some_and(|p| p != op_id)
-    {
-        return Err(ApiError::new(
+    let parsed =
+        parse_payload(&payload).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid_payload", &m))?;
+    if parsed.operation_id.as_deref().is_some_and(|p| p != op_id) {
+        return Err(bad(
             StatusCode::BAD_REQUEST,
             "operation_id_mismatch",
             "payload operation_id does not match the URL",
         ));
     }
-    let status = payload
-        .get("status")
-        .and_then(Value::as_str)
-        .and_then(TaskStatus::parse)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                "`status` must be an AdCP task status",
-            )
-        })?;
-    let task_id = payload
-        .get("task_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    if let (Some(bound), Some(seen)) = (&op.task_id, &task_id)
+    if let (Some(bound), Some(seen)) = (&op.task_id, &parsed.observation.task_id)
         && bound != seen
     {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
+            Rejection::Conflict,
             StatusCode::CONFLICT,
             "task_id_mismatch",
             "payload task_id differs from the operation's task",
         ));
     }
-    let observation = Observation {
-        delivery: None,
-        source: Source::Webhook,
-        status,
-        at_ms: None,
-        task_id,
-        context_id: payload
-            .get("context_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        message: payload
-            .get("message")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        result: payload.get("result").cloned(),
-        error: payload.get("error").and_then(|e| {
-            Some(OperationError {
-                code: e.get("code")?.as_str()?.to_string(),
-                message: e
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-            })
-        }),
-    };
-    let recorded = journal::record(
+    let payload_hash = canonical_hash(&payload);
+    let now = env.clock.now_ms();
+    if let Some(n) = &nonce
+        && op.deliveries.nonce_seen(&n.keyid, &n.nonce, now)
+    {
+        let mut r = Refusal::new(
+            Rejection::Replayed,
+            StatusCode::UNAUTHORIZED,
+            "webhook_signature_replayed",
+            "nonce already used",
+        );
+        r.www_authenticate = Some("Signature error=\"webhook_signature_replayed\"".into());
+        return Err(r);
+    }
+    match op.deliveries.check(&parsed.idempotency_key, &payload_hash) {
+        DeliveryCheck::Repeat => {
+            metrics::webhook_duplicate(env.store).await?;
+            return Ok(accepted("duplicate", None, None));
+        }
+        DeliveryCheck::Conflict => return Err(key_conflict()),
+        DeliveryCheck::New => {}
+    }
+    let mut observation = parsed.observation;
+    observation.delivery = Some(Delivery {
+        idempotency_key: parsed.idempotency_key.clone(),
+        payload_hash,
+        nonce,
+    });
+    let recorded = journal::record_from(
         env.store,
         env.clock,
         &op_id,
+        Some(op),
         EntryKind::Observed {
             observation: Box::new(observation),
         },
     )
     .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "received": true, "effect": recorded.effect }),
-    ))
+    let Some(effect) = recorded.effect else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "in_flight",
+            "an earlier delivery is still being applied; retry",
+        );
+        e.retry_after_secs = Some(2);
+        return Err(Refusal {
+            error: e,
+            reason: Rejection::BadRequest,
+            www_authenticate: None,
+        });
+    };
+    match effect {
+        Effect::DeliveryConflict => return Err(key_conflict()),
+        Effect::RepeatedDelivery => metrics::webhook_duplicate(env.store).await?,
+        _ => {}
+    }
+    let notification =
+        effects::after_record(env.store, env.clock, env.log, "webhook", &recorded).await?;
+    if let Some(id) = &notification {
+        // Filed before the first attempt, so a lost attempt is retried by the sweep.
+        due::schedule(env.store, &env.config.due, env.clock, id, now + 60_000).await?;
+    }
+    log::emit(
+        env.log,
+        &log::Event {
+            ts_ms: now,
+            event: "webhook.accepted",
+            operation_id: Some(&op_id),
+            tenant_id: recorded.operation.as_ref().map(|o| o.tenant_id.as_str()),
+            seller_id: recorded.operation.as_ref().map(|o| o.seller_id.as_str()),
+            task_id: recorded
+                .operation
+                .as_ref()
+                .and_then(|o| o.task_id.as_deref()),
+            outcome: Some(effect_name(effect)),
+            idempotency_key_prefix: Some(log::key_prefix(&parsed.idempotency_key)),
+            ..Default::default()
+        },
+    );
+    Ok(accepted(effect_name(effect), Some(effect), notification))
+}
+
+fn accepted(outcome: &str, effect: Option<Effect>, notification: Option<String>) -> Answer {
+    Answer {
+        response: json_response(
+            StatusCode::OK,
+            &json!({ "received": true, "outcome": outcome, "effect": effect }),
+        ),
+        notification,
+    }
+}
+
+fn key_conflict() -> Refusal {
+    Refusal::new(
+        Rejection::Conflict,
+        StatusCode::CONFLICT,
+        "idempotency_conflict",
+        "this idempotency_key was already delivered with a different payload",
+    )
+}
+
+fn effect_name(e: Effect) -> &'static str {
+    match e {
+        Effect::Applied(_) => "applied",
+        Effect::Overrode(_) => "overrode",
+        Effect::Recorded => "recorded",
+        Effect::Duplicate => "duplicate_status",
+        Effect::Stale => "stale",
+        Effect::Conflict => "conflict",
+        Effect::RepeatedDelivery => "duplicate",
+        Effect::DeliveryConflict => "idempotency_conflict",
+        Effect::Created | Effect::Orphaned => "ignored",
+    }
+}
+
+/// The operation as of its snapshot (one read); the full journal check only when the
+/// snapshot is missing (a creation interrupted between its two writes).
+async fn load<S: Store>(env: &IntakeEnv<'_, S>, op_id: &str) -> Result<Option<Operation>, Refusal> {
+    if let Some(op) = get_json::<Operation>(env.store, &keys::operation(op_id)).await? {
+        return Ok(Some(op));
+    }
+    Ok(journal::load(env.store, env.clock, op_id)
+        .await?
+        .map(|l| l.operation))
+}
+
+/// The authentication schemes a request presents.
+fn presented_mode(req: &Request) -> Option<WebhookMode> {
+    let h = req.headers();
+    if h.contains_key("signature-input") || h.contains_key("signature") {
+        Some(WebhookMode::Rfc9421)
+    } else if h.contains_key("x-adcp-signature") {
+        Some(WebhookMode::Hmac)
+    } else if h.contains_key(header::AUTHORIZATION) {
+        Some(WebhookMode::Bearer)
+    } else {
+        None
+    }
+}
+
+/// Checks the delivery in the registered mode. Returns the RFC 9421 nonce to remember.
+async fn authenticate<S: Store>(
+    env: &IntakeEnv<'_, S>,
+    req: &Request,
+    op: &Operation,
+    mode: WebhookMode,
+) -> Result<Option<crate::operation::NonceMark>, Refusal> {
+    match presented_mode(req) {
+        None => {
+            return Err(Refusal::unauthenticated(
+                "webhook_unauthenticated",
+                "no webhook credentials presented",
+            ));
+        }
+        Some(p) if p != mode => {
+            let mut r = Refusal::new(
+                Rejection::ModeMismatch,
+                StatusCode::UNAUTHORIZED,
+                "webhook_mode_mismatch",
+                "the delivery's authentication differs from the registered mode",
+            );
+            if mode == WebhookMode::Rfc9421 {
+                r.www_authenticate = Some("Signature error=\"webhook_mode_mismatch\"".into());
+            }
+            return Err(r);
+        }
+        Some(_) => {}
+    }
+    let secret = || -> Result<Vec<u8>, Refusal> {
+        let sealed = op
+            .webhook
+            .as_ref()
+            .and_then(|w| w.secret.as_ref())
+            .ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "webhook_secret_missing",
+                    "no secret was registered for this operation",
+                )
+            })?;
+        env.config
+            .sealing
+            .open(&format!("webhook:{}:secret", op.operation_id), sealed)
+            .map_err(|_| {
+                Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
+            })
+    };
+    match mode {
+        WebhookMode::Bearer => {
+            let presented = crate::api::bearer(req).unwrap_or("");
+            if ct_eq(presented.as_bytes(), &secret()?) {
+                Ok(None)
+            } else {
+                Err(Refusal::unauthenticated(
+                    "webhook_bearer_invalid",
+                    "bearer credentials do not match",
+                ))
+            }
+        }
+        WebhookMode::Hmac | WebhookMode::Rfc9421 => Err(Refusal::unauthenticated(
+            "webhook_mode_unsupported",
+            "this receiver cannot verify the registered mode yet",
+        )),
+    }
+}
+
+/// The fields of an MCP task webhook the orchestrator acts on.
+struct Parsed {
+    idempotency_key: String,
+    operation_id: Option<String>,
+    observation: Observation,
+}
+
+fn parse_payload(p: &Value) -> Result<Parsed, String> {
+    let obj = p.as_object().ok_or("the payload must be a JSON object")?;
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+    let key = text("idempotency_key").ok_or("`idempotency_key` is required")?;
+    let key_ok = (16..=255).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if !key_ok {
+        return Err("`idempotency_key` must match ^[A-Za-z0-9_.:-]{16,255}$".into());
+    }
+    let status = obj
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(TaskStatus::parse)
+        .ok_or("`status` must be an AdCP task status")?;
+    let error = obj.get("error").and_then(|e| {
+        Some(OperationError {
+            code: e.get("code")?.as_str()?.to_string(),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        })
+    });
+    Ok(Parsed {
+        idempotency_key: key,
+        operation_id: text("operation_id"),
+        observation: Observation {
+            source: Source::Webhook,
+            status,
+            at_ms: None,
+            task_id: text("task_id"),
+            context_id: text("context_id"),
+            message: text("message"),
+            result: obj.get("result").cloned(),
+            error,
+            delivery: None,
+        },
+    })
+}
+
+/// Digest of the payload in a canonical form (sorted keys, compact), so a retry whose
+/// bytes differ only in whitespace or key order is the same delivery.
+pub fn canonical_hash(payload: &Value) -> String {
+    // serde_json's map is ordered by key (no `preserve_order` feature), so this is canonical.
+    digest_hex(&serde_json::to_vec(payload).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::clock::testing::SeededEntropy;
+    use crate::log::NoLog;
+    use crate::operation::WebhookRegistration;
+    use crate::status::OperationStatus;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const TOKEN: &str = "tok-0123456789abcdef";
+    const SECRET: &str = "bearer-secret-0123456789abcdef-0123456789";
+
+    struct World {
+        store: MemoryStore,
+        config: IntakeConfig,
+    }
+
+    impl World {
+        fn new(mode: WebhookMode) -> World {
+            let sealing = SealingKey::from_hex(KEY).unwrap();
+            let e = SeededEntropy::new(2);
+            let mut op = crate::operation::tests::sample("op1");
+            op.webhook = Some(WebhookRegistration {
+                url: "https://orch.example/webhooks/adcp/op1".into(),
+                mode,
+                token: sealing.seal(&e, "webhook:op1:token", TOKEN.as_bytes()),
+                secret: Some(sealing.seal(&e, "webhook:op1:secret", SECRET.as_bytes())),
+            });
+            let store = MemoryStore::new();
+            block_on(journal::create(&store, &FixedClock(1_000), &op)).unwrap();
+            World {
+                store,
+                config: IntakeConfig {
+                    public_base_url: "https://orch.example".into(),
+                    sealing,
+                    due: DueConfig::default(),
+                },
+            }
+        }
+
+        fn send(&self, req: Request) -> (StatusCode, Value) {
+            let env = IntakeEnv {
+                store: &self.store,
+                clock: &FixedClock(2_000),
+                log: &NoLog,
+                config: &self.config,
+            };
+            let a = block_on(handle(&env, req));
+            let status = a.response.status();
+            (
+                status,
+                serde_json::from_slice(a.response.body()).unwrap_or(Value::Null),
+            )
+        }
+
+        fn status(&self) -> OperationStatus {
+            block_on(journal::load(&self.store, &FixedClock(3_000), "op1"))
+                .unwrap()
+                .unwrap()
+                .operation
+                .status
+        }
+    }
+
+    fn payload(status: &str, key: &str) -> Value {
+        json!({"idempotency_key": key, "operation_id": "op1", "task_id": "task_1", "task_type": "create_media_buy",
+               "status": status, "timestamp": "2026-11-22T10:00:00Z", "token": TOKEN,
+               "result": {"media_buy_id": "mb_1"}})
+    }
+
+    fn bearer(body: &Value) -> Request {
+        http::Request::post("/webhooks/adcp/op1")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {SECRET}"))
+            .body(body.to_string().into_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_genuine_delivery_is_applied_once_and_repeats_change_nothing() {
+        let w = World::new(WebhookMode::Bearer);
+        let body = payload("completed", "whk_aaaaaaaaaaaaaaaa");
+        let (s, b) = w.send(bearer(&body));
+        assert_eq!(
+            (s, b["outcome"].as_str()),
+            (StatusCode::OK, Some("applied")),
+            "{b}"
+        );
+        assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Completed));
+        let entries = block_on(journal::history(&w.store, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .len();
+        let (s, b) = w.send(bearer(&body));
+        assert_eq!(
+            (s, b["outcome"].as_str()),
+            (StatusCode::OK, Some("duplicate"))
+        );
+        assert_eq!(
+            block_on(journal::history(&w.store, &FixedClock(3_000), "op1"))
+                .unwrap()
+                .len(),
+            entries
+        );
+        // Same key, different payload: the sender must stop.
+        let (s, b) = w.send(bearer(&payload("failed", "whk_aaaaaaaaaaaaaaaa")));
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (StatusCode::CONFLICT, Some("idempotency_conflict"))
+        );
+        // A new stale delivery is acknowledged without change.
+        let (s, b) = w.send(bearer(&payload("working", "whk_bbbbbbbbbbbbbbbb")));
+        assert_eq!((s, b["outcome"].as_str()), (StatusCode::OK, Some("stale")));
+        assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Completed));
+    }
+
+    #[test]
+    fn twenty_concurrent_copies_change_the_state_once() {
+        let w = World::new(WebhookMode::Bearer);
+        let body = payload("completed", "whk_cccccccccccccccc");
+        let env = IntakeEnv {
+            store: &w.store,
+            clock: &FixedClock(2_000),
+            log: &NoLog,
+            config: &w.config,
+        };
+        let answers = block_on(futures::future::join_all(
+            (0..20).map(|_| handle(&env, bearer(&body))),
+        ));
+        let mut applied = 0;
+        for a in &answers {
+            let s = a.response.status();
+            assert!(
+                s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+                "{s}"
+            );
+            if s == StatusCode::SERVICE_UNAVAILABLE {
+                assert!(a.response.headers().contains_key(header::RETRY_AFTER));
+            }
+            let v: Value = serde_json::from_slice(a.response.body()).unwrap();
+            applied += usize::from(v["outcome"] == "applied");
+        }
+        assert_eq!(applied, 1);
+        let history = block_on(journal::history(&w.store, &FixedClock(3_000), "op1")).unwrap();
+        let changes = history
+            .iter()
+            .filter(|(_, e)| matches!(e, Effect::Applied(_)))
+            .count();
+        assert_eq!(changes, 1);
+        // Retries of the 503s now answer 2xx.
+        let (s, _) = w.send(bearer(&body));
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    #[test]
+    fn refusals_change_nothing_and_are_counted() {
+        let w = World::new(WebhookMode::Bearer);
+        let body = payload("completed", "whk_dddddddddddddddd");
+        let before = w.store.keys();
+        let post = |path: &str, ctype: &str, auth: Option<String>, body: Vec<u8>| {
+            let mut b = http::Request::post(path).header("content-type", ctype);
+            if let Some(a) = auth {
+                b = b.header("authorization", a);
+            }
+            b.body(body).unwrap()
+        };
+        let ok_auth = || Some(format!("Bearer {SECRET}"));
+        let bytes = body.to_string().into_bytes();
+        let mut tampered = body.clone();
+        tampered["token"] = json!("tok-forged-forged-forged");
+        let cases = vec![
+            (
+                http::Request::get("/webhooks/adcp/op1")
+                    .body(vec![])
+                    .unwrap(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                post("/webhooks/adcp/op1", "text/plain", ok_auth(), bytes.clone()),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op1",
+                    "application/json",
+                    ok_auth(),
+                    vec![b' '; MAX_WEBHOOK_BYTES + 1],
+                ),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op_nope",
+                    "application/json",
+                    ok_auth(),
+                    bytes.clone(),
+                ),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op1",
+                    "application/json",
+                    None,
+                    bytes.clone(),
+                ),
+                StatusCode::UNAUTHORIZED,
+                "webhook_unauthenticated",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op1",
+                    "application/json",
+                    Some("Bearer wrong".into()),
+                    bytes.clone(),
+                ),
+                StatusCode::UNAUTHORIZED,
+                "webhook_bearer_invalid",
+            ),
+            (
+                http::Request::post("/webhooks/adcp/op1")
+                    .header("content-type", "application/json")
+                    .header("x-adcp-signature", "sha256=00")
+                    .header("x-adcp-timestamp", "1")
+                    .body(bytes.clone())
+                    .unwrap(),
+                StatusCode::UNAUTHORIZED,
+                "webhook_mode_mismatch",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op1",
+                    "application/json",
+                    ok_auth(),
+                    tampered.to_string().into_bytes(),
+                ),
+                StatusCode::UNAUTHORIZED,
+                "webhook_token_mismatch",
+            ),
+            (
+                post(
+                    "/webhooks/adcp/op1",
+                    "application/json",
+                    ok_auth(),
+                    b"[1,2]".to_vec(),
+                ),
+                StatusCode::UNAUTHORIZED,
+                "webhook_token_mismatch",
+            ),
+        ];
+        for (req, status, code) in cases {
+            let (s, b) = w.send(req);
+            assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{b}");
+        }
+        let mut after = w.store.keys();
+        after.retain(|k| !k.starts_with("m:"));
+        assert_eq!(after, before, "refusals write nothing but counters");
+        let text = block_on(metrics::render(&w.store)).unwrap();
+        assert!(
+            text.contains("adcp_webhook_rejections_total{reason=\"unauthenticated\"} 4"),
+            "{text}"
+        );
+        assert!(text.contains("adcp_webhook_rejections_total{reason=\"mode_mismatch\"} 1"));
+        assert!(text.contains("adcp_webhook_rejections_total{reason=\"unknown_operation\"} 1"));
+    }
+
+    #[test]
+    fn an_accepted_webhook_costs_at_most_twelve_store_calls() {
+        let w = World::new(WebhookMode::Bearer);
+        // A tenant callback is registered, so the notification path is included.
+        let e = SeededEntropy::new(4);
+        let cb = crate::notify::Callback {
+            url: "https://buyer.example/hook".into(),
+            secret: w
+                .config
+                .sealing
+                .seal(&e, &crate::notify::secret_purpose("t1"), b"whsec_x"),
+            enabled: true,
+            disabled_reason: None,
+        };
+        block_on(crate::store::set_json(&w.store, &keys::callback("t1"), &cb)).unwrap();
+        w.store.reset_counts();
+        let (s, _) = w.send(bearer(&payload("completed", "whk_eeeeeeeeeeeeeeee")));
+        assert_eq!(s, StatusCode::OK);
+        assert!(
+            w.store.total_ops() <= 12,
+            "{} store calls",
+            w.store.total_ops()
+        );
+    }
 }

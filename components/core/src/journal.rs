@@ -230,6 +230,11 @@ pub async fn load(
     op_id: &str,
 ) -> JournalResult<Option<Loaded>> {
     let snapshot: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
+    // Reading a counter creates it: look for the creation entry first, so probing unknown
+    // ids (random webhook URLs, say) leaves no keys behind.
+    if snapshot.is_none() && store.get(&keys::operation_entry(op_id, 1)).await?.is_none() {
+        return Ok(None);
+    }
     let head = store
         .increment(&keys::operation_seq(op_id), 0)
         .await?

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// The sealing key. Its `Debug` never shows the key.
+#[derive(Clone)]
 pub struct SealingKey(XChaCha20Poly1305);
 
 impl fmt::Debug for SealingKey {
