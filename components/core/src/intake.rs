@@ -409,28 +409,24 @@ async fn authenticate<S: Store>(
         }
         Some(_) => {}
     }
-    let secret = || -> Result<Vec<u8>, Refusal> {
-        let sealed = op
-            .webhook
-            .as_ref()
-            .and_then(|w| w.secret.as_ref())
-            .ok_or_else(|| {
-                Refusal::unauthenticated(
-                    "webhook_secret_missing",
-                    "no secret was registered for this operation",
-                )
-            })?;
+    // The per-operation secret, opened only when the mode needs it.
+    let secret = || {
+        let sealed = op.webhook.as_ref().and_then(|w| w.secret.as_ref())?;
         env.config
             .sealing
             .open(&format!("webhook:{}:secret", op.operation_id), sealed)
-            .map_err(|_| {
-                Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
-            })
+            .ok()
     };
     match mode {
         WebhookMode::Bearer => {
             let presented = crate::api::bearer(req).unwrap_or("");
-            if ct_eq(presented.as_bytes(), &secret()?) {
+            let secret = secret().ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "webhook_secret_unavailable",
+                    "no usable secret is registered for this operation",
+                )
+            })?;
+            if ct_eq(presented.as_bytes(), &secret) {
                 Ok(None)
             } else {
                 Err(Refusal::unauthenticated(
