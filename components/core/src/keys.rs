@@ -20,6 +20,7 @@
 //! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
+//! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
@@ -86,6 +87,10 @@ pub fn notification(id: &str) -> String {
 
 pub fn poll_state(id: &str) -> String {
     format!("poll:{id}")
+}
+
+pub fn mcp_session(tenant: &str, seller: &str) -> String {
+    format!("mcp:{tenant}:{seller}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

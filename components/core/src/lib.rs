@@ -21,6 +21,7 @@ pub mod operation;
 pub mod schedule;
 pub mod seal;
 pub mod seller;
+pub mod seller_client;
 pub mod state_machine;
 pub mod status;
 pub mod store;

@@ -3,9 +3,11 @@
 
 use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
 use orchestrator_core::seal::SealingKey;
+use orchestrator_core::seller_client::McpSellerCalls;
+use orchestrator_core::sweep::SweepConfig;
 use spin_adapter::{
-    BodyError, HostClock, HostEntropy, SpinStore, StderrLog, error, into_spin_response,
-    read_request, variable,
+    BodyError, HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, error,
+    into_spin_response, read_request, variable,
 };
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
@@ -51,6 +53,13 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         entropy: &HostEntropy,
         config: &config,
         log: &StderrLog,
+        calls: &McpSellerCalls {
+            store: &store,
+            transport: &SpinTransport,
+            sealing: &config.sealing,
+        },
+        transport: &SpinTransport,
+        sweep: &SweepConfig::default(),
     };
     Ok(into_spin_response(api::handle(&env, req).await))
 }

@@ -1,7 +1,11 @@
 //! The cron component: runs one sweep tick per `spin:cron@3.0.0` event. All behaviour is
 //! in `orchestrator_core::sweep`; the same tick is reachable at `POST /internal/sweep`.
 
-use spin_adapter::{HostClock, SpinStore};
+use orchestrator_core::clock::Clock;
+use orchestrator_core::seal::SealingKey;
+use orchestrator_core::seller_client::McpSellerCalls;
+use orchestrator_core::sweep::{self, SweepConfig, SweepEnv};
+use spin_adapter::{HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, variable};
 
 spin_sdk::wit_bindgen::generate!({
     world: "spin-cron",
@@ -9,18 +13,52 @@ spin_sdk::wit_bindgen::generate!({
     runtime_path: "::spin_sdk::wit_bindgen::rt",
 });
 
+/// The host clock, moved forward to the trigger's fire time when that is later: the cron
+/// plugin's timestamp is the tick's time (and lets a test host fire a tick "in the future").
+struct TickClock {
+    offset_ms: u64,
+}
+
+impl Clock for TickClock {
+    fn now_ms(&self) -> u64 {
+        HostClock.now_ms() + self.offset_ms
+    }
+}
+
 struct Sweep;
 
 impl Guest for Sweep {
     async fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
+        let fail = |e: String| Error::Other(e);
+        let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
+            .map_err(|e| fail(e.to_string()))?;
         let store = SpinStore::open()
             .await
-            .map_err(|e| Error::Other(format!("{e:#}")))?;
+            .map_err(|e| fail(format!("{e:#}")))?;
         let scheduled_at_ms = metadata.timestamp.saturating_mul(1000);
-        orchestrator_core::sweep::tick(&store, &HostClock, "cron", scheduled_at_ms)
+        let clock = TickClock {
+            offset_ms: scheduled_at_ms.saturating_sub(HostClock.now_ms()),
+        };
+        let config = SweepConfig::default();
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &SpinTransport,
+            sealing: &sealing,
+        };
+        let env = SweepEnv {
+            store: &store,
+            clock: &clock,
+            entropy: &HostEntropy,
+            log: &StderrLog,
+            sealing: &sealing,
+            calls: &calls,
+            transport: &SpinTransport,
+            config: &config,
+        };
+        sweep::tick(&env, "cron", scheduled_at_ms)
             .await
-            .map(|_| ())
-            .map_err(|e| Error::Other(e.to_string()))
+            .map(drop)
+            .map_err(|e| fail(e.to_string()))
     }
 }
 

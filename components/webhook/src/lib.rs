@@ -1,10 +1,14 @@
 //! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`.
-//! All behaviour is in `orchestrator_core::intake`.
+//! All behaviour is in `orchestrator_core::intake`; this only converts the request, and
+//! after answering makes the first attempt of any buyer notification the change produced
+//! (already stored and filed for retry, so losing this attempt loses nothing).
 
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
+use orchestrator_core::notify;
 use orchestrator_core::seal::SealingKey;
 use spin_adapter::{
-    BodyError, HostClock, SpinStore, error, into_spin_response, read_request, variable,
+    BodyError, HostClock, SpinStore, SpinTransport, StderrLog, error, into_spin_response,
+    read_request, variable,
 };
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
@@ -47,9 +51,17 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let env = IntakeEnv {
         store: &store,
         clock: &HostClock,
+        log: &StderrLog,
         config: &config,
     };
-    Ok(into_spin_response(intake::handle(&env, req).await))
+    let answer = intake::handle(&env, req).await;
+    if let Some(id) = answer.notification {
+        let sealing = config.sealing.clone();
+        spin_sdk::wasip3::spawn(async move {
+            let _ = notify::attempt(&store, &HostClock, &SpinTransport, &sealing, &id).await;
+        });
+    }
+    Ok(into_spin_response(answer.response))
 }
 
 async fn config() -> Result<IntakeConfig, String> {
@@ -60,5 +72,6 @@ async fn config() -> Result<IntakeConfig, String> {
             .await
             .ok_or("public_base_url is not set")?,
         sealing,
+        due: Default::default(),
     })
 }
