@@ -321,3 +321,183 @@ fn seller_error(e: &Value) -> CallFailure {
         retry_after_s,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::testing::SeededEntropy;
+    use crate::store::MemoryStore;
+    use crate::transport::testing::ScriptedTransport;
+    use futures::executor::block_on;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn seller(sealing: &SealingKey) -> Seller {
+        Seller {
+            tenant_id: "t1".into(),
+            seller_id: "s1".into(),
+            mcp_url: "https://seller.example/mcp".into(),
+            credentials: Some(sealing.seal(
+                &SeededEntropy::new(1),
+                &credentials_purpose("t1", "s1"),
+                b"seller-token",
+            )),
+            webhook_mode: None,
+            attention: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> InboundResponse {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    fn init_ok(t: &ScriptedTransport, session: &str) {
+        t.reply_with(resp(200, &[("mcp-session-id", session), ("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}"#));
+        t.reply_with(resp(202, &[], ""));
+    }
+
+    #[test]
+    fn handshake_then_call_with_session_auth_and_version_envelope() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let t = ScriptedTransport::default();
+        init_ok(&t, "sess-1");
+        t.reply_with(resp(200, &[("content-type", "text/event-stream")],
+            "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[],\"structuredContent\":{\"status\":\"submitted\",\"task_id\":\"task_1\"}}}\r\n\r\n"));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+        };
+        let out = block_on(calls.call(
+            &seller(&sealing),
+            "create_media_buy",
+            json!({"idempotency_key": "k"}),
+        ))
+        .unwrap();
+        assert_eq!(out, json!({"status": "submitted", "task_id": "task_1"}));
+        let reqs = t.requests.borrow();
+        let methods: Vec<String> = reqs
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Value>(r.body()).unwrap()["method"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            methods,
+            ["initialize", "notifications/initialized", "tools/call"]
+        );
+        assert!(reqs[0].headers().get("mcp-session-id").is_none());
+        for r in &reqs[1..] {
+            assert_eq!(r.headers()["mcp-session-id"], "sess-1");
+        }
+        for r in reqs.iter() {
+            assert_eq!(r.headers()["authorization"], "Bearer seller-token");
+            assert_eq!(r.headers()["accept"], "application/json, text/event-stream");
+        }
+        let call: Value = serde_json::from_slice(reqs[2].body()).unwrap();
+        assert_eq!(call["params"]["arguments"]["adcp_version"], "3.1");
+        assert_eq!(call["params"]["arguments"]["adcp_major_version"], 3);
+        assert_eq!(call["params"]["arguments"]["idempotency_key"], "k");
+    }
+
+    #[test]
+    fn a_cached_session_is_reused_and_renewed_after_a_404() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        block_on(store.set(&keys::mcp_session("t1", "s1"), b"old")).unwrap();
+        let t = ScriptedTransport::default();
+        t.reply_with(resp(404, &[], ""));
+        init_ok(&t, "new");
+        t.reply_with(resp(200, &[("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"{\"status\":\"completed\",\"media_buy_id\":\"mb\"}"}]}}"#));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+        };
+        let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
+        assert_eq!(
+            out["media_buy_id"], "mb",
+            "text content is parsed when structuredContent is absent"
+        );
+        assert_eq!(t.requests.borrow()[0].headers()["mcp-session-id"], "old");
+        assert_eq!(t.requests.borrow()[3].headers()["mcp-session-id"], "new");
+        assert_eq!(
+            block_on(store.get(&keys::mcp_session("t1", "s1")))
+                .unwrap()
+                .unwrap(),
+            b"new"
+        );
+    }
+
+    #[test]
+    fn errors_are_classified_by_recovery() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let cases = [
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[],"structuredContent":{"adcp_error":{"code":"RATE_LIMITED","message":"slow down","recovery":"transient","retry_after":2.5}}}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, Some(3)),
+            ),
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[],"structuredContent":{"errors":[{"code":"BUDGET_TOO_LOW","message":"m","recovery":"correctable"}]}}}"#,
+                ),
+                ("BUDGET_TOO_LOW", Recovery::Correctable, None),
+            ),
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32029,"message":"rate"}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, None),
+            ),
+            (
+                resp(503, &[("retry-after", "7")], ""),
+                ("SERVICE_UNAVAILABLE", Recovery::Transient, Some(7)),
+            ),
+            (
+                resp(403, &[], ""),
+                ("AUTH_INVALID", Recovery::Terminal, None),
+            ),
+        ];
+        for (r, (code, recovery, retry)) in cases {
+            let t = ScriptedTransport::default();
+            init_ok(&t, "s");
+            t.reply_with(r);
+            let calls = McpSellerCalls {
+                store: &store,
+                transport: &t,
+                sealing: &sealing,
+            };
+            let err =
+                block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
+            let CallFailure::Seller(e) = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(
+                (e.code.as_str(), e.recovery, e.retry_after_s),
+                (code, recovery, retry)
+            );
+            block_on(store.delete(&keys::mcp_session("t1", "s1"))).unwrap();
+        }
+    }
+}

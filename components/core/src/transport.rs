@@ -113,6 +113,10 @@ pub mod testing {
             self.replies.borrow_mut().push_back(Ok(resp));
         }
 
+        pub fn reply_with(&self, resp: InboundResponse) {
+            self.replies.borrow_mut().push_back(Ok(resp));
+        }
+
         pub fn fail(&self, e: TransportError) {
             self.replies.borrow_mut().push_back(Err(e));
         }
