@@ -1,0 +1,651 @@
+//! A Spin-faithful test host.
+//!
+//! Runs the application described by a `spin.toml` on a loopback port with wasmtime 44 (the
+//! engine Spin 4.0.2 embeds), so integration tests can drive the real `.wasm` components
+//! over real HTTP without the `spin` binary, which cannot be installed here. It follows
+//! Spin 4.0.2 where the product can observe a difference:
+//!
+//! - **Manifest v2**: HTTP routes with Spin's matching ([`routes`]), private routes,
+//!   application variables (defaults, `required`, values from `SPIN_VARIABLE_*` or the test)
+//!   and component variable templates, `key_value_stores` permissions, `allowed_outbound_hosts`
+//!   with Spin's syntax and load-time validation of templated entries, `[[trigger.cron]]` with
+//!   6-field expressions. Components are built with their `[component.x.build]` command when
+//!   the `.wasm` is missing or older than its sources.
+//! - **Interfaces**: `wasi:http` 0.3 rc (incoming handler; outgoing client with real network
+//!   calls, the allow-list and request-option timeouts), Spin's `spin-*` request headers and
+//!   absolute request URI, `spin:key-value@3.0.0`, `wasi:keyvalue` store, atomics and batch,
+//!   `spin:variables@3.0.0`, WASI 0.2 clocks, random and stdio (output captured), and the
+//!   `spin:cron@3.0.0` export.
+//! - **Key-value** on SQLite with Spin's table and quirks ([`kv`]); several hosts may share one
+//!   state file.
+//! - **Instances**: reused between requests by default (up to 128 requests, idle 1 s), or
+//!   fresh per request.
+//!
+//! Deliberately not implemented (the product imports none of it): `fermyon:spin@2.0.0` and
+//! older interfaces, SQLite/Postgres/MySQL/Redis/MQTT/LLM, `wasi:config`, `wasi:otel`,
+//! static responses, `files`, service chaining (`*.spin.internal`, `self`), runtime-config
+//! files, `block_networks`, and concurrent use of one instance by several requests (Spin
+//! allows 16; here a busy instance is never shared, so per-instance state is never shared
+//! between concurrent requests).
+
+pub mod bindings;
+pub mod cron;
+pub mod host;
+pub mod kv;
+pub mod manifest;
+pub mod outbound;
+pub mod routes;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use host::{Ctx, OutboundFaults, OutboundHooks, SpinData, SpinState};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+pub use kv::{KvCounts, KvOp};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::p3::bindings::Service;
+use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
+
+/// Spin 4.0.2's instance reuse limits for WASIp3 components.
+const MAX_REUSE: u32 = 128;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an instance keeps running after its response was read, so work the guest
+/// spawned after responding can finish (Spin keeps an idle instance's event loop alive).
+const LINGER: Duration = Duration::from_millis(200);
+
+/// How to start a host.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub manifest: PathBuf,
+    /// The SQLite file of the `default` store; several hosts may share one.
+    pub state_file: PathBuf,
+    /// Application variable values, as `SPIN_VARIABLE_<NAME>` would give them.
+    pub variables: BTreeMap<String, String>,
+    /// Reuse instances like Spin 4.0.2 does for p3 components (default), or use a fresh
+    /// instance per request.
+    pub instance_reuse: bool,
+    /// Build components whose `.wasm` is missing or stale before loading.
+    pub build: bool,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            manifest: PathBuf::from("spin.toml"),
+            state_file: PathBuf::from(".spin/sqlite_key_value.db"),
+            variables: BTreeMap::new(),
+            instance_reuse: true,
+            build: true,
+        }
+    }
+}
+
+struct Prepared {
+    component: Component,
+    allowed: outbound::AllowList,
+    stores: Vec<String>,
+    variables: Arc<HashMap<String, String>>,
+}
+
+struct Pooled {
+    store: Store<Ctx>,
+    service: Service,
+    uses: u32,
+    idle_since: Instant,
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<Ctx>,
+    components: HashMap<String, Prepared>,
+    router: routes::Router,
+    cron: Vec<manifest::CronTrigger>,
+    kv: Arc<kv::Kv>,
+    faults: Arc<Mutex<OutboundFaults>>,
+    output: Arc<Mutex<String>>,
+    reuse: bool,
+    pool: Mutex<HashMap<String, Vec<Pooled>>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// A running application.
+pub struct TestHost {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn engine() -> Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = Config::new();
+            config.wasm_component_model_async(true);
+            Engine::new(&config).expect("wasmtime engine")
+        })
+        .clone()
+}
+
+impl TestHost {
+    /// Loads the manifest, builds what is stale, compiles the components and starts serving
+    /// on `127.0.0.1` (an ephemeral port).
+    pub async fn start(opts: HostOptions) -> Result<TestHost> {
+        let manifest = manifest::load(&opts.manifest, &opts.variables)?;
+        if opts.build {
+            build::ensure_built(&manifest).await?;
+        }
+        let engine = engine();
+        let mut linker = Linker::<Ctx>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        bindings::Imports::add_to_linker::<_, SpinData>(&mut linker, |c: &mut Ctx| &mut c.spin)?;
+        let mut components = HashMap::new();
+        for (id, c) in &manifest.components {
+            let component = compiled(&engine, &c.source)?;
+            let allowed =
+                outbound::AllowList::resolve(&c.allowed_outbound_hosts, &manifest.app_variables)
+                    .with_context(|| format!("component `{id}`: allowed_outbound_hosts"))?;
+            components.insert(
+                id.clone(),
+                Prepared {
+                    component,
+                    allowed,
+                    stores: c.key_value_stores.clone(),
+                    variables: Arc::new(c.variables.clone()),
+                },
+            );
+        }
+        if let Some(parent) = opts.state_file.parent() {
+            std::fs::create_dir_all(parent).ok();
+        }
+        let shared = Arc::new(Shared {
+            engine,
+            linker,
+            components,
+            router: routes::Router::build(&manifest.http)?,
+            cron: manifest.cron.clone(),
+            kv: kv::Kv::open(&opts.state_file)?,
+            faults: Arc::default(),
+            output: Arc::default(),
+            reuse: opts.instance_reuse,
+            pool: Mutex::default(),
+            tasks: Mutex::default(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let s = shared.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, client)) = listener.accept().await else {
+                    return;
+                };
+                let svc_shared = s.clone();
+                let conn = async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let s = svc_shared.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(handle(s, req, client, addr).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                };
+                if let Ok(mut tasks) = s.tasks.lock() {
+                    tasks.spawn(conn);
+                }
+            }
+        });
+        Ok(TestHost {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Fires every cron trigger now, as the cron plugin does, with this fire time (Unix
+    /// seconds). Each call gets a fresh instance. Errors if any component returns an error.
+    pub async fn cron_tick(&self, timestamp: u64) -> Result<()> {
+        let triggers = self.shared.cron.clone();
+        for t in triggers {
+            self.cron_tick_component(&t.component, timestamp).await?;
+        }
+        Ok(())
+    }
+
+    /// Fires the cron trigger of one component.
+    pub async fn cron_tick_component(&self, component: &str, timestamp: u64) -> Result<()> {
+        let shared = self.shared.clone();
+        let p = shared
+            .components
+            .get(component)
+            .ok_or_else(|| anyhow!("no component `{component}`"))?;
+        let (mut store, out, err) = shared.new_store(p);
+        let cron =
+            bindings::cron::Cron::instantiate_async(&mut store, &p.component, &shared.linker)
+                .await?;
+        let result = store
+            .run_concurrent(async |accessor| {
+                cron.call_handle_cron_event(
+                    accessor,
+                    bindings::cron::spin::cron::cron_types::Metadata { timestamp },
+                )
+                .await
+            })
+            .await;
+        shared.capture(component, &out, &err);
+        match result?? {
+            Ok(()) => Ok(()),
+            Err(bindings::cron::spin::cron::cron_types::Error::Other(e)) => {
+                bail!("cron handler of `{component}` failed: {e}")
+            }
+        }
+    }
+
+    /// Key-value calls made by guests since start or the last reset.
+    pub fn kv_counts(&self) -> KvCounts {
+        self.shared.kv.counts()
+    }
+
+    pub fn reset_kv_counts(&self) {
+        self.shared.kv.reset_counts();
+    }
+
+    /// Makes the `nth` key-value call from now (optionally only counting `kind`) fail.
+    pub fn fail_kv_call(&self, nth: u64, kind: Option<KvOp>) {
+        self.shared.kv.fail_call(nth, kind);
+    }
+
+    /// Fails outbound requests whose URL contains `pattern` (connection refused).
+    pub fn fail_outbound_matching(&self, pattern: &str) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.url_contains.push(pattern.to_string());
+        }
+    }
+
+    /// Fails the `nth` outbound request from now.
+    pub fn fail_outbound_nth(&self, nth: u64) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            f.nth = Some(nth.max(1));
+        }
+    }
+
+    pub fn clear_outbound_faults(&self) {
+        if let Ok(mut f) = self.shared.faults.lock() {
+            *f = OutboundFaults::default();
+        }
+    }
+
+    /// Everything the components wrote to stdout and stderr, prefixed by component id.
+    pub fn output(&self) -> String {
+        self.shared
+            .output
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops abruptly: the listener and every in-flight request are dropped mid-flight, as
+    /// when the process is killed. The state file keeps whatever was committed.
+    pub fn kill(self) {
+        self.server.abort();
+        if let Ok(mut t) = self.shared.tasks.lock() {
+            t.abort_all();
+        }
+        if let Ok(mut p) = self.shared.pool.lock() {
+            p.clear();
+        }
+    }
+
+    /// Stops accepting connections and waits briefly for in-flight requests.
+    pub async fn stop(self) {
+        self.server.abort();
+        let tasks = self
+            .shared
+            .tasks
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .ok();
+        if let Some(mut tasks) = tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Compiled components are cached per file content, so many hosts in one test binary
+/// compile each `.wasm` once.
+fn compiled(engine: &Engine, path: &Path) -> Result<Component> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (std::time::SystemTime, Component)>>> =
+        OnceLock::new();
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("component {}", path.display()))?;
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some((t, c)) = cache.lock().ok().and_then(|c| c.get(path).cloned())
+        && t == mtime
+    {
+        return Ok(c);
+    }
+    let component = Component::from_file(engine, path)
+        .map_err(|e| anyhow!("loading {}: {e:?}", path.display()))?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(path.to_path_buf(), (mtime, component.clone()));
+    }
+    Ok(component)
+}
+
+impl Shared {
+    fn new_store(&self, p: &Prepared) -> (Store<Ctx>, MemoryOutputPipe, MemoryOutputPipe) {
+        let out = MemoryOutputPipe::new(1 << 20);
+        let err = MemoryOutputPipe::new(1 << 20);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(out.clone())
+            .stderr(err.clone())
+            .build();
+        let ctx = Ctx {
+            table: ResourceTable::new(),
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks: OutboundHooks {
+                allowed: p.allowed.clone(),
+                faults: self.faults.clone(),
+            },
+            spin: SpinState::new(self.kv.clone(), p.stores.clone(), p.variables.clone()),
+        };
+        (Store::new(&self.engine, ctx), out, err)
+    }
+
+    fn capture(&self, component: &str, out: &MemoryOutputPipe, err: &MemoryOutputPipe) {
+        let mut text = String::new();
+        for pipe in [out, err] {
+            for line in String::from_utf8_lossy(&pipe.contents()).lines() {
+                text.push_str(&format!("[{component}] {line}\n"));
+            }
+        }
+        if !text.is_empty() {
+            // Shown by the test harness when a test fails.
+            eprint!("{text}");
+            if let Ok(mut o) = self.output.lock() {
+                o.push_str(&text);
+            }
+        }
+    }
+
+    async fn instance(
+        &self,
+        id: &str,
+        p: &Prepared,
+    ) -> Result<(
+        Store<Ctx>,
+        Service,
+        u32,
+        Option<(MemoryOutputPipe, MemoryOutputPipe)>,
+    )> {
+        if self.reuse {
+            let pooled = self.pool.lock().ok().and_then(|mut pool| {
+                let list = pool.entry(id.to_string()).or_default();
+                list.retain(|i| i.idle_since.elapsed() < IDLE_TIMEOUT);
+                list.pop()
+            });
+            if let Some(i) = pooled {
+                return Ok((i.store, i.service, i.uses, None));
+            }
+        }
+        let (mut store, out, err) = self.new_store(p);
+        let service = Service::instantiate_async(&mut store, &p.component, &self.linker).await?;
+        Ok((store, service, 0, Some((out, err))))
+    }
+}
+
+fn text_response(status: u16, text: &str) -> http::Response<Full<Bytes>> {
+    let mut r = http::Response::new(Full::new(Bytes::from(text.to_string())));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+    client: SocketAddr,
+    listen: SocketAddr,
+) -> http::Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let Some(m) = shared.router.route(&path) else {
+        return text_response(404, "Not Found");
+    };
+    match execute(shared, req, &m, client, listen).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("[spin-test-host] {} failed: {e:#}", m.component);
+            text_response(500, "Internal Server Error")
+        }
+    }
+}
+
+/// The request as Spin hands it to a component: absolute URI, and Spin's `spin-*` headers.
+fn prepare(
+    req: hyper::Request<Incoming>,
+    m: &routes::RouteMatch,
+    client: SocketAddr,
+    listen: SocketAddr,
+) -> Result<http::Request<http_body_util::combinators::UnsyncBoxBody<Bytes, ErrorCode>>> {
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| listen.to_string());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let full_url = format!("http://{host}{path_and_query}");
+    parts.uri = full_url.parse().context("request URI")?;
+    let mut spin = vec![
+        ("spin-path-info".to_string(), m.path_info.clone()),
+        ("spin-full-url".to_string(), full_url.clone()),
+        ("spin-matched-route".to_string(), m.raw_route.clone()),
+        ("spin-base-path".to_string(), "/".to_string()),
+        ("spin-raw-component-route".to_string(), m.raw_route.clone()),
+        (
+            "spin-component-route".to_string(),
+            m.route_or_prefix.clone(),
+        ),
+        ("spin-client-addr".to_string(), client.to_string()),
+    ];
+    for (name, value) in &m.named {
+        spin.push((
+            format!(
+                "spin-path-match-{}",
+                name.to_ascii_lowercase().replace('_', "-")
+            ),
+            value.clone(),
+        ));
+    }
+    for (k, v) in spin {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(&v),
+        ) {
+            parts.headers.insert(k, v);
+        }
+    }
+    let body = body
+        .map_err(|_| ErrorCode::HttpProtocolError)
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+async fn execute(
+    shared: Arc<Shared>,
+    req: hyper::Request<Incoming>,
+    m: &routes::RouteMatch,
+    client: SocketAddr,
+    listen: SocketAddr,
+) -> Result<http::Response<Full<Bytes>>> {
+    let request = prepare(req, m, client, listen)?;
+    let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(request);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let id = m.component.clone();
+    let s = shared.clone();
+    let task = async move {
+        let Some(p) = s.components.get(&id) else {
+            return;
+        };
+        let (mut store, service, uses, pipes) = match s.instance(&id, p).await {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let result = store
+            .run_concurrent(async |accessor| -> wasmtime::Result<()> {
+                let response = match service.handle(accessor, request).await? {
+                    Ok(r) => r,
+                    Err(code) => {
+                        let _ = tx.send(Err(anyhow!("guest returned error code {code:?}")));
+                        return Ok(());
+                    }
+                };
+                let response = accessor.with(|mut a| response.into_http(&mut a, request_io))?;
+                let (parts, body) = response.into_parts();
+                match body.collect().await {
+                    Ok(b) => {
+                        let _ = tx.send(Ok(http::Response::from_parts(
+                            parts,
+                            Full::new(b.to_bytes()),
+                        )));
+                    }
+                    Err(code) => {
+                        let _ = tx.send(Err(anyhow!("response body failed: {code:?}")));
+                    }
+                }
+                tokio::time::sleep(LINGER).await;
+                Ok(())
+            })
+            .await;
+        if let Some((out, err)) = &pipes {
+            s.capture(&id, out, err);
+        }
+        let healthy = matches!(result, Ok(Ok(())));
+        if !healthy {
+            eprintln!("[spin-test-host] {id}: {result:?}");
+        }
+        if s.reuse
+            && healthy
+            && uses + 1 < MAX_REUSE
+            && let Ok(mut pool) = s.pool.lock()
+        {
+            pool.entry(id.clone()).or_default().push(Pooled {
+                store,
+                service,
+                uses: uses + 1,
+                idle_since: Instant::now(),
+            });
+        }
+    };
+    if let Ok(mut tasks) = shared.tasks.lock() {
+        tasks.spawn(task);
+    }
+    rx.await
+        .map_err(|_| anyhow!("instance dropped the request"))?
+}
+
+mod build {
+    //! Building components with their manifest build commands, once per process.
+
+    use super::*;
+
+    static BUILT: OnceLock<tokio::sync::Mutex<std::collections::HashSet<PathBuf>>> =
+        OnceLock::new();
+
+    fn newest_source(dir: &Path, watch: &[String]) -> Option<std::time::SystemTime> {
+        let mut newest = None;
+        for pattern in watch {
+            let full = dir.join(pattern);
+            for path in glob::glob(&full.to_string_lossy())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if let Ok(t) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+        newest
+    }
+
+    pub async fn ensure_built(manifest: &manifest::Manifest) -> Result<()> {
+        let lock = BUILT.get_or_init(Default::default);
+        let mut built = lock.lock().await;
+        for c in manifest.components.values() {
+            let Some(b) = &c.build else { continue };
+            if built.contains(&c.source) {
+                continue;
+            }
+            let workdir = manifest.dir.join(b.workdir.as_deref().unwrap_or("."));
+            let wasm_time = std::fs::metadata(&c.source).and_then(|m| m.modified()).ok();
+            let stale = match (wasm_time, newest_source(&workdir, &b.watch)) {
+                (None, _) => true,
+                (Some(w), Some(src)) => src > w,
+                (Some(_), None) => false,
+            };
+            if stale {
+                let commands = match &b.command {
+                    manifest::BuildCommand::One(c) => vec![c.clone()],
+                    manifest::BuildCommand::Many(c) => c.clone(),
+                };
+                for cmd in commands {
+                    let status = tokio::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(&cmd)
+                        .current_dir(&workdir)
+                        // Build where the manifest says the artifact is, whatever the test's own target dir.
+                        .env_remove("CARGO_TARGET_DIR")
+                        .status()
+                        .await
+                        .with_context(|| format!("running `{cmd}`"))?;
+                    if !status.success() {
+                        bail!("build of component `{}` failed: `{cmd}`", c.id);
+                    }
+                }
+            }
+            built.insert(c.source.clone());
+        }
+        Ok(())
+    }
+}
