@@ -1,1 +1,104 @@
-//! Shared helpers for the end-to-end tests (see `tests/`).
+//! Shared helpers for the end-to-end tests: starting the application on the test host with
+//! the project's `spin.toml`, a scripted MCP seller on loopback for fault injection, and
+//! small HTTP conveniences.
+
+pub mod fake_seller;
+
+use serde_json::{Value, json};
+use spin_test_host::{HostOptions, TestHost};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const ADMIN_KEY: &str = "e2e-admin-key";
+pub const SWEEP_TOKEN: &str = "e2e-sweep-token";
+pub const METRICS_TOKEN: &str = "e2e-metrics-token";
+pub const ENCRYPTION_KEY: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+/// The repository root (where `spin.toml` is).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// The application variables a test run needs; `public_base_url` is filled in by [`start`].
+pub fn variables(public_base_url: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("admin_api_key".into(), ADMIN_KEY.into()),
+        ("public_base_url".into(), public_base_url.into()),
+        ("sweep_token".into(), SWEEP_TOKEN.into()),
+        ("metrics_token".into(), METRICS_TOKEN.into()),
+        ("encryption_key".into(), ENCRYPTION_KEY.into()),
+        // Plain-HTTP loopback sellers and callbacks are allowed only through this variable.
+        ("extra_outbound_host".into(), "http://127.0.0.1:*".into()),
+    ])
+}
+
+/// Starts the application on a state file. `public_base_url` defaults to the host's own URL.
+pub async fn start(state_file: &Path, public_base_url: Option<&str>) -> TestHost {
+    let opts = HostOptions {
+        manifest: repo_root().join("spin.toml"),
+        state_file: state_file.to_path_buf(),
+        variables: variables(public_base_url.unwrap_or("http://placeholder.invalid")),
+        ..HostOptions::default()
+    };
+    TestHost::start(opts).await.expect("test host starts")
+}
+
+/// A JSON client bound to one host.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Api {
+        Api {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.parse().expect("method"),
+            format!("{}{}", self.base, path),
+        );
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.expect("request reaches the host");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Creates a tenant and returns its API key.
+    pub async fn tenant(&self, name: &str) -> String {
+        let (s, b) = self
+            .call(
+                "POST",
+                "/api/v1/tenants",
+                Some(ADMIN_KEY),
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["api_key"].as_str().expect("api key").to_string()
+    }
+}

@@ -1,0 +1,119 @@
+//! A scripted AdCP seller speaking MCP (JSON-RPC over HTTP) on loopback, for tests that need
+//! to control exactly what the seller answers (faults, lost responses). Interop with the
+//! official SDK is tested separately against `tests/peers/seller.py`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+/// What the seller answers to the next `tools/call`.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// `structuredContent` of a successful call.
+    Payload(Value),
+    /// An HTTP status with no JSON-RPC body.
+    Http(u16),
+}
+
+#[derive(Default)]
+struct State {
+    answers: VecDeque<Answer>,
+    calls: Vec<(String, Value)>,
+}
+
+/// A running fake seller. Dropping it stops nothing; the runtime ends with the test.
+#[derive(Clone)]
+pub struct FakeSeller {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeSeller {
+    pub async fn start() -> FakeSeller {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(s.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeSeller { url, state }
+    }
+
+    pub fn answer(&self, a: Answer) {
+        self.state.lock().expect("lock").answers.push_back(a);
+    }
+
+    /// Every `tools/call` received: tool name and arguments.
+    pub fn calls(&self) -> Vec<(String, Value)> {
+        self.state.lock().expect("lock").calls.clone()
+    }
+}
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let body = req.into_body().collect().await?.to_bytes();
+    let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let id = msg.get("id").cloned();
+    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    let reply = |v: Value| {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(v.to_string())))
+            .expect("response")
+    };
+    match method {
+        "initialize" => Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+            "protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "fake-seller", "version": "1"}}}))),
+        "notifications/initialized" => Ok(Response::builder()
+            .status(202)
+            .body(Full::new(Bytes::new()))
+            .expect("202")),
+        "tools/call" => {
+            let name = msg["params"]["name"].as_str().unwrap_or("").to_string();
+            let args = msg["params"]["arguments"].clone();
+            let answer = {
+                let mut st = state.lock().expect("lock");
+                st.calls.push((name.clone(), args));
+                st.answers.pop_front()
+            };
+            match answer {
+                Some(Answer::Http(code)) => Ok(Response::builder()
+                    .status(code)
+                    .body(Full::new(Bytes::new()))
+                    .expect("status")),
+                Some(Answer::Payload(p)) => {
+                    Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "isError": false, "content": [{"type": "text", "text": p.to_string()}], "structuredContent": p}})))
+                }
+                None => Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "isError": true, "content": [{"type": "text", "text": "no answer scripted"}],
+                    "structuredContent": {"adcp_error": {"code": "SERVICE_UNAVAILABLE", "message": "no answer scripted", "recovery": "transient"}}}}))),
+            }
+        }
+        _ => Ok(reply(
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}),
+        )),
+    }
+}
