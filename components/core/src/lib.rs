@@ -11,6 +11,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod effects;
 pub mod error;
+pub mod hmac_signature;
 pub mod intake;
 pub mod journal;
 pub mod keys;
