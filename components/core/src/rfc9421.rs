@@ -126,7 +126,7 @@ pub struct Verified {
     pub expires_s: i64,
 }
 
-fn header<'a>(h: &'a http::HeaderMap, name: &str) -> Option<String> {
+fn header(h: &http::HeaderMap, name: &str) -> Option<String> {
     let values: Vec<&str> = h
         .get_all(name)
         .iter()
