@@ -26,6 +26,8 @@ use crate::schedule::due::{self, DueConfig};
 use crate::seal::{SealingKey, ct_eq, digest_hex};
 use crate::status::TaskStatus;
 use crate::store::{Store, get_json};
+use crate::transport::Transport;
+use crate::{jwks, rfc9421, seller};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -40,11 +42,13 @@ pub struct IntakeConfig {
     pub due: DueConfig,
 }
 
-pub struct IntakeEnv<'a, S: Store> {
+pub struct IntakeEnv<'a, S: Store, T: Transport> {
     pub store: &'a S,
     pub clock: &'a dyn Clock,
     pub log: &'a dyn Log,
     pub config: &'a IntakeConfig,
+    /// For key discovery (brand.json, JWKS) when the cache cannot answer.
+    pub transport: &'a T,
 }
 
 /// The answer, plus a buyer notification the component may attempt after responding.
@@ -106,7 +110,7 @@ impl From<journal::JournalError> for Refusal {
     }
 }
 
-pub async fn handle<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> Answer {
+pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Request) -> Answer {
     let op_hint = req
         .uri()
         .path()
@@ -147,7 +151,10 @@ pub async fn handle<S: Store>(env: &IntakeEnv<'_, S>, req: Request) -> Answer {
     }
 }
 
-async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: &Request) -> Result<Answer, Refusal> {
+async fn receive<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+) -> Result<Answer, Refusal> {
     let bad =
         |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
     if req.method() != Method::POST {
@@ -244,18 +251,6 @@ async fn receive<S: Store>(env: &IntakeEnv<'_, S>, req: &Request) -> Result<Answ
     }
     let payload_hash = canonical_hash(&payload);
     let now = env.clock.now_ms();
-    if let Some(n) = &nonce
-        && op.deliveries.nonce_seen(&n.keyid, &n.nonce, now)
-    {
-        let mut r = Refusal::new(
-            Rejection::Replayed,
-            StatusCode::UNAUTHORIZED,
-            "webhook_signature_replayed",
-            "nonce already used",
-        );
-        r.www_authenticate = Some("Signature error=\"webhook_signature_replayed\"".into());
-        return Err(r);
-    }
     match op.deliveries.check(&parsed.idempotency_key, &payload_hash) {
         DeliveryCheck::Repeat => {
             metrics::webhook_duplicate(env.store).await?;
@@ -359,7 +354,10 @@ fn effect_name(e: Effect) -> &'static str {
 
 /// The operation as of its snapshot (one read); the full journal check only when the
 /// snapshot is missing (a creation interrupted between its two writes).
-async fn load<S: Store>(env: &IntakeEnv<'_, S>, op_id: &str) -> Result<Option<Operation>, Refusal> {
+async fn load<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    op_id: &str,
+) -> Result<Option<Operation>, Refusal> {
     if let Some(op) = get_json::<Operation>(env.store, &keys::operation(op_id)).await? {
         return Ok(Some(op));
     }
@@ -383,8 +381,8 @@ fn presented_mode(req: &Request) -> Option<WebhookMode> {
 }
 
 /// Checks the delivery in the registered mode. Returns the RFC 9421 nonce to remember.
-async fn authenticate<S: Store>(
-    env: &IntakeEnv<'_, S>,
+async fn authenticate<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
     req: &Request,
     op: &Operation,
     mode: WebhookMode,
@@ -465,10 +463,101 @@ async fn authenticate<S: Store>(
                 )),
             }
         }
-        WebhookMode::Rfc9421 => Err(Refusal::unauthenticated(
-            "webhook_mode_unsupported",
-            "this receiver cannot verify the registered mode yet",
-        )),
+        WebhookMode::Rfc9421 => verify_signature(env, req, op).await.map(Some),
+    }
+}
+
+/// RFC 9421 in AdCP's webhook profile, with the seller's published keys.
+async fn verify_signature<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    op: &Operation,
+) -> Result<crate::operation::NonceMark, Refusal> {
+    let refuse = |e: rfc9421::SignatureError| {
+        let reason = if e == rfc9421::SignatureError::Replayed {
+            Rejection::Replayed
+        } else {
+            Rejection::Unauthenticated
+        };
+        let mut r = Refusal::new(
+            reason,
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            "the webhook signature does not verify",
+        );
+        r.www_authenticate = Some(e.www_authenticate());
+        r
+    };
+    // The URI the seller signed: our public URL, whatever address the request came in on.
+    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target_uri = format!(
+        "{}{}",
+        env.config.public_base_url.trim_end_matches('/'),
+        path_query
+    );
+    let now = env.clock.now_ms();
+    let signed = rfc9421::Request {
+        method: req.method().as_str(),
+        target_uri: &target_uri,
+        headers: req.headers(),
+        body: req.body(),
+        now_s: (now / 1000) as i64,
+    };
+    let mut keys = jwks::cached(env.store, &op.tenant_id, &op.seller_id).await?;
+    loop {
+        let trust = LedgerTrust {
+            keys: keys.as_ref(),
+            op,
+            now_ms: now,
+        };
+        let result = rfc9421::verify(&signed, &trust);
+        let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
+        if (unknown || keys.is_none()) && jwks::should_fetch(keys.as_ref(), unknown, now) {
+            let Some(s) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
+                return Err(refuse(rfc9421::SignatureError::KeyUnknown));
+            };
+            match jwks::refresh(
+                env.store,
+                env.transport,
+                &op.tenant_id,
+                &op.seller_id,
+                &s.mcp_url,
+                now,
+            )
+            .await?
+            {
+                Some(fresh) => {
+                    keys = Some(fresh);
+                    continue;
+                }
+                None => return Err(refuse(rfc9421::SignatureError::KeyUnknown)),
+            }
+        }
+        return result
+            .map(|v| crate::operation::NonceMark {
+                keyid: v.keyid,
+                nonce: v.nonce,
+                expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
+            })
+            .map_err(refuse);
+    }
+}
+
+/// Keys from the cache; nonces from the operation's delivery ledger (the signature covers the
+/// target URI, so a nonce can only be replayed against this operation).
+struct LedgerTrust<'a> {
+    keys: Option<&'a jwks::CachedKeys>,
+    op: &'a Operation,
+    now_ms: u64,
+}
+
+impl rfc9421::Trust for LedgerTrust<'_> {
+    fn key(&self, keyid: &str) -> Option<rfc9421::Jwk> {
+        self.keys.and_then(|k| k.key(keyid))
+    }
+
+    fn nonce_seen(&self, keyid: &str, nonce: &str) -> bool {
+        self.op.deliveries.nonce_seen(keyid, nonce, self.now_ms)
     }
 }
 
@@ -578,6 +667,7 @@ mod tests {
                 clock: &FixedClock(2_000),
                 log: &NoLog,
                 config: &self.config,
+                transport: &crate::transport::testing::ScriptedTransport::default(),
             };
             let a = block_on(handle(&env, req));
             let status = a.response.status();
@@ -656,6 +746,7 @@ mod tests {
             clock: &FixedClock(2_000),
             log: &NoLog,
             config: &w.config,
+            transport: &crate::transport::testing::ScriptedTransport::default(),
         };
         let answers = block_on(futures::future::join_all(
             (0..20).map(|_| handle(&env, bearer(&body))),
@@ -880,6 +971,7 @@ mod hmac_tests {
             clock: &FixedClock(1_700_000_000_000),
             log: &NoLog,
             config,
+            transport: &crate::transport::testing::ScriptedTransport::default(),
         };
         let a = block_on(handle(&env, req));
         (
@@ -924,5 +1016,205 @@ mod hmac_tests {
             (StatusCode::OK, Some("applied")),
             "{b}"
         );
+    }
+}
+
+#[cfg(test)]
+mod rfc9421_tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::clock::testing::SeededEntropy;
+    use crate::log::NoLog;
+    use crate::operation::WebhookRegistration;
+    use crate::store::MemoryStore;
+    use crate::transport::testing::ScriptedTransport;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::Signer;
+    use futures::executor::block_on;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const NOW_S: u64 = 1_776_520_800;
+
+    fn signing_key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+    }
+
+    fn jwk() -> Value {
+        let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
+        json!({"kid": "seller-key-1", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+               "key_ops": ["verify"], "adcp_use": "request-signing", "x": x})
+    }
+
+    fn world() -> (MemoryStore, IntakeConfig) {
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let e = SeededEntropy::new(2);
+        let mut op = crate::operation::tests::sample("op1");
+        op.webhook = Some(WebhookRegistration {
+            url: "https://orch.example/webhooks/adcp/op1".into(),
+            mode: WebhookMode::Rfc9421,
+            token: sealing.seal(&e, "webhook:op1:token", b"tok-0123456789abcdef"),
+            secret: None,
+        });
+        let store = MemoryStore::new();
+        block_on(async {
+            journal::create(&store, &FixedClock(1_000), &op)
+                .await
+                .unwrap();
+            crate::seller::put(
+                &store,
+                &crate::seller::Seller {
+                    tenant_id: "t1".into(),
+                    seller_id: "s1".into(),
+                    mcp_url: "https://seller.example/mcp".into(),
+                    credentials: None,
+                    webhook_mode: None,
+                    attention: None,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
+            )
+            .await
+            .unwrap();
+        });
+        (
+            store,
+            IntakeConfig {
+                public_base_url: "https://orch.example".into(),
+                sealing,
+                due: DueConfig::default(),
+            },
+        )
+    }
+
+    /// Signs like a seller that addressed `https://orch.example/webhooks/adcp/op1`.
+    fn signed(body: &str, nonce: &str) -> Request {
+        let digest = rfc9421::content_digest(body.as_bytes());
+        let params = format!(
+            "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={NOW_S};expires={};nonce=\"{nonce}\";keyid=\"seller-key-1\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
+            NOW_S + 300
+        );
+        let base = format!(
+            "\"@method\": POST\n\"@target-uri\": https://orch.example/webhooks/adcp/op1\n\"@authority\": orch.example\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
+        );
+        let sig = URL_SAFE_NO_PAD.encode(signing_key().sign(base.as_bytes()).to_bytes());
+        // Reached through a proxy: the listener's own address is not what was signed.
+        http::Request::post("http://10.0.0.7:3000/webhooks/adcp/op1")
+            .header("content-type", "application/json")
+            .header("content-digest", digest)
+            .header("signature-input", format!("sig1={params}"))
+            .header("signature", format!("sig1=:{sig}:"))
+            .body(body.as_bytes().to_vec())
+            .unwrap()
+    }
+
+    fn seller_keys(t: &ScriptedTransport) {
+        t.reply(200, &json!({"agents": [{"url": "https://seller.example/mcp", "jwks_uri": "https://seller.example/jwks.json"}]}).to_string());
+        t.reply(200, &json!({"keys": [jwk()]}).to_string());
+    }
+
+    fn send(
+        store: &MemoryStore,
+        config: &IntakeConfig,
+        t: &ScriptedTransport,
+        req: Request,
+    ) -> (StatusCode, Value, Option<String>) {
+        let env = IntakeEnv {
+            store,
+            clock: &FixedClock(NOW_S * 1000),
+            log: &NoLog,
+            config,
+            transport: t,
+        };
+        let a = block_on(handle(&env, req));
+        let www = a
+            .response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (
+            a.response.status(),
+            serde_json::from_slice(a.response.body()).unwrap_or(Value::Null),
+            www,
+        )
+    }
+
+    fn body(key: &str, status: &str) -> String {
+        json!({"idempotency_key": key, "operation_id": "op1", "task_id": "t1", "task_type": "create_media_buy",
+               "status": status, "timestamp": "2026-04-18T14:00:00Z", "token": "tok-0123456789abcdef"}).to_string()
+    }
+
+    #[test]
+    fn signed_deliveries_verify_against_discovered_keys_and_replays_are_refused() {
+        let (store, config) = world();
+        let t = ScriptedTransport::default();
+        seller_keys(&t);
+        let b = body("whk_aaaaaaaaaaaaaaaa", "working");
+        let (s, v, _) = send(&store, &config, &t, signed(&b, "nonce-0000000001"));
+        assert_eq!(
+            (s, v["outcome"].as_str()),
+            (StatusCode::OK, Some("applied")),
+            "{v}"
+        );
+        assert_eq!(t.requests.borrow().len(), 2, "brand.json then JWKS");
+        // Keys are cached: the next delivery fetches nothing.
+        let b2 = body("whk_bbbbbbbbbbbbbbbb", "completed");
+        let (s, _, _) = send(&store, &config, &t, signed(&b2, "nonce-0000000002"));
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(t.requests.borrow().len(), 2);
+        // The same signed request again: the nonce is known.
+        let (s, v, www) = send(&store, &config, &t, signed(&b2, "nonce-0000000002"));
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("webhook_signature_replayed"))
+        );
+        assert_eq!(
+            www.as_deref(),
+            Some("Signature error=\"webhook_signature_replayed\"")
+        );
+        // A genuine re-delivery with a fresh signature is a duplicate: 2xx, no change.
+        let (s, v, _) = send(&store, &config, &t, signed(&b2, "nonce-0000000003"));
+        assert_eq!(
+            (s, v["outcome"].as_str()),
+            (StatusCode::OK, Some("duplicate"))
+        );
+    }
+
+    #[test]
+    fn tampered_and_wrong_mode_deliveries_are_refused_without_change() {
+        let (store, config) = world();
+        let t = ScriptedTransport::default();
+        seller_keys(&t);
+        let mut req = signed(
+            &body("whk_cccccccccccccccc", "completed"),
+            "nonce-0000000004",
+        );
+        *req.body_mut() = body("whk_cccccccccccccccc", "failed").into_bytes();
+        let (s, v, www) = send(&store, &config, &t, req);
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some("webhook_signature_digest_mismatch")
+            ),
+            "{v}"
+        );
+        assert!(www.unwrap().contains("webhook_signature_digest_mismatch"));
+        let hmac = http::Request::post("/webhooks/adcp/op1")
+            .header("content-type", "application/json")
+            .header("x-adcp-signature", "sha256=00")
+            .header("x-adcp-timestamp", NOW_S.to_string())
+            .body(body("whk_dddddddddddddddd", "completed").into_bytes())
+            .unwrap();
+        let (s, v, _) = send(&store, &config, &t, hmac);
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("webhook_mode_mismatch"))
+        );
+        let op = block_on(journal::load(&store, &FixedClock(NOW_S * 1000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.status, crate::status::OperationStatus::PendingDispatch);
     }
 }

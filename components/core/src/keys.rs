@@ -21,6 +21,7 @@
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
+//! | `jwks:{tenant}:{seller}` | the seller's webhook-signing keys as last fetched (JSON) | intake |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
@@ -91,6 +92,10 @@ pub fn poll_state(id: &str) -> String {
 
 pub fn mcp_session(tenant: &str, seller: &str) -> String {
     format!("mcp:{tenant}:{seller}")
+}
+
+pub fn seller_jwks(tenant: &str, seller: &str) -> String {
+    format!("jwks:{tenant}:{seller}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

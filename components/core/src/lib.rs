@@ -14,6 +14,7 @@ pub mod error;
 pub mod hmac_signature;
 pub mod intake;
 pub mod journal;
+pub mod jwks;
 pub mod keys;
 pub mod log;
 pub mod metrics;

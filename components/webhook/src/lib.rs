@@ -53,6 +53,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         clock: &HostClock,
         log: &StderrLog,
         config: &config,
+        transport: &SpinTransport,
     };
     let answer = intake::handle(&env, req).await;
     if let Some(id) = answer.notification {
