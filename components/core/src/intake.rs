@@ -24,10 +24,9 @@ use crate::operation::{
 };
 use crate::schedule::due::{self, DueConfig};
 use crate::seal::{SealingKey, ct_eq, digest_hex};
-use crate::status::TaskStatus;
 use crate::store::{Store, get_json};
 use crate::transport::Transport;
-use crate::{jwks, rfc9421, seller};
+use crate::{jwks, rfc9421, seller, webhook_payload};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -230,8 +229,18 @@ async fn receive<S: Store, T: Transport>(
             "payload token does not match the registration",
         ));
     }
-    let parsed =
-        parse_payload(&payload).map_err(|m| bad(StatusCode::BAD_REQUEST, "invalid_payload", &m))?;
+    let parsed = parse_payload(&payload).map_err(|e| {
+        Refusal::new(
+            Rejection::BadRequest,
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            "the body is not a valid AdCP MCP webhook envelope",
+        )
+    })?;
+    if parsed.delivery_report {
+        // Delivery reports ride the same envelope but are not task status changes.
+        return Ok(accepted("delivery_report_ignored", None, None));
+    }
     if parsed.operation_id.as_deref().is_some_and(|p| p != op_id) {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -565,26 +574,13 @@ impl rfc9421::Trust for LedgerTrust<'_> {
 struct Parsed {
     idempotency_key: String,
     operation_id: Option<String>,
+    delivery_report: bool,
     observation: Observation,
 }
 
-fn parse_payload(p: &Value) -> Result<Parsed, String> {
-    let obj = p.as_object().ok_or("the payload must be a JSON object")?;
-    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let key = text("idempotency_key").ok_or("`idempotency_key` is required")?;
-    let key_ok = (16..=255).contains(&key.len())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if !key_ok {
-        return Err("`idempotency_key` must match ^[A-Za-z0-9_.:-]{16,255}$".into());
-    }
-    let status = obj
-        .get("status")
-        .and_then(Value::as_str)
-        .and_then(TaskStatus::parse)
-        .ok_or("`status` must be an AdCP task status")?;
-    let error = obj.get("error").and_then(|e| {
+fn parse_payload(p: &Value) -> Result<Parsed, webhook_payload::EnvelopeError> {
+    let e = webhook_payload::envelope(p)?;
+    let error = p.get("error").and_then(|e| {
         Some(OperationError {
             code: e.get("code")?.as_str()?.to_string(),
             message: e
@@ -595,16 +591,17 @@ fn parse_payload(p: &Value) -> Result<Parsed, String> {
         })
     });
     Ok(Parsed {
-        idempotency_key: key,
-        operation_id: text("operation_id"),
+        delivery_report: e.is_delivery_report(),
+        idempotency_key: e.idempotency_key,
+        operation_id: e.operation_id,
         observation: Observation {
             source: Source::Webhook,
-            status,
-            at_ms: None,
-            task_id: text("task_id"),
-            context_id: text("context_id"),
-            message: text("message"),
-            result: obj.get("result").cloned(),
+            status: e.status,
+            at_ms: Some(e.at_ms),
+            task_id: Some(e.task_id),
+            context_id: e.context_id,
+            message: e.message,
+            result: e.result,
             error,
             delivery: None,
         },
@@ -626,6 +623,7 @@ mod tests {
     use crate::log::NoLog;
     use crate::operation::WebhookRegistration;
     use crate::status::OperationStatus;
+    use crate::status::TaskStatus;
     use crate::store::MemoryStore;
     use futures::executor::block_on;
 

@@ -32,3 +32,4 @@ pub mod sweep;
 pub mod task;
 pub mod tenant;
 pub mod transport;
+pub mod webhook_payload;
