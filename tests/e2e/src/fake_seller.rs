@@ -26,6 +26,8 @@ pub enum Answer {
 struct State {
     answers: VecDeque<Answer>,
     calls: Vec<(String, Value)>,
+    /// The JWKS published for RFC 9421 webhook signatures.
+    jwks: Option<Value>,
 }
 
 /// A running fake seller. Dropping it stops nothing; the runtime ends with the test.
@@ -62,6 +64,12 @@ impl FakeSeller {
         self.state.lock().expect("lock").answers.push_back(a);
     }
 
+    /// Publishes `jwk` the way a seller does: `/.well-known/brand.json` names this agent's
+    /// URL and a `jwks_uri` on the same origin.
+    pub fn publish_key(&self, jwk: Value) {
+        self.state.lock().expect("lock").jwks = Some(json!({ "keys": [jwk] }));
+    }
+
     /// Every `tools/call` received: tool name and arguments.
     pub fn calls(&self) -> Vec<(String, Value)> {
         self.state.lock().expect("lock").calls.clone()
@@ -72,6 +80,36 @@ async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let json_reply = |v: Value| {
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(v.to_string())))
+            .expect("response")
+    };
+    match req.uri().path() {
+        "/.well-known/brand.json" => {
+            let origin = format!("http://{host}");
+            return Ok(json_reply(
+                json!({"agents": [{"url": format!("{origin}/mcp"), "jwks_uri": format!("{origin}/jwks.json")}]}),
+            ));
+        }
+        "/jwks.json" => {
+            let jwks = state
+                .lock()
+                .expect("lock")
+                .jwks
+                .clone()
+                .unwrap_or(json!({"keys": []}));
+            return Ok(json_reply(jwks));
+        }
+        _ => {}
+    }
     let body = req.into_body().collect().await?.to_bytes();
     let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = msg.get("id").cloned();

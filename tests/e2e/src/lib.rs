@@ -3,6 +3,7 @@
 //! small HTTP conveniences.
 
 pub mod fake_seller;
+pub mod proxy;
 
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, TestHost};
@@ -44,6 +45,38 @@ pub async fn start(state_file: &Path, public_base_url: Option<&str>) -> TestHost
         ..HostOptions::default()
     };
     TestHost::start(opts).await.expect("test host starts")
+}
+
+/// Runs `tests/peers/<script>` with the project's Python (the venv the test command
+/// installs, or `ADCP_PYTHON`), feeding `stdin`, and returns its stdout.
+pub fn python(args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let python = std::env::var("ADCP_PYTHON").unwrap_or_else(|_| {
+        repo_root()
+            .join(".venv/bin/python")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let mut child = std::process::Command::new(python)
+        .args(args)
+        .current_dir(repo_root().join("tests/peers"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python peer starts (run scripts/test.sh once to create .venv)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("python peer runs");
+    assert!(
+        out.status.success(),
+        "python peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A JSON client bound to one host.

@@ -77,6 +77,8 @@ pub struct HostOptions {
     pub instance_reuse: bool,
     /// Build components whose `.wasm` is missing or stale before loading.
     pub build: bool,
+    /// Where to listen (`spin up --listen`); an ephemeral loopback port when `None`.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for HostOptions {
@@ -87,6 +89,7 @@ impl Default for HostOptions {
             variables: BTreeMap::new(),
             instance_reuse: true,
             build: true,
+            listen: None,
         }
     }
 }
@@ -182,7 +185,11 @@ impl TestHost {
             pool: Mutex::default(),
             tasks: Mutex::default(),
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(
+            opts.listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        )
+        .await?;
         let addr = listener.local_addr()?;
         let s = shared.clone();
         let server = tokio::spawn(async move {
