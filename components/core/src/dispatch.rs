@@ -112,7 +112,15 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
             _ => false,
         };
         let now = self.clock.now_ms();
-        // Breaker bookkeeping must not turn a seller's answer into an error.
+        let code = match &result {
+            Err(CallFailure::Seller(e)) => Some(e.code.as_str()),
+            Err(CallFailure::Transport(_)) => Some("TRANSPORT"),
+            _ => None,
+        };
+        // Bookkeeping (counters, breaker) must not turn a seller's answer into an error.
+        if let Some(code) = code {
+            let _ = crate::metrics::seller_error(self.store, code).await;
+        }
         let _ = if unhealthy {
             breaker.record_failure(self.store, &permit, now).await
         } else {

@@ -881,7 +881,7 @@ mod tests {
         let mut after = w.store.keys();
         after.retain(|k| !k.starts_with("m:"));
         assert_eq!(after, before, "refusals write nothing but counters");
-        let text = block_on(metrics::render(&w.store)).unwrap();
+        let text = block_on(metrics::render(&w.store, &Default::default(), 0)).unwrap();
         assert!(
             text.contains("adcp_webhook_rejections_total{reason=\"unauthenticated\"} 4"),
             "{text}"

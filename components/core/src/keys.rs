@@ -22,6 +22,8 @@
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
 //! | `jwks:{tenant}:{seller}` | the seller's webhook-signing keys as last fetched (JSON) | intake |
+//! | `sellers:n` | counter: sellers ever registered | `increment` only |
+//! | `sellers:{n}` | `{tenant}\n{seller}` of the n-th registration (per-seller metrics) | operations API |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
 //! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
@@ -96,6 +98,12 @@ pub fn mcp_session(tenant: &str, seller: &str) -> String {
 
 pub fn seller_jwks(tenant: &str, seller: &str) -> String {
     format!("jwks:{tenant}:{seller}")
+}
+
+pub const SELLERS_COUNT: &str = "sellers:n";
+
+pub fn sellers_entry(n: u64) -> String {
+    format!("sellers:{n}")
 }
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";

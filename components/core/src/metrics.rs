@@ -112,6 +112,35 @@ pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreRes
         .map(drop)
 }
 
+/// A seller call failed with this AdCP error code (or `TRANSPORT`). Codes form an open set,
+/// so each new one is recorded once in a small registry that rendering reads.
+pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    if store
+        .increment(&counter("seller_error_seen", &[&code]), 1)
+        .await?
+        == 1
+    {
+        let n = store
+            .increment(&counter("seller_error_codes", &[]), 1)
+            .await?;
+        store
+            .set(
+                &counter("seller_error_code", &[&n.to_string()]),
+                code.as_bytes(),
+            )
+            .await?;
+    }
+    store
+        .increment(&counter("seller_errors", &[&code]), 1)
+        .await
+        .map(drop)
+}
+
 /// A webhook repeated a delivery already applied.
 pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
     store
@@ -121,7 +150,11 @@ pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
 }
 
 /// Renders the Prometheus text exposition format.
-pub async fn render(store: &impl Store) -> StoreResult<String> {
+pub async fn render(
+    store: &impl Store,
+    breaker: &crate::schedule::breaker::BreakerConfig,
+    now_ms: u64,
+) -> StoreResult<String> {
     let mut out = String::new();
     let read = |k: String| async move { store.increment(&k, 0).await };
     let tasks: Vec<&str> = TaskKind::ALL.iter().map(|t| t.name()).collect();
@@ -251,6 +284,47 @@ pub async fn render(store: &impl Store) -> StoreResult<String> {
         read(counter("webhook_duplicates", &[])).await?,
     );
 
+    family(
+        &mut out,
+        "adcp_seller_errors_total",
+        "counter",
+        "Failed seller calls, by AdCP error code (TRANSPORT: no answer).",
+    );
+    let codes = read(counter("seller_error_codes", &[])).await?;
+    for n in 1..=codes.max(0) {
+        if let Some(code) = store
+            .get(&counter("seller_error_code", &[&n.to_string()]))
+            .await?
+        {
+            let code = String::from_utf8_lossy(&code).into_owned();
+            let v = read(counter("seller_errors", &[&code])).await?;
+            sample(&mut out, "adcp_seller_errors_total", &[("code", &code)], v);
+        }
+    }
+
+    family(
+        &mut out,
+        "adcp_seller_breaker_state",
+        "gauge",
+        "Circuit breaker per seller: 0 closed, 1 half-open, 2 open.",
+    );
+    for s in crate::seller::all(store).await? {
+        let view = crate::schedule::breaker::Breaker::new(breaker, &s.tenant_id, &s.seller_id)
+            .state(store, now_ms)
+            .await?;
+        let v = match view.state {
+            crate::schedule::breaker::StateClass::Closed => 0,
+            crate::schedule::breaker::StateClass::HalfOpen => 1,
+            crate::schedule::breaker::StateClass::Open => 2,
+        };
+        sample(
+            &mut out,
+            "adcp_seller_breaker_state",
+            &[("tenant", &s.tenant_id), ("seller", &s.seller_id)],
+            v,
+        );
+    }
+
     let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
     let last = last.unwrap_or_default();
     family(
@@ -354,7 +428,7 @@ mod tests {
             webhook_rejected(&s, Rejection::Unauthenticated)
                 .await
                 .unwrap();
-            let text = render(&s).await.unwrap();
+            let text = render(&s, &Default::default(), 0).await.unwrap();
             for line in [
                 "adcp_operations_created_total{task=\"create_media_buy\"} 2",
                 "adcp_operations_open{task=\"create_media_buy\"} 1",

@@ -43,6 +43,39 @@ pub async fn delete(store: &impl Store, tenant: &str, seller: &str) -> StoreResu
     store.delete(&keys::seller(tenant, seller)).await
 }
 
+/// Records a newly registered seller in the append-only seller index (for per-seller
+/// metrics). Entries of deleted sellers stay and are skipped by readers.
+pub async fn index(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<()> {
+    let n = store.increment(keys::SELLERS_COUNT, 1).await?;
+    store
+        .set(
+            &keys::sellers_entry(n.max(0) as u64),
+            format!("{tenant}\n{seller}").as_bytes(),
+        )
+        .await
+}
+
+/// Every (tenant, seller) pair ever registered and still present.
+pub async fn all(store: &impl Store) -> StoreResult<Vec<Seller>> {
+    let n = store.increment(keys::SELLERS_COUNT, 0).await?.max(0) as u64;
+    let mut out = Vec::new();
+    for i in 1..=n {
+        let Some(entry) = store.get(&keys::sellers_entry(i)).await? else {
+            continue;
+        };
+        let entry = String::from_utf8_lossy(&entry).into_owned();
+        if let Some((t, s)) = entry.split_once('\n')
+            && let Some(record) = get(store, t, s).await?
+            && !out
+                .iter()
+                .any(|o: &Seller| o.tenant_id == t && o.seller_id == s)
+        {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
 /// The sealing purpose of a seller's credentials: bound to the record's identity.
 pub fn credentials_purpose(tenant: &str, seller: &str) -> String {
     format!("seller-credentials:{tenant}:{seller}")

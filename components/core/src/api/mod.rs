@@ -232,7 +232,8 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
         ["metrics"] => {
             only(&method, &[Method::GET])?;
             require_token(&req, &env.config.metrics_token)?;
-            let text = crate::metrics::render(env.store).await?;
+            let text =
+                crate::metrics::render(env.store, &env.sweep.breaker, env.clock.now_ms()).await?;
             let mut resp = http::Response::new(text.into_bytes());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

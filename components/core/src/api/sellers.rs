@@ -4,6 +4,7 @@ use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_respo
 use crate::dispatch::SellerCalls;
 use crate::keys::valid_id;
 use crate::operation::WebhookMode;
+use crate::schedule::breaker::Breaker;
 use crate::seller::{self, Seller, credentials_purpose};
 use crate::store::Store;
 use crate::tenant::Tenant;
@@ -47,6 +48,9 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 updated_at_ms: now,
             };
             seller::put(env.store, &record).await?;
+            if existing.is_none() {
+                seller::index(env.store, tid, seller_id).await?;
+            }
             let status = if existing.is_some() {
                 StatusCode::OK
             } else {
@@ -58,7 +62,12 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             let record = seller::get(env.store, tid, seller_id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("seller"))?;
-            Ok(json_response(StatusCode::OK, &view(&record)))
+            let mut v = view(&record);
+            let breaker = Breaker::new(&env.sweep.breaker, tid, seller_id)
+                .state(env.store, env.clock.now_ms())
+                .await?;
+            v["breaker"] = serde_json::to_value(breaker).unwrap_or_default();
+            Ok(json_response(StatusCode::OK, &v))
         }
         _ => {
             if seller::get(env.store, tid, seller_id).await?.is_none() {

@@ -147,6 +147,8 @@ fn seller_credentials_are_write_only() {
     let (s, b) = w.call("GET", "/api/v1/sellers/s1", Some(&key), None);
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["has_credentials"], json!(true));
+    assert_eq!(b["breaker"]["consecutive_failures"], json!(0), "{b}");
+    assert!(b["breaker"]["state"].is_string(), "{b}");
     assert!(!b.to_string().contains("seller-token-123"));
     for k in w.store.keys() {
         let v = block_on(w.store.get(&k)).unwrap().unwrap();
