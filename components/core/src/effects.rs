@@ -11,6 +11,10 @@ use crate::notify;
 use crate::store::{Store, StoreResult};
 use serde_json::json;
 
+/// A queued notification is due for the sweep this long after the change, leaving the
+/// component that made the change time to attempt it first.
+pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
+
 /// Applies the side effects of `recorded` if its own entry changed the status. Returns the
 /// id of the buyer notification to attempt now, if one was queued.
 pub async fn after_record(

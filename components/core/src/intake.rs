@@ -22,7 +22,7 @@ use crate::metrics::{self, Rejection};
 use crate::operation::{
     Delivery, DeliveryCheck, Observation, Operation, OperationError, Source, WebhookMode,
 };
-use crate::schedule::due::{self, DueConfig};
+use crate::schedule::due::DueConfig;
 use crate::seal::{SealingKey, ct_eq, digest_hex};
 use crate::store::{Store, get_json};
 use crate::transport::Transport;
@@ -304,10 +304,6 @@ async fn receive<S: Store, T: Transport>(
     }
     let notification =
         effects::after_record(env.store, env.clock, env.log, "webhook", &recorded).await?;
-    if let Some(id) = &notification {
-        // Filed before the first attempt, so a lost attempt is retried by the sweep.
-        due::schedule(env.store, &env.config.due, env.clock, id, now + 60_000).await?;
-    }
     log::emit(
         env.log,
         &log::Event {
