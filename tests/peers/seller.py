@@ -240,7 +240,13 @@ class Capture:
             async def swallow(message):
                 pass
             await self.app(scope, recv, swallow)
-            raise ConnectionAbortedError("drop_response")  # uvicorn closes the connection
+            # The create happened; now start a response and abort mid-body so uvicorn closes the
+            # connection: the client sees a truncated response, never an answer (uvicorn would turn
+            # an exception raised before http.response.start into a 500).
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
+            raise ConnectionAbortedError("drop_response")
         await self.app(scope, recv, send)
 
 
