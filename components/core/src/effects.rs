@@ -59,7 +59,7 @@ pub async fn after_record(
         "sequence": recorded.seq,
         "changed_at_ms": op.updated_at_ms,
     });
-    let queued = notify::enqueue(
+    let Some(queued) = notify::enqueue(
         store,
         clock,
         &op.tenant_id,
@@ -67,6 +67,14 @@ pub async fn after_record(
         recorded.seq,
         body,
     )
-    .await?;
-    Ok(queued.map(|n| n.id))
+    .await?
+    else {
+        return Ok(None);
+    };
+    // Filed before any attempt, so the sweep delivers it even if no one else tries (a
+    // webhook's component makes an immediate attempt; API and sweep changes rely on this).
+    let due = crate::schedule::due::DueConfig::default();
+    crate::schedule::due::schedule(store, &due, clock, &queued.id, now + FIRST_ATTEMPT_GRACE_MS)
+        .await?;
+    Ok(Some(queued.id))
 }

@@ -904,3 +904,101 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod notification_tests {
+    use super::*;
+    use crate::clock::testing::SeededEntropy;
+    use crate::log::NoLog;
+    use crate::store::MemoryStore;
+    use crate::transport::testing::ScriptedTransport;
+    use futures::executor::block_on;
+    use std::cell::Cell;
+
+    struct Clock2(Cell<u64>);
+    impl Clock for Clock2 {
+        fn now_ms(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    struct NoSeller;
+    impl SellerCalls for NoSeller {
+        async fn call(&self, _: &seller::Seller, _: &str, _: Value) -> Result<Value, CallFailure> {
+            Err(CallFailure::Transport(
+                crate::transport::TransportError::Connect("none".into()),
+            ))
+        }
+    }
+
+    #[test]
+    fn queued_notifications_are_delivered_by_the_sweep_after_the_receiver_returns() {
+        let store = MemoryStore::new();
+        let clock = Clock2(Cell::new(1_000_000_000));
+        let sealing = SealingKey::from_hex(
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        )
+        .unwrap();
+        let e = SeededEntropy::new(1);
+        let secret = notify::new_secret(&e);
+        let cb = notify::Callback {
+            url: "https://buyer.example/hooks".into(),
+            secret: sealing.seal(&e, &notify::secret_purpose("t1"), secret.as_bytes()),
+            enabled: true,
+            disabled_reason: None,
+        };
+        block_on(set_json(&store, &keys::callback("t1"), &cb)).unwrap();
+        let op = crate::operation::tests::sample("op1");
+        block_on(journal::create(&store, &clock, &op)).unwrap();
+        let obs = crate::operation::tests::obs(TaskStatus::Completed, Some("task_1"));
+        let recorded = block_on(journal::record(
+            &store,
+            &clock,
+            "op1",
+            EntryKind::Observed {
+                observation: Box::new(obs),
+            },
+        ))
+        .unwrap();
+        let id = block_on(effects::after_record(
+            &store, &clock, &NoLog, "test", &recorded,
+        ))
+        .unwrap()
+        .unwrap();
+        let transport = ScriptedTransport::default();
+        let config = SweepConfig::default();
+        let env = SweepEnv {
+            store: &store,
+            clock: &clock,
+            entropy: &e,
+            log: &NoLog,
+            sealing: &sealing,
+            calls: &NoSeller,
+            transport: &transport,
+            config: &config,
+        };
+        transport.reply(503, "");
+        clock.0.set(clock.0.get() + 60_000);
+        let report = block_on(tick(&env, "t", 0)).unwrap();
+        assert_eq!(
+            transport.requests.borrow().len(),
+            1,
+            "first attempt by the sweep: {report:?} {:?}",
+            store.keys()
+        );
+        transport.reply(204, "");
+        for _ in 0..5 {
+            clock.0.set(clock.0.get() + 60_000);
+            block_on(tick(&env, "t", 0)).unwrap();
+        }
+        assert_eq!(
+            transport.requests.borrow().len(),
+            2,
+            "one retry, then delivered"
+        );
+        let n: notify::Notification = block_on(get_json(&store, &keys::notification(&id)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(n.state, notify::Delivery::Delivered);
+    }
+}
