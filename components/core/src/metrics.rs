@@ -69,8 +69,9 @@ pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()
         .map(drop)
 }
 
-/// The writer that applied `from → to` reports it: one increment, plus two for a seller
-/// outcome (histogram bucket and sum), plus one in the rare override of a local timeout.
+/// The writer that applied `from → to` reports it: two increments (into `to`, out of
+/// `from`), plus two for a seller outcome (histogram bucket and sum), plus one in the rare
+/// override of a local timeout.
 pub async fn transition(
     store: &impl Store,
     task: &str,
@@ -81,6 +82,9 @@ pub async fn transition(
 ) -> StoreResult<()> {
     store
         .increment(&counter("transitions", &[task, to.as_str()]), 1)
+        .await?;
+    store
+        .increment(&counter("left", &[task, from.as_str()]), 1)
         .await?;
     if from == OperationStatus::TimedOut && to.is_authoritative_terminal() {
         // Already closed when it timed out: keeps the open gauge from counting it twice.
@@ -209,6 +213,29 @@ pub async fn render(
         let created = read(counter("created", &[t])).await?;
         let reopened = read(counter("reopened_closed", &[t])).await?;
         open.push((*t, created - closed + reopened));
+    }
+    family(
+        &mut out,
+        "adcp_operations",
+        "gauge",
+        "Operations currently in each status, by task.",
+    );
+    for t in &tasks {
+        let created = read(counter("created", &[t])).await?;
+        for st in &statuses {
+            let entered = if *st == OperationStatus::PENDING_DISPATCH {
+                created
+            } else {
+                read(counter("transitions", &[t, st])).await?
+            };
+            let left = read(counter("left", &[t, st])).await?;
+            sample(
+                &mut out,
+                "adcp_operations",
+                &[("task", t), ("status", st)],
+                entered - left,
+            );
+        }
     }
     family(
         &mut out,
@@ -432,6 +459,9 @@ mod tests {
             for line in [
                 "adcp_operations_created_total{task=\"create_media_buy\"} 2",
                 "adcp_operations_open{task=\"create_media_buy\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"pending_dispatch\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"completed\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"submitted\"} 0",
                 "adcp_operation_transitions_total{task=\"create_media_buy\",status=\"completed\"} 1",
                 "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"60\"} 0",
                 "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"300\"} 1",

@@ -225,6 +225,18 @@ async fn every_change_reaches_the_buyer_once_signed_and_metrics_match_the_ground
     );
     assert_eq!(get("adcp_operations_open{task=create_media_buy}"), 0.0);
     assert_eq!(
+        get("adcp_operations{status=completed,task=create_media_buy}"),
+        1.0
+    );
+    assert_eq!(
+        get("adcp_operations{status=submitted,task=create_media_buy}"),
+        0.0
+    );
+    assert_eq!(
+        get("adcp_operations{status=pending_dispatch,task=create_media_buy}"),
+        0.0
+    );
+    assert_eq!(
         get("adcp_operation_outcome_seconds_count{task=create_media_buy}"),
         1.0
     );
