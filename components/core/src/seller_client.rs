@@ -245,6 +245,23 @@ fn interpret(resp: &InboundResponse) -> Result<Value, CallFailure> {
     }
 }
 
+/// AdCP's success extraction (`mcp-response-extraction`): nothing on `isError`; else
+/// `structuredContent` when it is an object, else the first `content[].text` that parses
+/// as an object; and nothing when what was found holds only an `adcp_error`.
+pub fn extract_success(result: &Value) -> Option<Value> {
+    if result
+        .get("isError")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    extract(result).filter(|p| {
+        !p.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("adcp_error"))
+    })
+}
+
 /// AdCP's extraction: `structuredContent` when it is an object, else the first
 /// `content[].text` that parses as a JSON object (at most 1 MB of text).
 fn extract(result: &Value) -> Option<Value> {
@@ -326,6 +343,24 @@ fn seller_error(e: &Value) -> CallFailure {
 mod tests {
     use super::*;
     use crate::clock::testing::SeededEntropy;
+
+    #[test]
+    fn mcp_response_extraction_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/adcp/test-vectors/mcp-response-extraction.json"
+        );
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("spec vectors beside the project"),
+        )
+        .unwrap();
+        let vectors = v["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 15);
+        for case in vectors {
+            let got = extract_success(&case["response"]).unwrap_or(Value::Null);
+            assert_eq!(got, case["expected_data"], "{}", case["id"]);
+        }
+    }
     use crate::store::MemoryStore;
     use crate::transport::testing::ScriptedTransport;
     use futures::executor::block_on;
