@@ -253,19 +253,7 @@ pub async fn dispatch(
                 )
                 .await?;
             }
-            let recorded = journal::record_from(
-                store,
-                clock,
-                op_id,
-                Some(op),
-                EntryKind::Observed {
-                    observation: Box::new(obs),
-                },
-            )
-            .await
-            .map_err(store_err)?;
-            effects::after_record(store, clock, log, "dispatch", &recorded).await?;
-            Ok(Some(Dispatched::Answered(Box::new(recorded))))
+            answered(store, clock, log, op, obs).await.map(Some)
         }
         Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
         Err(CallFailure::Transport(e)) => {
@@ -311,21 +299,28 @@ pub async fn dispatch(
                 }),
                 delivery: None,
             };
-            let recorded = journal::record_from(
-                store,
-                clock,
-                op_id,
-                Some(op),
-                EntryKind::Observed {
-                    observation: Box::new(obs),
-                },
-            )
-            .await
-            .map_err(store_err)?;
-            effects::after_record(store, clock, log, "dispatch", &recorded).await?;
-            Ok(Some(Dispatched::Answered(Box::new(recorded))))
+            answered(store, clock, log, op, obs).await.map(Some)
         }
     }
+}
+
+/// Folds the seller's answer in and runs the effects of the change it made.
+async fn answered(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op: Operation,
+    obs: Observation,
+) -> StoreResult<Dispatched> {
+    let op_id = op.operation_id.clone();
+    let kind = EntryKind::Observed {
+        observation: Box::new(obs),
+    };
+    let recorded = journal::record_from(store, clock, &op_id, Some(op), kind)
+        .await
+        .map_err(store_err)?;
+    effects::after_record(store, clock, log, "dispatch", &recorded).await?;
+    Ok(Dispatched::Answered(Box::new(recorded)))
 }
 
 /// Next redispatch time: exponential from 30 s, capped at 30 min, never before the seller's

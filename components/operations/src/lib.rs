@@ -6,8 +6,7 @@ use orchestrator_core::seal::SealingKey;
 use orchestrator_core::seller_client::McpSellerCalls;
 use orchestrator_core::sweep::SweepConfig;
 use spin_adapter::{
-    BodyError, HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, error,
-    into_spin_response, read_request, variable,
+    HostClock, HostEntropy, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
 };
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
@@ -24,28 +23,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             ));
         }
     };
-    let req = match read_request(req, MAX_BODY_BYTES).await {
+    let (req, store) = match accept(req, MAX_BODY_BYTES).await {
         Ok(r) => r,
-        Err(BodyError::TooLarge) => {
-            return Ok(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body exceeds 1 MiB",
-            ));
-        }
-        Err(BodyError::Transport(e)) => {
-            return Ok(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
-        }
-    };
-    let store = match SpinStore::open().await {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &format!("{e:#}"),
-            ));
-        }
+        Err(response) => return Ok(response),
     };
     let env = Env {
         store: &store,

@@ -204,6 +204,35 @@ pub async fn read_request(
     Ok(http::Request::from_parts(parts, buf))
 }
 
+/// What every HTTP component does first: read the body (at most `cap` bytes) and open the
+/// store. A failure is already the JSON error response to send.
+pub async fn accept(
+    req: spin_sdk::http::Request,
+    cap: usize,
+) -> Result<(http::Request<Vec<u8>>, SpinStore), Response<String>> {
+    let req = match read_request(req, cap).await {
+        Ok(r) => r,
+        Err(BodyError::TooLarge) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("request body exceeds {cap} bytes"),
+            ));
+        }
+        Err(BodyError::Transport(e)) => {
+            return Err(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
+        }
+    };
+    match SpinStore::open().await {
+        Ok(store) => Ok((req, store)),
+        Err(e) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            &format!("{e:#}"),
+        )),
+    }
+}
+
 /// Converts the core's response into one Spin can send.
 pub fn into_spin_response(resp: http::Response<Vec<u8>>) -> Response<String> {
     let (parts, body) = resp.into_parts();

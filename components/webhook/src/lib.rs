@@ -7,8 +7,7 @@ use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES
 use orchestrator_core::notify;
 use orchestrator_core::seal::SealingKey;
 use spin_adapter::{
-    BodyError, HostClock, SpinStore, SpinTransport, StderrLog, error, into_spin_response,
-    read_request, variable,
+    HostClock, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
 };
 use spin_sdk::http::{IntoResponse, Request, StatusCode};
 use spin_sdk::http_service;
@@ -25,28 +24,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             ));
         }
     };
-    let req = match read_request(req, MAX_WEBHOOK_BYTES).await {
+    let (req, store) = match accept(req, MAX_WEBHOOK_BYTES).await {
         Ok(r) => r,
-        Err(BodyError::TooLarge) => {
-            return Ok(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "webhook body exceeds 1 MB",
-            ));
-        }
-        Err(BodyError::Transport(e)) => {
-            return Ok(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
-        }
-    };
-    let store = match SpinStore::open().await {
-        Ok(s) => s,
-        Err(e) => {
-            return Ok(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &format!("{e:#}"),
-            ));
-        }
+        Err(response) => return Ok(response),
     };
     let env = IntakeEnv {
         store: &store,
