@@ -11,6 +11,7 @@ pub mod clock;
 pub mod dispatch;
 pub mod effects;
 pub mod error;
+pub mod error_mapping;
 pub mod hmac_signature;
 pub mod intake;
 pub mod journal;
