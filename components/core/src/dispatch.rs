@@ -163,6 +163,17 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
     Ok(Value::Object(args))
 }
 
+/// AdCP 3.0 put a media buy's lifecycle status in `status` of a sync success.
+const MEDIA_BUY_STATUSES: [&str; 7] = [
+    "pending_creatives",
+    "pending_start",
+    "active",
+    "paused",
+    "completed",
+    "rejected",
+    "canceled",
+];
+
 /// What a tool's answer says about the task (AdCP flat MCP shape).
 pub fn observation_from_payload(payload: &Value, source: Source) -> Observation {
     let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
@@ -170,7 +181,12 @@ pub fn observation_from_payload(payload: &Value, source: Source) -> Observation 
     // (e.g. "active") also means the task completed.
     let status = match payload.get("status").and_then(Value::as_str) {
         None => TaskStatus::Completed,
-        Some(s) => TaskStatus::parse(s).unwrap_or(TaskStatus::Completed),
+        Some(s) => TaskStatus::parse(s).unwrap_or(if MEDIA_BUY_STATUSES.contains(&s) {
+            TaskStatus::Completed
+        } else {
+            // Neither a task status nor a 3.0 media-buy status: never guess an outcome.
+            TaskStatus::Unknown
+        }),
     };
     let error = payload
         .get("errors")
@@ -643,5 +659,21 @@ mod tests {
             OperationStatus::PendingDispatch,
             "the sweep reconciles before failing it"
         );
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn only_task_statuses_and_3_0_media_buy_statuses_are_read_as_outcomes() {
+        let read =
+            |s: &str| observation_from_payload(&json!({"status": s}), Source::Dispatch).status;
+        assert_eq!(read("active"), TaskStatus::Completed);
+        assert_eq!(read("pending_creatives"), TaskStatus::Completed);
+        assert_eq!(read("working"), TaskStatus::Working);
+        assert_eq!(read("finished"), TaskStatus::Unknown);
+        assert_eq!(read("input_required"), TaskStatus::Unknown);
     }
 }
