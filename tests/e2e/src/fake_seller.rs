@@ -28,7 +28,34 @@ struct State {
     calls: Vec<(String, Value)>,
     /// The JWKS published for RFC 9421 webhook signatures.
     jwks: Option<Value>,
+    /// What `get_adcp_capabilities` answers (not taken from the scripted queue).
+    capabilities: Option<Value>,
+    /// Tool names `tools/list` announces.
+    tools: Option<Vec<String>>,
 }
+
+/// What a conformant AdCP 3.1 seller declares: major version 3, a 24 h replay window,
+/// RFC 9421 webhook signing with the legacy HMAC fallback.
+pub fn default_capabilities() -> Value {
+    json!({
+        "adcp": {"major_versions": [3], "supported_versions": ["3.0", "3.1"],
+                 "idempotency": {"supported": true, "replay_ttl_seconds": 86400}},
+        "supported_protocols": ["media_buy"],
+        "webhook_signing": {"supported": true, "profile": "adcp/webhook-signing/v1",
+                            "algorithms": ["ed25519"], "legacy_hmac_fallback": true}
+    })
+}
+
+/// The tools a media-buy seller announces in `tools/list`.
+pub const DEFAULT_TOOLS: &[&str] = &[
+    "get_adcp_capabilities",
+    "create_media_buy",
+    "update_media_buy",
+    "sync_creatives",
+    "get_media_buys",
+    "get_task_status",
+    "list_tasks",
+];
 
 /// A running fake seller. Dropping it stops nothing; the runtime ends with the test.
 #[derive(Clone)]
@@ -68,6 +95,17 @@ impl FakeSeller {
     /// URL and a `jwks_uri` on the same origin.
     pub fn publish_key(&self, jwk: Value) {
         self.state.lock().expect("lock").jwks = Some(json!({ "keys": [jwk] }));
+    }
+
+    /// Replaces what `get_adcp_capabilities` answers.
+    pub fn set_capabilities(&self, caps: Value) {
+        self.state.lock().expect("lock").capabilities = Some(caps);
+    }
+
+    /// Replaces the tool names `tools/list` announces.
+    pub fn set_tools(&self, tools: &[&str]) {
+        self.state.lock().expect("lock").tools =
+            Some(tools.iter().map(|t| t.to_string()).collect());
     }
 
     /// Every `tools/call` received: tool name and arguments.
@@ -128,13 +166,34 @@ async fn handle(
             .status(202)
             .body(Full::new(Bytes::new()))
             .expect("202")),
+        "tools/list" => {
+            let names = state
+                .lock()
+                .expect("lock")
+                .tools
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TOOLS.iter().map(|t| t.to_string()).collect());
+            let tools: Vec<Value> = names
+                .iter()
+                .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
+                .collect();
+            Ok(reply(
+                json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}),
+            ))
+        }
         "tools/call" => {
             let name = msg["params"]["name"].as_str().unwrap_or("").to_string();
             let args = msg["params"]["arguments"].clone();
             let answer = {
                 let mut st = state.lock().expect("lock");
                 st.calls.push((name.clone(), args));
-                st.answers.pop_front()
+                if name == "get_adcp_capabilities" {
+                    Some(Answer::Payload(
+                        st.capabilities.clone().unwrap_or_else(default_capabilities),
+                    ))
+                } else {
+                    st.answers.pop_front()
+                }
             };
             match answer {
                 Some(Answer::Http(code)) => Ok(Response::builder()
