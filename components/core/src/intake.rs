@@ -1063,6 +1063,8 @@ mod rfc9421_tests {
                     mcp_url: "https://seller.example/mcp".into(),
                     credentials: None,
                     webhook_mode: None,
+                    auth_scheme: Default::default(),
+                    capabilities: None,
                     attention: None,
                     created_at_ms: 0,
                     updated_at_ms: 0,

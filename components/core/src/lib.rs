@@ -7,6 +7,7 @@
 //! [`store::MemoryStore`] and fixed clocks.
 
 pub mod api;
+pub mod capabilities;
 pub mod clock;
 pub mod dispatch;
 pub mod effects;

@@ -1,5 +1,6 @@
 //! Seller registrations: which AdCP agent a tenant buys from and how we talk to it.
 
+use crate::capabilities::Capabilities;
 use crate::keys;
 use crate::operation::WebhookMode;
 use crate::seal::Sealed;
@@ -13,17 +14,34 @@ pub struct Seller {
     pub seller_id: String,
     /// The agent's MCP endpoint, e.g. `https://seller.example/mcp`.
     pub mcp_url: String,
-    /// The credential we send in `Authorization: Bearer …`, sealed.
+    /// The credential we send in `Authorization`, sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Sealed>,
+    /// How the credential is sent.
+    #[serde(default)]
+    pub auth_scheme: AuthScheme,
     /// The webhook authentication to request; `None` lets capabilities decide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_mode: Option<WebhookMode>,
     /// Set when the seller answered `auth-required`: our credentials need a human.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention: Option<String>,
+    /// What the seller declared in `get_adcp_capabilities`, once fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+}
+
+/// How the orchestrator authenticates to a seller's MCP endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    /// `Authorization: Bearer <credentials>`.
+    #[default]
+    Bearer,
+    /// `Authorization: Basic base64(<credentials>)`, credentials being `user:password`.
+    Basic,
 }
 
 pub async fn get(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<Option<Seller>> {

@@ -5,10 +5,13 @@
 //! in the store; a 404 on a request that carried one means it expired, so the client
 //! re-initializes once and retries. Every tool call carries AdCP's version envelope.
 
+use crate::clock::Clock;
 use crate::dispatch::{CallFailure, Recovery, SellerCalls, SellerError};
+use crate::error_mapping::{self, Action};
 use crate::keys;
+use crate::schedule::backoff::parse_retry_after;
 use crate::seal::SealingKey;
-use crate::seller::{Seller, credentials_purpose};
+use crate::seller::{AuthScheme, Seller, credentials_purpose};
 use crate::store::Store;
 use crate::transport::{InboundResponse, Limits, Transport, TransportError};
 use serde_json::{Value, json};
@@ -25,7 +28,12 @@ pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub store: &'a S,
     pub transport: &'a T,
     pub sealing: &'a SealingKey,
+    /// For `Retry-After` dates.
+    pub clock: &'a dyn Clock,
 }
+
+/// The JSON-RPC id of every `tools/call` we send (one request per HTTP exchange).
+const CALL_ID: u64 = 1;
 
 impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
     async fn call(
@@ -64,7 +72,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
             .ok()
             .flatten()
             .and_then(|v| String::from_utf8(v).ok());
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        let body = json!({"jsonrpc": "2.0", "id": CALL_ID, "method": "tools/call",
                           "params": {"name": tool, "arguments": args}});
         let session = match cached {
             Some(s) => Some(s),
@@ -86,7 +94,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
         } else {
             resp
         };
-        interpret(&resp)
+        interpret(&resp, self.clock.now_ms())
     }
 }
 
@@ -102,7 +110,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             "clientInfo": {"name": "adcp-orchestrator", "version": env!("CARGO_PKG_VERSION")}}});
         let resp = self.post(seller, auth, None, &init).await?;
         if !resp.status().is_success() {
-            return Err(http_failure(&resp));
+            return Err(http_failure(&resp, self.clock.now_ms()));
         }
         let session = resp
             .headers()
@@ -112,7 +120,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         let ack = self.post(seller, auth, session.as_deref(), &note).await?;
         if !ack.status().is_success() {
-            return Err(http_failure(&ack));
+            return Err(http_failure(&ack, self.clock.now_ms()));
         }
         if let Some(s) = &session {
             // A cache: losing this write only costs another handshake.
@@ -133,7 +141,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", MCP_PROTOCOL_VERSION);
         if let Some(a) = auth {
-            b = b.header("authorization", format!("Bearer {a}"));
+            b = b.header("authorization", authorization(seller.auth_scheme, a));
         }
         if let Some(s) = session {
             b = b.header("mcp-session-id", s);
@@ -148,6 +156,19 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
     }
 }
 
+/// The `Authorization` value for the seller's scheme. Basic credentials are stored as
+/// `user:password` and encoded here (RFC 7617).
+fn authorization(scheme: AuthScheme, credentials: &str) -> String {
+    use base64::Engine as _;
+    match scheme {
+        AuthScheme::Bearer => format!("Bearer {credentials}"),
+        AuthScheme::Basic => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ),
+    }
+}
+
 fn terminal(code: &str, message: &str) -> CallFailure {
     CallFailure::Seller(SellerError {
         code: code.into(),
@@ -158,14 +179,15 @@ fn terminal(code: &str, message: &str) -> CallFailure {
 }
 
 /// An HTTP-level failure (no JSON-RPC answer), classified.
-fn http_failure(resp: &InboundResponse) -> CallFailure {
+fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
     let status = resp.status().as_u16();
+    // Delay-seconds or an HTTP date, clamped to 1..=3600 s.
     let retry_after_s = resp
         .headers()
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .map(|s| s.clamp(1, 3600));
+        .and_then(|v| parse_retry_after(v, now_ms))
+        .map(|s| s as u32);
     let (code, recovery) = match status {
         401 => ("AUTH_MISSING", Recovery::Correctable),
         403 => ("AUTH_INVALID", Recovery::Terminal),
@@ -181,10 +203,11 @@ fn http_failure(resp: &InboundResponse) -> CallFailure {
     })
 }
 
-/// Turns the seller's HTTP answer into the AdCP payload or a classified failure.
-fn interpret(resp: &InboundResponse) -> Result<Value, CallFailure> {
+/// Turns the seller's HTTP answer into the AdCP payload or a classified failure. The AdCP
+/// error is found wherever the transport put it ([`error_mapping::find_error`]).
+fn interpret(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> {
     if !resp.status().is_success() {
-        return Err(http_failure(resp));
+        return Err(http_failure(resp, now_ms));
     }
     let is_sse = resp
         .headers()
@@ -192,15 +215,15 @@ fn interpret(resp: &InboundResponse) -> Result<Value, CallFailure> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let message = if is_sse {
-        last_sse_message(resp.body())
+        sse_response(resp.body(), &json!(CALL_ID))
     } else {
         serde_json::from_slice(resp.body()).ok()
     };
     let message =
         message.ok_or_else(|| malformed("the seller's answer is not a JSON-RPC message"))?;
     if let Some(err) = message.get("error") {
-        if let Some(adcp) = err.pointer("/data/adcp_error") {
-            return Err(seller_error(adcp));
+        if let Some(adcp) = error_mapping::find_error(&message) {
+            return Err(seller_error(&adcp));
         }
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
         let text = err
@@ -223,26 +246,42 @@ fn interpret(resp: &InboundResponse) -> Result<Value, CallFailure> {
     let result = message
         .get("result")
         .ok_or_else(|| malformed("JSON-RPC answer without result"))?;
-    let payload = extract(result);
-    let is_error = result
-        .get("isError")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    match payload {
-        Some(p)
-            if p.get("adcp_error").is_some()
-                && (is_error || p.as_object().is_some_and(|o| o.len() == 1)) =>
-        {
-            Err(seller_error(&p["adcp_error"]))
-        }
-        Some(p) if !is_error => Ok(p),
-        Some(p) => Err(match p.pointer("/errors/0") {
-            Some(e) => seller_error(e),
-            None => malformed("tool error without an AdCP error"),
-        }),
-        None if is_error => Err(malformed("tool error without an AdCP error")),
-        None => Err(malformed("tool result carries no AdCP payload")),
+    if let Some(payload) = extract_success(result) {
+        return match error_branch(&payload) {
+            Some(e) => Err(seller_error(e)),
+            None => Ok(payload),
+        };
     }
+    if let Some(adcp) = error_mapping::find_error(result) {
+        return Err(seller_error(&adcp));
+    }
+    // A tool error whose payload carries the task's `errors[]` instead of an `adcp_error`.
+    match extract(result)
+        .as_ref()
+        .and_then(|p| p.pointer("/errors/0"))
+    {
+        Some(e) => Err(seller_error(e)),
+        None => Err(malformed("tool error without an AdCP error")),
+    }
+}
+
+/// The first error of a response's error branch: `errors[]` with none of the fields a
+/// success or submitted branch requires (e.g. `CreateMediaBuyError`, whose schema forbids
+/// `media_buy_id`, `packages` and `status: submitted`). Success payloads that report partial
+/// failures alongside their data are not errors.
+fn error_branch(payload: &Value) -> Option<&Value> {
+    const SUCCESS_FIELDS: [&str; 7] = [
+        "status",
+        "media_buy_id",
+        "media_buys",
+        "packages",
+        "creatives",
+        "tasks",
+        "verdict",
+    ];
+    let first = payload.pointer("/errors/0")?;
+    let obj = payload.as_object()?;
+    (!SUCCESS_FIELDS.iter().any(|f| obj.contains_key(*f))).then_some(first)
 }
 
 /// AdCP's success extraction (`mcp-response-extraction`): nothing on `isError`; else
@@ -279,27 +318,25 @@ fn extract(result: &Value) -> Option<Value> {
     })
 }
 
-/// The last JSON message of a server-sent event stream (the response follows any
-/// notifications the server sent first).
-fn last_sse_message(body: &[u8]) -> Option<Value> {
+/// The JSON-RPC response to request `id` in a server-sent event stream (the server may
+/// send notifications and requests of its own first; those are skipped).
+fn sse_response(body: &[u8], id: &Value) -> Option<Value> {
     let text = std::str::from_utf8(body).ok()?;
-    let mut last = None;
-    for event in text.replace("\r\n", "\n").split("\n\n") {
+    text.replace("\r\n", "\n").split("\n\n").find_map(|event| {
         let data: Vec<&str> = event
             .lines()
             .filter_map(|l| l.strip_prefix("data:"))
             .map(|d| d.strip_prefix(' ').unwrap_or(d))
             .collect();
         if data.is_empty() {
-            continue;
+            return None;
         }
-        if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n"))
-            && (v.get("result").is_some() || v.get("error").is_some())
-        {
-            last = Some(v);
-        }
-    }
-    last
+        serde_json::from_str::<Value>(&data.join("\n"))
+            .ok()
+            .filter(|v| {
+                v.get("id") == Some(id) && (v.get("result").is_some() || v.get("error").is_some())
+            })
+    })
 }
 
 fn malformed(message: &str) -> CallFailure {
@@ -311,18 +348,18 @@ fn malformed(message: &str) -> CallFailure {
     })
 }
 
-/// An AdCP error object, classified by its `recovery` (transient when absent, as the spec's
-/// forward-compatible decoding says).
+/// An AdCP error object, classified as the spec's transport-error mapping says: its own
+/// `recovery`, else the code's class, else a human (an unknown class is not retried blindly).
 fn seller_error(e: &Value) -> CallFailure {
-    let recovery = match e.get("recovery").and_then(Value::as_str) {
-        Some("correctable") => Recovery::Correctable,
-        Some("terminal") => Recovery::Terminal,
-        _ => Recovery::Transient,
+    let recovery = match error_mapping::action(Some(e)) {
+        Action::Retry => Recovery::Transient,
+        Action::SurfaceToCaller => Recovery::Correctable,
+        Action::EscalateToHuman | Action::GenericError => Recovery::Terminal,
     };
     let retry_after_s = e
         .get("retry_after")
         .and_then(Value::as_f64)
-        .map(|s| s.ceil().clamp(1.0, 3600.0) as u32);
+        .map(|s| crate::schedule::backoff::clamp_retry_after_s(s) as u32);
     CallFailure::Seller(SellerError {
         code: e
             .get("code")
@@ -378,6 +415,8 @@ mod tests {
                 b"seller-token",
             )),
             webhook_mode: None,
+            auth_scheme: Default::default(),
+            capabilities: None,
             attention: None,
             created_at_ms: 0,
             updated_at_ms: 0,
@@ -410,6 +449,7 @@ mod tests {
             store: &store,
             transport: &t,
             sealing: &sealing,
+            clock: &crate::clock::FixedClock(0),
         };
         let out = block_on(calls.call(
             &seller(&sealing),
@@ -460,6 +500,7 @@ mod tests {
             store: &store,
             transport: &t,
             sealing: &sealing,
+            clock: &crate::clock::FixedClock(0),
         };
         let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
         assert_eq!(
@@ -522,6 +563,7 @@ mod tests {
                 store: &store,
                 transport: &t,
                 sealing: &sealing,
+                clock: &crate::clock::FixedClock(0),
             };
             let err =
                 block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -534,5 +576,99 @@ mod tests {
             );
             block_on(store.delete(&keys::mcp_session("t1", "s1"))).unwrap();
         }
+    }
+
+    #[test]
+    fn error_branches_unknown_recoveries_and_http_dates_are_classified() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let json_ct = [("content-type", "application/json")];
+        let cases = [
+            // CreateMediaBuyError: `errors[]` and no success field, without isError.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"errors":[{"code":"IDEMPOTENCY_CONFLICT","message":"m"}]}}}"#,
+                ),
+                ("IDEMPOTENCY_CONFLICT", Recovery::Correctable, None),
+            ),
+            // No `recovery`, an unknown code: a human decides, it is not retried blindly.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[{"type":"text","text":"{\"adcp_error\":{\"code\":\"SOMETHING_NEW\",\"message\":\"m\"}}"}]}}"#,
+                ),
+                ("SOMETHING_NEW", Recovery::Terminal, None),
+            ),
+            // JSON-RPC error carrying an AdCP error in `data`.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x","data":{"adcp_error":{"code":"RATE_LIMITED","retry_after":9}}}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, Some(9)),
+            ),
+            // Retry-After as an HTTP date, 120 s after the clock (0).
+            (
+                resp(503, &[("retry-after", "Thu, 01 Jan 1970 00:02:00 GMT")], ""),
+                ("SERVICE_UNAVAILABLE", Recovery::Transient, Some(120)),
+            ),
+        ];
+        for (r, (code, recovery, retry)) in cases {
+            let t = ScriptedTransport::default();
+            init_ok(&t, "s");
+            t.reply_with(r);
+            let calls = McpSellerCalls {
+                store: &store,
+                transport: &t,
+                sealing: &sealing,
+                clock: &crate::clock::FixedClock(0),
+            };
+            let err =
+                block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
+            let CallFailure::Seller(e) = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(
+                (e.code.as_str(), e.recovery, e.retry_after_s),
+                (code, recovery, retry)
+            );
+            block_on(store.delete(&keys::mcp_session("t1", "s1"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn sse_answers_are_matched_by_request_id_and_basic_auth_is_encoded() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let mut s = seller(&sealing);
+        s.auth_scheme = AuthScheme::Basic;
+        s.credentials = Some(sealing.seal(
+            &SeededEntropy::new(2),
+            &credentials_purpose("t1", "s1"),
+            b"buyer:pa ss",
+        ));
+        let t = ScriptedTransport::default();
+        init_ok(&t, "s");
+        // A server-to-client request with another id comes first, then our answer, then an
+        // unrelated message: only the answer to id 1 counts.
+        t.reply_with(resp(200, &[("content-type", "text/event-stream")],
+            "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"structuredContent\":{\"status\":\"failed\"}}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"structuredContent\":{\"status\":\"working\",\"task_id\":\"t\"}}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{}}\n\n"));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+            clock: &crate::clock::FixedClock(0),
+        };
+        let out = block_on(calls.call(&s, "create_media_buy", json!({}))).unwrap();
+        assert_eq!(out["status"], "working");
+        // base64("buyer:pa ss")
+        assert_eq!(
+            t.requests.borrow()[2].headers()["authorization"],
+            "Basic YnV5ZXI6cGEgc3M="
+        );
     }
 }

@@ -619,6 +619,8 @@ mod tests {
                         mcp_url: "https://seller.example/mcp".into(),
                         credentials: None,
                         webhook_mode: None,
+                        auth_scheme: Default::default(),
+                        capabilities: None,
                         attention: None,
                         created_at_ms: 0,
                         updated_at_ms: 0,

@@ -37,6 +37,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             store: &store,
             transport: &SpinTransport,
             sealing: &config.sealing,
+            clock: &HostClock,
         },
         transport: &SpinTransport,
         sweep: &SweepConfig::default(),

@@ -44,6 +44,7 @@ impl Guest for Sweep {
             store: &store,
             transport: &SpinTransport,
             sealing: &sealing,
+            clock: &clock,
         };
         let env = SweepEnv {
             store: &store,

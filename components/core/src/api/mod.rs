@@ -265,6 +265,11 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
             let tenant = require_tenant(env, &req).await?;
             sellers::handle(env, &tenant, seller_id, &req).await
         }
+        ["api", "v1", "sellers", seller_id, "capabilities"] => {
+            only(&method, &[Method::POST])?;
+            let tenant = require_tenant(env, &req).await?;
+            sellers::refresh_capabilities(env, &tenant, seller_id).await
+        }
         ["api", "v1", "operations"] => {
             only(&method, &[Method::POST, Method::GET])?;
             let tenant = require_tenant(env, &req).await?;

@@ -34,7 +34,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     let body = json_body(req)?;
     let input = parse_create(&body)?;
     let tid = &tenant.tenant_id;
-    let seller = seller::get(env.store, tid, &input.seller_id)
+    let mut seller = seller::get(env.store, tid, &input.seller_id)
         .await?
         .ok_or_else(|| {
             ApiError::invalid(
@@ -56,6 +56,21 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         ),
         None => format!("op_{}", random_hex(env.entropy, 16)),
     };
+    if idem.is_some()
+        && let Some(existing) = journal::load(env.store, env.clock, &operation_id).await?
+    {
+        return replayed(existing.operation, tid, &request_digest);
+    }
+    // AdCP clients must fail closed before mutating at a seller that declares no replay
+    // window: a resend could then create a second media buy.
+    let caps = super::sellers::ensure_capabilities(env, &mut seller, false).await?;
+    if let Some(why) = caps.refuses_mutations() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "seller_not_safe_to_mutate",
+            why,
+        ));
+    }
     let now = env.clock.now_ms();
     let idempotency_key = uuid_v4(env);
     let mut arguments = input.arguments;
@@ -70,7 +85,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         ctx.insert("operation_id".into(), Value::String(operation_id.clone()));
     }
     let webhook = input.webhook.then(|| {
-        let mode = seller.webhook_mode.unwrap_or(WebhookMode::Rfc9421);
+        let mode = seller.webhook_mode.unwrap_or_else(|| caps.webhook_mode());
         let purpose = webhook_purpose(&operation_id);
         let token = random_hex(env.entropy, 32);
         let secret = (mode != WebhookMode::Rfc9421).then(|| {
@@ -197,19 +212,22 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                 e.retry_after_secs = Some(1);
                 return Err(e);
             };
-            let op = existing.operation;
-            if op.tenant_id != *tid || op.request_digest.as_deref() != Some(request_digest.as_str())
-            {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_conflict",
-                    "this Idempotency-Key was used with a different request body",
-                ));
-            }
-            Ok(json_response(StatusCode::OK, &view(&op)))
+            replayed(existing.operation, tid, &request_digest)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The answer to a repeated `Idempotency-Key`: the same operation for the same body.
+fn replayed(op: Operation, tenant_id: &str, request_digest: &str) -> ApiResult {
+    if op.tenant_id != tenant_id || op.request_digest.as_deref() != Some(request_digest) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this Idempotency-Key was used with a different request body",
+        ));
+    }
+    Ok(json_response(StatusCode::OK, &view(&op)))
 }
 
 pub async fn get<S: Store, C: SellerCalls, T: Transport>(

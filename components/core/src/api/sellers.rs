@@ -1,11 +1,12 @@
 //! `PUT/GET/DELETE /api/v1/sellers/{seller_id}`.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::capabilities::{self, FetchError};
 use crate::dispatch::SellerCalls;
 use crate::keys::valid_id;
 use crate::operation::WebhookMode;
 use crate::schedule::breaker::Breaker;
-use crate::seller::{self, Seller, credentials_purpose};
+use crate::seller::{self, AuthScheme, Seller, credentials_purpose};
 use crate::store::Store;
 use crate::tenant::Tenant;
 use crate::transport::Transport;
@@ -37,15 +38,28 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 // Omitted credentials keep the stored ones: secrets are write-only.
                 None => existing.as_ref().and_then(|s| s.credentials.clone()),
             };
-            let record = Seller {
+            let mut record = Seller {
                 tenant_id: tid.clone(),
                 seller_id: seller_id.to_string(),
                 mcp_url: input.mcp_url,
                 credentials,
+                auth_scheme: input.auth_scheme,
                 webhook_mode: input.webhook_mode,
                 attention: None,
+                capabilities: None,
                 created_at_ms: existing.as_ref().map_or(now, |s| s.created_at_ms),
                 updated_at_ms: now,
+            };
+            // Capabilities decide whether we may mutate at this seller at all. A seller that
+            // cannot be reached now is still registered; operations fetch them before the
+            // first mutating call and are refused until they are known.
+            let fetched = capabilities::fetch(env.calls, &record, now).await;
+            let capabilities_error = match fetched {
+                Ok(c) => {
+                    record.capabilities = Some(c);
+                    None
+                }
+                Err(e) => Some(e.to_string()),
             };
             seller::put(env.store, &record).await?;
             if existing.is_none() {
@@ -56,7 +70,9 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             } else {
                 StatusCode::CREATED
             };
-            Ok(json_response(status, &view(&record)))
+            let mut v = view(&record);
+            v["capabilities_error"] = json!(capabilities_error);
+            Ok(json_response(status, &v))
         }
         Method::GET => {
             let record = seller::get(env.store, tid, seller_id)
@@ -82,9 +98,57 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
     }
 }
 
+/// `POST /api/v1/sellers/{id}/capabilities`: fetches the seller's capabilities again.
+pub async fn refresh_capabilities<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    tenant: &Tenant,
+    seller_id: &str,
+) -> ApiResult {
+    if !valid_id(seller_id) {
+        return Err(ApiError::not_found("seller"));
+    }
+    let mut record = seller::get(env.store, &tenant.tenant_id, seller_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("seller"))?;
+    ensure_capabilities(env, &mut record, true).await?;
+    Ok(json_response(StatusCode::OK, &view(&record)))
+}
+
+/// The seller's capabilities, fetched (and stored) when not yet known or when `refresh`.
+/// Errors are API errors: 502 when the seller cannot be asked or answers nonsense.
+pub async fn ensure_capabilities<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    record: &mut Seller,
+    refresh: bool,
+) -> ApiResult<capabilities::Capabilities> {
+    if let (Some(c), false) = (&record.capabilities, refresh) {
+        return Ok(c.clone());
+    }
+    let now = env.clock.now_ms();
+    match capabilities::fetch(env.calls, record, now).await {
+        Ok(c) => {
+            record.capabilities = Some(c.clone());
+            record.updated_at_ms = now;
+            seller::put(env.store, record).await?;
+            Ok(c)
+        }
+        Err(FetchError::Unavailable(m)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "seller_unavailable",
+            format!("the seller's get_adcp_capabilities could not be called: {m}"),
+        )),
+        Err(FetchError::Invalid(m)) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "seller_capabilities_invalid",
+            format!("the seller's get_adcp_capabilities answer is unusable: {m}"),
+        )),
+    }
+}
+
 struct SellerInput {
     mcp_url: String,
     credentials: Option<String>,
+    auth_scheme: AuthScheme,
     webhook_mode: Option<WebhookMode>,
 }
 
@@ -111,6 +175,13 @@ fn parse(body: &serde_json::Map<String, Value>) -> ApiResult<SellerInput> {
             None
         }
     };
+    let auth_scheme = match body.get("auth_scheme") {
+        None | Some(Value::Null) => AuthScheme::Bearer,
+        Some(v) => serde_json::from_value::<AuthScheme>(v.clone()).unwrap_or_else(|_| {
+            errors.push(FieldError::new("auth_scheme", "one of `bearer`, `basic`"));
+            AuthScheme::Bearer
+        }),
+    };
     let webhook_mode = match body.get("webhook_mode") {
         None | Some(Value::Null) => None,
         Some(v) => match serde_json::from_value::<WebhookMode>(v.clone()) {
@@ -125,7 +196,7 @@ fn parse(body: &serde_json::Map<String, Value>) -> ApiResult<SellerInput> {
         },
     };
     for key in body.keys() {
-        if !["mcp_url", "credentials", "webhook_mode"].contains(&key.as_str()) {
+        if !["mcp_url", "credentials", "auth_scheme", "webhook_mode"].contains(&key.as_str()) {
             errors.push(FieldError::new(key.clone(), "unknown field"));
         }
     }
@@ -133,6 +204,7 @@ fn parse(body: &serde_json::Map<String, Value>) -> ApiResult<SellerInput> {
         Ok(SellerInput {
             mcp_url,
             credentials,
+            auth_scheme,
             webhook_mode,
         })
     } else {
@@ -153,6 +225,8 @@ fn view(s: &Seller) -> Value {
         "seller_id": s.seller_id,
         "mcp_url": s.mcp_url,
         "has_credentials": s.credentials.is_some(),
+        "auth_scheme": s.auth_scheme,
+        "capabilities": s.capabilities,
         "webhook_mode": s.webhook_mode,
         "attention": s.attention,
         "created_at_ms": s.created_at_ms,

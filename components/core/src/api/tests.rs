@@ -588,3 +588,175 @@ fn a_store_failure_between_storing_and_calling_leaves_the_operation_waiting() {
     assert_eq!(ops.len(), 1);
     assert_eq!(ops[0]["status"], json!("pending_dispatch"));
 }
+
+#[test]
+fn registration_keeps_capabilities_and_the_webhook_mode_follows_them() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/signs",
+        Some(&key),
+        Some(json!({"mcp_url": "https://seller.example/mcp"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["capabilities"]["replay_ttl_seconds"], 86400);
+    assert_eq!(b["capabilities"]["webhook_signing"], true);
+    assert_eq!(b["capabilities_error"], Value::Null);
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let mut body = create_body("signs");
+    body["webhook"] = json!(true);
+    let (s, op) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert_eq!(op["webhook_mode"], "rfc9421");
+
+    // A seller that does not sign webhooks gets a per-operation HMAC secret.
+    w.seller.capabilities.replace(Some(Ok(json!({
+        "adcp": {"major_versions": [3], "idempotency": {"supported": true, "replay_ttl_seconds": 3600}},
+        "supported_protocols": ["media_buy"]
+    }))));
+    w.call(
+        "PUT",
+        "/api/v1/sellers/legacy",
+        Some(&key),
+        Some(json!({"mcp_url": "https://legacy.example/mcp"})),
+    );
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t2"})));
+    let mut body = create_body("legacy");
+    body["webhook"] = json!(true);
+    let (_, op) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    assert_eq!(op["webhook_mode"], "hmac");
+    let sent = &w.seller.calls.borrow()[1].1;
+    assert_eq!(
+        sent["push_notification_config"]["authentication"]["schemes"],
+        json!(["HMAC-SHA256"])
+    );
+}
+
+#[test]
+fn a_seller_without_a_replay_window_is_never_sent_a_mutation() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller.capabilities.replace(Some(Ok(json!({
+        "adcp": {"major_versions": [3], "idempotency": {"supported": false}},
+        "supported_protocols": ["media_buy"]
+    }))));
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/unsafe",
+        Some(&key),
+        Some(json!({"mcp_url": "https://unsafe.example/mcp"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["capabilities"]["replay_ttl_seconds"], Value::Null);
+    let keys_before = w.store.keys().len();
+    let (s, b) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("unsafe")),
+    );
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("seller_not_safe_to_mutate")),
+        "{b}"
+    );
+    assert!(w.seller.calls.borrow().is_empty(), "nothing sent");
+    assert_eq!(w.store.keys().len(), keys_before, "nothing stored");
+
+    // The seller fixes its declaration; a refresh picks it up and mutations flow.
+    w.seller.capabilities.replace(None);
+    let (s, b) = w.call(
+        "POST",
+        "/api/v1/sellers/unsafe/capabilities",
+        Some(&key),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["capabilities"]["replay_ttl_seconds"], 86400);
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let (s, _) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("unsafe")),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[test]
+fn an_unreachable_seller_registers_and_its_capabilities_are_fetched_before_the_first_call() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    let down = || {
+        Some(Err(crate::dispatch::CallFailure::Transport(
+            crate::transport::TransportError::Connect("refused".into()),
+        )))
+    };
+    w.seller.capabilities.replace(down());
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/later",
+        Some(&key),
+        Some(json!({"mcp_url": "https://later.example/mcp"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["capabilities"], Value::Null);
+    assert!(
+        b["capabilities_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+    // Still down at creation: refused with nothing stored, not sent blind.
+    let (s, b) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("later")),
+    );
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("seller_unavailable"))
+    );
+    assert!(w.seller.calls.borrow().is_empty());
+    // Back up: the creation fetches them once, then calls.
+    w.seller.capabilities.replace(None);
+    let before = w.seller.capability_calls.get();
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let (s, _) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("later")),
+    );
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(w.seller.capability_calls.get(), before + 1);
+    let (_, seller) = w.call("GET", "/api/v1/sellers/later", Some(&key), None);
+    assert_eq!(seller["capabilities"]["replay_ttl_seconds"], 86400);
+}
+
+#[test]
+fn basic_auth_scheme_is_registered_and_bad_schemes_are_refused() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/basic",
+        Some(&key),
+        Some(json!({"mcp_url": "https://b.example/mcp", "credentials": "user:pw", "auth_scheme": "basic"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["auth_scheme"], "basic");
+    let (s, b) = w.call(
+        "PUT",
+        "/api/v1/sellers/bad",
+        Some(&key),
+        Some(json!({"mcp_url": "https://b.example/mcp", "auth_scheme": "digest"})),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
