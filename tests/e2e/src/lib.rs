@@ -4,6 +4,7 @@
 
 pub mod fake_seller;
 pub mod proxy;
+pub mod schema;
 
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, TestHost};

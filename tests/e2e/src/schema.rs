@@ -1,0 +1,234 @@
+//! AdCP JSON Schema validation for tests, against the spec's own schemas in
+//! `<repo>/../shared/adcp/schemas-3.1.19` (never copied into the repository).
+//!
+//! Tools map to schemas through the spec's `manifest.json`. Schemas name each other by
+//! absolute-path `$ref`s (`/schemas/3.1.19/core/account-ref.json`); a retriever serves those
+//! from the local directory, so nothing is ever fetched over the network. Every keyword is
+//! honoured as written, `additionalProperties: false` and `format` included.
+
+use jsonschema::{Retrieve, Uri, Validator};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The spec release the tests check against.
+pub const VERSION: &str = "3.1.19";
+
+/// Where the schemas are: beside the repository, as the spec checkout is laid out.
+pub fn schemas_dir() -> PathBuf {
+    crate::repo_root()
+        .join("../shared/adcp")
+        .join(format!("schemas-{VERSION}"))
+}
+
+/// Which side of a tool call a document is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+/// Serves `/schemas/3.1.19/<path>` references from the local schema directory.
+struct LocalRetriever {
+    dir: PathBuf,
+}
+
+impl Retrieve for LocalRetriever {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri.path().as_str();
+        let prefix = format!("/schemas/{VERSION}/");
+        let rel = path
+            .strip_prefix(&prefix)
+            .filter(|r| !r.split('/').any(|seg| seg == ".."))
+            .ok_or_else(|| format!("not an AdCP {VERSION} schema reference: {uri}"))?;
+        read_json(&self.dir.join(rel))
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+/// One failed check: where in the document, which schema keyword, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// JSON Pointer into the validated document (`""` is its root).
+    pub instance_path: String,
+    /// JSON Pointer to the failing keyword, through the `$ref`s taken.
+    pub schema_path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = if self.instance_path.is_empty() {
+            "/"
+        } else {
+            &self.instance_path
+        };
+        write!(f, "at {at}: {} (schema {})", self.message, self.schema_path)
+    }
+}
+
+/// The outcome of checking one document against one schema. A failure keeps both the
+/// decisive errors and the detail under them (what each `oneOf`/`anyOf` branch rejected).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub schema: String,
+    pub errors: Vec<SchemaError>,
+    pub detail: Vec<SchemaError>,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "against {}:", self.schema)?;
+        for e in &self.errors {
+            writeln!(f, "  {e}")?;
+        }
+        if !self.detail.is_empty() {
+            writeln!(f, "  detail (every failing keyword, branches included):")?;
+            for e in &self.detail {
+                writeln!(f, "    {e}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The spec's schemas, compiled on first use and kept.
+pub struct Schemas {
+    dir: PathBuf,
+    manifest: Value,
+    compiled: Mutex<HashMap<String, Arc<Validator>>>,
+}
+
+impl Schemas {
+    /// Opens the schema directory; panics with the path when it is missing, since every
+    /// conformance check depends on it.
+    pub fn open() -> Schemas {
+        let dir = schemas_dir();
+        let manifest = read_json(&dir.join("manifest.json"))
+            .unwrap_or_else(|e| panic!("AdCP schemas not found beside the repository: {e}"));
+        Schemas {
+            dir,
+            manifest,
+            compiled: Mutex::default(),
+        }
+    }
+
+    /// The schemas a tool's document may match, relative to the schema directory. A response
+    /// is the tool's response schema or one of its async envelopes (`working`, `submitted`,
+    /// `input-required`).
+    pub fn tool_schemas(&self, tool: &str, direction: Direction) -> Vec<String> {
+        let entry = &self.manifest["tools"][tool];
+        assert!(entry.is_object(), "{tool} is not an AdCP {VERSION} tool");
+        let field = |k: &str| entry[k].as_str().map(str::to_string);
+        match direction {
+            Direction::Request => field("request_schema").into_iter().collect(),
+            Direction::Response => field("response_schema")
+                .into_iter()
+                .chain(
+                    entry["async_response_schemas"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str().map(str::to_string)),
+                )
+                .collect(),
+        }
+    }
+
+    fn validator(&self, schema: &str) -> Arc<Validator> {
+        if let Some(v) = self.compiled.lock().expect("lock").get(schema) {
+            return v.clone();
+        }
+        let doc = read_json(&self.dir.join(schema)).unwrap_or_else(|e| panic!("{e}"));
+        let v = jsonschema::draft7::options()
+            .with_retriever(LocalRetriever {
+                dir: self.dir.clone(),
+            })
+            .should_validate_formats(true)
+            .build(&doc)
+            .unwrap_or_else(|e| panic!("{schema} does not compile: {e}"));
+        let v = Arc::new(v);
+        self.compiled
+            .lock()
+            .expect("lock")
+            .insert(schema.to_string(), v.clone());
+        v
+    }
+
+    /// Checks `doc` against one schema (a path relative to the schema directory).
+    pub fn check(&self, schema: &str, doc: &Value) -> Report {
+        let v = self.validator(schema);
+        let errors: Vec<SchemaError> = v
+            .iter_errors(doc)
+            .map(|e| SchemaError {
+                instance_path: e.instance_path().to_string(),
+                schema_path: e.schema_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        let detail = if errors.is_empty() {
+            Vec::new()
+        } else {
+            v.evaluate(doc)
+                .iter_errors()
+                .map(|e| SchemaError {
+                    instance_path: e.instance_location.to_string(),
+                    schema_path: e.schema_location.to_string(),
+                    message: e.error.to_string(),
+                })
+                .collect()
+        };
+        Report {
+            schema: schema.to_string(),
+            errors,
+            detail,
+        }
+    }
+
+    /// Checks a tool's request or response. A response passes when any of its schemas
+    /// accepts it; on failure the report of each candidate is returned.
+    pub fn check_tool(&self, tool: &str, direction: Direction, doc: &Value) -> Vec<Report> {
+        let mut failed = Vec::new();
+        for schema in self.tool_schemas(tool, direction) {
+            let r = self.check(&schema, doc);
+            if r.is_valid() {
+                return Vec::new();
+            }
+            failed.push(r);
+        }
+        failed
+    }
+
+    /// Panics, printing every error path, unless `doc` is a valid `tool` request/response.
+    pub fn assert_tool(&self, what: &str, tool: &str, direction: Direction, doc: &Value) {
+        let failed = self.check_tool(tool, direction, doc);
+        assert!(
+            failed.is_empty(),
+            "{what}: {tool} {direction:?} is not valid AdCP {VERSION}\n{doc:#}\n{}",
+            failed.iter().map(Report::to_string).collect::<String>()
+        );
+    }
+
+    /// Panics, printing every error path, unless `doc` is valid against `schema`.
+    pub fn assert_valid(&self, what: &str, schema: &str, doc: &Value) {
+        let r = self.check(schema, doc);
+        assert!(
+            r.is_valid(),
+            "{what} is not valid AdCP {VERSION}\n{doc:#}\n{r}"
+        );
+    }
+}
