@@ -310,7 +310,7 @@ fn verify_signature(jwk: &Jwk, alg: &str, base: &[u8], sig: &[u8]) -> Result<(),
 }
 
 /// `Content-Digest` holds a `sha-256` entry equal to the body's digest.
-fn digest_matches(header: &str, body: &[u8]) -> bool {
+pub fn digest_matches(header: &str, body: &[u8]) -> bool {
     let Ok(dict) = Parser::new(header).parse::<Dictionary>() else {
         return false;
     };
