@@ -127,25 +127,35 @@ impl Schemas {
         }
     }
 
-    /// The schemas a tool's document may match, relative to the schema directory. A response
-    /// is the tool's response schema or one of its async envelopes (`working`, `submitted`,
-    /// `input-required`).
-    pub fn tool_schemas(&self, tool: &str, direction: Direction) -> Vec<String> {
+    /// The schemas a tool's document must match, relative to the schema directory.
+    ///
+    /// A request has one. A response is the tool's response schema (synchronous success,
+    /// error, or `submitted` task), except that an answer whose envelope `status` is `working`
+    /// or `input-required` is the protocol envelope plus the tool's async schema for that
+    /// status, when the tool has one. (The async schemas alone accept any object, so "any of
+    /// the tool's schemas" would accept anything.)
+    pub fn tool_schemas(&self, tool: &str, direction: Direction, doc: &Value) -> Vec<String> {
         let entry = &self.manifest["tools"][tool];
         assert!(entry.is_object(), "{tool} is not an AdCP {VERSION} tool");
         let field = |k: &str| entry[k].as_str().map(str::to_string);
-        match direction {
-            Direction::Request => field("request_schema").into_iter().collect(),
-            Direction::Response => field("response_schema")
-                .into_iter()
-                .chain(
-                    entry["async_response_schemas"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|s| s.as_str().map(str::to_string)),
-                )
-                .collect(),
+        if direction == Direction::Request {
+            return field("request_schema").into_iter().collect();
+        }
+        let interim = doc
+            .get("status")
+            .and_then(Value::as_str)
+            .filter(|s| ["working", "input-required"].contains(s))
+            .and_then(|status| {
+                let suffix = format!("-async-response-{status}.json");
+                entry["async_response_schemas"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .find(|s| s.ends_with(&suffix))
+            });
+        match interim {
+            Some(schema) => vec!["core/protocol-envelope.json".into(), schema.to_string()],
+            None => field("response_schema").into_iter().collect(),
         }
     }
 
@@ -199,18 +209,14 @@ impl Schemas {
         }
     }
 
-    /// Checks a tool's request or response. A response passes when any of its schemas
-    /// accepts it; on failure the report of each candidate is returned.
+    /// Checks a tool's request or response against every schema it must match (see
+    /// [`Schemas::tool_schemas`]); returns the report of each it fails.
     pub fn check_tool(&self, tool: &str, direction: Direction, doc: &Value) -> Vec<Report> {
-        let mut failed = Vec::new();
-        for schema in self.tool_schemas(tool, direction) {
-            let r = self.check(&schema, doc);
-            if r.is_valid() {
-                return Vec::new();
-            }
-            failed.push(r);
-        }
-        failed
+        self.tool_schemas(tool, direction, doc)
+            .iter()
+            .map(|schema| self.check(schema, doc))
+            .filter(|r| !r.is_valid())
+            .collect()
     }
 
     /// Panics, printing every error path, unless `doc` is a valid `tool` request/response.
