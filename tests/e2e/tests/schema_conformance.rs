@@ -215,14 +215,15 @@ impl App {
         op
     }
 
-    /// Fires cron ticks ten minutes apart (the sweep's clock follows them) until every
-    /// operation in `ids` has an outcome; returns them in order.
+    /// Fires cron ticks half an hour apart (the sweep's clock follows them; redispatch
+    /// backoff is capped at 30 min) until every operation in `ids` has an outcome; returns
+    /// them in order.
     async fn tick_until_settled(&self, ids: &[String]) -> Vec<Value> {
         let open = ["pending_dispatch", "submitted", "working"];
         let mut at = now_s();
         let mut ops = Vec::new();
-        for _ in 0..120 {
-            at += 600;
+        for _ in 0..40 {
+            at += 1800;
             self.host.cron_tick(at).await.unwrap();
             ops.clear();
             for id in ids {
@@ -425,7 +426,7 @@ fn check(s: &Sellers, polled: &Value, lost: &Value) -> Vec<String> {
 
     let calls = s.calls();
     let tools: BTreeSet<&str> = calls.iter().map(|(t, _)| t.as_str()).collect();
-    let all = BTreeSet::from([
+    let exercised = BTreeSet::from([
         "create_media_buy",
         "get_adcp_capabilities",
         "get_media_buys",
@@ -433,7 +434,10 @@ fn check(s: &Sellers, polled: &Value, lost: &Value) -> Vec<String> {
         "sync_creatives",
         "update_media_buy",
     ]);
-    assert_eq!(tools, all, "{mode}: tools called");
+    assert!(
+        exercised.is_subset(&tools),
+        "{mode}: tools called: {tools:?}"
+    );
     calls
         .iter()
         .enumerate()
@@ -588,6 +592,17 @@ fn the_validator_rejects_what_the_schemas_close() {
     let reports = s.check_tool("create_media_buy", Direction::Response, &working);
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].errors[0].instance_path, "/percentage");
+    // Webhook payloads: required envelope fields and the task-status enum hold.
+    let hook = json!({"idempotency_key": "whk_0123456789abcdef", "operation_id": "op_1", "task_id": "t1",
+        "task_type": "create_media_buy", "status": "completed", "timestamp": "2026-11-22T10:00:00Z"});
+    s.assert_valid("webhook", WEBHOOK_SCHEMA, &hook);
+    let mut bad = hook.clone();
+    bad["status"] = json!("done");
+    bad.as_object_mut().unwrap().remove("timestamp");
+    let r = s.check(WEBHOOK_SCHEMA, &bad);
+    let mut at: Vec<&str> = r.errors.iter().map(|e| e.instance_path.as_str()).collect();
+    at.sort();
+    assert_eq!(at, ["", "/status"], "{r}");
     // The envelope's `status` is a task status, not a media-buy status.
     let mut legacy = created_buy("mb_1");
     legacy["status"] = json!("active");
