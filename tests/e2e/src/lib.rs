@@ -5,6 +5,7 @@
 pub mod fake_seller;
 pub mod proxy;
 pub mod schema;
+pub mod task_seller;
 
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, TestHost};
