@@ -1,0 +1,231 @@
+//! Webhook ingest per authentication mode, and the platform floor it is compared with.
+
+use crate::app::{App, Pending};
+use crate::stats::{self, Run};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer;
+use orchestrator_core::{hmac_signature, rfc9421};
+use serde_json::{Value, json};
+use spin_test_host::{HostOptions, TestHost};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Bearer,
+    Hmac,
+    Rfc9421,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Bearer, Mode::Hmac, Mode::Rfc9421];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Bearer => "bearer",
+            Mode::Hmac => "hmac",
+            Mode::Rfc9421 => "rfc9421",
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[42u8; 32])
+}
+
+/// A `completed` webhook for `t`, as a seller in `mode` would send it.
+fn webhook_body(t: &Pending) -> String {
+    json!({"idempotency_key": format!("whk_bench_{}", t.op), "operation_id": t.op, "task_id": t.task_id,
+        "task_type": "create_media_buy", "status": "completed", "timestamp": "2026-11-22T10:00:00Z", "token": t.token,
+        "result": {"media_buy_id": format!("mb_{}", t.op), "packages": []}})
+    .to_string()
+}
+
+fn request(
+    client: &reqwest::Client,
+    app: &App,
+    mode: Mode,
+    t: &Pending,
+) -> reqwest::RequestBuilder {
+    let body = webhook_body(t);
+    let path = format!("/webhooks/adcp/{}", t.op);
+    let req = client
+        .post(format!("{}{path}", app.host.base_url()))
+        .header("content-type", "application/json");
+    let secret = t.secret.as_deref().unwrap_or("");
+    match mode {
+        Mode::Bearer => req.bearer_auth(secret).body(body),
+        Mode::Hmac => {
+            let ts = now_s().to_string();
+            let sig = hmac_signature::sign(secret.as_bytes(), &ts, body.as_bytes());
+            req.header("x-adcp-timestamp", ts)
+                .header("x-adcp-signature", sig)
+                .body(body)
+        }
+        Mode::Rfc9421 => {
+            let digest = rfc9421::content_digest(body.as_bytes());
+            let created = now_s();
+            let params = format!(
+                "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={created};expires={};nonce=\"bench-{}\";keyid=\"bench-key\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
+                created + 300,
+                t.op
+            );
+            let target = format!("{}{path}", app.public);
+            let authority = app.public.trim_start_matches("http://");
+            let base = format!(
+                "\"@method\": POST\n\"@target-uri\": {target}\n\"@authority\": {authority}\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
+            );
+            let sig = URL_SAFE_NO_PAD.encode(signing_key().sign(base.as_bytes()).to_bytes());
+            req.header("content-digest", digest)
+                .header("signature-input", format!("sig1={params}"))
+                .header("signature", format!("sig1=:{sig}:"))
+                .body(body)
+        }
+    }
+}
+
+/// One authentication mode: the application with operations waiting for their webhooks.
+pub struct Ingest {
+    pub mode: Mode,
+    app: App,
+    pending: Vec<Pending>,
+    client: reqwest::Client,
+}
+
+/// What a run of deliveries measured.
+pub struct IngestRun {
+    pub run: Run,
+    /// Key-value calls during the run per delivery.
+    pub kv_per_request: f64,
+}
+
+impl Ingest {
+    /// Prepares `count` operations (plus one for the warm-up: connection, instance and, for
+    /// RFC 9421, key discovery) and delivers the warm-up webhook.
+    pub async fn start(mode: Mode, count: usize) -> Ingest {
+        let app = App::start(mode.name()).await;
+        if mode == Mode::Rfc9421 {
+            let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
+            app.seller.publish_key(json!({"kid": "bench-key", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                "key_ops": ["verify"], "adcp_use": "request-signing", "x": x}));
+        }
+        let mut pending = app.submitted(count + 1, 16, mode.name()).await;
+        let client = reqwest::Client::new();
+        let warm = pending.pop().expect("warm-up operation");
+        let r = request(&client, &app, mode, &warm)
+            .send()
+            .await
+            .expect("webhook reaches the host");
+        let body: Value = r.json().await.unwrap_or_default();
+        assert_eq!(body["outcome"], "applied", "{mode:?}: {body}");
+        Ingest {
+            mode,
+            app,
+            pending,
+            client,
+        }
+    }
+
+    /// The key-value calls of one accepted webhook delivered alone.
+    pub async fn kv_of_one(&mut self) -> u64 {
+        let t = self.pending.pop().expect("an operation left");
+        self.app.host.reset_kv_counts();
+        let r = request(&self.client, &self.app, self.mode, &t)
+            .send()
+            .await
+            .expect("webhook reaches the host");
+        let body: Value = r.json().await.unwrap_or_default();
+        assert_eq!(body["outcome"], "applied", "{body}");
+        self.app.host.kv_counts().total()
+    }
+
+    /// Delivers `count` webhooks, each completing a different operation, `concurrency` at
+    /// a time; every one must be applied.
+    pub async fn run(&mut self, count: usize, concurrency: usize) -> IngestRun {
+        let at = self.pending.len().saturating_sub(count);
+        let batch = self.pending.split_off(at);
+        self.app.host.reset_kv_counts();
+        let (app, client, mode) = (&self.app, &self.client, self.mode);
+        let run = stats::drive(batch, concurrency, |t| async move {
+            let r = request(client, app, mode, &t)
+                .send()
+                .await
+                .expect("webhook reaches the host");
+            let body: Value = r.json().await.unwrap_or_default();
+            assert_eq!(body["outcome"], "applied", "{body}");
+        })
+        .await;
+        IngestRun {
+            kv_per_request: self.app.host.kv_counts().total() as f64 / run.count as f64,
+            run,
+        }
+    }
+}
+
+/// The floor fixture (`tests/spin-test-host/fixtures/floor.toml`) on its own host and state
+/// file, fed the same bodies.
+pub struct Floor {
+    host: TestHost,
+    client: reqwest::Client,
+    body: String,
+    sent: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Floor {
+    pub async fn start() -> Floor {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = TestHost::start(HostOptions {
+            manifest: e2e::repo_root().join("tests/spin-test-host/fixtures/floor.toml"),
+            state_file: dir.path().join("kv.db"),
+            ..HostOptions::default()
+        })
+        .await
+        .expect("floor host starts");
+        let sample = Pending {
+            op: "op_0123456789abcdef0123456789abcdef".into(),
+            task_id: "task_floor_0".into(),
+            token: "0".repeat(64),
+            secret: None,
+        };
+        let mut floor = Floor {
+            host,
+            client: reqwest::Client::new(),
+            body: webhook_body(&sample),
+            sent: 0,
+            _dir: dir,
+        };
+        floor.run(1, 1).await;
+        floor
+    }
+
+    /// `count` requests, each stored under a new key.
+    pub async fn run(&mut self, count: usize, concurrency: usize) -> IngestRun {
+        let first = self.sent;
+        self.sent += count;
+        self.host.reset_kv_counts();
+        let (host, client, body) = (&self.host, &self.client, &self.body);
+        let run = stats::drive((first..first + count).collect(), concurrency, |n| {
+            let req = client
+                .post(format!("{}/floor/{n}", host.base_url()))
+                .header("content-type", "application/json")
+                .body(body.clone());
+            async move {
+                let r = req.send().await.expect("request reaches the floor");
+                assert_eq!(r.status(), 200);
+            }
+        })
+        .await;
+        IngestRun {
+            kv_per_request: self.host.kv_counts().total() as f64 / run.count as f64,
+            run,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The cost of one sweep tick with many operations pending and a few due.
+//!
+//! Webhook-mode operations are first looked at 60 s after creation (the redispatch safety
+//! net, a stale hint by then) and first polled at 120 s, so "10,000 pending, 100 due" is a
+//! state in which the pending operations were created within the minute before the tick.
+//! The API on this VM is far too slow to create them within a minute, so they are created
+//! by the same handler natively ([`crate::seed`]) with the clock set to that minute, on a
+//! tmpfs copy of the state, which the host then runs from a disk copy. The ticks are real
+//! cron events to the sweep component, fired at that future time.
+
+use crate::app::{App, create_body};
+use crate::seed::Seeder;
+use e2e::fake_seller::Answer;
+use serde_json::{Value, json};
+use spin_test_host::kv::Kv;
+use spin_test_host::{KvCounts, KvOp};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub struct Tick {
+    pub wall: Duration,
+    pub kv: KvCounts,
+    /// The tick's own report (`sweep:last`).
+    pub report: Value,
+}
+
+pub struct SweepRun {
+    pub pending: usize,
+    pub due: usize,
+    pub seeding: Duration,
+    /// A tick with nothing due (one bucket to read).
+    pub idle: Tick,
+    pub busy: Tick,
+}
+
+/// `get 12, set 5, …` for the kinds that occurred.
+pub fn breakdown(kv: &KvCounts) -> String {
+    kv.0.iter()
+        .filter(|(op, _)| **op != KvOp::Open)
+        .map(|(op, n)| format!("{op:?} {n}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn tick(app: &App, at_ms: u64) -> Tick {
+    app.host.reset_kv_counts();
+    let started = Instant::now();
+    app.host
+        .cron_tick(at_ms / 1000)
+        .await
+        .unwrap_or_else(|e| panic!("tick failed: {e:#}\n{}", app.host.output()));
+    let wall = started.elapsed();
+    let kv = app.host.kv_counts();
+    let report = Kv::open(&app.state_file())
+        .ok()
+        .and_then(|k| k.get("default", "sweep:last").ok().flatten())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    Tick { wall, kv, report }
+}
+
+pub async fn run(pending: usize, due: usize) -> SweepRun {
+    let scratch = tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temp dir");
+    let app = App::start_in("hmac", scratch).await;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // The measured tick's time: on a bucket boundary, far enough ahead for any seeding.
+    let t = (now_ms / 10_000 + 360) * 10_000;
+    for i in 0..pending {
+        app.seller.answer(Answer::Payload(
+            json!({"status": "submitted", "task_id": format!("task_sweep_{i}")}),
+        ));
+    }
+    let seeder = Seeder::new(&app.state_file(), &app.key, &app.public);
+    let started = Instant::now();
+    let bulk = pending - due;
+    for i in 0..bulk {
+        // Created over [T-55 s, T-31 s]: safety-net hints at T+5 s or later, polls at T+65 s.
+        seeder
+            .clock
+            .0
+            .set(t - 55_000 + (i as u64 * 24_000) / bulk as u64);
+        let (s, op) = seeder.create(&create_body(true)).await;
+        assert!(s == 201 && op["status"] == "submitted", "{s} {op}");
+    }
+    // Without a webhook they are polled 1-5 s after creation: due at T, not at T-30 s.
+    seeder.clock.0.set(t - 30_000);
+    for _ in 0..due {
+        let (s, op) = seeder.create(&create_body(false)).await;
+        assert!(s == 201 && op["status"] == "submitted", "{s} {op}");
+    }
+    let seeding = started.elapsed();
+    drop(seeder);
+    let app = app.move_to(tempfile::tempdir().expect("temp dir")).await;
+    let (s, list) = app
+        .api
+        .call("GET", "/api/v1/operations?limit=1", Some(&app.key), None)
+        .await;
+    assert!(
+        s == 200 && list["operations"][0]["status"] == "submitted",
+        "seeded operations read back through the API: {s} {list}"
+    );
+    // The first tick reads an hour of empty buckets to place the sweep cursor.
+    tick(&app, t - 40_000).await;
+    let idle = tick(&app, t - 30_000).await;
+    assert_eq!(idle.report["due"], 0, "{}", idle.report);
+    for i in 0..due {
+        app.seller.answer(Answer::Payload(
+            json!({"task_id": format!("task_sweep_{}", bulk + i),
+            "task_type": "create_media_buy", "status": "submitted",
+            "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z"}),
+        ));
+    }
+    let polls_before = polls(&app);
+    let busy = tick(&app, t).await;
+    assert_eq!(busy.report["touched"], due, "{}", busy.report);
+    assert_eq!(
+        polls(&app) - polls_before,
+        due,
+        "one poll per due operation"
+    );
+    SweepRun {
+        pending,
+        due,
+        seeding,
+        idle,
+        busy,
+    }
+}
+
+fn polls(app: &App) -> usize {
+    app.seller
+        .calls()
+        .iter()
+        .filter(|(tool, _)| tool == "get_task_status")
+        .count()
+}
