@@ -32,7 +32,6 @@ use tokio::sync::{Notify, oneshot};
 pub struct Task {
     pub task_id: String,
     pub operation_id: String,
-    pub idempotency_key: String,
     /// The arguments of the first `create_media_buy` that created it.
     pub arguments: Value,
     /// The AdCP task status `get_task_status` answers now.
@@ -376,7 +375,6 @@ fn act(st: &mut State, tool: &str, args: &Value) -> Result<Value, Value> {
                             .as_str()
                             .unwrap_or("")
                             .into(),
-                        idempotency_key: key.clone(),
                         arguments: args.clone(),
                         status: "submitted".into(),
                     });
