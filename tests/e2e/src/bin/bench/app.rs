@@ -1,6 +1,7 @@
 //! The application on the test host (the real `.wasm` components from `spin.toml`) with one
 //! tenant and one local fake seller, and operations created through the API.
 
+use crate::seed::Seeder;
 use e2e::Api;
 use e2e::fake_seller::{Answer, FakeSeller};
 use serde_json::{Value, json};
@@ -8,6 +9,7 @@ use spin_test_host::{HostOptions, TestHost};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub struct App {
     pub host: TestHost,
@@ -76,12 +78,23 @@ impl App {
     }
 
     /// Stops the host and continues on a copy of its state file in `dir`, with the same
-    /// tenant and seller.
+    /// tenant and seller, listening at the same address.
     pub async fn move_to(self, dir: tempfile::TempDir) -> App {
         let from = self.state_file();
+        let listen: SocketAddr = self
+            .public
+            .trim_start_matches("http://")
+            .parse()
+            .expect("listen address");
         self.host.kill();
         std::fs::copy(&from, dir.path().join("kv.db")).expect("copy state file");
-        let host = host(&dir.path().join("kv.db"), &self.public, None).await;
+        // The killed listener closes asynchronously.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpListener::bind(listen).is_err() {
+            assert!(Instant::now() < deadline, "{listen} stays busy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let host = host(&dir.path().join("kv.db"), &self.public, Some(listen)).await;
         App {
             api: Api::new(host.base_url()),
             host,
@@ -105,16 +118,27 @@ impl App {
         op
     }
 
-    /// Creates `count` operations, `concurrency` at a time, that the seller accepts as
+    /// Creates operations natively ([`crate::seed`]) for this tenant, on this state file.
+    pub fn seeder(&self) -> Seeder {
+        Seeder::new(&self.state_file(), &self.key, &self.public)
+    }
+
+    /// Creates `count` operations natively at the current time, that the seller accepts as
     /// `submitted` with distinct task ids and a webhook to come.
-    pub async fn submitted(&self, count: usize, concurrency: usize, tag: &str) -> Vec<Pending> {
+    pub async fn submitted(&self, count: usize, tag: &str) -> Vec<Pending> {
         for i in 0..count {
             self.seller.answer(Answer::Payload(
                 json!({"status": "submitted", "task_id": format!("task_{tag}_{i}")}),
             ));
         }
-        let ops: Vec<Value> =
-            crate::stats::collect(0..count, concurrency, |_| self.create(true)).await;
+        let seeder = self.seeder();
+        let mut ops = Vec::new();
+        for _ in 0..count {
+            seeder.clock.0.set(now_ms());
+            let (s, op) = seeder.create(&create_body(true)).await;
+            assert_eq!(s, 201, "{op}");
+            ops.push(op);
+        }
         // What the seller received for each operation, found by the context we sent.
         let configs: HashMap<String, Value> = self
             .seller
@@ -142,6 +166,21 @@ impl App {
             })
             .collect()
     }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// A directory on tmpfs when there is one: seeding there skips the disk's `fsync`s, and the
+/// host then runs on a disk copy ([`App::move_to`]).
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temp dir")
 }
 
 async fn host(state_file: &Path, public: &str, listen: Option<SocketAddr>) -> TestHost {

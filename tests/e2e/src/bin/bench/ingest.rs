@@ -1,13 +1,13 @@
 //! Webhook ingest per authentication mode, and the platform floor it is compared with.
 
-use crate::app::{App, Pending};
+use crate::app::{self, App, Pending};
 use crate::stats::{self, Run};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
 use orchestrator_core::{hmac_signature, rfc9421};
 use serde_json::{Value, json};
-use spin_test_host::{HostOptions, TestHost};
+use spin_test_host::{HostOptions, KvCounts, TestHost};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -108,15 +108,17 @@ pub struct IngestRun {
 
 impl Ingest {
     /// Prepares `count` operations (plus one for the warm-up: connection, instance and, for
-    /// RFC 9421, key discovery) and delivers the warm-up webhook.
+    /// RFC 9421, key discovery) and delivers the warm-up webhook. The operations are created
+    /// natively on tmpfs ([`crate::seed`]); the host then runs from a disk copy.
     pub async fn start(mode: Mode, count: usize) -> Ingest {
-        let app = App::start(mode.name()).await;
+        let app = App::start_in(mode.name(), app::scratch()).await;
         if mode == Mode::Rfc9421 {
             let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
             app.seller.publish_key(json!({"kid": "bench-key", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
                 "key_ops": ["verify"], "adcp_use": "request-signing", "x": x}));
         }
-        let mut pending = app.submitted(count + 1, 16, mode.name()).await;
+        let mut pending = app.submitted(count + 1, mode.name()).await;
+        let app = app.move_to(tempfile::tempdir().expect("temp dir")).await;
         let client = reqwest::Client::new();
         let warm = pending.pop().expect("warm-up operation");
         let r = request(&client, &app, mode, &warm)
@@ -134,7 +136,7 @@ impl Ingest {
     }
 
     /// The key-value calls of one accepted webhook delivered alone.
-    pub async fn kv_of_one(&mut self) -> u64 {
+    pub async fn kv_of_one(&mut self) -> KvCounts {
         let t = self.pending.pop().expect("an operation left");
         self.app.host.reset_kv_counts();
         let r = request(&self.client, &self.app, self.mode, &t)
@@ -143,7 +145,7 @@ impl Ingest {
             .expect("webhook reaches the host");
         let body: Value = r.json().await.unwrap_or_default();
         assert_eq!(body["outcome"], "applied", "{body}");
-        self.app.host.kv_counts().total()
+        self.app.host.kv_counts()
     }
 
     /// Delivers `count` webhooks, each completing a different operation, `concurrency` at

@@ -11,12 +11,14 @@ mod seed;
 mod stats;
 mod sweep;
 
-use ingest::{Floor, Ingest, Mode};
+use ingest::{Floor, Ingest, IngestRun, Mode};
 
 struct Args {
     webhooks: usize,
     /// Ingest concurrency levels.
     concurrency: Vec<usize>,
+    /// Runs per ingest row (the table shows medians).
+    repeat: usize,
     creates: usize,
     /// Pending operations per sweep run.
     pending: Vec<usize>,
@@ -26,8 +28,9 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        webhooks: 500,
+        webhooks: 200,
         concurrency: vec![1, 16, 64],
+        repeat: 3,
         creates: 300,
         pending: vec![1_000, 10_000],
         due: 100,
@@ -50,12 +53,13 @@ fn args() -> Args {
                     .map(|c| c.parse().expect("--pending 1000,10000"))
                     .collect()
             }
+            "--repeat" => a.repeat = value().parse::<usize>().expect("--repeat N").max(1),
             "--due" => a.due = value().parse().expect("--due N"),
             "--creates" => a.creates = value().parse().expect("--creates N"),
             "--only" => a.sections = value().split(',').map(str::to_string).collect(),
             _ => {
                 println!(
-                    "bench [--webhooks N per row (500)] [--concurrency 1,16,64] [--creates N per row (300)] \
+                    "bench [--webhooks N per run (200)] [--concurrency 1,16,64] [--repeat 3] [--creates N per row (300)] \
                      [--pending 1000,10000] [--due 100] [--only ingest,create,sweep]"
                 );
                 std::process::exit(2);
@@ -75,7 +79,7 @@ async fn main() {
         loadavg()
     );
     if a.sections.iter().any(|s| s == "ingest") {
-        ingest(a.webhooks, &a.concurrency).await;
+        ingest(a.webhooks, &a.concurrency, a.repeat).await;
     }
     if a.sections.iter().any(|s| s == "create") {
         create(a.creates).await;
@@ -103,42 +107,81 @@ fn meminfo() -> String {
         .unwrap_or_else(|| "memory unknown".into())
 }
 
-/// Each concurrency level runs the floor and then every mode, back to back, so each ratio
-/// compares runs made under the same load on the machine.
-async fn ingest(n: usize, levels: &[usize]) {
+/// Each repetition at each concurrency level runs the floor and then every mode back to
+/// back, so each ratio compares runs made under the same load on the machine; the table shows
+/// medians over the repetitions.
+async fn ingest(n: usize, levels: &[usize], repeat: usize) {
     let mut floor = Floor::start().await;
     let mut modes = Vec::new();
     for mode in Mode::ALL {
-        let mut bench = Ingest::start(mode, n * levels.len() + 1).await;
+        let mut bench = Ingest::start(mode, n * levels.len() * repeat + 1).await;
         let kv = bench.kv_of_one().await;
         modes.push((bench, kv));
     }
-    println!("\n## Webhook ingest ({n} webhooks per row, each completing a different operation)\n");
+    println!("\n## Webhook ingest\n");
+    println!("Key-value calls of one accepted webhook, delivered alone:\n");
+    println!("| mode | KV calls | by kind |");
+    println!("|---|---|---|");
+    for (bench, kv) in &modes {
+        println!(
+            "| {} | {} | {} |",
+            bench.mode.name(),
+            kv.total(),
+            stats::breakdown(kv)
+        );
+    }
     println!(
-        "| component | concurrency | req/s | p50 ms | p99 ms | KV calls/request (alone; in the run) | req/s vs floor |"
+        "\n{n} webhooks per run, each completing a different operation; medians of {repeat} runs:\n"
+    );
+    println!(
+        "| component | concurrency | req/s | p50 ms | p99 ms | KV calls/request | req/s vs floor |"
     );
     println!("|---|---|---|---|---|---|---|");
     for &c in levels {
-        let f = floor.run(n, c).await;
-        println!(
-            "| floor (1 KV set) | {c} | {:.0} | {:.1} | {:.1} | 1; {:.2} | 1 |",
-            f.run.per_s,
-            f.run.p50_ms(),
-            f.run.p99_ms(),
-            f.kv_per_request
-        );
-        for (bench, kv) in &mut modes {
-            let r = bench.run(n, c).await;
+        let mut floor_runs = Vec::new();
+        let mut mode_runs: Vec<Vec<(IngestRun, f64)>> = modes.iter().map(|_| Vec::new()).collect();
+        for _ in 0..repeat {
+            let f = floor.run(n, c).await;
+            for ((bench, _), runs) in modes.iter_mut().zip(&mut mode_runs) {
+                let r = bench.run(n, c).await;
+                let ratio = r.run.per_s / f.run.per_s;
+                runs.push((r, ratio));
+            }
+            floor_runs.push(f);
+        }
+        let row = |name: &str, runs: &[&IngestRun], ratio: String| {
+            let m = |f: &dyn Fn(&IngestRun) -> f64| median(runs.iter().map(|r| f(r)));
             println!(
-                "| {} | {c} | {:.0} | {:.1} | {:.1} | {kv}; {:.2} | {:.2} |",
+                "| {name} | {c} | {:.0} | {:.1} | {:.1} | {:.2} | {ratio} |",
+                m(&|r| r.run.per_s),
+                m(&|r| r.run.p50_ms()),
+                m(&|r| r.run.p99_ms()),
+                m(&|r| r.kv_per_request),
+            );
+        };
+        row(
+            "floor (1 KV set)",
+            &floor_runs.iter().collect::<Vec<_>>(),
+            "1".into(),
+        );
+        for ((bench, _), runs) in modes.iter().zip(&mode_runs) {
+            let ratio = median(runs.iter().map(|(_, q)| *q));
+            row(
                 bench.mode.name(),
-                r.run.per_s,
-                r.run.p50_ms(),
-                r.run.p99_ms(),
-                r.kv_per_request,
-                r.run.per_s / f.run.per_s
+                &runs.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                format!("{ratio:.2}"),
             );
         }
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -179,7 +222,7 @@ async fn sweep(sizes: &[usize], due: usize) {
             r.idle.wall.as_secs_f64() * 1e3,
             r.busy.wall.as_secs_f64() * 1e3,
             (busy - idle) as f64 / r.due as f64,
-            sweep::breakdown(&r.busy.kv),
+            stats::breakdown(&r.busy.kv),
         );
     }
 }

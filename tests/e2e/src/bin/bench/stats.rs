@@ -1,6 +1,7 @@
 //! Driving requests at a fixed concurrency and summarising their latencies.
 
 use futures::StreamExt;
+use spin_test_host::{KvCounts, KvOp};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -60,19 +61,11 @@ where
     }
 }
 
-/// Runs `f` on every item with at most `concurrency` in flight and returns the outputs.
-pub async fn collect<T, O, F, Fut>(
-    items: impl IntoIterator<Item = T>,
-    concurrency: usize,
-    f: F,
-) -> Vec<O>
-where
-    F: Fn(T) -> Fut,
-    Fut: Future<Output = O>,
-{
-    futures::stream::iter(items)
-        .map(f)
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await
+/// `get 12, set 5, …` for the kinds of key-value call that occurred.
+pub fn breakdown(kv: &KvCounts) -> String {
+    kv.0.iter()
+        .filter(|(op, _)| **op != KvOp::Open)
+        .map(|(op, n)| format!("{op:?} {n}").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

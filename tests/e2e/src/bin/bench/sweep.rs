@@ -8,13 +8,12 @@
 //! tmpfs copy of the state, which the host then runs from a disk copy. The ticks are real
 //! cron events to the sweep component, fired at that future time.
 
-use crate::app::{App, create_body};
-use crate::seed::Seeder;
+use crate::app::{self, App, create_body};
 use e2e::fake_seller::Answer;
 use serde_json::{Value, json};
+use spin_test_host::KvCounts;
 use spin_test_host::kv::Kv;
-use spin_test_host::{KvCounts, KvOp};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub struct Tick {
     pub wall: Duration,
@@ -30,15 +29,6 @@ pub struct SweepRun {
     /// A tick with nothing due (one bucket to read).
     pub idle: Tick,
     pub busy: Tick,
-}
-
-/// `get 12, set 5, …` for the kinds that occurred.
-pub fn breakdown(kv: &KvCounts) -> String {
-    kv.0.iter()
-        .filter(|(op, _)| **op != KvOp::Open)
-        .map(|(op, n)| format!("{op:?} {n}").to_lowercase())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn tick(app: &App, at_ms: u64) -> Tick {
@@ -59,22 +49,15 @@ async fn tick(app: &App, at_ms: u64) -> Tick {
 }
 
 pub async fn run(pending: usize, due: usize) -> SweepRun {
-    let scratch = tempfile::tempdir_in("/dev/shm")
-        .or_else(|_| tempfile::tempdir())
-        .expect("temp dir");
-    let app = App::start_in("hmac", scratch).await;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64;
+    let app = App::start_in("hmac", app::scratch()).await;
     // The measured tick's time: on a bucket boundary, far enough ahead for any seeding.
-    let t = (now_ms / 10_000 + 360) * 10_000;
+    let t = (app::now_ms() / 10_000 + 360) * 10_000;
     for i in 0..pending {
         app.seller.answer(Answer::Payload(
             json!({"status": "submitted", "task_id": format!("task_sweep_{i}")}),
         ));
     }
-    let seeder = Seeder::new(&app.state_file(), &app.key, &app.public);
+    let seeder = app.seeder();
     let started = Instant::now();
     let bulk = pending - due;
     for i in 0..bulk {
