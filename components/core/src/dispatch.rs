@@ -59,6 +59,12 @@ pub trait SellerCalls {
         tool: &str,
         arguments: Value,
     ) -> Result<Value, CallFailure>;
+
+    /// The names of the seller's tools (MCP `tools/list`). Sellers that cannot list are
+    /// assumed to offer the 3.1 polling tool.
+    async fn list_tools(&self, _seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        Ok(vec!["get_task_status".into()])
+    }
 }
 
 /// Where a dispatch left the operation.
@@ -106,13 +112,43 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
             Decision::Deferred { until_ms } => return Err(CallFailure::Deferred { until_ms }),
         };
         let result = self.inner.call(seller, tool, arguments).await;
-        let unhealthy = match &result {
+        self.settle(seller, &breaker, &permit, &result).await;
+        result
+    }
+
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
+        let permit = match breaker
+            .allow(self.store, self.clock.now_ms())
+            .await
+            .map_err(|e| CallFailure::Transport(TransportError::Connect(e.to_string())))?
+        {
+            Decision::Allow(p) => p,
+            Decision::Deferred { until_ms } => return Err(CallFailure::Deferred { until_ms }),
+        };
+        let result = self.inner.list_tools(seller).await;
+        self.settle(seller, &breaker, &permit, &result).await;
+        result
+    }
+}
+
+impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
+    /// Counts the call's error and feeds the breaker: no answer, or a transient error, is a
+    /// failure; anything else shows the seller is up.
+    async fn settle<V>(
+        &self,
+        _seller: &Seller,
+        breaker: &Breaker<'_>,
+        permit: &crate::schedule::breaker::Permit,
+        result: &Result<V, CallFailure>,
+    ) {
+        let unhealthy = match result {
             Err(CallFailure::Transport(_)) => true,
             Err(CallFailure::Seller(e)) => e.recovery == Recovery::Transient,
             _ => false,
         };
         let now = self.clock.now_ms();
-        let code = match &result {
+        let code = match result {
             Err(CallFailure::Seller(e)) => Some(e.code.as_str()),
             Err(CallFailure::Transport(_)) => Some("TRANSPORT"),
             _ => None,
@@ -122,11 +158,10 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
             let _ = crate::metrics::seller_error(self.store, code).await;
         }
         let _ = if unhealthy {
-            breaker.record_failure(self.store, &permit, now).await
+            breaker.record_failure(self.store, permit, now).await
         } else {
-            breaker.record_success(self.store, &permit, now).await
+            breaker.record_success(self.store, permit, now).await
         };
-        result
     }
 }
 

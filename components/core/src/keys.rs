@@ -96,6 +96,11 @@ pub fn mcp_session(tenant: &str, seller: &str) -> String {
     format!("mcp:{tenant}:{seller}")
 }
 
+/// The seller's polling tool as discovered from `tools/list`, with when it was learned.
+pub fn poll_tool(tenant: &str, seller: &str) -> String {
+    format!("polltool:{tenant}:{seller}")
+}
+
 pub fn seller_jwks(tenant: &str, seller: &str) -> String {
     format!("jwks:{tenant}:{seller}")
 }

@@ -48,6 +48,63 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
             map.entry("adcp_major_version")
                 .or_insert(json!(ADCP_MAJOR_VERSION));
         }
+        let resp = self
+            .exchange(
+                seller,
+                "tools/call",
+                json!({"name": tool, "arguments": args}),
+            )
+            .await?;
+        interpret(&resp, self.clock.now_ms())
+    }
+
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A seller's tool list is a handful of pages at most; stop a runaway cursor.
+        for _ in 0..MAX_TOOL_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let resp = self.exchange(seller, "tools/list", params).await?;
+            let message = rpc_message(&resp, self.clock.now_ms())?;
+            let result = message
+                .get("result")
+                .ok_or_else(|| malformed("tools/list answer without result"))?;
+            if let Some(tools) = result.get("tools").and_then(Value::as_array) {
+                names.extend(
+                    tools
+                        .iter()
+                        .filter_map(|t| t.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Pages of `tools/list` followed at most.
+const MAX_TOOL_PAGES: usize = 10;
+
+impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
+    /// One JSON-RPC request in the seller's MCP session: handshake when no session is
+    /// cached, and one re-handshake when the server forgot the session (404).
+    async fn exchange(
+        &self,
+        seller: &Seller,
+        method: &str,
+        params: Value,
+    ) -> Result<InboundResponse, CallFailure> {
         let auth = match &seller.credentials {
             None => None,
             Some(sealed) => Some(
@@ -72,8 +129,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
             .ok()
             .flatten()
             .and_then(|v| String::from_utf8(v).ok());
-        let body = json!({"jsonrpc": "2.0", "id": CALL_ID, "method": "tools/call",
-                          "params": {"name": tool, "arguments": args}});
+        let body = json!({"jsonrpc": "2.0", "id": CALL_ID, "method": method, "params": params});
         let session = match cached {
             Some(s) => Some(s),
             None => {
@@ -84,21 +140,18 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
         let resp = self
             .post(seller, auth.as_deref(), session.as_deref(), &body)
             .await?;
-        let resp = if resp.status() == http::StatusCode::NOT_FOUND && session.is_some() {
+        if resp.status() == http::StatusCode::NOT_FOUND && session.is_some() {
             // The server forgot our session: start a new one and retry once.
             let fresh = self
                 .initialize(seller, auth.as_deref(), &session_key)
                 .await?;
-            self.post(seller, auth.as_deref(), fresh.as_deref(), &body)
-                .await?
-        } else {
-            resp
-        };
-        interpret(&resp, self.clock.now_ms())
+            return self
+                .post(seller, auth.as_deref(), fresh.as_deref(), &body)
+                .await;
+        }
+        Ok(resp)
     }
-}
 
-impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
     async fn initialize(
         &self,
         seller: &Seller,
@@ -206,6 +259,32 @@ fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
 /// Turns the seller's HTTP answer into the AdCP payload or a classified failure. The AdCP
 /// error is found wherever the transport put it ([`error_mapping::find_error`]).
 fn interpret(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> {
+    let message = rpc_message(resp, now_ms)?;
+    let result = message
+        .get("result")
+        .ok_or_else(|| malformed("JSON-RPC answer without result"))?;
+    if let Some(payload) = extract_success(result) {
+        return match error_branch(&payload) {
+            Some(e) => Err(seller_error(e)),
+            None => Ok(payload),
+        };
+    }
+    if let Some(adcp) = error_mapping::find_error(result) {
+        return Err(seller_error(&adcp));
+    }
+    // A tool error whose payload carries the task's `errors[]` instead of an `adcp_error`.
+    match extract(result)
+        .as_ref()
+        .and_then(|p| p.pointer("/errors/0"))
+    {
+        Some(e) => Err(seller_error(e)),
+        None => Err(malformed("tool error without an AdCP error")),
+    }
+}
+
+/// The JSON-RPC answer to our request, or the failure it reports (HTTP status, JSON-RPC
+/// error with or without an AdCP error in `data`).
+fn rpc_message(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> {
     if !resp.status().is_success() {
         return Err(http_failure(resp, now_ms));
     }
@@ -243,26 +322,7 @@ fn interpret(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> 
             retry_after_s: None,
         }));
     }
-    let result = message
-        .get("result")
-        .ok_or_else(|| malformed("JSON-RPC answer without result"))?;
-    if let Some(payload) = extract_success(result) {
-        return match error_branch(&payload) {
-            Some(e) => Err(seller_error(e)),
-            None => Ok(payload),
-        };
-    }
-    if let Some(adcp) = error_mapping::find_error(result) {
-        return Err(seller_error(&adcp));
-    }
-    // A tool error whose payload carries the task's `errors[]` instead of an `adcp_error`.
-    match extract(result)
-        .as_ref()
-        .and_then(|p| p.pointer("/errors/0"))
-    {
-        Some(e) => Err(seller_error(e)),
-        None => Err(malformed("tool error without an AdCP error")),
-    }
+    Ok(message)
 }
 
 /// The first error of a response's error branch: `errors[]` with none of the fields a

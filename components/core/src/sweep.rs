@@ -72,6 +72,9 @@ pub struct PollState {
     /// The status seen at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<OperationStatus>,
+    /// The seller's `retry_after` from the last poll, honoured by the next scheduling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
 }
 
 /// What one tick did, kept at `sweep:last` and returned to HTTP callers.
@@ -265,7 +268,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             Ok(false)
         }
         _ => {
-            let polled = poll(env, &op).await?;
+            let (polled, retry_after_s) = poll(env, &op).await?;
             let reloaded = journal::load(env.store, env.clock, op_id)
                 .await
                 .map_err(store_err)?;
@@ -293,6 +296,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                     state.attempts_since_change + 1
                 },
                 last_status: polled.or(state.last_status),
+                retry_after_s,
                 ..state
             };
             reschedule_after_change(env.store, env.clock, env.entropy, env.config, op_id, next)
@@ -331,7 +335,7 @@ pub async fn reschedule_after_change(
             let input = PollInput {
                 attempts_since_change: state.attempts_since_change,
                 webhook_registered: op.webhook.is_some(),
-                retry_after_s: None,
+                retry_after_s: state.retry_after_s.take(),
             };
             config
                 .poll
@@ -343,32 +347,42 @@ pub async fn reschedule_after_change(
     schedule_at(store, clock, &config.due, op_id, state).await
 }
 
-/// Asks the seller where the task stands and folds the answer in. Returns the status seen.
+/// Asks the seller where the task stands and folds the answer in. Returns the status seen
+/// and the seller's `retry_after`, if it asked for one.
 async fn poll<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
-) -> StoreResult<Option<OperationStatus>> {
+) -> StoreResult<(Option<OperationStatus>, Option<u64>)> {
     let Some(seller) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let obs = match &op.task_id {
-        Some(task_id) => {
+    let tool = match &op.task_id {
+        Some(_) => poll_tool(env, &seller).await?,
+        None => None,
+    };
+    let obs = match (&op.task_id, tool) {
+        (Some(task_id), Some(tool)) => {
             let args = json!({ "task_id": task_id, "include_result": true });
-            match env.calls.call(&seller, "get_task_status", args).await {
-                Ok(payload) => observation_from_task_status(&payload),
-                Err(
-                    CallFailure::Seller(_)
-                    | CallFailure::Transport(_)
-                    | CallFailure::Deferred { .. },
-                ) => None,
+            match env.calls.call(&seller, &tool, args).await {
+                Ok(payload) => match observation_from_task_status(&payload) {
+                    Some(obs) => with_result(env, &seller, op, obs).await,
+                    None => None,
+                },
+                Err(CallFailure::Seller(e)) => {
+                    return Ok((None, e.retry_after_s.map(u64::from)));
+                }
+                Err(CallFailure::Transport(_) | CallFailure::Deferred { .. }) => None,
             }
         }
-        None => match lookup_by_context(env, &seller, op).await {
+        // No task to poll (or no tool to poll it with): look the buy up by its context.
+        _ => match lookup_by_context(env, &seller, op).await {
             Lookup::Found(obs) => Some(*obs),
             Lookup::Absent | Lookup::Unknown => None,
         },
     };
-    let Some(obs) = obs else { return Ok(None) };
+    let Some(obs) = obs else {
+        return Ok((None, None));
+    };
     let status = OperationStatus::Seller(obs.status);
     let recorded = journal::record_from(
         env.store,
@@ -382,7 +396,79 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     .await
     .map_err(store_err)?;
     effects::after_record(env.store, env.clock, env.log, "poll", &recorded).await?;
-    Ok(Some(status))
+    Ok((Some(status), None))
+}
+
+/// A `completed` create without its result (AdCP 3.0 `tasks/get` carries none) is completed
+/// with the media buy found by `context.operation_id`; while that look-up has no answer the
+/// poll counts as not answered, so the completion is not recorded without its buy.
+async fn with_result<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    seller: &seller::Seller,
+    op: &Operation,
+    mut obs: Observation,
+) -> Option<Observation> {
+    if obs.status != TaskStatus::Completed || obs.result.is_some() || op.task != "create_media_buy"
+    {
+        return Some(obs);
+    }
+    match lookup_by_context(env, seller, op).await {
+        Lookup::Found(found) => {
+            obs.result = found.result;
+            Some(obs)
+        }
+        Lookup::Absent => {
+            obs.message = Some(
+                "the seller reports the task completed but get_media_buys has no buy for it".into(),
+            );
+            Some(obs)
+        }
+        Lookup::Unknown => None,
+    }
+}
+
+/// Polling tools in order of preference: AdCP 3.1's tool, then the names 3.0 sellers used.
+pub const POLL_TOOLS: [&str; 3] = ["get_task_status", "tasks_get", "tasks/get"];
+/// How long a discovered polling tool is trusted before `tools/list` is asked again.
+pub const POLL_TOOL_TTL_MS: u64 = 24 * 3_600_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PollTool {
+    /// `None`: the seller offers no polling tool.
+    tool: Option<String>,
+    at_ms: u64,
+}
+
+/// The seller's polling tool, discovered from `tools/list` and cached per seller. `None`
+/// when it offers none; when the list cannot be had now, the 3.1 tool is assumed (and not
+/// cached).
+async fn poll_tool<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    seller: &seller::Seller,
+) -> StoreResult<Option<String>> {
+    let key = keys::poll_tool(&seller.tenant_id, &seller.seller_id);
+    let now = env.clock.now_ms();
+    let cached: Option<PollTool> = get_json(env.store, &key).await?;
+    if let Some(c) = cached.filter(|c| now.saturating_sub(c.at_ms) < POLL_TOOL_TTL_MS) {
+        return Ok(c.tool);
+    }
+    let Ok(names) = env.calls.list_tools(seller).await else {
+        return Ok(Some(POLL_TOOLS[0].to_string()));
+    };
+    let tool = POLL_TOOLS
+        .iter()
+        .find(|t| names.iter().any(|n| n == *t))
+        .map(|t| t.to_string());
+    set_json(
+        env.store,
+        &key,
+        &PollTool {
+            tool: tool.clone(),
+            at_ms: now,
+        },
+    )
+    .await?;
+    Ok(tool)
 }
 
 /// The observation in a `get_task_status` answer (flat: `status`, `result`, `error`).
@@ -557,6 +643,9 @@ mod tests {
     struct ScriptSeller {
         script: RefCell<Script>,
         calls: RefCell<Vec<(String, Value)>>,
+        /// What `tools/list` answers; `None` means the default (the 3.1 polling tool).
+        tools: Option<Vec<String>>,
+        lists: Cell<u32>,
     }
 
     impl ScriptSeller {
@@ -564,7 +653,14 @@ mod tests {
             ScriptSeller {
                 script: RefCell::new(Box::new(f)),
                 calls: RefCell::default(),
+                tools: None,
+                lists: Cell::new(0),
             }
+        }
+
+        fn with_tools(mut self, tools: &[&str]) -> Self {
+            self.tools = Some(tools.iter().map(|t| t.to_string()).collect());
+            self
         }
         fn count(&self, tool: &str) -> usize {
             self.calls
@@ -581,6 +677,14 @@ mod tests {
                 .borrow_mut()
                 .push((tool.to_string(), args.clone()));
             (self.script.borrow_mut())(tool, &args)
+        }
+
+        async fn list_tools(&self, _: &Seller) -> Result<Vec<String>, CallFailure> {
+            self.lists.set(self.lists.get() + 1);
+            Ok(self
+                .tools
+                .clone()
+                .unwrap_or_else(|| vec!["get_task_status".into()]))
         }
     }
 
@@ -698,6 +802,104 @@ mod tests {
                 self.tick(seller);
             }
         }
+    }
+
+    #[test]
+    fn the_polling_tool_is_discovered_once_and_a_3_0_completion_gets_its_buy_by_context() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let polls = Cell::new(0);
+        // An AdCP 3.0 seller: `tasks/get` only, and its answers carry no result.
+        let seller = ScriptSeller::new(move |tool, args| match tool {
+            "tasks/get" => {
+                assert_eq!(args["task_id"], "task_op1");
+                polls.set(polls.get() + 1);
+                let status = if polls.get() < 2 {
+                    "working"
+                } else {
+                    "completed"
+                };
+                Ok(json!({"task_id": "task_op1", "status": status}))
+            }
+            "get_media_buys" => {
+                assert_eq!(args["context"]["operation_id"], "op1");
+                Ok(
+                    json!({"media_buys": [{"media_buy_id": "mb_9", "status": "active",
+                                          "context": {"operation_id": "op1"}}]}),
+                )
+            }
+            other => panic!("unexpected tool {other}"),
+        })
+        .with_tools(&["create_media_buy", "tasks/get", "get_media_buys"]);
+        w.run_for(30 * 60_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.result.unwrap()["media_buy_id"], "mb_9");
+        assert_eq!(seller.lists.get(), 1, "tools/list asked once, then cached");
+        assert_eq!(seller.count("get_task_status"), 0);
+    }
+
+    #[test]
+    fn tasks_get_is_used_when_get_task_status_is_absent_and_none_falls_back_to_context() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let seller = ScriptSeller::new(|tool, _| match tool {
+            "tasks_get" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                     "result": {"media_buy_id": "mb_1"}})),
+            other => panic!("unexpected tool {other}"),
+        })
+        .with_tools(&["tasks_get", "tasks/get"]);
+        w.run_for(5 * 60_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+
+        let w = World::new();
+        w.op("op2", OperationStatus::Seller(TaskStatus::Submitted));
+        let seller = ScriptSeller::new(|tool, _| match tool {
+            "get_media_buys" => Ok(json!({"media_buys": [{"media_buy_id": "mb_2",
+                                          "context": {"operation_id": "op2"}}]})),
+            other => panic!("unexpected tool {other}"),
+        })
+        .with_tools(&["create_media_buy", "get_media_buys"]);
+        w.run_for(5 * 60_000, &seller);
+        assert_eq!(
+            w.status("op2"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn a_polls_retry_after_delays_the_next_poll() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let seller = ScriptSeller::new(|_, _| {
+            Err(CallFailure::Seller(SellerError {
+                code: "RATE_LIMITED".into(),
+                message: "slow down".into(),
+                recovery: crate::dispatch::Recovery::Transient,
+                retry_after_s: Some(600),
+            }))
+        });
+        w.advance(30_000);
+        w.tick(&seller);
+        assert_eq!(seller.count("get_task_status"), 1);
+        let state: PollState = block_on(get_json(&w.store, &keys::poll_state("op1")))
+            .unwrap()
+            .unwrap();
+        assert!(state.next_at_ms >= w.clock.now_ms() + 600_000, "{state:?}");
+        // Ticks inside the window do not poll.
+        w.run_for(9 * 60_000, &seller);
+        assert_eq!(seller.count("get_task_status"), 1);
+        w.run_for(2 * 60_000, &seller);
+        assert_eq!(seller.count("get_task_status"), 2);
     }
 
     #[test]

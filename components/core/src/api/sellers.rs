@@ -62,6 +62,13 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 Err(e) => Some(e.to_string()),
             };
             seller::put(env.store, &record).await?;
+            // A re-registration may point at another agent: forget what we learned of the old.
+            env.store
+                .delete(&crate::keys::poll_tool(tid, seller_id))
+                .await?;
+            env.store
+                .delete(&crate::keys::mcp_session(tid, seller_id))
+                .await?;
             if existing.is_none() {
                 seller::index(env.store, tid, seller_id).await?;
             }
