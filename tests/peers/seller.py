@@ -81,8 +81,11 @@ class Seller(ADCPHandler):
                 "delivery_retry_horizon_seconds": 86400,
             },
         }
+        # The spec's discriminated union: `supported: true` with the window, or `supported: false`.
         if CFG["replay_ttl"] is not None:
-            caps["adcp"]["idempotency"] = {"replay_ttl_seconds": CFG["replay_ttl"]}
+            caps["adcp"]["idempotency"] = {"supported": True, "replay_ttl_seconds": CFG["replay_ttl"]}
+        else:
+            caps["adcp"]["idempotency"] = {"supported": False}
         return caps
 
     async def create_media_buy(self, params, context=None):

@@ -4,6 +4,7 @@
 
 pub mod fake_seller;
 pub mod proxy;
+pub mod python_seller;
 pub mod schema;
 pub mod task_seller;
 
