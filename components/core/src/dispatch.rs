@@ -260,7 +260,7 @@ pub async fn dispatch(
     calls: &impl SellerCalls,
     op_id: &str,
 ) -> StoreResult<Option<Dispatched>> {
-    let Some(loaded) = journal::load(store, clock, op_id)
+    let Some(loaded) = effects::load(store, clock, log, op_id)
         .await
         .map_err(store_err)?
     else {

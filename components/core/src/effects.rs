@@ -1,10 +1,12 @@
 //! What follows an applied status change: counters, a log line and the buyer notification.
 //!
-//! Run only by the writer whose own journal entry the fold applied, so each change is
-//! counted and announced once however many copies of the event arrive.
+//! Run for each journal entry that changed the status, exactly once: by its writer, or, if
+//! that writer died between appending the entry and running them, by whoever folds the
+//! entry next (the change is "adopted"). A claim per entry (`increment == 1`) decides who;
+//! the only loss left is a crash between taking the claim and finishing the effects.
 
 use crate::clock::Clock;
-use crate::journal::{Effect, Recorded};
+use crate::journal::{self, Effect, JournalResult, Loaded, Recorded};
 use crate::log::{self, Log};
 use crate::metrics;
 use crate::notify;
@@ -15,9 +17,39 @@ use serde_json::json;
 /// component that made the change time to attempt it first.
 pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 
-/// Applies the side effects of `recorded` if its own entry changed the status. Returns the
-/// id of the buyer notification to attempt now, if one was queued.
+/// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted.
+pub async fn load(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op_id: &str,
+) -> JournalResult<Option<Loaded>> {
+    let loaded = journal::load(store, clock, op_id).await?;
+    if let Some(l) = &loaded {
+        for change in &l.adopted {
+            apply(store, clock, log, "adopted", change).await?;
+        }
+    }
+    Ok(loaded)
+}
+
+/// Applies the side effects of the changes `recorded` adopted and of its own entry, if it
+/// changed the status. Returns the id of the buyer notification to attempt now, if the own
+/// entry queued one.
 pub async fn after_record(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    source: &str,
+    recorded: &Recorded,
+) -> StoreResult<Option<String>> {
+    for change in &recorded.adopted {
+        apply(store, clock, log, "adopted", change).await?;
+    }
+    apply(store, clock, log, source, recorded).await
+}
+
+async fn apply(
     store: &impl Store,
     clock: &dyn Clock,
     log: &dyn Log,
@@ -29,6 +61,10 @@ pub async fn after_record(
     else {
         return Ok(None);
     };
+    let claim = crate::keys::effects_claim(&op.operation_id, recorded.seq);
+    if store.increment(&claim, 1).await? != 1 {
+        return Ok(None);
+    }
     let now = clock.now_ms();
     metrics::transition(store, &op.task, from, to, op.created_at_ms, now).await?;
     log::emit(
@@ -77,4 +113,81 @@ pub async fn after_record(
     crate::schedule::due::schedule(store, &due, clock, &queued.id, now + FIRST_ATTEMPT_GRACE_MS)
         .await?;
     Ok(Some(queued.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::journal::EntryKind;
+    use crate::log::NoLog;
+    use crate::operation::tests::{obs, sample};
+    use crate::status::TaskStatus;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    fn completed_count(store: &MemoryStore) -> usize {
+        let text = block_on(metrics::render(store, &Default::default(), 0)).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("adcp_operation_transitions_total")
+                    && l.contains("status=\"completed\"")
+                    && l.ends_with(" 1")
+            })
+            .count()
+    }
+
+    /// A writer that appended its entry and died before the snapshot and the effects: the
+    /// next readers adopt the change, and exactly one of them runs its effects.
+    #[test]
+    fn a_crashed_writers_change_is_adopted_once() {
+        let store = MemoryStore::new();
+        let clock = FixedClock(10_000);
+        block_on(async {
+            journal::create(&store, &clock, &sample("op1"))
+                .await
+                .unwrap();
+            let sealing = crate::seal::SealingKey::from_hex(
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            )
+            .unwrap();
+            let callback = crate::notify::Callback {
+                url: "https://buyer.example/hook".into(),
+                secret: sealing.seal(&crate::clock::testing::SeededEntropy::new(1), "p", b"s"),
+                enabled: true,
+                disabled_reason: None,
+            };
+            let tenant = sample("op1").tenant_id;
+            crate::store::set_json(&store, &crate::keys::callback(&tenant), &callback)
+                .await
+                .unwrap();
+            journal::append(
+                &store,
+                &clock,
+                "op1",
+                EntryKind::Observed {
+                    observation: Box::new(obs(TaskStatus::Completed, Some("task_1"))),
+                },
+            )
+            .await
+            .unwrap();
+            // Two readers race over the orphaned entry (neither sees the other's snapshot).
+            let (a, b) = futures::join!(
+                load(&store, &clock, &NoLog, "op1"),
+                load(&store, &clock, &NoLog, "op1")
+            );
+            assert_eq!(a.unwrap().unwrap().adopted.len(), 1);
+            assert_eq!(b.unwrap().unwrap().adopted.len(), 1);
+            // The snapshot moved past the entry: later readers adopt nothing.
+            let c = load(&store, &clock, &NoLog, "op1").await.unwrap().unwrap();
+            assert!(c.adopted.is_empty());
+        });
+        assert_eq!(completed_count(&store), 1);
+        let queued = store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("ntf:"))
+            .count();
+        assert_eq!(queued, 1, "announced once");
+    }
 }

@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use crate::keys;
 use crate::operation::{Observation, Observed, Operation};
 use crate::state_machine::Outcome;
+use crate::status::OperationStatus;
 use crate::store::{Store, get_json, set_json};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -220,6 +221,9 @@ pub struct Loaded {
     /// The highest allocated sequence number; greater than `operation.version` while an
     /// entry is in flight.
     pub head: u64,
+    /// Status changes this read folded from entries beyond the snapshot (see
+    /// [`Recorded::adopted`]).
+    pub adopted: Vec<Recorded>,
 }
 
 /// Reads an operation: the cached snapshot plus any newer entries, folded. Refreshes the
@@ -241,8 +245,40 @@ pub async fn load(
         .max(0) as u64;
     let start = snapshot.as_ref().map_or(0, |o| o.version);
     let mut op = snapshot;
-    catch_up(store, clock, op_id, &mut op, head, start, |_, _| {}).await?;
-    Ok(op.map(|operation| Loaded { operation, head }))
+    let mut adopted = Vec::new();
+    catch_up(
+        store,
+        clock,
+        op_id,
+        &mut op,
+        head,
+        start,
+        adopter(&mut adopted),
+    )
+    .await?;
+    Ok(op.map(|operation| Loaded {
+        operation,
+        head,
+        adopted,
+    }))
+}
+
+/// Collects the status changes of folded entries: their writer may have died before their
+/// snapshot and effects (see [`Recorded::adopted`]).
+fn adopter(
+    out: &mut Vec<Recorded>,
+) -> impl FnMut(&Entry, Effect, Option<OperationStatus>, &Option<Operation>) + '_ {
+    |entry, effect, previous, op| {
+        if matches!(effect, Effect::Applied(_) | Effect::Overrode(_)) {
+            out.push(Recorded {
+                operation: op.clone(),
+                previous,
+                effect: Some(effect),
+                seq: entry.seq,
+                adopted: Vec::new(),
+            });
+        }
+    }
 }
 
 /// What [`record`] did.
@@ -256,6 +292,11 @@ pub struct Recorded {
     /// is durable either way and the next reader folds it).
     pub effect: Option<Effect>,
     pub seq: u64,
+    /// Status changes made by earlier entries beyond the snapshot, folded here for the first
+    /// time as far as this writer knows. Their own writer normally runs their effects; if it
+    /// crashed after appending, these are how the change still gets counted and announced.
+    /// [`crate::effects`] claims each change once, whoever sees it.
+    pub adopted: Vec<Recorded>,
 }
 
 /// Appends an entry and folds the operation up to and including it.
@@ -279,6 +320,7 @@ pub async fn record_from(
 ) -> JournalResult<Recorded> {
     let entry = append(store, clock, op_id, kind).await?;
     let start = op.as_ref().map_or(0, |o| o.version);
+    let mut adopted = Vec::new();
     let settled = catch_up(
         store,
         clock,
@@ -286,7 +328,7 @@ pub async fn record_from(
         &mut op,
         entry.seq - 1,
         start,
-        |_, _| {},
+        adopter(&mut adopted),
     )
     .await?;
     let previous = op.as_ref().map(|o| o.status);
@@ -302,6 +344,7 @@ pub async fn record_from(
         previous,
         effect,
         seq: entry.seq,
+        adopted,
     })
 }
 
@@ -317,7 +360,7 @@ pub async fn history(
         .max(0) as u64;
     let mut op = None;
     let mut out = Vec::new();
-    catch_up(store, clock, op_id, &mut op, head, 0, |e, eff| {
+    catch_up(store, clock, op_id, &mut op, head, 0, |e, eff, _, _| {
         out.push((e.clone(), eff))
     })
     .await?;
@@ -333,7 +376,7 @@ async fn catch_up(
     op: &mut Option<Operation>,
     head: u64,
     start: u64,
-    mut seen: impl FnMut(&Entry, Effect),
+    mut seen: impl FnMut(&Entry, Effect, Option<OperationStatus>, &Option<Operation>),
 ) -> JournalResult<bool> {
     let mut seq = start + 1;
     let mut missing: Vec<u64> = Vec::new();
@@ -350,8 +393,9 @@ async fn catch_up(
                     }
                     missing.clear();
                 }
+                let previous = op.as_ref().map(|o| o.status);
                 let effect = fold(op, &entry);
-                seen(&entry, effect);
+                seen(&entry, effect, previous, op);
                 folded_to = seq;
             }
         }

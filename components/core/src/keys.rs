@@ -101,6 +101,12 @@ pub fn poll_tool(tenant: &str, seller: &str) -> String {
     format!("polltool:{tenant}:{seller}")
 }
 
+/// Claim on running the side effects of the status change made by journal entry `seq`
+/// (`increment == 1` wins), so the writer or a later reader runs them exactly once.
+pub fn effects_claim(op: &str, seq: u64) -> String {
+    format!("op:{op}:fx:{seq}")
+}
+
 pub fn seller_jwks(tenant: &str, seller: &str) -> String {
     format!("jwks:{tenant}:{seller}")
 }

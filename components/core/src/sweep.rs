@@ -226,7 +226,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     state: PollState,
     now: u64,
 ) -> StoreResult<bool> {
-    let Some(loaded) = journal::load(env.store, env.clock, op_id)
+    let Some(loaded) = effects::load(env.store, env.clock, env.log, op_id)
         .await
         .map_err(store_err)?
     else {
@@ -260,8 +260,16 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 }
                 _ => {}
             }
-            reschedule_after_change(env.store, env.clock, env.entropy, env.config, op_id, state)
-                .await?;
+            reschedule_after_change(
+                env.store,
+                env.clock,
+                env.log,
+                env.entropy,
+                env.config,
+                op_id,
+                state,
+            )
+            .await?;
             Ok(true)
         }
         OperationStatus::TimedOut if now > op.deadline_at_ms.saturating_add(LOOKUP_HORIZON_MS) => {
@@ -269,7 +277,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         }
         _ => {
             let (polled, retry_after_s) = poll(env, &op).await?;
-            let reloaded = journal::load(env.store, env.clock, op_id)
+            let reloaded = effects::load(env.store, env.clock, env.log, op_id)
                 .await
                 .map_err(store_err)?;
             let op_now = reloaded.map_or(op.clone(), |l| l.operation);
@@ -299,8 +307,16 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 retry_after_s,
                 ..state
             };
-            reschedule_after_change(env.store, env.clock, env.entropy, env.config, op_id, next)
-                .await?;
+            reschedule_after_change(
+                env.store,
+                env.clock,
+                env.log,
+                env.entropy,
+                env.config,
+                op_id,
+                next,
+            )
+            .await?;
             Ok(true)
         }
     }
@@ -311,13 +327,14 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
 pub async fn reschedule_after_change(
     store: &impl Store,
     clock: &dyn Clock,
+    log: &dyn Log,
     entropy: &dyn Entropy,
     config: &SweepConfig,
     op_id: &str,
     mut state: PollState,
 ) -> StoreResult<()> {
     let now = clock.now_ms();
-    let Some(loaded) = journal::load(store, clock, op_id)
+    let Some(loaded) = effects::load(store, clock, log, op_id)
         .await
         .map_err(store_err)?
     else {

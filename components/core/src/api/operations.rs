@@ -57,7 +57,8 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         None => format!("op_{}", random_hex(env.entropy, 16)),
     };
     if idem.is_some()
-        && let Some(existing) = journal::load(env.store, env.clock, &operation_id).await?
+        && let Some(existing) =
+            crate::effects::load(env.store, env.clock, env.log, &operation_id).await?
     {
         return replayed(existing.operation, tid, &request_digest);
     }
@@ -190,19 +191,22 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
             sweep::reschedule_after_change(
                 env.store,
                 env.clock,
+                env.log,
                 env.entropy,
                 env.sweep,
                 &op.operation_id,
                 sweep::PollState::default(),
             )
             .await?;
-            let op = journal::load(env.store, env.clock, &op.operation_id)
+            let op = crate::effects::load(env.store, env.clock, env.log, &op.operation_id)
                 .await?
                 .map_or(op, |l| l.operation);
             Ok(json_response(StatusCode::CREATED, &view(&op)))
         }
         Err(JournalError::Exists) => {
-            let Some(existing) = journal::load(env.store, env.clock, &operation_id).await? else {
+            let Some(existing) =
+                crate::effects::load(env.store, env.clock, env.log, &operation_id).await?
+            else {
                 // The first request is still writing its creation entry.
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -297,7 +301,7 @@ pub async fn list<S: Store, C: SellerCalls, T: Transport>(
         budget -= 1;
         if let Some(id) = env.store.get(&keys::tenant_ops_entry(tid, n)).await? {
             let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(loaded) = journal::load(env.store, env.clock, &id).await? {
+            if let Some(loaded) = crate::effects::load(env.store, env.clock, env.log, &id).await? {
                 let op = loaded.operation;
                 if q.matches(&op) {
                     out.push(view(&op));
@@ -321,7 +325,7 @@ async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     if !valid_id(op_id) {
         return Err(ApiError::not_found("operation"));
     }
-    match journal::load(env.store, env.clock, op_id).await? {
+    match crate::effects::load(env.store, env.clock, env.log, op_id).await? {
         // Another tenant's operation answers exactly like a missing one.
         Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
         _ => Err(ApiError::not_found("operation")),
