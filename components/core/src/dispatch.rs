@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::effects;
 use crate::journal::{self, EntryKind, Recorded};
 use crate::log::Log;
-use crate::operation::{Observation, Operation, OperationError, Source, WebhookMode};
+use crate::operation::{LocalChange, Observation, Operation, OperationError, Source, WebhookMode};
 use crate::schedule::breaker::{Breaker, BreakerConfig, Decision};
 use crate::seal::SealingKey;
 use crate::seller::{self, Seller};
@@ -195,6 +195,13 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
         }
         args.insert("push_notification_config".into(), config);
     }
+    if let Some(ctx) = op
+        .governance
+        .as_ref()
+        .and_then(|g| g.governance_context.as_ref())
+    {
+        args.insert("governance_context".into(), json!(ctx));
+    }
     Ok(Value::Object(args))
 }
 
@@ -214,8 +221,15 @@ pub fn observation_from_payload(payload: &Value, source: Source) -> Observation 
     let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
     // No `status` means completed (flat wire rule); a 3.0 media-buy status in `status`
     // (e.g. "active") also means the task completed.
+    // A 3.0 success branch (a media buy, no task handle, no errors) whose `status` is the
+    // buy's lifecycle status: `canceled` there is a canceled *buy*, a completed task.
+    let buy_success = payload.get("media_buy_id").is_some()
+        && payload.get("task_id").is_none()
+        && payload.get("errors").is_none()
+        && payload.get("media_buy_status").is_none();
     let status = match payload.get("status").and_then(Value::as_str) {
         None => TaskStatus::Completed,
+        Some(s) if buy_success && MEDIA_BUY_STATUSES.contains(&s) => TaskStatus::Completed,
         Some(s) => TaskStatus::parse(s).unwrap_or(if MEDIA_BUY_STATUSES.contains(&s) {
             TaskStatus::Completed
         } else {
@@ -288,6 +302,14 @@ pub async fn dispatch(
         };
         return fail(store, clock, &op, error, None, false).await.map(Some);
     };
+    let op = if op.governance.as_ref().is_some_and(|g| !g.approved) {
+        match govern(store, clock, log, calls, op).await? {
+            Governed::Approved(op) => *op,
+            Governed::Settled(d) => return Ok(Some(d)),
+        }
+    } else {
+        op
+    };
     let args = match wire_arguments(&op, sealing) {
         Ok(a) => a,
         Err(error) => return fail(store, clock, &op, error, None, false).await.map(Some),
@@ -353,6 +375,169 @@ pub async fn dispatch(
             answered(store, clock, log, op, obs).await.map(Some)
         }
     }
+}
+
+/// Where the governance check left a dispatch.
+enum Governed {
+    /// Approved: call the seller with this (updated) operation.
+    Approved(Box<Operation>),
+    /// Denied, held for a human, or no verdict yet: the seller is not called.
+    Settled(Dispatched),
+}
+
+/// Asks the operation's governance agent (`check_governance`, phase `purchase` for a create,
+/// `modification` otherwise) before the seller hears of it. `approved` proceeds with the
+/// returned `governance_context`; `denied` fails the operation with the verdict;
+/// `conditions` holds it for a human (`awaiting_decision`).
+async fn govern(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    calls: &impl SellerCalls,
+    op: Operation,
+) -> StoreResult<Governed> {
+    let Some(g) = op.governance.clone() else {
+        return Ok(Governed::Approved(Box::new(op)));
+    };
+    let Some(agent) = seller::get(store, &op.tenant_id, &g.agent_id).await? else {
+        let error = OperationError {
+            code: "GOVERNANCE_AGENT_NOT_REGISTERED".into(),
+            message: format!("no agent registered as `{}`", g.agent_id),
+        };
+        return settled(store, clock, log, op, governance_failure(error, None)).await;
+    };
+    let mut payload = op.arguments.clone();
+    if let Value::Object(m) = &mut payload {
+        m.remove("idempotency_key");
+    }
+    let phase = if op.task == "create_media_buy" {
+        "purchase"
+    } else {
+        "modification"
+    };
+    let args = json!({
+        "plan_id": g.plan_id, "caller": g.caller, "tool": op.task,
+        "payload": payload, "phase": phase,
+    });
+    let now = clock.now_ms();
+    let answer = match calls.call(&agent, "check_governance", args).await {
+        Ok(a) => a,
+        Err(CallFailure::Deferred { until_ms }) => {
+            return Ok(Governed::Settled(Dispatched::Deferred { until_ms }));
+        }
+        Err(CallFailure::Seller(se)) if se.recovery != Recovery::Transient => {
+            let error = OperationError {
+                code: se.code,
+                message: se.message,
+            };
+            return settled(store, clock, log, op, governance_failure(error, None)).await;
+        }
+        Err(failure) => {
+            let (error, hint) = match failure {
+                CallFailure::Seller(se) => (
+                    OperationError {
+                        code: se.code,
+                        message: se.message,
+                    },
+                    se.retry_after_s,
+                ),
+                other => (
+                    OperationError {
+                        code: "GOVERNANCE_UNAVAILABLE".into(),
+                        message: format!("{other:?}"),
+                    },
+                    None,
+                ),
+            };
+            let retry = retry_at(&op, now, hint);
+            return fail(store, clock, &op, error, retry, false)
+                .await
+                .map(Governed::Settled);
+        }
+    };
+    // 3.1 names the decision `verdict`; 3.0 called it `status`.
+    let verdict = answer
+        .get("verdict")
+        .or_else(|| answer.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let text = |k: &str| answer.get(k).and_then(Value::as_str).map(str::to_string);
+    let change = match verdict {
+        "approved" => LocalChange::GovernanceApproved {
+            governance_context: text("governance_context"),
+        },
+        "conditions" => LocalChange::GovernanceHold {
+            explanation: text("explanation"),
+            conditions: answer.get("conditions").cloned(),
+        },
+        "denied" => {
+            let error = OperationError {
+                code: "GOVERNANCE_DENIED".into(),
+                message: text("explanation").unwrap_or_else(|| "denied by governance".into()),
+            };
+            return settled(
+                store,
+                clock,
+                log,
+                op,
+                governance_failure(error, Some(answer)),
+            )
+            .await;
+        }
+        other => {
+            let error = OperationError {
+                code: "GOVERNANCE_INVALID_RESPONSE".into(),
+                message: format!("check_governance answered verdict `{other}`"),
+            };
+            let retry = retry_at(&op, now, None);
+            return fail(store, clock, &op, error, retry, false)
+                .await
+                .map(Governed::Settled);
+        }
+    };
+    let approved = matches!(change, LocalChange::GovernanceApproved { .. });
+    let recorded = journal::record_from(
+        store,
+        clock,
+        &op.operation_id,
+        Some(op.clone()),
+        EntryKind::Local { change },
+    )
+    .await
+    .map_err(store_err)?;
+    effects::after_record(store, clock, log, "governance", &recorded).await?;
+    match recorded.operation {
+        Some(o) if approved && o.status == OperationStatus::PendingDispatch => {
+            Ok(Governed::Approved(Box::new(o)))
+        }
+        _ => Ok(Governed::Settled(Dispatched::Answered(Box::new(recorded)))),
+    }
+}
+
+fn governance_failure(error: OperationError, verdict: Option<Value>) -> Observation {
+    Observation {
+        source: Source::Governance,
+        status: TaskStatus::Failed,
+        at_ms: None,
+        task_id: None,
+        context_id: None,
+        message: Some(error.message.clone()),
+        result: verdict,
+        error: Some(error),
+        delivery: None,
+    }
+}
+
+async fn settled(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op: Operation,
+    obs: Observation,
+) -> StoreResult<Governed> {
+    answered(store, clock, log, op, obs)
+        .await
+        .map(Governed::Settled)
 }
 
 /// Folds the seller's answer in and runs the effects of the change it made.
@@ -734,5 +919,29 @@ mod status_tests {
         assert_eq!(read("working"), TaskStatus::Working);
         assert_eq!(read("finished"), TaskStatus::Unknown);
         assert_eq!(read("input_required"), TaskStatus::Unknown);
+    }
+}
+
+#[cfg(test)]
+mod status_reading {
+    use super::*;
+
+    #[test]
+    fn a_3_0_buy_status_in_a_success_branch_is_a_completed_task() {
+        let read = |v: Value| observation_from_payload(&v, Source::Dispatch).status;
+        assert_eq!(
+            read(json!({"media_buy_id": "mb", "status": "canceled"})),
+            TaskStatus::Completed
+        );
+        assert_eq!(
+            read(json!({"media_buy_id": "mb", "status": "active"})),
+            TaskStatus::Completed
+        );
+        // With a task handle, or without a buy, `canceled` is the task's status.
+        assert_eq!(
+            read(json!({"media_buy_id": "mb", "task_id": "t", "status": "canceled"})),
+            TaskStatus::Canceled
+        );
+        assert_eq!(read(json!({"status": "canceled"})), TaskStatus::Canceled);
     }
 }

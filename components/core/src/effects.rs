@@ -66,6 +66,16 @@ async fn apply(
         return Ok(None);
     }
     let now = clock.now_ms();
+    if from == crate::status::OperationStatus::CanceledLocally && to.is_authoritative_terminal() {
+        // The seller resolved a task the buyer had canceled: the sweep cancels a media buy
+        // that came of it (see `linked::cancel_follow_up`).
+        let due = crate::schedule::due::DueConfig::default();
+        let state = crate::sweep::PollState {
+            next_at_ms: now,
+            ..Default::default()
+        };
+        crate::sweep::schedule_at(store, clock, &due, &op.operation_id, state).await?;
+    }
     metrics::transition(store, &op.task, from, to, op.created_at_ms, now).await?;
     log::emit(
         log,

@@ -50,6 +50,10 @@ pub enum EntryKind {
     Observed { observation: Box<Observation> },
     /// Our deadline for the task passed.
     DeadlineExpired,
+    /// A change made by the orchestrator or a human: governance, approval, cancel.
+    Local {
+        change: crate::operation::LocalChange,
+    },
     /// A dispatch (or redispatch) got no usable answer; the operation stays where it was.
     DispatchFailed {
         error: crate::operation::OperationError,
@@ -124,6 +128,16 @@ impl From<StoreError> for JournalError {
 
 pub type JournalResult<T> = Result<T, JournalError>;
 
+/// For callers that only speak store errors: journal conditions become their message.
+impl From<JournalError> for StoreError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Store(e) => e,
+            other => StoreError(other.to_string()),
+        }
+    }
+}
+
 /// Folds one entry into the record.
 pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
     let effect = match (&mut *op, &entry.kind) {
@@ -141,6 +155,9 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
             }
         }
         (Some(o), EntryKind::DeadlineExpired) => o.expire(entry.recorded_at_ms).into(),
+        (Some(o), EntryKind::Local { change }) => o
+            .apply_local(change, entry.recorded_at_ms)
+            .map_or(Effect::Recorded, Effect::from),
         (
             Some(o),
             EntryKind::DispatchFailed {

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod journal;
 pub mod jwks;
 pub mod keys;
+pub mod linked;
 pub mod log;
 pub mod metrics;
 pub mod notify;

@@ -86,8 +86,9 @@ pub async fn transition(
     store
         .increment(&counter("left", &[task, from.as_str()]), 1)
         .await?;
-    if from == OperationStatus::TimedOut && to.is_authoritative_terminal() {
-        // Already closed when it timed out: keeps the open gauge from counting it twice.
+    if from.is_closed() && to.is_closed() {
+        // Already closed (timed out, canceled locally): keeps the open gauge from counting
+        // it twice.
         store
             .increment(&counter("reopened_closed", &[task]), 1)
             .await?;
@@ -167,7 +168,9 @@ pub async fn render(
         .map(|s| s.as_str())
         .chain([
             OperationStatus::PENDING_DISPATCH,
+            OperationStatus::AWAITING_DECISION,
             OperationStatus::TIMED_OUT,
+            OperationStatus::CANCELED_LOCALLY,
         ])
         .collect();
 
@@ -198,9 +201,7 @@ pub async fn render(
         let mut closed = 0;
         for s in &statuses {
             let v = read(counter("transitions", &[t, s])).await?;
-            if OperationStatus::parse(s)
-                .is_some_and(|st| st.is_authoritative_terminal() || st == OperationStatus::TimedOut)
-            {
+            if OperationStatus::parse(s).is_some_and(OperationStatus::is_closed) {
                 closed += v;
             }
             sample(

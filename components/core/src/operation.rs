@@ -53,7 +53,73 @@ pub struct Operation {
     /// Webhook deliveries already folded in: the durable de-duplication state.
     #[serde(default)]
     pub deliveries: DeliveryLedger,
+    /// The governance plan checked (`check_governance`) before the seller is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Governance>,
+    /// Set once the buyer asked to cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<Cancel>,
+    /// The operation this one was derived from (a re-plan, or a cancel of its media buy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<String>,
     pub version: u64,
+}
+
+/// A governance plan and where its check stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governance {
+    /// The registered agent (a seller registration) that answers `check_governance`.
+    pub agent_id: String,
+    pub plan_id: String,
+    /// Our agent URL, sent as `caller`.
+    pub caller: String,
+    /// Approved by the governance agent or by a human.
+    #[serde(default)]
+    pub approved: bool,
+    /// The token to attach to the seller call, from an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance_context: Option<String>,
+    /// The agent's verdict explanation and conditions, when it held the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Value>,
+}
+
+/// The buyer's cancel request and what it led to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub requested_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The re-planned operation that replaces this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// The `update_media_buy` (`canceled: true`) operation canceling the buy at the seller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<String>,
+}
+
+/// A change the orchestrator itself (or a human through it) makes to an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum LocalChange {
+    /// The governance agent approved: call the seller with this context.
+    GovernanceApproved { governance_context: Option<String> },
+    /// The governance agent answered `conditions`: hold for a human.
+    GovernanceHold {
+        explanation: Option<String>,
+        conditions: Option<Value>,
+    },
+    /// A human approved the held operation.
+    Approved,
+    /// The buyer canceled (or re-planned, superseding it).
+    CancelRequested {
+        reason: Option<String>,
+        superseded_by: Option<String>,
+    },
+    /// A cancel of the seller's media buy was started as operation `operation_id`.
+    CancelFollowUp { operation_id: String },
 }
 
 /// How long delivery marks are kept: the longest seller retry horizon AdCP allows (7 days),
@@ -201,6 +267,8 @@ pub enum Source {
     Poll,
     /// Found through reconciliation (`list_tasks`, `get_media_buys`).
     Reconcile,
+    /// The governance agent's verdict (`check_governance`), before the seller was called.
+    Governance,
 }
 
 /// A seller status report, whatever channel carried it.
@@ -287,6 +355,66 @@ impl Operation {
             }
         }
         outcome
+    }
+
+    /// Folds in a local change; returns its state-machine verdict (`None`: bookkeeping only).
+    pub fn apply_local(&mut self, change: &LocalChange, recorded_at_ms: u64) -> Option<Outcome> {
+        let event = match change {
+            LocalChange::GovernanceApproved { governance_context } => {
+                if let Some(g) = &mut self.governance {
+                    g.approved = true;
+                    g.governance_context = governance_context.clone();
+                }
+                return None;
+            }
+            LocalChange::CancelFollowUp { operation_id } => {
+                if let Some(c) = &mut self.cancel {
+                    c.follow_up.get_or_insert_with(|| operation_id.clone());
+                }
+                return None;
+            }
+            LocalChange::GovernanceHold { .. } => Event::GovernanceHold,
+            LocalChange::Approved => Event::Approved,
+            LocalChange::CancelRequested { .. } => Event::CancelRequested,
+        };
+        let outcome = state_machine::decide(self.status, self.seller_at_ms, event);
+        match change {
+            LocalChange::GovernanceHold {
+                explanation,
+                conditions,
+            } if outcome.new_status().is_some() => {
+                if let Some(g) = &mut self.governance {
+                    g.explanation = explanation.clone();
+                    g.conditions = conditions.clone();
+                }
+                self.message = explanation.clone();
+            }
+            LocalChange::Approved if outcome.new_status().is_some() => {
+                if let Some(g) = &mut self.governance {
+                    g.approved = true;
+                }
+                self.next_poll_at_ms = Some(recorded_at_ms);
+            }
+            // The request is recorded even when the cancel changes nothing (a seller outcome
+            // already came): the buyer asked, and a media buy may still need canceling.
+            LocalChange::CancelRequested {
+                reason,
+                superseded_by,
+            } if self.cancel.is_none() => {
+                self.cancel = Some(Cancel {
+                    requested_at_ms: recorded_at_ms,
+                    reason: reason.clone(),
+                    superseded_by: superseded_by.clone(),
+                    follow_up: None,
+                });
+            }
+            _ => {}
+        }
+        if let Some(status) = outcome.new_status() {
+            self.status = status;
+            self.updated_at_ms = recorded_at_ms;
+        }
+        Some(outcome)
     }
 
     /// Folds in our own deadline expiry.
@@ -400,6 +528,9 @@ pub(crate) mod tests {
             dispatch_attempts: 0,
             outcome_unknown: false,
             deliveries: DeliveryLedger::default(),
+            governance: None,
+            cancel: None,
+            linked_from: None,
             version: 0,
         }
     }

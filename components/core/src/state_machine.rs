@@ -8,7 +8,11 @@
 //!   protocol conflict, recorded but not applied;
 //! - a non-terminal status after a terminal one is acknowledged as stale;
 //! - non-terminal statuses are ordered by the seller's `timestamp`; an older one is stale;
-//! - `timed_out` is ours, not the seller's: a seller terminal status replaces it.
+//! - `timed_out` is ours, not the seller's: a seller terminal status replaces it;
+//! - so is `canceled_locally` (the buyer canceled before the seller resolved the task): the
+//!   sweep keeps reconciling, and a seller terminal status replaces it;
+//! - `awaiting_decision` (a governance hold) leaves only by a human approval (back to
+//!   `pending_dispatch`), a cancel, or the deadline.
 
 use crate::status::{OperationStatus, TaskStatus};
 
@@ -17,11 +21,15 @@ use crate::status::{OperationStatus, TaskStatus};
 pub enum StateClass {
     /// Stored, not yet accepted by the seller (`pending_dispatch`).
     Pending,
+    /// Governance asked for a human decision before dispatch (`awaiting_decision`).
+    Held,
     /// The seller holds it and it can still move (`submitted`, `working`, `input-required`,
     /// `auth-required`, `unknown`).
     Active,
     /// Our deadline passed without a seller outcome (`timed_out`).
     TimedOut,
+    /// The buyer canceled before the seller resolved the task (`canceled_locally`).
+    LocallyCanceled,
     /// The seller reported `completed`, `failed`, `canceled` or `rejected`.
     Terminal,
 }
@@ -35,6 +43,12 @@ pub enum EventClass {
     SellerTerminal,
     /// Our deadline for the task passed.
     DeadlineExpired,
+    /// Governance answered `conditions`: hold for a human.
+    GovernanceHold,
+    /// A human approved a held operation.
+    Approved,
+    /// The buyer canceled the operation.
+    CancelRequested,
 }
 
 /// How an event is treated in a given state class.
@@ -66,15 +80,39 @@ pub const TRANSITIONS: &[(StateClass, EventClass, Rule)] = {
         (Pending, SellerProgress, Apply),
         (Pending, SellerTerminal, Apply),
         (Pending, DeadlineExpired, Apply),
+        (Pending, GovernanceHold, Apply),
+        (Pending, Approved, Stale),
+        (Pending, CancelRequested, Apply),
+        (Held, SellerProgress, Apply),
+        (Held, SellerTerminal, Apply),
+        (Held, DeadlineExpired, Apply),
+        (Held, GovernanceHold, Duplicate),
+        (Held, Approved, Apply),
+        (Held, CancelRequested, Apply),
         (Active, SellerProgress, ApplyIfNewer),
         (Active, SellerTerminal, Apply),
         (Active, DeadlineExpired, Apply),
+        (Active, GovernanceHold, Stale),
+        (Active, Approved, Stale),
+        (Active, CancelRequested, Apply),
         (TimedOut, SellerProgress, Record),
         (TimedOut, SellerTerminal, Override),
         (TimedOut, DeadlineExpired, Duplicate),
+        (TimedOut, GovernanceHold, Stale),
+        (TimedOut, Approved, Stale),
+        (TimedOut, CancelRequested, Apply),
+        (LocallyCanceled, SellerProgress, Record),
+        (LocallyCanceled, SellerTerminal, Override),
+        (LocallyCanceled, DeadlineExpired, Stale),
+        (LocallyCanceled, GovernanceHold, Stale),
+        (LocallyCanceled, Approved, Stale),
+        (LocallyCanceled, CancelRequested, Duplicate),
         (Terminal, SellerProgress, Stale),
         (Terminal, SellerTerminal, SameOrConflict),
         (Terminal, DeadlineExpired, Stale),
+        (Terminal, GovernanceHold, Stale),
+        (Terminal, Approved, Stale),
+        (Terminal, CancelRequested, Stale),
     ]
 };
 
@@ -88,6 +126,9 @@ pub enum Event {
         at_ms: Option<u64>,
     },
     DeadlineExpired,
+    GovernanceHold,
+    Approved,
+    CancelRequested,
 }
 
 /// The verdict for one event.
@@ -119,6 +160,8 @@ pub fn class_of(status: OperationStatus) -> StateClass {
     match status {
         OperationStatus::PendingDispatch => StateClass::Pending,
         OperationStatus::TimedOut => StateClass::TimedOut,
+        OperationStatus::AwaitingDecision => StateClass::Held,
+        OperationStatus::CanceledLocally => StateClass::LocallyCanceled,
         OperationStatus::Seller(s) if s.is_terminal() => StateClass::Terminal,
         OperationStatus::Seller(_) => StateClass::Active,
     }
@@ -129,6 +172,9 @@ pub fn event_class(event: Event) -> EventClass {
         Event::Seller { status, .. } if status.is_terminal() => EventClass::SellerTerminal,
         Event::Seller { .. } => EventClass::SellerProgress,
         Event::DeadlineExpired => EventClass::DeadlineExpired,
+        Event::GovernanceHold => EventClass::GovernanceHold,
+        Event::Approved => EventClass::Approved,
+        Event::CancelRequested => EventClass::CancelRequested,
     }
 }
 
@@ -147,6 +193,9 @@ pub fn decide(current: OperationStatus, last_seller_at_ms: Option<u64>, event: E
     let target = match event {
         Event::Seller { status, .. } => OperationStatus::Seller(status),
         Event::DeadlineExpired => OperationStatus::TimedOut,
+        Event::GovernanceHold => OperationStatus::AwaitingDecision,
+        Event::Approved => OperationStatus::PendingDispatch,
+        Event::CancelRequested => OperationStatus::CanceledLocally,
     };
     match rule(class_of(current), event_class(event)) {
         Rule::Apply => Outcome::Applied(target),
@@ -183,22 +232,29 @@ mod tests {
     use OperationStatus as O;
     use TaskStatus as T;
 
-    const STATES: [StateClass; 4] = [
+    const STATES: [StateClass; 6] = [
         StateClass::Pending,
+        StateClass::Held,
         StateClass::Active,
         StateClass::TimedOut,
+        StateClass::LocallyCanceled,
         StateClass::Terminal,
     ];
-    const EVENTS: [EventClass; 3] = [
+    const EVENTS: [EventClass; 6] = [
         EventClass::SellerProgress,
         EventClass::SellerTerminal,
         EventClass::DeadlineExpired,
+        EventClass::GovernanceHold,
+        EventClass::Approved,
+        EventClass::CancelRequested,
     ];
 
     fn all_statuses() -> Vec<OperationStatus> {
         let mut v: Vec<_> = T::ALL.into_iter().map(O::Seller).collect();
         v.push(O::PendingDispatch);
         v.push(O::TimedOut);
+        v.push(O::AwaitingDecision);
+        v.push(O::CanceledLocally);
         v
     }
 
@@ -358,7 +414,12 @@ mod tests {
     #[test]
     fn every_status_and_event_gets_a_verdict_consistent_with_its_class() {
         let mut events: Vec<Event> = T::ALL.into_iter().map(|t| seller(t, Some(1))).collect();
-        events.push(Event::DeadlineExpired);
+        events.extend([
+            Event::DeadlineExpired,
+            Event::GovernanceHold,
+            Event::Approved,
+            Event::CancelRequested,
+        ]);
         for from in all_statuses() {
             for &ev in &events {
                 let out = decide(from, Some(1), ev);
@@ -373,5 +434,78 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_governance_hold_leaves_only_by_approval_cancel_or_deadline() {
+        let held = O::AwaitingDecision;
+        assert_eq!(
+            decide(O::PendingDispatch, None, Event::GovernanceHold),
+            Outcome::Applied(held)
+        );
+        assert_eq!(
+            decide(held, None, Event::GovernanceHold),
+            Outcome::Duplicate
+        );
+        assert_eq!(
+            decide(held, None, Event::Approved),
+            Outcome::Applied(O::PendingDispatch)
+        );
+        assert_eq!(
+            decide(held, None, Event::CancelRequested),
+            Outcome::Applied(O::CanceledLocally)
+        );
+        assert_eq!(
+            decide(held, None, Event::DeadlineExpired),
+            Outcome::Applied(O::TimedOut)
+        );
+        // Approval means nothing outside a hold.
+        for s in [
+            O::PendingDispatch,
+            O::Seller(T::Working),
+            O::TimedOut,
+            O::CanceledLocally,
+        ] {
+            assert_eq!(decide(s, None, Event::Approved), Outcome::Stale, "{s}");
+            if s != O::PendingDispatch {
+                // Governance is asked before dispatch only.
+                assert_eq!(
+                    decide(s, None, Event::GovernanceHold),
+                    Outcome::Stale,
+                    "{s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_local_cancel_is_reconciled_and_a_seller_terminal_replaces_it() {
+        for from in [
+            O::PendingDispatch,
+            O::Seller(T::Submitted),
+            O::Seller(T::InputRequired),
+            O::TimedOut,
+        ] {
+            assert_eq!(
+                decide(from, None, Event::CancelRequested),
+                Outcome::Applied(O::CanceledLocally),
+                "{from}"
+            );
+        }
+        let c = O::CanceledLocally;
+        assert_eq!(decide(c, None, Event::CancelRequested), Outcome::Duplicate);
+        assert_eq!(decide(c, None, Event::DeadlineExpired), Outcome::Stale);
+        for t in [T::Completed, T::Failed, T::Canceled, T::Rejected] {
+            assert_eq!(
+                decide(c, None, seller(t, None)),
+                Outcome::Overrode(O::Seller(t))
+            );
+            // A seller terminal is final: a late cancel changes nothing.
+            assert_eq!(
+                decide(O::Seller(t), None, Event::CancelRequested),
+                Outcome::Stale
+            );
+        }
+        assert_eq!(decide(c, None, seller(T::Working, None)), Outcome::Recorded);
     }
 }

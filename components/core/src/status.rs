@@ -72,27 +72,35 @@ impl fmt::Display for TaskStatus {
 
 /// Where an operation stands, from the orchestrator's point of view.
 ///
-/// It is either one of the seller's task statuses or one of two local states
-/// the seller never reports: `pending_dispatch` (stored, not yet accepted by the
-/// seller) and `timed_out` (our deadline passed without a seller terminal status;
-/// not authoritative, a later seller terminal status replaces it).
+/// It is either one of the seller's task statuses or one of the local states the seller
+/// never reports: `pending_dispatch` (stored, not yet accepted by the seller),
+/// `awaiting_decision` (governance answered `conditions`: a human approves or rejects),
+/// `timed_out` (our deadline passed without a seller terminal status) and
+/// `canceled_locally` (the buyer canceled before the seller resolved the task). The last two
+/// are not authoritative: a later seller terminal status replaces them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum OperationStatus {
     PendingDispatch,
+    AwaitingDecision,
     Seller(TaskStatus),
     TimedOut,
+    CanceledLocally,
 }
 
 impl OperationStatus {
     pub const PENDING_DISPATCH: &'static str = "pending_dispatch";
     pub const TIMED_OUT: &'static str = "timed_out";
+    pub const AWAITING_DECISION: &'static str = "awaiting_decision";
+    pub const CANCELED_LOCALLY: &'static str = "canceled_locally";
 
     pub fn as_str(self) -> &'static str {
         match self {
             OperationStatus::PendingDispatch => Self::PENDING_DISPATCH,
             OperationStatus::Seller(s) => s.as_str(),
             OperationStatus::TimedOut => Self::TIMED_OUT,
+            OperationStatus::AwaitingDecision => Self::AWAITING_DECISION,
+            OperationStatus::CanceledLocally => Self::CANCELED_LOCALLY,
         }
     }
 
@@ -100,6 +108,8 @@ impl OperationStatus {
         match s {
             Self::PENDING_DISPATCH => Some(OperationStatus::PendingDispatch),
             Self::TIMED_OUT => Some(OperationStatus::TimedOut),
+            Self::AWAITING_DECISION => Some(OperationStatus::AwaitingDecision),
+            Self::CANCELED_LOCALLY => Some(OperationStatus::CanceledLocally),
             other => TaskStatus::parse(other).map(OperationStatus::Seller),
         }
     }
@@ -107,6 +117,16 @@ impl OperationStatus {
     /// A seller-authoritative terminal status: nothing but a conflict record can follow.
     pub fn is_authoritative_terminal(self) -> bool {
         matches!(self, OperationStatus::Seller(s) if s.is_terminal())
+    }
+
+    /// Closed from the buyer's point of view: a seller outcome, or our own `timed_out` /
+    /// `canceled_locally` (which a later seller outcome may still replace).
+    pub fn is_closed(self) -> bool {
+        self.is_authoritative_terminal()
+            || matches!(
+                self,
+                OperationStatus::TimedOut | OperationStatus::CanceledLocally
+            )
     }
 
     /// Still expected to move: the sweep keeps polling or redispatching it.
@@ -196,7 +216,12 @@ mod tests {
         let all = TaskStatus::ALL
             .into_iter()
             .map(OperationStatus::Seller)
-            .chain([OperationStatus::PendingDispatch, OperationStatus::TimedOut]);
+            .chain([
+                OperationStatus::PendingDispatch,
+                OperationStatus::TimedOut,
+                OperationStatus::AwaitingDecision,
+                OperationStatus::CanceledLocally,
+            ]);
         for s in all {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(serde_json::from_str::<OperationStatus>(&json).unwrap(), s);

@@ -17,6 +17,7 @@ use crate::dispatch::{self, CallFailure, Guarded, SellerCalls};
 use crate::effects;
 use crate::journal::{self, EntryKind};
 use crate::keys;
+use crate::linked;
 use crate::log::{self, Log};
 use crate::notify;
 use crate::operation::{Observation, Operation, OperationError, Source};
@@ -234,7 +235,55 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     };
     let op = loaded.operation;
     match op.status {
-        OperationStatus::Seller(s) if s.is_terminal() => Ok(false),
+        OperationStatus::Seller(s) if s.is_terminal() => {
+            // A canceled create whose buy came into being anyway: cancel it at the seller.
+            let fresh = op.cancel.as_ref().is_some_and(|c| c.follow_up.is_none());
+            let started = linked::cancel_follow_up(
+                env.store,
+                env.clock,
+                env.entropy,
+                env.log,
+                &env.config.due,
+                &op,
+            )
+            .await?;
+            Ok(fresh && started.is_some())
+        }
+        OperationStatus::AwaitingDecision => {
+            // Waiting for a human; only the deadline moves it.
+            if now >= op.deadline_at_ms {
+                let recorded = journal::record_from(
+                    env.store,
+                    env.clock,
+                    op_id,
+                    Some(op),
+                    EntryKind::DeadlineExpired,
+                )
+                .await
+                .map_err(store_err)?;
+                effects::after_record(env.store, env.clock, env.log, "deadline", &recorded).await?;
+            }
+            reschedule_after_change(
+                env.store,
+                env.clock,
+                env.log,
+                env.entropy,
+                env.config,
+                op_id,
+                state,
+            )
+            .await?;
+            Ok(true)
+        }
+        OperationStatus::CanceledLocally
+            if !reconcilable(&op)
+                || op
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| now > c.requested_at_ms.saturating_add(LOOKUP_HORIZON_MS)) =>
+        {
+            Ok(false)
+        }
         OperationStatus::PendingDispatch => {
             let result =
                 dispatch::dispatch(env.store, env.clock, env.log, env.sealing, env.calls, op_id)
@@ -281,10 +330,18 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 .await
                 .map_err(store_err)?;
             let op_now = reloaded.map_or(op.clone(), |l| l.operation);
-            if op_now.status.is_open()
-                && op_now.status != OperationStatus::TimedOut
-                && now >= op_now.deadline_at_ms
-            {
+            if op_now.status.is_authoritative_terminal() {
+                linked::cancel_follow_up(
+                    env.store,
+                    env.clock,
+                    env.entropy,
+                    env.log,
+                    &env.config.due,
+                    &op_now,
+                )
+                .await?;
+            }
+            if !op_now.status.is_closed() && now >= op_now.deadline_at_ms {
                 let recorded = journal::record_from(
                     env.store,
                     env.clock,
@@ -348,6 +405,9 @@ pub async fn reschedule_after_change(
             None => return Ok(()),
         },
         OperationStatus::TimedOut => now + LOOKUP_EVERY_MS,
+        OperationStatus::AwaitingDecision => op.deadline_at_ms.max(now + 1),
+        OperationStatus::CanceledLocally if !reconcilable(&op) => return Ok(()),
+        OperationStatus::CanceledLocally if op.task_id.is_none() => now + LOOKUP_EVERY_MS,
         _ => {
             let input = PollInput {
                 attempts_since_change: state.attempts_since_change,
@@ -362,6 +422,12 @@ pub async fn reschedule_after_change(
     };
     state.next_at_ms = next;
     schedule_at(store, clock, &config.due, op_id, state).await
+}
+
+/// A locally canceled operation may still exist at the seller (it returned a task, or an
+/// attempt's answer was lost): it is reconciled until the seller says how it ended.
+fn reconcilable(op: &Operation) -> bool {
+    op.task_id.is_some() || op.outcome_unknown
 }
 
 /// Asks the seller where the task stands and folds the answer in. Returns the status seen
@@ -917,6 +983,76 @@ mod tests {
         assert_eq!(seller.count("get_task_status"), 1);
         w.run_for(2 * 60_000, &seller);
         assert_eq!(seller.count("get_task_status"), 2);
+    }
+
+    #[test]
+    fn a_locally_canceled_task_is_reconciled_and_a_buy_it_produced_is_canceled() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        block_on(journal::record(
+            &w.store,
+            &w.clock,
+            "op1",
+            EntryKind::Local {
+                change: crate::operation::LocalChange::CancelRequested {
+                    reason: Some("pulled".into()),
+                    superseded_by: None,
+                },
+            },
+        ))
+        .unwrap();
+        assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
+        // The seller completes the task anyway; then accepts the cancel of its buy.
+        let seller = ScriptSeller::new(|tool, args| match tool {
+            "get_task_status" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                           "result": {"media_buy_id": "mb_7"}})),
+            "update_media_buy" => {
+                assert_eq!(args["media_buy_id"], "mb_7");
+                assert_eq!(args["canceled"], true);
+                assert_eq!(args["cancellation_reason"], "pulled");
+                Ok(json!({"media_buy_id": "mb_7", "status": "canceled"}))
+            }
+            other => panic!("unexpected tool {other}"),
+        });
+        w.run_for(10 * 60_000, &seller);
+        // The seller's outcome replaced the local cancel, and the buy was canceled once.
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        assert_eq!(seller.count("update_media_buy"), 1);
+        let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        let child = op.cancel.unwrap().follow_up.unwrap();
+        assert_eq!(
+            w.status(&child),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        w.run_for(10 * 60_000, &seller);
+        assert_eq!(seller.count("update_media_buy"), 1);
+    }
+
+    #[test]
+    fn a_local_cancel_of_a_never_sent_operation_needs_no_reconciling() {
+        let w = World::new();
+        w.op("op1", OperationStatus::PendingDispatch);
+        block_on(journal::record(
+            &w.store,
+            &w.clock,
+            "op1",
+            EntryKind::Local {
+                change: crate::operation::LocalChange::CancelRequested {
+                    reason: None,
+                    superseded_by: None,
+                },
+            },
+        ))
+        .unwrap();
+        let seller = ScriptSeller::new(|tool, _| panic!("nothing may be sent: {tool}"));
+        w.run_for(30 * 60_000, &seller);
+        assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! state before its input is fully validated.
 
 mod callback;
+mod decisions;
 mod operations;
 mod sellers;
 mod tenants;
@@ -284,6 +285,16 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
             let tenant = require_tenant(env, &req).await?;
             operations::get(env, &tenant, op_id).await
         }
+        ["api", "v1", "operations", op_id, "cancel"] => {
+            only(&method, &[Method::POST])?;
+            let tenant = require_tenant(env, &req).await?;
+            decisions::cancel(env, &tenant, op_id, &req).await
+        }
+        ["api", "v1", "operations", op_id, "decision"] => {
+            only(&method, &[Method::POST])?;
+            let tenant = require_tenant(env, &req).await?;
+            decisions::decision(env, &tenant, op_id, &req).await
+        }
         ["api", "v1", "operations", op_id, "events"] => {
             only(&method, &[Method::GET])?;
             let tenant = require_tenant(env, &req).await?;
@@ -346,7 +357,7 @@ async fn require_tenant<S: Store, C: SellerCalls, T: Transport>(
 }
 
 /// Parses a JSON object body.
-fn json_body(req: &Request) -> ApiResult<serde_json::Map<String, Value>> {
+pub(super) fn json_body(req: &Request) -> ApiResult<serde_json::Map<String, Value>> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)

@@ -72,8 +72,28 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
             why,
         ));
     }
+    let governance = match &input.governance {
+        None => None,
+        Some((agent_id, plan_id)) => {
+            if seller::get(env.store, tid, agent_id).await?.is_none() {
+                return Err(ApiError::invalid(
+                    "unknown governance agent",
+                    vec![FieldError::new(
+                        "governance.agent_id",
+                        "no agent registered with this id",
+                    )],
+                ));
+            }
+            Some(crate::operation::Governance {
+                agent_id: agent_id.clone(),
+                plan_id: plan_id.clone(),
+                caller: env.config.public_base_url.trim_end_matches('/').to_string(),
+                ..Default::default()
+            })
+        }
+    };
     let now = env.clock.now_ms();
-    let idempotency_key = uuid_v4(env);
+    let idempotency_key = crate::linked::uuid_v4(env.entropy);
     let mut arguments = input.arguments;
     arguments.insert(
         "idempotency_key".into(),
@@ -133,6 +153,9 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         dispatch_attempts: 0,
         outcome_unknown: false,
         deliveries: Default::default(),
+        governance,
+        cancel: None,
+        linked_from: None,
         version: 0,
     };
     match journal::create(env.store, env.clock, &op).await {
@@ -158,49 +181,8 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                     op.operation_id.as_bytes(),
                 )
                 .await?;
-            // Stored and indexed: now, and only now, the seller hears of it. Whatever happens
-            // here, the operation is safe; a failed dispatch is retried by the sweep.
-            let guarded = dispatch::Guarded {
-                store: env.store,
-                clock: env.clock,
-                breaker: &env.sweep.breaker,
-                inner: env.calls,
-            };
-            // Filed first, so a crash during the call still leaves the sweep to redispatch.
-            let safety_net = now + REDISPATCH_SAFETY_NET_MS;
-            sweep::schedule_at(
-                env.store,
-                env.clock,
-                &env.sweep.due,
-                &op.operation_id,
-                sweep::PollState {
-                    next_at_ms: safety_net,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            dispatch::dispatch(
-                env.store,
-                env.clock,
-                env.log,
-                &env.config.sealing,
-                &guarded,
-                &op.operation_id,
-            )
-            .await?;
-            sweep::reschedule_after_change(
-                env.store,
-                env.clock,
-                env.log,
-                env.entropy,
-                env.sweep,
-                &op.operation_id,
-                sweep::PollState::default(),
-            )
-            .await?;
-            let op = crate::effects::load(env.store, env.clock, env.log, &op.operation_id)
-                .await?
-                .map_or(op, |l| l.operation);
+            // Stored and indexed: now, and only now, the seller hears of it.
+            let op = dispatch_now(env, &op.operation_id).await?.unwrap_or(op);
             Ok(json_response(StatusCode::CREATED, &view(&op)))
         }
         Err(JournalError::Exists) => {
@@ -264,6 +246,10 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
                     e["seller_at_ms"] = json!(observation.at_ms);
                 }
                 journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
+                journal::EntryKind::Local { change } => {
+                    e["kind"] = json!("local");
+                    e["change"] = json!(change);
+                }
                 journal::EntryKind::DispatchFailed { error, retry_at_ms, outcome_unknown } => {
                     e["kind"] = json!("dispatch_failed");
                     e["error"] = json!(error);
@@ -317,7 +303,7 @@ pub async fn list<S: Store, C: SellerCalls, T: Transport>(
     ))
 }
 
-async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
+pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     op_id: &str,
@@ -335,6 +321,55 @@ async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
 /// Sealing purposes for an operation's webhook token and secret.
 pub fn webhook_purpose(operation_id: &str) -> String {
     format!("webhook:{operation_id}")
+}
+
+/// Dispatches a stored operation at once (after filing a safety net for the sweep, so a
+/// crash during the call still leaves it to be redispatched) and returns it as it then
+/// stands. Whatever happens here, the operation is safe; a failed dispatch is retried.
+pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    op_id: &str,
+) -> ApiResult<Option<Operation>> {
+    let guarded = dispatch::Guarded {
+        store: env.store,
+        clock: env.clock,
+        breaker: &env.sweep.breaker,
+        inner: env.calls,
+    };
+    let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
+    sweep::schedule_at(
+        env.store,
+        env.clock,
+        &env.sweep.due,
+        op_id,
+        sweep::PollState {
+            next_at_ms: safety_net,
+            ..Default::default()
+        },
+    )
+    .await?;
+    dispatch::dispatch(
+        env.store,
+        env.clock,
+        env.log,
+        &env.config.sealing,
+        &guarded,
+        op_id,
+    )
+    .await?;
+    sweep::reschedule_after_change(
+        env.store,
+        env.clock,
+        env.log,
+        env.entropy,
+        env.sweep,
+        op_id,
+        sweep::PollState::default(),
+    )
+    .await?;
+    Ok(crate::effects::load(env.store, env.clock, env.log, op_id)
+        .await?
+        .map(|l| l.operation))
 }
 
 /// The buyer's view of an operation: no secrets, and only a prefix of the AdCP
@@ -362,6 +397,12 @@ pub fn view(op: &Operation) -> Value {
         "next_poll_at_ms": op.next_poll_at_ms,
         "deadline_at_ms": op.deadline_at_ms,
         "dispatch_attempts": op.dispatch_attempts,
+        "governance": op.governance.as_ref().map(|g| json!({
+            "agent_id": g.agent_id, "plan_id": g.plan_id, "approved": g.approved,
+            "explanation": g.explanation, "conditions": g.conditions,
+        })),
+        "cancel": op.cancel,
+        "linked_from": op.linked_from,
         "version": op.version,
     })
 }
@@ -371,6 +412,8 @@ struct CreateInput {
     task: TaskKind,
     arguments: Map<String, Value>,
     webhook: bool,
+    /// `(agent_id, plan_id)` of the governance plan to check first.
+    governance: Option<(String, String)>,
 }
 
 fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
@@ -416,8 +459,49 @@ fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
             true
         }
     };
+    let governance = match body.get("governance") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(g)) => {
+            let agent = g
+                .get("agent_id")
+                .and_then(Value::as_str)
+                .filter(|a| valid_id(a));
+            let plan = g
+                .get("plan_id")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty() && p.len() <= 256);
+            if agent.is_none() {
+                errors.push(FieldError::new(
+                    "governance.agent_id",
+                    "required: the id of a registered governance agent",
+                ));
+            }
+            if plan.is_none() {
+                errors.push(FieldError::new(
+                    "governance.plan_id",
+                    "required: 1-256 characters",
+                ));
+            }
+            for key in g.keys() {
+                if !["agent_id", "plan_id"].contains(&key.as_str()) {
+                    errors.push(FieldError::new(
+                        format!("governance.{key}"),
+                        "unknown field",
+                    ));
+                }
+            }
+            agent.zip(plan).map(|(a, p)| (a.to_string(), p.to_string()))
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                "governance",
+                "an object {agent_id, plan_id}",
+            ));
+            None
+        }
+    };
     for key in body.keys() {
-        if !["seller_id", "task", "arguments", "webhook"].contains(&key.as_str()) {
+        if !["seller_id", "task", "arguments", "webhook", "governance"].contains(&key.as_str()) {
             errors.push(FieldError::new(key.clone(), "unknown field"));
         }
     }
@@ -430,6 +514,7 @@ fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
             task,
             arguments,
             webhook,
+            governance,
         }),
         _ => Err(ApiError::invalid("invalid operation request", errors)),
     }
@@ -451,23 +536,6 @@ fn idempotency_header(req: &Request) -> ApiResult<Option<String>> {
             )),
         },
     }
-}
-
-/// A random UUID v4 string: the AdCP `idempotency_key` format sellers expect.
-fn uuid_v4<S: Store, C: SellerCalls, T: Transport>(env: &Env<'_, S, C, T>) -> String {
-    let mut b = [0u8; 16];
-    env.entropy.fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::clock::hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 struct Query {

@@ -438,6 +438,9 @@ fn openapi_is_served_and_documents_every_route() {
         ("/api/v1/operations", &["post", "get"]),
         ("/api/v1/operations/{operation_id}", &["get"]),
         ("/api/v1/operations/{operation_id}/events", &["get"]),
+        ("/api/v1/operations/{operation_id}/cancel", &["post"]),
+        ("/api/v1/operations/{operation_id}/decision", &["post"]),
+        ("/api/v1/sellers/{seller_id}/capabilities", &["post"]),
         ("/internal/sweep", &["post"]),
         ("/api/v1/callback", &["put", "get", "delete"]),
         ("/metrics", &["get"]),
@@ -759,4 +762,301 @@ fn basic_auth_scheme_is_registered_and_bad_schemes_are_refused() {
         Some(json!({"mcp_url": "https://b.example/mcp", "auth_scheme": "digest"})),
     );
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
+
+fn governed_body(seller: &str) -> Value {
+    let mut b = create_body(seller);
+    b["governance"] = json!({"agent_id": "gov", "plan_id": "plan_q4"});
+    b
+}
+
+#[test]
+fn governance_approves_denies_or_holds_before_the_seller_is_called() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller(&key, "gov");
+    // Approved: the seller call carries the governance context.
+    w.seller.answer(Ok(
+        json!({"check_id": "c1", "verdict": "approved", "plan_id": "plan_q4",
+        "explanation": "ok", "governance_context": "gctx-1"}),
+    ));
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(governed_body("s1")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert_eq!(op["status"], "submitted");
+    assert_eq!(op["governance"]["approved"], true);
+    {
+        let calls = w.seller.calls.borrow();
+        assert_eq!(calls[0].0, "check_governance");
+        assert_eq!(calls[0].1["plan_id"], "plan_q4");
+        assert_eq!(calls[0].1["tool"], "create_media_buy");
+        assert_eq!(calls[0].1["phase"], "purchase");
+        assert_eq!(calls[0].1["caller"], "https://orch.example.com");
+        assert!(calls[0].1["payload"].get("idempotency_key").is_none());
+        assert_eq!(calls[1].0, "create_media_buy");
+        assert_eq!(calls[1].1["governance_context"], "gctx-1");
+    }
+    // Denied (3.0 spelling `status`): failed with the verdict, the seller never called.
+    w.seller.calls.borrow_mut().clear();
+    w.seller.answer(Ok(
+        json!({"check_id": "c2", "status": "denied", "plan_id": "plan_q4",
+        "explanation": "over budget"}),
+    ));
+    let mut body = governed_body("s1");
+    body["arguments"]["po_number"] = json!("PO-2");
+    let (_, op) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    assert_eq!(op["status"], "failed", "{op}");
+    assert_eq!(op["error"]["code"], "GOVERNANCE_DENIED");
+    assert_eq!(op["error"]["message"], "over budget");
+    assert_eq!(w.seller.calls.borrow().len(), 1);
+    // Conditions: held for a human; approve dispatches, with no second check.
+    w.seller.calls.borrow_mut().clear();
+    w.seller.answer(Ok(
+        json!({"check_id": "c3", "verdict": "conditions", "plan_id": "plan_q4",
+        "explanation": "needs sign-off", "conditions": [{"field": "budget", "reason": "cap"}]}),
+    ));
+    let mut body = governed_body("s1");
+    body["arguments"]["po_number"] = json!("PO-3");
+    let (_, held) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    assert_eq!(held["status"], "awaiting_decision", "{held}");
+    assert_eq!(held["governance"]["conditions"][0]["field"], "budget");
+    let id = held["operation_id"].as_str().unwrap();
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t3"})));
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "approve"})),
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["operation"]["status"], "submitted");
+    let tools: Vec<String> = w
+        .seller
+        .calls
+        .borrow()
+        .iter()
+        .map(|c| c.0.clone())
+        .collect();
+    assert_eq!(tools, ["check_governance", "create_media_buy"]);
+    // Nothing left to decide.
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "approve"})),
+    );
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("no_decision_pending"))
+    );
+}
+
+#[test]
+fn a_held_operation_can_be_rejected_and_is_never_sent() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller(&key, "gov");
+    w.seller.answer(Ok(
+        json!({"check_id": "c", "verdict": "conditions", "plan_id": "plan_q4",
+        "explanation": "needs sign-off"}),
+    ));
+    let (_, held) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(governed_body("s1")),
+    );
+    let id = held["operation_id"].as_str().unwrap();
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "reject", "reason": "not this quarter"})),
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["operation"]["status"], "canceled_locally");
+    assert_eq!(b["operation"]["cancel"]["reason"], "not this quarter");
+    assert_eq!(
+        w.seller.calls.borrow().len(),
+        1,
+        "only the governance check"
+    );
+    // Bad decisions answer 422 and change nothing.
+    let (s, _) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "maybe"})),
+    );
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[test]
+fn canceling_a_completed_buy_cancels_it_at_the_seller_and_an_open_task_locally() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller.answer(Ok(
+        json!({"media_buy_id": "mb_1", "status": "active", "packages": []}),
+    ));
+    let (_, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(op["status"], "completed");
+    let id = op["operation_id"].as_str().unwrap();
+    w.seller
+        .answer(Ok(json!({"media_buy_id": "mb_1", "status": "completed"})));
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/cancel"),
+        Some(&key),
+        Some(json!({"reason": "campaign pulled"})),
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let child = &b["cancel_operation"];
+    assert_eq!(child["task"], "update_media_buy");
+    assert_eq!(child["linked_from"], json!(id));
+    assert_eq!(child["status"], "completed");
+    assert_eq!(b["operation"]["cancel"]["follow_up"], child["operation_id"]);
+    {
+        let calls = w.seller.calls.borrow();
+        let (tool, args) = calls.last().unwrap();
+        assert_eq!(tool, "update_media_buy");
+        assert_eq!(args["media_buy_id"], "mb_1");
+        assert_eq!(args["canceled"], true);
+        assert_eq!(args["cancellation_reason"], "campaign pulled");
+        assert_eq!(args["account"], json!({"account_id": "acc_1"}));
+        assert_eq!(args["context"]["operation_id"], child["operation_id"]);
+        assert!(args["idempotency_key"].as_str().unwrap().len() >= 16);
+    }
+    // Canceling again starts nothing new.
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/cancel"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["cancel_operation"]["operation_id"], child["operation_id"]);
+    assert_eq!(
+        w.seller
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.0 == "update_media_buy")
+            .count(),
+        1
+    );
+
+    // An open task is canceled locally and stays reconcilable.
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t2"})));
+    let mut body = create_body("s1");
+    body["arguments"]["po_number"] = json!("PO-2");
+    let (_, open) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    let id2 = open["operation_id"].as_str().unwrap();
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id2}/cancel"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["operation"]["status"], "canceled_locally");
+    assert_eq!(b["operation"]["task_id"], "t2");
+    // A failed operation cannot be canceled.
+    w.seller.answer(Ok(
+        json!({"status": "rejected", "errors": [{"code": "POLICY_VIOLATION", "message": "no"}]}),
+    ));
+    let mut body = create_body("s1");
+    body["arguments"]["po_number"] = json!("PO-3");
+    let (_, rejected) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+    let id3 = rejected["operation_id"].as_str().unwrap();
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id3}/cancel"),
+        Some(&key),
+        None,
+    );
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_cancellable"))
+    );
+}
+
+#[test]
+fn input_required_can_be_replanned_into_a_new_linked_operation() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller
+        .answer(Ok(json!({"status": "input-required", "task_id": "t1",
+        "message": "budget below the floor"})));
+    let (_, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(op["status"], "input-required", "{op}");
+    assert_eq!(op["message"], "budget below the floor");
+    let id = op["operation_id"].as_str().unwrap();
+    let first_key = w.seller.calls.borrow()[0].1["idempotency_key"].clone();
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t2"})));
+    let amended =
+        json!({"packages": [{"product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]});
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "replan", "arguments": amended})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let new = &b["operation"];
+    assert_eq!(new["linked_from"], json!(id));
+    assert_eq!(new["status"], "submitted");
+    assert_eq!(b["replaces"]["status"], "canceled_locally");
+    assert_eq!(
+        b["replaces"]["cancel"]["superseded_by"],
+        new["operation_id"]
+    );
+    let calls = w.seller.calls.borrow();
+    let sent = &calls[1].1;
+    assert_eq!(sent["packages"][0]["budget"], 5000);
+    assert_eq!(sent["brand"], json!({"domain": "acme.com"}));
+    assert_ne!(
+        sent["idempotency_key"], first_key,
+        "a re-plan is a new request"
+    );
+    assert_eq!(sent["context"]["operation_id"], new["operation_id"]);
+    assert_eq!(sent["context"]["campaign"], "c-42");
+    // Invalid amendments are refused with the failing fields.
+    drop(calls);
+    let (s, _) = w.call(
+        "POST",
+        &format!(
+            "/api/v1/operations/{}/decision",
+            new["operation_id"].as_str().unwrap()
+        ),
+        Some(&key),
+        Some(json!({"action": "replan", "arguments": {"packages": []}})),
+    );
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "the new operation is not waiting for input"
+    );
 }
