@@ -501,7 +501,10 @@ async fn redispatch_breaker_and_overlapping_sweeps() {
         tasks.keys().collect::<Vec<_>>(),
         "{polls:?}"
     );
-    assert!(polls.values().all(|n| *n == 1), "polled twice: {polls:?}");
+    assert!(
+        polls.values().all(|t| t.len() == 1),
+        "polled twice: {polls:?}"
+    );
     for task in tasks.keys() {
         seller.complete(task, "completed", false).await;
     }
@@ -513,7 +516,7 @@ async fn redispatch_breaker_and_overlapping_sweeps() {
         ts += 30;
         let polls = concurrent_ticks(&seller, &a, &b, ts).await;
         assert!(
-            polls.values().all(|n| *n == 1),
+            polls.values().all(|t| t.len() == 1),
             "polled twice at {ts}: {polls:?}"
         );
         // The seller says completed now, so a task polled in this tick must be completed.
@@ -546,24 +549,26 @@ async fn redispatch_breaker_and_overlapping_sweeps() {
     }
 }
 
-/// Fires one cron tick on both hosts at once; returns the `get_task_status` calls per task
-/// they made.
+/// Fires one cron tick on both hosts at once; returns when (seller time, s) each task was
+/// polled during it.
 async fn concurrent_ticks(
     seller: &PythonSeller,
     a: &TestHost,
     b: &TestHost,
     ts: u64,
-) -> BTreeMap<String, usize> {
+) -> BTreeMap<String, Vec<f64>> {
     seller.reset().await;
     let (ra, rb) = tokio::join!(a.cron_tick(ts), b.cron_tick(ts));
     ra.unwrap();
     rb.unwrap();
-    let mut n = BTreeMap::new();
+    let mut polls: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for c in seller.calls().await {
         if c["tool"] == "get_task_status" {
-            *n.entry(c["arguments"]["task_id"].as_str().unwrap().to_string())
-                .or_default() += 1;
+            polls
+                .entry(c["arguments"]["task_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(c["time"].as_f64().unwrap());
         }
     }
-    n
+    polls
 }
