@@ -87,14 +87,19 @@ impl App {
             .parse()
             .expect("listen address");
         self.host.kill();
-        std::fs::copy(&from, dir.path().join("kv.db")).expect("copy state file");
+        let to = dir.path().join("kv.db");
+        std::fs::copy(&from, &to).expect("copy state file");
+        // Written back now, or the first `fsync` the guests cause pays for the whole copy.
+        std::fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .expect("sync state file");
         // The killed listener closes asynchronously.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpListener::bind(listen).is_err() {
             assert!(Instant::now() < deadline, "{listen} stays busy");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let host = host(&dir.path().join("kv.db"), &self.public, Some(listen)).await;
+        let host = host(&to, &self.public, Some(listen)).await;
         App {
             api: Api::new(host.base_url()),
             host,

@@ -208,19 +208,22 @@ async fn create(n: usize) {
 async fn sweep(sizes: &[usize], due: usize) {
     println!("\n## Sweep tick ({due} due; the rest pending, not yet due)\n");
     println!(
-        "| pending | seeding s (ops/s) | idle tick ms (KV) | tick ms | KV calls in tick | KV per due op (tick - idle) | KV by kind |"
+        "| pending | state file MB | seeding s (ops/s) | idle tick ms (KV) | tick ms | hints read; operations polled | KV calls in tick | KV per due op (tick - idle) | KV by kind |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &pending in sizes {
         let r = sweep::run(pending, due).await;
         let (idle, busy) = (r.idle.kv.total(), r.busy.kv.total());
         println!(
-            "| {} | {:.0} ({:.0}) | {:.1} ({idle}) | {:.0} | {busy} | {:.1} | {} |",
+            "| {} | {:.0} | {:.0} ({:.0}) | {:.1} ({idle}) | {:.0} | {}; {} | {busy} | {:.1} | {} |",
             r.pending,
+            r.state_bytes as f64 / 1e6,
             r.seeding.as_secs_f64(),
             r.pending as f64 / r.seeding.as_secs_f64(),
             r.idle.wall.as_secs_f64() * 1e3,
             r.busy.wall.as_secs_f64() * 1e3,
+            r.busy.report["due"],
+            r.busy.report["touched"],
             (busy - idle) as f64 / r.due as f64,
             stats::breakdown(&r.busy.kv),
         );

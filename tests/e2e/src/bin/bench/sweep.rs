@@ -26,6 +26,7 @@ pub struct SweepRun {
     pub pending: usize,
     pub due: usize,
     pub seeding: Duration,
+    pub state_bytes: u64,
     /// A tick with nothing due (one bucket to read).
     pub idle: Tick,
     pub busy: Tick,
@@ -106,6 +107,7 @@ pub async fn run(pending: usize, due: usize) -> SweepRun {
         "one poll per due operation"
     );
     SweepRun {
+        state_bytes: std::fs::metadata(app.state_file()).map_or(0, |m| m.len()),
         pending,
         due,
         seeding,
