@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         transport: &transport,
         sealing: &sealing,
         clock: &FixedClock(NOW_MS),
+        entropy: &ZeroEntropy,
     };
     match block_on(calls.call(&seller, "create_media_buy", json!({"account": {}}))) {
         Ok(payload) => assert!(payload.is_object(), "{payload}"),
@@ -62,3 +63,11 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => {}
     }
 });
+
+/// Request ids from zero bytes (id 0): inputs can then answer "our" request or another.
+struct ZeroEntropy;
+impl orchestrator_core::clock::Entropy for ZeroEntropy {
+    fn fill(&self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+}

@@ -316,6 +316,22 @@ pub async fn dispatch(
     };
     let now = clock.now_ms();
     match calls.call(&seller, &op.task, args).await {
+        Ok(payload)
+            if payload
+                .pointer("/context/operation_id")
+                .and_then(Value::as_str)
+                .is_some_and(|echo| echo != op.operation_id) =>
+        {
+            // The seller echoes our context: an answer naming another operation is not
+            // ours (a crossed answer in a shared session). Never fold it; resend the same
+            // bytes, which the seller's idempotency replays.
+            let error = OperationError {
+                code: "MISROUTED_ANSWER".into(),
+                message: "the answer echoed another operation's context".into(),
+            };
+            let retry = retry_at(&op, now, None);
+            fail(store, clock, &op, error, retry, true).await.map(Some)
+        }
         Ok(payload) => {
             let obs = observation_from_payload(&payload, Source::Dispatch);
             if obs.status == TaskStatus::AuthRequired {
@@ -729,6 +745,27 @@ mod tests {
             .unwrap()
             .operation
             .status
+    }
+
+    #[test]
+    fn an_answer_echoing_another_operations_context_is_never_folded() {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Hmac);
+        let seller = FakeSeller::default();
+        seller.answer(Ok(json!({"media_buy_id": "mb_other", "status": "active",
+                                "context": {"operation_id": "op_someone_else"}})));
+        let d = run(&s, &sealing, &seller);
+        assert!(
+            matches!(&d, Dispatched::Failed { error, retry_at_ms: Some(_) } if error.code == "MISROUTED_ANSWER"),
+            "{d:?}"
+        );
+        assert_eq!(status(&s), OperationStatus::PendingDispatch);
+        let op = block_on(journal::load(&s, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert!(op.outcome_unknown, "the seller may have acted on ours");
+        assert_eq!(op.result, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::journal::{self, Effect, JournalResult, Loaded, Recorded};
 use crate::log::{self, Log};
 use crate::metrics;
 use crate::notify;
+use crate::status::OperationStatus;
 use crate::store::{Store, StoreResult};
 use serde_json::json;
 
@@ -66,7 +67,7 @@ async fn apply(
         return Ok(None);
     }
     let now = clock.now_ms();
-    if from == crate::status::OperationStatus::CanceledLocally && to.is_authoritative_terminal() {
+    if from == OperationStatus::CanceledLocally && to.is_authoritative_terminal() {
         // The seller resolved a task the buyer had canceled: the sweep cancels a media buy
         // that came of it (see `linked::cancel_follow_up`).
         let due = crate::schedule::due::DueConfig::default();
@@ -75,6 +76,10 @@ async fn apply(
             ..Default::default()
         };
         crate::sweep::schedule_at(store, clock, &due, &op.operation_id, state).await?;
+    }
+    if op.task_id.is_some() && !matches!(from, OperationStatus::Seller(_)) {
+        // The first seller status with a task handle: index the task for reconciliation.
+        crate::reconcile::track(store, op).await?;
     }
     metrics::transition(store, &op.task, from, to, op.created_at_ms, now).await?;
     log::emit(

@@ -904,6 +904,18 @@ mod tests {
             disabled_reason: None,
         };
         block_on(crate::store::set_json(&w.store, &keys::callback("t1"), &cb)).unwrap();
+        // The usual case: the seller already answered `submitted` (the first status with a
+        // task id also indexes the task for reconciliation; that is not the webhook's cost).
+        let submitted = crate::operation::tests::obs(TaskStatus::Submitted, Some("task_1"));
+        block_on(journal::record(
+            &w.store,
+            &FixedClock(1_500),
+            "op1",
+            journal::EntryKind::Observed {
+                observation: Box::new(submitted),
+            },
+        ))
+        .unwrap();
         w.store.reset_counts();
         let (s, _) = w.send(bearer(&payload("completed", "whk_eeeeeeeeeeeeeeee")));
         assert_eq!(s, StatusCode::OK);

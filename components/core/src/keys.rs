@@ -32,6 +32,13 @@
 //! | `breaker:{tenant}:{seller}:mark` | failure count at the last closing success (decimal) | breaker |
 //! | `breaker:{tenant}:{seller}:opened` | when the breaker last tripped (Unix ms, decimal) | breaker |
 //! | `breaker:{tenant}:{seller}:probe:{base}:{w}` | counter: half-open probe claims in a window | `increment` only |
+//! | `polltool:{tenant}:{seller}` | the seller's polling tool from `tools/list` (JSON, a cache) | sweep |
+//! | `op:{op}:fx:{seq}` | counter: claim on running the effects of journal entry `seq` | `increment` only |
+//! | `taskof:{tenant}:{seller}:{sha256(task_id)}` | the operation tracking that seller task | whoever first learns the task id |
+//! | `sellertasks:{tenant}:{seller}:n` | counter: seller tasks ever tracked | `increment` only |
+//! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task | whoever first learns the task id |
+//! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
+//! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //!
 //! Sequence numbers are allocated with `increment`, so concurrent writers never
 //! rewrite the same key; snapshots may be overwritten by a stale writer, which only
@@ -155,6 +162,28 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The operation tracking seller task `task_id` (hashed: task ids are the seller's text).
+pub fn task_of(tenant: &str, seller: &str, task_id: &str) -> String {
+    let h = crate::seal::digest_hex(task_id.as_bytes());
+    format!("taskof:{tenant}:{seller}:{}", &h[..32])
+}
+
+pub fn seller_tasks_count(tenant: &str, seller: &str) -> String {
+    format!("sellertasks:{tenant}:{seller}:n")
+}
+
+pub fn seller_tasks_entry(tenant: &str, seller: &str, n: u64) -> String {
+    format!("sellertasks:{tenant}:{seller}:{n}")
+}
+
+pub fn reconcile_claim(epoch: u64) -> String {
+    format!("reconcile:{epoch}")
+}
+
+pub fn reconcile_cursor(tenant: &str, seller: &str) -> String {
+    format!("reconcile:cursor:{tenant}:{seller}")
 }
 
 #[cfg(test)]

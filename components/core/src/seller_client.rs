@@ -5,7 +5,7 @@
 //! in the store; a 404 on a request that carried one means it expired, so the client
 //! re-initializes once and retries. Every tool call carries AdCP's version envelope.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Entropy};
 use crate::dispatch::{CallFailure, Recovery, SellerCalls, SellerError};
 use crate::error_mapping::{self, Action};
 use crate::keys;
@@ -30,10 +30,17 @@ pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub sealing: &'a SealingKey,
     /// For `Retry-After` dates.
     pub clock: &'a dyn Clock,
+    /// For JSON-RPC request ids: the session is shared by every instance and replica, and
+    /// a server matches answers to requests by id within a session, so ids must not repeat.
+    pub entropy: &'a dyn Entropy,
 }
 
-/// The JSON-RPC id of every `tools/call` we send (one request per HTTP exchange).
-const CALL_ID: u64 = 1;
+/// A fresh JSON-RPC request id (53 random bits: exact in every JSON number reader).
+fn request_id(entropy: &dyn Entropy) -> u64 {
+    let mut b = [0u8; 8];
+    entropy.fill(&mut b);
+    u64::from_le_bytes(b) >> 11
+}
 
 impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
     async fn call(
@@ -48,14 +55,14 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
             map.entry("adcp_major_version")
                 .or_insert(json!(ADCP_MAJOR_VERSION));
         }
-        let resp = self
+        let (resp, id) = self
             .exchange(
                 seller,
                 "tools/call",
                 json!({"name": tool, "arguments": args}),
             )
             .await?;
-        interpret(&resp, self.clock.now_ms())
+        interpret(&resp, &id, self.clock.now_ms())
     }
 
     async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
@@ -67,8 +74,8 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
                 Some(c) => json!({ "cursor": c }),
                 None => json!({}),
             };
-            let resp = self.exchange(seller, "tools/list", params).await?;
-            let message = rpc_message(&resp, self.clock.now_ms())?;
+            let (resp, id) = self.exchange(seller, "tools/list", params).await?;
+            let message = rpc_message(&resp, &id, self.clock.now_ms())?;
             let result = message
                 .get("result")
                 .ok_or_else(|| malformed("tools/list answer without result"))?;
@@ -104,7 +111,8 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
         seller: &Seller,
         method: &str,
         params: Value,
-    ) -> Result<InboundResponse, CallFailure> {
+    ) -> Result<(InboundResponse, Value), CallFailure> {
+        let id = json!(request_id(self.entropy));
         let auth = match &seller.credentials {
             None => None,
             Some(sealed) => Some(
@@ -129,7 +137,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             .ok()
             .flatten()
             .and_then(|v| String::from_utf8(v).ok());
-        let body = json!({"jsonrpc": "2.0", "id": CALL_ID, "method": method, "params": params});
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let session = match cached {
             Some(s) => Some(s),
             None => {
@@ -145,11 +153,12 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             let fresh = self
                 .initialize(seller, auth.as_deref(), &session_key)
                 .await?;
-            return self
+            let resp = self
                 .post(seller, auth.as_deref(), fresh.as_deref(), &body)
-                .await;
+                .await?;
+            return Ok((resp, id));
         }
-        Ok(resp)
+        Ok((resp, id))
     }
 
     async fn initialize(
@@ -258,8 +267,8 @@ fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
 
 /// Turns the seller's HTTP answer into the AdCP payload or a classified failure. The AdCP
 /// error is found wherever the transport put it ([`error_mapping::find_error`]).
-fn interpret(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> {
-    let message = rpc_message(resp, now_ms)?;
+fn interpret(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
+    let message = rpc_message(resp, id, now_ms)?;
     let result = message
         .get("result")
         .ok_or_else(|| malformed("JSON-RPC answer without result"))?;
@@ -284,7 +293,7 @@ fn interpret(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> 
 
 /// The JSON-RPC answer to our request, or the failure it reports (HTTP status, JSON-RPC
 /// error with or without an AdCP error in `data`).
-fn rpc_message(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure> {
+fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
     if !resp.status().is_success() {
         return Err(http_failure(resp, now_ms));
     }
@@ -294,9 +303,13 @@ fn rpc_message(resp: &InboundResponse, now_ms: u64) -> Result<Value, CallFailure
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let message = if is_sse {
-        sse_response(resp.body(), &json!(CALL_ID))
+        sse_response(resp.body(), id)
     } else {
-        serde_json::from_slice(resp.body()).ok()
+        // A plain answer must be to this request: an answer carrying another id belongs to
+        // a concurrent request in the same session and must not be read as ours.
+        serde_json::from_slice::<Value>(resp.body())
+            .ok()
+            .filter(|m| m.get("id").is_none_or(|i| i.is_null() || i == id))
     };
     let message =
         message.ok_or_else(|| malformed("the seller's answer is not a JSON-RPC message"))?;
@@ -464,6 +477,15 @@ mod tests {
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
+    /// Entropy that makes every request id 1, as the scripted answers say.
+    struct IdOne;
+    impl Entropy for IdOne {
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(0);
+            buf[1] = 0x08;
+        }
+    }
+
     fn seller(sealing: &SealingKey) -> Seller {
         Seller {
             tenant_id: "t1".into(),
@@ -510,6 +532,7 @@ mod tests {
             transport: &t,
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
+            entropy: &IdOne,
         };
         let out = block_on(calls.call(
             &seller(&sealing),
@@ -561,6 +584,7 @@ mod tests {
             transport: &t,
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
+            entropy: &IdOne,
         };
         let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
         assert_eq!(
@@ -624,6 +648,7 @@ mod tests {
                 transport: &t,
                 sealing: &sealing,
                 clock: &crate::clock::FixedClock(0),
+                entropy: &IdOne,
             };
             let err =
                 block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -686,6 +711,7 @@ mod tests {
                 transport: &t,
                 sealing: &sealing,
                 clock: &crate::clock::FixedClock(0),
+                entropy: &IdOne,
             };
             let err =
                 block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -722,6 +748,7 @@ mod tests {
             transport: &t,
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
+            entropy: &IdOne,
         };
         let out = block_on(calls.call(&s, "create_media_buy", json!({}))).unwrap();
         assert_eq!(out["status"], "working");

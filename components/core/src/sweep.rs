@@ -94,6 +94,15 @@ pub struct TickReport {
     /// Notification attempts made.
     pub notifications: usize,
     pub backlog: bool,
+    /// Seller tasks listed by reconciliation in this tick (0 when it was not this tick's turn).
+    #[serde(default)]
+    pub reconciled_tasks: usize,
+    /// Untracked seller tasks adopted as operations.
+    #[serde(default)]
+    pub adopted: usize,
+    /// Tracked open tasks the sellers no longer list, filed for an immediate poll.
+    #[serde(default)]
+    pub repolled: usize,
 }
 
 /// Files an operation (or a notification, by its `ntf_` id) as due at `at_ms`, recording the
@@ -199,6 +208,21 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         lease.release(env.store).await?;
     }
     let index = sweep.commit(env.store, env.clock).await?;
+    // Once per epoch, across replicas: compare with the sellers' own task lists.
+    if let Some(r) = crate::reconcile::run_if_due(
+        env.store,
+        env.clock,
+        env.entropy,
+        env.log,
+        &env.config.due,
+        env.calls,
+    )
+    .await?
+    {
+        report.reconciled_tasks = r.listed;
+        report.adopted = r.adopted.len();
+        report.repolled = r.repolled.len();
+    }
     report.backlog |= index.backlog;
     report.finished_at_ms = env.clock.now_ms();
     set_json(env.store, keys::SWEEP_LAST, &report).await?;
@@ -1053,6 +1077,72 @@ mod tests {
         let seller = ScriptSeller::new(|tool, _| panic!("nothing may be sent: {tool}"));
         w.run_for(30 * 60_000, &seller);
         assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
+    }
+
+    #[test]
+    fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let op1 = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        block_on(crate::reconcile::track(&w.store, &op1)).unwrap();
+        block_on(crate::seller::index(&w.store, "t1", "s1")).unwrap();
+        let seller = ScriptSeller::new(|tool, args| match tool {
+            "list_tasks" => {
+                assert_eq!(args["filters"]["statuses"][0], "submitted");
+                Ok(
+                    json!({"query_summary": {}, "pagination": {"has_more": false},
+                    "tasks": [{"task_id": "task_new", "task_type": "create_media_buy",
+                               "domain": "media-buy", "status": "working",
+                               "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"},
+                              {"task_id": "task_sig", "task_type": "activate_signal",
+                               "domain": "signals", "status": "working",
+                               "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}]}),
+                )
+            }
+            "get_task_status" => Ok(json!({"task_id": args["task_id"], "status": "completed",
+                                           "result": {"media_buy_id": "mb"}})),
+            other => panic!("unexpected tool {other}"),
+        });
+        let run = || {
+            block_on(crate::reconcile::run_if_due(
+                &w.store,
+                &w.clock,
+                &w.entropy,
+                &NoLog,
+                &w.config.due,
+                &seller,
+            ))
+            .unwrap()
+        };
+        let r = run().expect("first run of the epoch");
+        assert_eq!(r.listed, 2);
+        assert_eq!(r.adopted.len(), 1, "only task types we run are adopted");
+        assert_eq!(r.repolled, ["op1"], "tracked but no longer listed");
+        assert!(
+            run().is_none(),
+            "one run per epoch, whichever replica claims it"
+        );
+        let adopted = r.adopted[0].clone();
+        assert_eq!(
+            w.status(&adopted),
+            OperationStatus::Seller(TaskStatus::Working)
+        );
+        w.run_for(2 * 60_000, &seller);
+        assert_eq!(
+            w.status(&adopted),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        // Adopted once: a later epoch sees the task as tracked.
+        w.advance(crate::reconcile::EPOCH_MS);
+        let r = run().unwrap();
+        assert!(r.adopted.is_empty());
     }
 
     #[test]

@@ -38,6 +38,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             transport: &SpinTransport,
             sealing: &config.sealing,
             clock: &HostClock,
+            entropy: &HostEntropy,
         },
         transport: &SpinTransport,
         sweep: &SweepConfig::default(),

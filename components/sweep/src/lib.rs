@@ -45,6 +45,7 @@ impl Guest for Sweep {
             transport: &SpinTransport,
             sealing: &sealing,
             clock: &clock,
+            entropy: &HostEntropy,
         };
         let env = SweepEnv {
             store: &store,

@@ -191,6 +191,12 @@ async fn handle(
                     Some(Answer::Payload(
                         st.capabilities.clone().unwrap_or_else(default_capabilities),
                     ))
+                } else if name == "list_tasks" {
+                    // Reconciliation's periodic listing: nothing outstanding, never scripted.
+                    Some(Answer::Payload(json!({
+                        "query_summary": {"total_matching": 0, "returned": 0},
+                        "tasks": [], "pagination": {"has_more": false}
+                    })))
                 } else {
                     st.answers.pop_front()
                 }

@@ -164,6 +164,7 @@ impl Seeder {
                 transport: &self.transport,
                 sealing: &self.config.sealing,
                 clock: &self.clock,
+                entropy: &self.entropy,
             },
             transport: &self.transport,
             sweep: &SweepConfig::default(),

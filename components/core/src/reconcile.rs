@@ -1,0 +1,294 @@
+//! Reconciliation with each seller's own task list (`list_tasks`), once per epoch (15 min)
+//! across all replicas (the run is claimed with `increment == 1`):
+//! - a non-terminal seller task we do not track (its creating request was lost with its
+//!   answer, or it was made outside this orchestrator with our credentials) is adopted as
+//!   an operation and polled like any other;
+//! - a task we track as open that the seller no longer lists is polled now rather than at
+//!   its backed-off time.
+//!
+//! Tracked tasks are indexed when an operation first learns its task id ([`track`]).
+
+use crate::clock::{Clock, Entropy};
+use crate::dispatch::SellerCalls;
+use crate::journal::{self, JournalError};
+use crate::keys;
+use crate::log::{self, Log};
+use crate::operation::Operation;
+use crate::schedule::due::DueConfig;
+use crate::seller::{self, Seller};
+use crate::status::{OperationStatus, TaskStatus};
+use crate::store::{Store, StoreResult};
+use crate::sweep::{self, PollState};
+use crate::task::{self, TaskKind};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+/// How often the seller task lists are reconciled.
+pub const EPOCH_MS: u64 = 15 * 60_000;
+/// Pages of `list_tasks` read per seller per run (100 tasks each).
+const MAX_PAGES: usize = 20;
+/// Tracked tasks checked per seller per run; the rest next time (a cursor walks the index).
+const CHECKS_PER_RUN: u64 = 500;
+
+/// Records that `op` tracks its seller task (idempotent: the index key is per task).
+pub async fn track(store: &impl Store, op: &Operation) -> StoreResult<()> {
+    let Some(task_id) = &op.task_id else {
+        return Ok(());
+    };
+    let key = keys::task_of(&op.tenant_id, &op.seller_id, task_id);
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    store.set(&key, op.operation_id.as_bytes()).await?;
+    let n = store
+        .increment(&keys::seller_tasks_count(&op.tenant_id, &op.seller_id), 1)
+        .await?;
+    store
+        .set(
+            &keys::seller_tasks_entry(&op.tenant_id, &op.seller_id, n.max(0) as u64),
+            op.operation_id.as_bytes(),
+        )
+        .await
+}
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub listed: usize,
+    pub adopted: Vec<String>,
+    pub repolled: Vec<String>,
+}
+
+/// Runs reconciliation if this epoch's run is not claimed yet.
+pub async fn run_if_due(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    due: &DueConfig,
+    calls: &impl SellerCalls,
+) -> StoreResult<Option<Reconciled>> {
+    let epoch = clock.now_ms() / EPOCH_MS;
+    if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
+        return Ok(None);
+    }
+    let mut total = Reconciled::default();
+    for s in seller::all(store).await? {
+        let r = reconcile_seller(store, clock, entropy, log, due, calls, &s).await?;
+        total.listed += r.listed;
+        total.adopted.extend(r.adopted);
+        total.repolled.extend(r.repolled);
+    }
+    Ok(Some(total))
+}
+
+/// Reconciles one seller. A seller that cannot list its tasks is left to polling.
+pub async fn reconcile_seller(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    due: &DueConfig,
+    calls: &impl SellerCalls,
+    seller: &Seller,
+) -> StoreResult<Reconciled> {
+    let mut out = Reconciled::default();
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut complete = false;
+    for _ in 0..MAX_PAGES {
+        let mut pagination = json!({ "max_results": 100 });
+        if let Some(c) = &cursor {
+            pagination["cursor"] = json!(c);
+        }
+        let args = json!({
+            "filters": { "statuses": ["submitted", "working", "input-required", "auth-required"] },
+            "pagination": pagination,
+        });
+        let Ok(page) = calls.call(seller, "list_tasks", args).await else {
+            return Ok(out);
+        };
+        for t in page
+            .get("tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(task_id) = t.get("task_id").and_then(Value::as_str) else {
+                continue;
+            };
+            listed.insert(task_id.to_string());
+            out.listed += 1;
+            let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
+            if store.get(&key).await?.is_none()
+                && let Some(id) = adopt(store, clock, entropy, log, due, seller, task_id, t).await?
+            {
+                out.adopted.push(id);
+            }
+        }
+        cursor = page
+            .pointer("/pagination/cursor")
+            .and_then(Value::as_str)
+            .filter(|_| {
+                page.pointer("/pagination/has_more")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .map(str::to_string);
+        if cursor.is_none() {
+            complete = true;
+            break;
+        }
+    }
+    if complete {
+        // Only a complete listing proves a task missing from it.
+        out.repolled = repoll_missing(store, clock, log, due, seller, &listed).await?;
+    }
+    Ok(out)
+}
+
+/// Adopts an untracked seller task as an operation (deterministic id: racing runs adopt
+/// it once). Only the task types this orchestrator runs are adopted.
+#[allow(clippy::too_many_arguments)]
+async fn adopt(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    due: &DueConfig,
+    seller: &Seller,
+    task_id: &str,
+    listed: &Value,
+) -> StoreResult<Option<String>> {
+    let Some(kind) = listed
+        .get("task_type")
+        .and_then(Value::as_str)
+        .and_then(TaskKind::parse)
+    else {
+        return Ok(None);
+    };
+    let status = listed
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(TaskStatus::parse)
+        .filter(|s| !s.is_terminal())
+        .unwrap_or(TaskStatus::Unknown);
+    let now = clock.now_ms();
+    let id = crate::linked::derived_id(
+        &format!("adopt:{}:{}", seller.tenant_id, seller.seller_id),
+        task_id,
+    );
+    let op = Operation {
+        operation_id: id.clone(),
+        tenant_id: seller.tenant_id.clone(),
+        seller_id: seller.seller_id.clone(),
+        task: kind.name().to_string(),
+        arguments: json!({}),
+        // Never dispatched: the seller already holds the task.
+        idempotency_key: crate::linked::uuid_v4(entropy),
+        task_id: Some(task_id.to_string()),
+        context_id: None,
+        status: OperationStatus::Seller(status),
+        result: None,
+        error: None,
+        message: Some("adopted from the seller's list_tasks".into()),
+        created_at_ms: now,
+        updated_at_ms: now,
+        next_poll_at_ms: Some(now),
+        deadline_at_ms: now + task::default_deadline_ms(kind),
+        seller_at_ms: None,
+        webhook: None,
+        request_digest: None,
+        dispatch_attempts: 0,
+        outcome_unknown: false,
+        deliveries: Default::default(),
+        governance: None,
+        cancel: None,
+        linked_from: None,
+        version: 0,
+    };
+    match journal::create(store, clock, &op).await {
+        Ok(created) => {
+            crate::metrics::operation_created(store, &created.task).await?;
+            let n = store
+                .increment(&keys::tenant_ops_count(&created.tenant_id), 1)
+                .await?;
+            store
+                .set(
+                    &keys::tenant_ops_entry(&created.tenant_id, n.max(0) as u64),
+                    created.operation_id.as_bytes(),
+                )
+                .await?;
+            track(store, &created).await?;
+            let state = PollState {
+                next_at_ms: now,
+                ..Default::default()
+            };
+            sweep::schedule_at(store, clock, due, &id, state).await?;
+            log::emit(
+                log,
+                &log::Event {
+                    ts_ms: now,
+                    event: "operation.adopted",
+                    operation_id: Some(&id),
+                    tenant_id: Some(&seller.tenant_id),
+                    seller_id: Some(&seller.seller_id),
+                    status: Some(status.as_str()),
+                    ..Default::default()
+                },
+            );
+            Ok(Some(id))
+        }
+        Err(JournalError::Exists) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Files for an immediate poll the tracked open tasks the seller no longer lists, walking
+/// the tracked-task index from a cursor, a bounded number per run.
+async fn repoll_missing(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    due: &DueConfig,
+    seller: &Seller,
+    listed: &HashSet<String>,
+) -> StoreResult<Vec<String>> {
+    let (t, s) = (&seller.tenant_id, &seller.seller_id);
+    let count = store
+        .increment(&keys::seller_tasks_count(t, s), 0)
+        .await?
+        .max(0) as u64;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let cursor_key = keys::reconcile_cursor(t, s);
+    let start = store
+        .get(&cursor_key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+        .filter(|c| (1..=count).contains(c))
+        .unwrap_or(1);
+    let mut out = Vec::new();
+    let mut n = start;
+    for _ in 0..CHECKS_PER_RUN.min(count) {
+        if let Some(id) = store.get(&keys::seller_tasks_entry(t, s, n)).await? {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if let Some(l) = crate::effects::load(store, clock, log, &id).await? {
+                let op = l.operation;
+                let open = matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
+                if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
+                    let state = PollState {
+                        next_at_ms: clock.now_ms(),
+                        ..Default::default()
+                    };
+                    sweep::schedule_at(store, clock, due, &id, state).await?;
+                    out.push(id);
+                }
+            }
+        }
+        n = if n >= count { 1 } else { n + 1 };
+    }
+    store.set(&cursor_key, n.to_string().as_bytes()).await?;
+    Ok(out)
+}
