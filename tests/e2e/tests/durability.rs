@@ -194,7 +194,12 @@ async fn tenants_are_isolated_and_secrets_are_never_echoed() {
     assert_eq!(theirs, missing);
     assert_eq!(theirs.0, 404);
     let (_, seller_view) = api.call("GET", "/api/v1/sellers/ssp", Some(&a), None).await;
-    let token = seller.calls()[0].1["push_notification_config"]["token"]
+    let token = seller
+        .calls()
+        .into_iter()
+        .find(|(t, _)| t == "create_media_buy")
+        .expect("a create")
+        .1["push_notification_config"]["token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -105,7 +105,13 @@ async fn every_change_reaches_the_buyer_once_signed_and_metrics_match_the_ground
             "end_time": "2027-01-31T23:59:59Z", "packages": [{"product_id": "p", "budget": 1, "pricing_option_id": "x"}]}})))
         .await;
     let id = op["operation_id"].as_str().unwrap().to_string();
-    let pnc = seller.calls()[0].1["push_notification_config"].clone();
+    let pnc = seller
+        .calls()
+        .into_iter()
+        .find(|(t, _)| t == "create_media_buy")
+        .expect("a create")
+        .1["push_notification_config"]
+        .clone();
     let hmac_secret = pnc["authentication"]["credentials"]
         .as_str()
         .unwrap()

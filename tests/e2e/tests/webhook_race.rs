@@ -63,7 +63,13 @@ async fn twenty_concurrent_copies_across_two_hosts_change_the_state_once() {
         )
         .await;
     let id = op["operation_id"].as_str().unwrap().to_string();
-    let pnc = seller.calls()[0].1["push_notification_config"].clone();
+    let pnc = seller
+        .calls()
+        .into_iter()
+        .find(|(t, _)| t == "create_media_buy")
+        .expect("a create")
+        .1["push_notification_config"]
+        .clone();
     let secret = pnc["authentication"]["credentials"]
         .as_str()
         .unwrap()
