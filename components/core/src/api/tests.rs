@@ -415,6 +415,7 @@ fn validation_lists_every_failing_field() {
         fields,
         [
             "extra",
+            "arguments.account",
             "arguments.brand",
             "arguments.start_time",
             "arguments.end_time",
