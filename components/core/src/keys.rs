@@ -39,6 +39,7 @@
 //! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task | whoever first learns the task id |
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
+//! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
 //!
 //! Sequence numbers are allocated with `increment`, so concurrent writers never
 //! rewrite the same key; snapshots may be overwritten by a stale writer, which only
@@ -180,6 +181,11 @@ pub fn seller_tasks_entry(tenant: &str, seller: &str, n: u64) -> String {
 
 pub fn reconcile_claim(epoch: u64) -> String {
     format!("reconcile:{epoch}")
+}
+
+/// The first listing entry of the tenant not yet removed by retention.
+pub fn purge_cursor(tenant: &str) -> String {
+    format!("purge:cursor:{tenant}")
 }
 
 pub fn reconcile_cursor(tenant: &str, seller: &str) -> String {

@@ -23,6 +23,7 @@ pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod operation;
+pub mod purge;
 pub mod reconcile;
 pub mod rfc9421;
 pub mod schedule;

@@ -57,6 +57,8 @@ pub struct Reconciled {
     pub listed: usize,
     pub adopted: Vec<String>,
     pub repolled: Vec<String>,
+    /// Operations removed by retention in the same run.
+    pub purged: usize,
 }
 
 /// Runs reconciliation if this epoch's run is not claimed yet.
@@ -72,7 +74,10 @@ pub async fn run_if_due(
     if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
         return Ok(None);
     }
-    let mut total = Reconciled::default();
+    let mut total = Reconciled {
+        purged: crate::purge::run(store, clock, log, &Default::default()).await?,
+        ..Default::default()
+    };
     for s in seller::all(store).await? {
         let r = reconcile_seller(store, clock, entropy, log, due, calls, &s).await?;
         total.listed += r.listed;

@@ -103,6 +103,9 @@ pub struct TickReport {
     /// Tracked open tasks the sellers no longer list, filed for an immediate poll.
     #[serde(default)]
     pub repolled: usize,
+    /// Closed operations removed by retention.
+    #[serde(default)]
+    pub purged: usize,
 }
 
 /// Files an operation (or a notification, by its `ntf_` id) as due at `at_ms`, recording the
@@ -222,6 +225,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         report.reconciled_tasks = r.listed;
         report.adopted = r.adopted.len();
         report.repolled = r.repolled.len();
+        report.purged = r.purged;
     }
     report.backlog |= index.backlog;
     report.finished_at_ms = env.clock.now_ms();
