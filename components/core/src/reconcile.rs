@@ -98,6 +98,13 @@ pub async fn reconcile_seller(
     seller: &Seller,
 ) -> StoreResult<Reconciled> {
     let mut out = Reconciled::default();
+    if !sweep::seller_tools(store, clock, calls, seller)
+        .await?
+        .list_tasks
+    {
+        // Not every seller lists its tasks; those are left to polling.
+        return Ok(out);
+    }
     let mut listed: HashSet<String> = HashSet::new();
     let mut cursor: Option<String> = None;
     let mut complete = false;

@@ -543,43 +543,57 @@ pub const POLL_TOOLS: [&str; 3] = ["get_task_status", "tasks_get", "tasks/get"];
 /// How long a discovered polling tool is trusted before `tools/list` is asked again.
 pub const POLL_TOOL_TTL_MS: u64 = 24 * 3_600_000;
 
+/// What `tools/list` told us about a seller, cached per seller for [`POLL_TOOL_TTL_MS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PollTool {
-    /// `None`: the seller offers no polling tool.
-    tool: Option<String>,
-    at_ms: u64,
+pub struct SellerTools {
+    /// The polling tool; `None`: the seller offers none.
+    pub poll: Option<String>,
+    /// The seller offers `list_tasks` (reconciliation runs only then).
+    #[serde(default)]
+    pub list_tasks: bool,
+    pub at_ms: u64,
 }
 
-/// The seller's polling tool, discovered from `tools/list` and cached per seller. `None`
-/// when it offers none; when the list cannot be had now, the 3.1 tool is assumed (and not
-/// cached).
+/// The seller's tools as discovered from `tools/list`, cached per seller. When the list
+/// cannot be had now, the 3.1 polling tool and no `list_tasks` are assumed (not cached).
+pub async fn seller_tools(
+    store: &impl Store,
+    clock: &dyn Clock,
+    calls: &impl SellerCalls,
+    seller: &seller::Seller,
+) -> StoreResult<SellerTools> {
+    let key = keys::poll_tool(&seller.tenant_id, &seller.seller_id);
+    let now = clock.now_ms();
+    let cached: Option<SellerTools> = get_json(store, &key).await?;
+    if let Some(c) = cached.filter(|c| now.saturating_sub(c.at_ms) < POLL_TOOL_TTL_MS) {
+        return Ok(c);
+    }
+    let Ok(names) = calls.list_tools(seller).await else {
+        return Ok(SellerTools {
+            poll: Some(POLL_TOOLS[0].to_string()),
+            list_tasks: false,
+            at_ms: now,
+        });
+    };
+    let tools = SellerTools {
+        poll: POLL_TOOLS
+            .iter()
+            .find(|t| names.iter().any(|n| n == *t))
+            .map(|t| t.to_string()),
+        list_tasks: names.iter().any(|n| n == "list_tasks"),
+        at_ms: now,
+    };
+    set_json(store, &key, &tools).await?;
+    Ok(tools)
+}
+
 async fn poll_tool<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     seller: &seller::Seller,
 ) -> StoreResult<Option<String>> {
-    let key = keys::poll_tool(&seller.tenant_id, &seller.seller_id);
-    let now = env.clock.now_ms();
-    let cached: Option<PollTool> = get_json(env.store, &key).await?;
-    if let Some(c) = cached.filter(|c| now.saturating_sub(c.at_ms) < POLL_TOOL_TTL_MS) {
-        return Ok(c.tool);
-    }
-    let Ok(names) = env.calls.list_tools(seller).await else {
-        return Ok(Some(POLL_TOOLS[0].to_string()));
-    };
-    let tool = POLL_TOOLS
-        .iter()
-        .find(|t| names.iter().any(|n| n == *t))
-        .map(|t| t.to_string());
-    set_json(
-        env.store,
-        &key,
-        &PollTool {
-            tool: tool.clone(),
-            at_ms: now,
-        },
-    )
-    .await?;
-    Ok(tool)
+    Ok(seller_tools(env.store, env.clock, env.calls, seller)
+        .await?
+        .poll)
 }
 
 /// The observation in a `get_task_status` answer (flat: `status`, `result`, `error`).
@@ -1109,7 +1123,8 @@ mod tests {
             "get_task_status" => Ok(json!({"task_id": args["task_id"], "status": "completed",
                                            "result": {"media_buy_id": "mb"}})),
             other => panic!("unexpected tool {other}"),
-        });
+        })
+        .with_tools(&["get_task_status", "list_tasks"]);
         let run = || {
             block_on(crate::reconcile::run_if_due(
                 &w.store,

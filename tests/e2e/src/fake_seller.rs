@@ -46,7 +46,9 @@ pub fn default_capabilities() -> Value {
     })
 }
 
-/// The tools a media-buy seller announces in `tools/list`.
+/// The tools a media-buy seller announces in `tools/list`. Not `list_tasks`: this fake
+/// keeps no task list (its `list_tasks` answers an empty page), so reconciliation must not
+/// take it at its word.
 pub const DEFAULT_TOOLS: &[&str] = &[
     "get_adcp_capabilities",
     "create_media_buy",
@@ -54,7 +56,6 @@ pub const DEFAULT_TOOLS: &[&str] = &[
     "sync_creatives",
     "get_media_buys",
     "get_task_status",
-    "list_tasks",
 ];
 
 /// A running fake seller. Dropping it stops nothing; the runtime ends with the test.
