@@ -612,7 +612,12 @@ pub fn observation_from_task_status(payload: &Value) -> Option<Observation> {
     Some(Observation {
         source: Source::Poll,
         status,
-        at_ms: None,
+        // The seller's `updated_at` orders this report against webhooks and other polls: a
+        // poll answered before a webhook but read after it must not move the status back.
+        at_ms: payload
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .and_then(crate::webhook_payload::rfc3339_ms),
         task_id: payload
             .get("task_id")
             .and_then(Value::as_str)
