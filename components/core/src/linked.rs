@@ -90,6 +90,21 @@ pub fn new_operation(
     }
 }
 
+/// What every newly stored operation gets, whoever created it: the created counter and an
+/// entry in its tenant's listing.
+pub async fn count_and_list(store: &impl Store, op: &Operation) -> StoreResult<()> {
+    crate::metrics::operation_created(store, &op.task).await?;
+    let n = store
+        .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
+        .await?;
+    store
+        .set(
+            &keys::tenant_ops_entry(&op.tenant_id, n.max(0) as u64),
+            op.operation_id.as_bytes(),
+        )
+        .await
+}
+
 /// Stores a derived operation (idempotently), lists it for its tenant and files it due now
 /// for the sweep. Returns the stored operation (the existing one if it was already there).
 pub async fn store(
@@ -101,16 +116,7 @@ pub async fn store(
 ) -> StoreResult<Operation> {
     match journal::create(store, clock, op).await {
         Ok(created) => {
-            crate::metrics::operation_created(store, &created.task).await?;
-            let n = store
-                .increment(&keys::tenant_ops_count(&created.tenant_id), 1)
-                .await?;
-            store
-                .set(
-                    &keys::tenant_ops_entry(&created.tenant_id, n.max(0) as u64),
-                    created.operation_id.as_bytes(),
-                )
-                .await?;
+            count_and_list(store, &created).await?;
             let state = PollState {
                 next_at_ms: clock.now_ms(),
                 ..Default::default()

@@ -74,6 +74,11 @@ pub async fn run_if_due(
     if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
         return Ok(None);
     }
+    // The previous epoch's claim is no longer contended; a replica lagging behind that
+    // re-claims it only repeats an idempotent run.
+    store
+        .delete(&keys::reconcile_claim(epoch.saturating_sub(1)))
+        .await?;
     let mut total = Reconciled {
         purged: crate::purge::run(store, clock, log, &Default::default()).await?,
         ..Default::default()
@@ -221,16 +226,7 @@ async fn adopt(
     };
     match journal::create(store, clock, &op).await {
         Ok(created) => {
-            crate::metrics::operation_created(store, &created.task).await?;
-            let n = store
-                .increment(&keys::tenant_ops_count(&created.tenant_id), 1)
-                .await?;
-            store
-                .set(
-                    &keys::tenant_ops_entry(&created.tenant_id, n.max(0) as u64),
-                    created.operation_id.as_bytes(),
-                )
-                .await?;
+            crate::linked::count_and_list(store, &created).await?;
             track(store, &created).await?;
             let state = PollState {
                 next_at_ms: now,

@@ -6,6 +6,7 @@ use crate::dispatch;
 use crate::dispatch::SellerCalls;
 use crate::journal::{self, JournalError};
 use crate::keys::{self, valid_id};
+use crate::log;
 use crate::operation::{Operation, WebhookMode, WebhookRegistration};
 use crate::seal::digest_hex;
 use crate::seller;
@@ -15,7 +16,6 @@ use crate::sweep;
 use crate::task::{self, TaskKind};
 use crate::tenant::Tenant;
 use crate::transport::Transport;
-use crate::{log, metrics};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -160,7 +160,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     match journal::create(env.store, env.clock, &op).await {
         Ok(op) => {
-            metrics::operation_created(env.store, &op.task).await?;
+            crate::linked::count_and_list(env.store, &op).await?;
             log::emit(
                 env.log,
                 &log::Event {
@@ -174,13 +174,6 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                     ..Default::default()
                 },
             );
-            let n = env.store.increment(&keys::tenant_ops_count(tid), 1).await?;
-            env.store
-                .set(
-                    &keys::tenant_ops_entry(tid, n.max(0) as u64),
-                    op.operation_id.as_bytes(),
-                )
-                .await?;
             // Stored and indexed: now, and only now, the seller hears of it.
             let op = dispatch_now(env, &op.operation_id).await?.unwrap_or(op);
             Ok(json_response(StatusCode::CREATED, &view(&op)))
