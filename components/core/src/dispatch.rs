@@ -10,13 +10,14 @@ use crate::effects;
 use crate::journal::{self, EntryKind, Recorded};
 use crate::log::Log;
 use crate::operation::{LocalChange, Observation, Operation, OperationError, Source, WebhookMode};
-use crate::schedule::breaker::{Breaker, BreakerConfig, Decision};
+use crate::schedule::breaker::{Breaker, BreakerConfig, Decision, Permit, Snapshot};
 use crate::seal::SealingKey;
 use crate::seller::{self, Seller};
 use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult};
 use crate::transport::TransportError;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 
 /// How a seller call can fail, split by what the caller must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +91,16 @@ pub struct Guarded<'a, S: Store, C: SellerCalls> {
     pub clock: &'a dyn Clock,
     pub breaker: &'a BreakerConfig,
     pub inner: &'a C,
+    /// Breaker readings kept while calls go well (`Default::default()` to start empty).
+    pub seen: SeenBreakers,
 }
+
+/// The last breaker reading per seller, reused while calls succeed: a sweep polling many
+/// tasks of one healthy seller reads its breaker once. Any failure, probe or recovery
+/// forgets the reading, so the next call decides on the store's state. Another replica's
+/// trip is seen at the next failure here (at most one more call per tick).
+#[derive(Debug, Default)]
+pub struct SeenBreakers(std::cell::RefCell<HashMap<(String, String), Snapshot>>);
 
 impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
     async fn call(
@@ -100,17 +110,7 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
         arguments: Value,
     ) -> Result<Value, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
-        let store_down = |e: crate::error::StoreError| {
-            CallFailure::Transport(TransportError::Connect(e.to_string()))
-        };
-        let permit = match breaker
-            .allow(self.store, self.clock.now_ms())
-            .await
-            .map_err(store_down)?
-        {
-            Decision::Allow(p) => p,
-            Decision::Deferred { until_ms } => return Err(CallFailure::Deferred { until_ms }),
-        };
+        let permit = self.permit(seller, &breaker).await?;
         let result = self.inner.call(seller, tool, arguments).await;
         self.settle(seller, &breaker, &permit, &result).await;
         result
@@ -118,28 +118,49 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
 
     async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
-        let permit = match breaker
-            .allow(self.store, self.clock.now_ms())
-            .await
-            .map_err(|e| CallFailure::Transport(TransportError::Connect(e.to_string())))?
-        {
-            Decision::Allow(p) => p,
-            Decision::Deferred { until_ms } => return Err(CallFailure::Deferred { until_ms }),
-        };
+        let permit = self.permit(seller, &breaker).await?;
         let result = self.inner.list_tools(seller).await;
         self.settle(seller, &breaker, &permit, &result).await;
         result
     }
 }
 
+fn seller_key(seller: &Seller) -> (String, String) {
+    (seller.tenant_id.clone(), seller.seller_id.clone())
+}
+
 impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
+    /// The breaker's permission for one call, decided on the kept reading if there is one.
+    async fn permit(&self, seller: &Seller, breaker: &Breaker<'_>) -> Result<Permit, CallFailure> {
+        let store_down = |e: crate::error::StoreError| {
+            CallFailure::Transport(TransportError::Connect(e.to_string()))
+        };
+        let kept = self.seen.0.borrow().get(&seller_key(seller)).copied();
+        let snap = match kept {
+            Some(s) => s,
+            None => {
+                let s = breaker.read(self.store).await.map_err(store_down)?;
+                self.seen.0.borrow_mut().insert(seller_key(seller), s);
+                s
+            }
+        };
+        match breaker
+            .allow_on(self.store, &snap, self.clock.now_ms())
+            .await
+            .map_err(store_down)?
+        {
+            Decision::Allow(p) => Ok(p),
+            Decision::Deferred { until_ms } => Err(CallFailure::Deferred { until_ms }),
+        }
+    }
+
     /// Counts the call's error and feeds the breaker: no answer, or a transient error, is a
     /// failure; anything else shows the seller is up.
     async fn settle<V>(
         &self,
-        _seller: &Seller,
+        seller: &Seller,
         breaker: &Breaker<'_>,
-        permit: &crate::schedule::breaker::Permit,
+        permit: &Permit,
         result: &Result<V, CallFailure>,
     ) {
         let unhealthy = match result {
@@ -156,6 +177,10 @@ impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
         // Bookkeeping (counters, breaker) must not turn a seller's answer into an error.
         if let Some(code) = code {
             let _ = crate::metrics::seller_error(self.store, code).await;
+        }
+        if unhealthy || !permit.is_clean() || permit.is_probe() {
+            // The breaker's state moves (or may have): decide the next call on a new reading.
+            self.seen.0.borrow_mut().remove(&seller_key(seller));
         }
         let _ = if unhealthy {
             breaker.record_failure(self.store, permit, now).await
@@ -724,6 +749,57 @@ mod tests {
             journal::create(s, &FixedClock(1_000), &op).await.unwrap();
         });
         sealing
+    }
+
+    #[test]
+    fn a_kept_breaker_reading_saves_reads_while_calls_go_well_and_is_dropped_at_a_failure() {
+        let s = MemoryStore::new();
+        setup(&s, WebhookMode::Hmac);
+        let seller = block_on(seller::get(&s, "t1", "s1")).unwrap().unwrap();
+        let fake = FakeSeller::default();
+        let cfg = BreakerConfig::default();
+        let clock = FixedClock(5_000);
+        let guarded = Guarded {
+            store: &s,
+            clock: &clock,
+            breaker: &cfg,
+            inner: &fake,
+            seen: Default::default(),
+        };
+        let down = || {
+            Err(CallFailure::Transport(TransportError::Connect(
+                "refused".into(),
+            )))
+        };
+        block_on(async {
+            fake.answer(Ok(json!({})));
+            guarded.call(&seller, "t", json!({})).await.unwrap();
+            s.reset_counts();
+            for _ in 0..3 {
+                fake.answer(Ok(json!({})));
+                guarded.call(&seller, "t", json!({})).await.unwrap();
+            }
+            assert_eq!(s.total_ops(), 0, "healthy calls decide on the kept reading");
+            // Another replica trips the breaker: this instance learns it at its next failure.
+            Breaker::new(&cfg, "t1", "s1")
+                .trip(&s, 5_000)
+                .await
+                .unwrap();
+            fake.answer(down());
+            assert!(matches!(
+                guarded.call(&seller, "t", json!({})).await,
+                Err(CallFailure::Transport(_))
+            ));
+            assert!(matches!(
+                guarded.call(&seller, "t", json!({})).await,
+                Err(CallFailure::Deferred { .. })
+            ));
+        });
+        assert_eq!(
+            fake.calls.borrow().len(),
+            5,
+            "nothing sent once the trip is seen"
+        );
     }
 
     fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched {

@@ -33,6 +33,24 @@ pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     /// For JSON-RPC request ids: the session is shared by every instance and replica, and
     /// a server matches answers to requests by id within a session, so ids must not repeat.
     pub entropy: &'a dyn Entropy,
+    /// Sessions this instance already knows, so that a sweep polling many tasks of one
+    /// seller reads the shared session once (`Default::default()` to start empty).
+    pub sessions: SessionMemo,
+}
+
+/// Per-instance memo of MCP sessions by store key: `Some(id)`, or `None` for a server that
+/// issued no session id (the handshake is done; nothing to echo).
+#[derive(Debug, Default)]
+pub struct SessionMemo(std::cell::RefCell<std::collections::HashMap<String, Option<String>>>);
+
+impl SessionMemo {
+    fn get(&self, key: &str) -> Option<Option<String>> {
+        self.0.borrow().get(key).cloned()
+    }
+
+    fn put(&self, key: &str, session: Option<String>) {
+        self.0.borrow_mut().insert(key.to_string(), session);
+    }
 }
 
 /// A fresh JSON-RPC request id (53 random bits: exact in every JSON number reader).
@@ -130,19 +148,27 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             ),
         };
         let session_key = keys::mcp_session(&seller.tenant_id, &seller.seller_id);
-        let cached = self
-            .store
-            .get(&session_key)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| String::from_utf8(v).ok());
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let session = match cached {
-            Some(s) => Some(s),
+        let session = match self.sessions.get(&session_key) {
+            Some(known) => known,
             None => {
-                self.initialize(seller, auth.as_deref(), &session_key)
-                    .await?
+                let cached = self
+                    .store
+                    .get(&session_key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| String::from_utf8(v).ok());
+                match cached {
+                    Some(s) => {
+                        self.sessions.put(&session_key, Some(s.clone()));
+                        Some(s)
+                    }
+                    None => {
+                        self.initialize(seller, auth.as_deref(), &session_key)
+                            .await?
+                    }
+                }
             }
         };
         let resp = self
@@ -188,6 +214,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             // A cache: losing this write only costs another handshake.
             let _ = self.store.set(session_key, s.as_bytes()).await;
         }
+        self.sessions.put(session_key, session.clone());
         Ok(session)
     }
 
@@ -533,6 +560,7 @@ mod tests {
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
             entropy: &IdOne,
+            sessions: Default::default(),
         };
         let out = block_on(calls.call(
             &seller(&sealing),
@@ -585,6 +613,7 @@ mod tests {
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
             entropy: &IdOne,
+            sessions: Default::default(),
         };
         let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
         assert_eq!(
@@ -599,6 +628,14 @@ mod tests {
                 .unwrap(),
             b"new"
         );
+        // The instance remembers the session: the next call reads nothing from the store.
+        t.reply_with(resp(200, &[("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"status":"completed","media_buy_id":"mb2"}}}"#));
+        store.reset_counts();
+        let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
+        assert_eq!(out["media_buy_id"], "mb2");
+        assert_eq!(t.requests.borrow()[4].headers()["mcp-session-id"], "new");
+        assert_eq!(store.total_ops(), 0);
     }
 
     #[test]
@@ -649,6 +686,7 @@ mod tests {
                 sealing: &sealing,
                 clock: &crate::clock::FixedClock(0),
                 entropy: &IdOne,
+                sessions: Default::default(),
             };
             let err =
                 block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -712,6 +750,7 @@ mod tests {
                 sealing: &sealing,
                 clock: &crate::clock::FixedClock(0),
                 entropy: &IdOne,
+                sessions: Default::default(),
             };
             let err =
                 block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -749,6 +788,7 @@ mod tests {
             sealing: &sealing,
             clock: &crate::clock::FixedClock(0),
             entropy: &IdOne,
+            sessions: Default::default(),
         };
         let out = block_on(calls.call(&s, "create_media_buy", json!({}))).unwrap();
         assert_eq!(out["status"], "working");

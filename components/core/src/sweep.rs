@@ -26,11 +26,14 @@ use crate::schedule::due::{self, DueConfig};
 use crate::schedule::lease::{self, Claim, LeaseConfig};
 use crate::seal::SealingKey;
 use crate::seller;
+use crate::state_machine::Outcome;
 use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult, get_json, set_json};
 use crate::transport::Transport;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// How long after our deadline a `timed_out` operation is still looked up at the seller.
 pub const LOOKUP_HORIZON_MS: u64 = 7 * 24 * 3_600_000;
@@ -135,6 +138,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         clock: env.clock,
         breaker: &env.config.breaker,
         inner: env.calls,
+        seen: Default::default(),
     };
     let env = &SweepEnv {
         store: env.store,
@@ -153,6 +157,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         started_at_ms: started,
         ..Default::default()
     };
+    let memo = SellerMemo::default();
     let mut sweep = due::Sweep::begin(env.store, &env.config.due, started).await?;
     let hints = sweep.hints().to_vec();
     report.due = hints.len();
@@ -187,7 +192,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
             report.notifications += 1;
             retry_notification(env, &hint.op_id).await
         } else {
-            work_on(env, &hint.op_id, state.unwrap_or_default(), now).await
+            work_on(env, &memo, &hint.op_id, state.unwrap_or_default(), now).await
         };
         match outcome {
             Ok(touched) => {
@@ -251,6 +256,7 @@ async fn retry_notification<S: Store, C: SellerCalls, T: Transport>(
 /// Does the one thing the operation needs now. Returns whether it acted.
 async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
     op_id: &str,
     state: PollState,
     now: u64,
@@ -279,28 +285,8 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         }
         OperationStatus::AwaitingDecision => {
             // Waiting for a human; only the deadline moves it.
-            if now >= op.deadline_at_ms {
-                let recorded = journal::record_from(
-                    env.store,
-                    env.clock,
-                    op_id,
-                    Some(op),
-                    EntryKind::DeadlineExpired,
-                )
-                .await
-                .map_err(store_err)?;
-                effects::after_record(env.store, env.clock, env.log, "deadline", &recorded).await?;
-            }
-            reschedule_after_change(
-                env.store,
-                env.clock,
-                env.log,
-                env.entropy,
-                env.config,
-                op_id,
-                state,
-            )
-            .await?;
+            let op = expire_if_due(env, op, now).await?;
+            reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
             Ok(true)
         }
         OperationStatus::CanceledLocally
@@ -333,7 +319,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 }) => {
                     // Attempts exhausted: the seller may still have the task. Look it up by
                     // the context we sent before declaring a failure.
-                    give_up_dispatch(env, &op, error).await?;
+                    give_up_dispatch(env, memo, &op, error).await?;
                 }
                 _ => {}
             }
@@ -353,11 +339,8 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             Ok(false)
         }
         _ => {
-            let (polled, retry_after_s) = poll(env, &op).await?;
-            let reloaded = effects::load(env.store, env.clock, env.log, op_id)
-                .await
-                .map_err(store_err)?;
-            let op_now = reloaded.map_or(op.clone(), |l| l.operation);
+            let polled = poll(env, memo, &op).await?;
+            let op_now = polled.operation.unwrap_or(op);
             if op_now.status.is_authoritative_terminal() {
                 linked::cancel_follow_up(
                     env.store,
@@ -369,39 +352,23 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 )
                 .await?;
             }
-            if !op_now.status.is_closed() && now >= op_now.deadline_at_ms {
-                let recorded = journal::record_from(
-                    env.store,
-                    env.clock,
-                    op_id,
-                    Some(op_now),
-                    EntryKind::DeadlineExpired,
-                )
-                .await
-                .map_err(store_err)?;
-                effects::after_record(env.store, env.clock, env.log, "deadline", &recorded).await?;
-            }
-            let moved = polled.is_some_and(|s| state.last_status != Some(s));
+            let op_now = if op_now.status.is_closed() {
+                op_now
+            } else {
+                expire_if_due(env, op_now, now).await?
+            };
+            let moved = polled.status.is_some_and(|s| state.last_status != Some(s));
             let next = PollState {
                 attempts_since_change: if moved {
                     0
                 } else {
                     state.attempts_since_change + 1
                 },
-                last_status: polled.or(state.last_status),
-                retry_after_s,
+                last_status: polled.status.or(state.last_status),
+                retry_after_s: polled.retry_after_s,
                 ..state
             };
-            reschedule_after_change(
-                env.store,
-                env.clock,
-                env.log,
-                env.entropy,
-                env.config,
-                op_id,
-                next,
-            )
-            .await?;
+            reschedule(env.store, env.clock, env.entropy, env.config, &op_now, next).await?;
             Ok(true)
         }
     }
@@ -416,16 +383,28 @@ pub async fn reschedule_after_change(
     entropy: &dyn Entropy,
     config: &SweepConfig,
     op_id: &str,
-    mut state: PollState,
+    state: PollState,
 ) -> StoreResult<()> {
-    let now = clock.now_ms();
     let Some(loaded) = effects::load(store, clock, log, op_id)
         .await
         .map_err(store_err)?
     else {
         return Ok(());
     };
-    let op = loaded.operation;
+    reschedule(store, clock, entropy, config, &loaded.operation, state).await
+}
+
+/// [`reschedule_after_change`] for a caller that holds the operation as it now stands.
+async fn reschedule(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    config: &SweepConfig,
+    op: &Operation,
+    mut state: PollState,
+) -> StoreResult<()> {
+    let now = clock.now_ms();
+    let op_id = op.operation_id.as_str();
     let next = match op.status {
         OperationStatus::Seller(s) if s.is_terminal() => return Ok(()),
         OperationStatus::PendingDispatch => match op.next_poll_at_ms {
@@ -434,7 +413,7 @@ pub async fn reschedule_after_change(
         },
         OperationStatus::TimedOut => now + LOOKUP_EVERY_MS,
         OperationStatus::AwaitingDecision => op.deadline_at_ms.max(now + 1),
-        OperationStatus::CanceledLocally if !reconcilable(&op) => return Ok(()),
+        OperationStatus::CanceledLocally if !reconcilable(op) => return Ok(()),
         OperationStatus::CanceledLocally if op.task_id.is_none() => now + LOOKUP_EVERY_MS,
         _ => {
             let input = PollInput {
@@ -452,23 +431,111 @@ pub async fn reschedule_after_change(
     schedule_at(store, clock, &config.due, op_id, state).await
 }
 
+/// Records our deadline's expiry if it has passed; returns the operation as it then stands.
+async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: Operation,
+    now: u64,
+) -> StoreResult<Operation> {
+    if now < op.deadline_at_ms {
+        return Ok(op);
+    }
+    let op_id = op.operation_id.clone();
+    let recorded = journal::record_from(
+        env.store,
+        env.clock,
+        &op_id,
+        Some(op),
+        EntryKind::DeadlineExpired,
+    )
+    .await
+    .map_err(store_err)?;
+    effects::after_record(env.store, env.clock, env.log, "deadline", &recorded).await?;
+    recorded
+        .operation
+        .ok_or_else(|| crate::error::StoreError(format!("operation {op_id} vanished")))
+}
+
+/// Seller records and tool lists, read once per tick: a tick polls many operations of few
+/// sellers. A registration changed during the tick is seen by the next one.
+#[derive(Default)]
+struct SellerMemo {
+    sellers: RefCell<HashMap<(String, String), Option<seller::Seller>>>,
+    tools: RefCell<HashMap<(String, String), SellerTools>>,
+}
+
+impl SellerMemo {
+    async fn seller(
+        &self,
+        store: &impl Store,
+        tenant: &str,
+        seller_id: &str,
+    ) -> StoreResult<Option<seller::Seller>> {
+        let key = (tenant.to_string(), seller_id.to_string());
+        if let Some(s) = self.sellers.borrow().get(&key) {
+            return Ok(s.clone());
+        }
+        let s = seller::get(store, tenant, seller_id).await?;
+        self.sellers.borrow_mut().insert(key, s.clone());
+        Ok(s)
+    }
+
+    async fn tools(
+        &self,
+        store: &impl Store,
+        clock: &dyn Clock,
+        calls: &impl SellerCalls,
+        seller: &seller::Seller,
+    ) -> StoreResult<SellerTools> {
+        let key = (seller.tenant_id.clone(), seller.seller_id.clone());
+        if let Some(t) = self.tools.borrow().get(&key) {
+            return Ok(t.clone());
+        }
+        let t = seller_tools(store, clock, calls, seller).await?;
+        self.tools.borrow_mut().insert(key, t.clone());
+        Ok(t)
+    }
+}
+
+/// What a poll found.
+struct Polled {
+    /// The status the seller reported, if it answered.
+    status: Option<OperationStatus>,
+    /// The seller's `retry_after`, if it asked for one.
+    retry_after_s: Option<u64>,
+    /// The operation after the answer was recorded; `None` when nothing was recorded (no
+    /// answer, or one that changes nothing).
+    operation: Option<Operation>,
+}
+
 /// A locally canceled operation may still exist at the seller (it returned a task, or an
 /// attempt's answer was lost): it is reconciled until the seller says how it ended.
 fn reconcilable(op: &Operation) -> bool {
     op.task_id.is_some() || op.outcome_unknown
 }
 
-/// Asks the seller where the task stands and folds the answer in. Returns the status seen
-/// and the seller's `retry_after`, if it asked for one.
+/// Asks the seller where the task stands and folds the answer in. An answer that would
+/// change nothing (the same status again, or an older one) is not journaled: polls are not
+/// history, and a quiet task must cost few store calls per poll.
 async fn poll<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
     op: &Operation,
-) -> StoreResult<(Option<OperationStatus>, Option<u64>)> {
-    let Some(seller) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
-        return Ok((None, None));
+) -> StoreResult<Polled> {
+    let unanswered = |retry_after_s| Polled {
+        status: None,
+        retry_after_s,
+        operation: None,
+    };
+    let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
+        return Ok(unanswered(None));
     };
     let tool = match &op.task_id {
-        Some(_) => poll_tool(env, &seller).await?,
+        Some(_) => {
+            memo.tools(env.store, env.clock, env.calls, &seller)
+                .await?
+                .poll
+        }
         None => None,
     };
     let obs = match (&op.task_id, tool) {
@@ -480,7 +547,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
                     None => None,
                 },
                 Err(CallFailure::Seller(e)) => {
-                    return Ok((None, e.retry_after_s.map(u64::from)));
+                    return Ok(unanswered(e.retry_after_s.map(u64::from)));
                 }
                 Err(CallFailure::Transport(_) | CallFailure::Deferred { .. }) => None,
             }
@@ -492,9 +559,18 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
         },
     };
     let Some(obs) = obs else {
-        return Ok((None, None));
+        return Ok(unanswered(None));
     };
-    let status = OperationStatus::Seller(obs.status);
+    let status = Some(OperationStatus::Seller(obs.status));
+    let mut probe = op.clone();
+    let outcome = probe.observe(&obs, env.clock.now_ms());
+    if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == *op {
+        return Ok(Polled {
+            status,
+            retry_after_s: None,
+            operation: None,
+        });
+    }
     let recorded = journal::record_from(
         env.store,
         env.clock,
@@ -507,7 +583,11 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     .await
     .map_err(store_err)?;
     effects::after_record(env.store, env.clock, env.log, "poll", &recorded).await?;
-    Ok((Some(status), None))
+    Ok(Polled {
+        status,
+        retry_after_s: None,
+        operation: recorded.operation,
+    })
 }
 
 /// A `completed` create without its result (AdCP 3.0 `tasks/get` carries none) is completed
@@ -585,15 +665,6 @@ pub async fn seller_tools(
     };
     set_json(store, &key, &tools).await?;
     Ok(tools)
-}
-
-async fn poll_tool<S: Store, C: SellerCalls, T: Transport>(
-    env: &SweepEnv<'_, S, C, T>,
-    seller: &seller::Seller,
-) -> StoreResult<Option<String>> {
-    Ok(seller_tools(env.store, env.clock, env.calls, seller)
-        .await?
-        .poll)
 }
 
 /// The observation in a `get_task_status` answer (flat: `status`, `result`, `error`).
@@ -686,10 +757,11 @@ const LOOKUP_RETRY_MS: u64 = 300_000;
 
 async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
     op: &Operation,
     error: OperationError,
 ) -> StoreResult<()> {
-    let Some(seller) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
+    let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
         return Ok(());
     };
     let obs = match lookup_by_context(env, &seller, op).await {
@@ -841,6 +913,10 @@ mod tests {
 
         /// Stores an operation in `status` (with a task id when the seller holds it) and files it due now.
         fn op(&self, id: &str, status: OperationStatus) {
+            self.op_due_at(id, status, self.clock.now_ms());
+        }
+
+        fn op_due_at(&self, id: &str, status: OperationStatus, due_at_ms: u64) {
             let mut op = sample(id);
             op.created_at_ms = self.clock.now_ms();
             op.deadline_at_ms = op.created_at_ms + 86_400_000;
@@ -889,7 +965,7 @@ mod tests {
                     .unwrap();
                 }
                 let state = PollState {
-                    next_at_ms: self.clock.now_ms(),
+                    next_at_ms: due_at_ms,
                     ..Default::default()
                 };
                 schedule_at(&self.store, &self.clock, &self.config.due, id, state)
@@ -932,6 +1008,54 @@ mod tests {
                 self.tick(seller);
             }
         }
+    }
+
+    /// Store calls of a tick that polls 100 due operations (the seller reports no change),
+    /// beyond those of an idle tick, with `pending` operations filed for tomorrow.
+    fn store_calls_per_due_poll(pending: usize) -> f64 {
+        let w = World::new();
+        let seller = ScriptSeller::new(|_, args| {
+            Ok(json!({"task_id": args["task_id"], "status": "submitted"}))
+        });
+        w.tick(&seller); // places the sweep cursor
+        let later = w.clock.now_ms() + 86_400_000;
+        for i in 0..pending - 100 {
+            w.op_due_at(
+                &format!("quiet{i}"),
+                OperationStatus::Seller(TaskStatus::Submitted),
+                later,
+            );
+        }
+        for i in 0..100 {
+            w.op(
+                &format!("due{i}"),
+                OperationStatus::Seller(TaskStatus::Submitted),
+            );
+        }
+        w.advance(30_000);
+        w.store.reset_counts();
+        let busy = w.tick(&seller);
+        let busy_calls = w.store.total_ops();
+        assert_eq!((busy.due, busy.touched), (100, 100), "{busy:?}");
+        assert_eq!(seller.count("get_task_status"), 100);
+        w.advance(1_000);
+        w.store.reset_counts();
+        let idle = w.tick(&seller);
+        assert_eq!(idle.touched, 0, "{idle:?}");
+        (busy_calls - w.store.total_ops()) as f64 / 100.0
+    }
+
+    #[test]
+    fn a_tick_costs_a_dozen_store_calls_per_due_operation_whatever_is_pending() {
+        let few = store_calls_per_due_poll(1_000);
+        let many = store_calls_per_due_poll(10_000);
+        println!("store calls per due poll: {few} (1,000 pending), {many} (10,000 pending)");
+        // Due hint, lease claim + release, poll state, operation (snapshot + head), poll state
+        // + due hint (2) = 9; the seller record, its tools and its breaker are read once per
+        // tick, and an unchanged answer is not journaled. (On the real components the MCP
+        // session is also read once per tick.)
+        assert!(few <= 9.5, "{few}");
+        assert!(many <= few * 1.2, "{many} vs {few}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             sealing: &config.sealing,
             clock: &HostClock,
             entropy: &HostEntropy,
+            sessions: Default::default(),
         },
         transport: &SpinTransport,
         sweep: &SweepConfig::default(),

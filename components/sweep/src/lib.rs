@@ -46,6 +46,7 @@ impl Guest for Sweep {
             sealing: &sealing,
             clock: &clock,
             entropy: &HostEntropy,
+            sessions: Default::default(),
         };
         let env = SweepEnv {
             store: &store,

@@ -328,6 +328,7 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
         clock: env.clock,
         breaker: &env.sweep.breaker,
         inner: env.calls,
+        seen: Default::default(),
     };
     let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
     sweep::schedule_at(

@@ -297,6 +297,11 @@ impl Permit {
         self.probe_key.is_some()
     }
 
+    /// Allowed with no failures counted: a success changes nothing in the store.
+    pub fn is_clean(&self) -> bool {
+        self.clean
+    }
+
     /// A permit for a call made without asking (e.g. a webhook-triggered fetch whose
     /// outcome should still be counted).
     pub fn unchecked() -> Permit {
@@ -423,8 +428,25 @@ impl<'a> Breaker<'a> {
 
     /// May a call to the seller be made at `now_ms`?
     pub async fn allow(&self, store: &impl Store, now_ms: u64) -> StoreResult<Decision> {
-        let snap = self.snapshot(store, None).await?;
-        let state = derive(self.cfg, &snap, now_ms);
+        let snap = self.read(store).await?;
+        self.allow_on(store, &snap, now_ms).await
+    }
+
+    /// The breaker as stored, for a caller that decides several calls on one reading
+    /// ([`Breaker::allow_on`]).
+    pub async fn read(&self, store: &impl Store) -> StoreResult<Snapshot> {
+        self.snapshot(store, None).await
+    }
+
+    /// [`Breaker::allow`] on a snapshot the caller holds. A probe is still claimed in the
+    /// store, so at most one caller probes a window whatever snapshot it decided on.
+    pub async fn allow_on(
+        &self,
+        store: &impl Store,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> StoreResult<Decision> {
+        let state = derive(self.cfg, snap, now_ms);
         match transition(self.cfg, state, Event::Request, now_ms).1 {
             Effect::Allow => Ok(Decision::Allow(Permit {
                 probe_key: None,

@@ -211,9 +211,11 @@ async fn sweep(sizes: &[usize], due: usize) {
         "| pending | state file MB | seeding s (ops/s) | idle tick ms (KV) | tick ms | hints read; operations polled | KV calls in tick | KV per due op (tick - idle) | KV by kind |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut ticks = Vec::new();
     for &pending in sizes {
         let r = sweep::run(pending, due).await;
         let (idle, busy) = (r.idle.kv.total(), r.busy.kv.total());
+        ticks.push((pending, busy));
         println!(
             "| {} | {:.0} | {:.0} ({:.0}) | {:.1} ({idle}) | {:.0} | {}; {} | {busy} | {:.1} | {} |",
             r.pending,
@@ -226,6 +228,21 @@ async fn sweep(sizes: &[usize], due: usize) {
             r.busy.report["touched"],
             (busy - idle) as f64 / r.due as f64,
             stats::breakdown(&r.busy.kv),
+        );
+    }
+    // The sweep issue's bounds: at most 12 KV calls per due operation, and a tick among
+    // many pending costs at most 1.2x the same tick among few.
+    let per_op_bound = (12 * due) as u64;
+    for &(pending, busy) in &ticks {
+        assert!(
+            busy <= per_op_bound,
+            "{busy} KV calls for {due} due among {pending} pending: over 12 per due operation"
+        );
+    }
+    if let (Some(&(few, a)), Some(&(many, b))) = (ticks.first(), ticks.last()) {
+        assert!(
+            b as f64 <= 1.2 * a as f64,
+            "{b} KV calls among {many} pending vs {a} among {few}: over 1.2x"
         );
     }
 }

@@ -165,6 +165,7 @@ impl Seeder {
                 sealing: &self.config.sealing,
                 clock: &self.clock,
                 entropy: &self.entropy,
+                sessions: Default::default(),
             },
             transport: &self.transport,
             sweep: &SweepConfig::default(),
