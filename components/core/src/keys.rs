@@ -36,7 +36,8 @@
 //! | `op:{op}:fx:{seq}` | counter: claim on running the effects of journal entry `seq` | `increment` only |
 //! | `taskof:{tenant}:{seller}:{sha256(task_id)}` | the operation tracking that seller task | whoever first learns the task id |
 //! | `sellertasks:{tenant}:{seller}:n` | counter: seller tasks ever tracked | `increment` only |
-//! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task | whoever first learns the task id |
+//! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task; deleted once the operation is closed or gone | whoever first learns the task id; reconciliation |
+//! | `sellertasks:{tenant}:{seller}:low` | first entry not yet deleted (decimal) | reconciliation |
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
@@ -177,6 +178,10 @@ pub fn seller_tasks_count(tenant: &str, seller: &str) -> String {
 
 pub fn seller_tasks_entry(tenant: &str, seller: &str, n: u64) -> String {
     format!("sellertasks:{tenant}:{seller}:{n}")
+}
+
+pub fn seller_tasks_low(tenant: &str, seller: &str) -> String {
+    format!("sellertasks:{tenant}:{seller}:low")
 }
 
 pub fn reconcile_claim(epoch: u64) -> String {

@@ -254,6 +254,10 @@ async fn adopt(
 
 /// Files for an immediate poll the tracked open tasks the seller no longer lists, walking
 /// the tracked-task index from a cursor, a bounded number per run.
+///
+/// The walk also keeps the index small: an entry whose operation is closed (it can never
+/// be an open seller task again) or gone is deleted, and the first entry still present is
+/// kept as the index's low end, so walks skip what retention and outcomes left behind.
 async fn repoll_missing(
     store: &impl Store,
     clock: &dyn Clock,
@@ -270,33 +274,149 @@ async fn repoll_missing(
     if count == 0 {
         return Ok(Vec::new());
     }
+    let low_key = keys::seller_tasks_low(t, s);
+    let low = read_decimal(store, &low_key).await?.unwrap_or(1).max(1);
+    if low > count {
+        return Ok(Vec::new());
+    }
     let cursor_key = keys::reconcile_cursor(t, s);
-    let start = store
-        .get(&cursor_key)
+    let start = read_decimal(store, &cursor_key)
         .await?
-        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
-        .filter(|c| (1..=count).contains(c))
-        .unwrap_or(1);
+        .filter(|c| (low..=count).contains(c))
+        .unwrap_or(low);
     let mut out = Vec::new();
+    let mut new_low = low;
     let mut n = start;
-    for _ in 0..CHECKS_PER_RUN.min(count) {
-        if let Some(id) = store.get(&keys::seller_tasks_entry(t, s, n)).await? {
-            let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(l) = crate::effects::load(store, clock, log, &id).await? {
-                let op = l.operation;
-                let open = matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
-                if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
-                    let state = PollState {
-                        next_at_ms: clock.now_ms(),
-                        ..Default::default()
-                    };
-                    sweep::schedule_at(store, clock, due, &id, state).await?;
-                    out.push(id);
+    for _ in 0..CHECKS_PER_RUN.min(count - low + 1) {
+        let entry_key = keys::seller_tasks_entry(t, s, n);
+        let gone = match store.get(&entry_key).await? {
+            None => true,
+            Some(id) => {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                match crate::effects::load(store, clock, log, &id).await? {
+                    Some(l) if !l.operation.status.is_closed() => {
+                        let op = l.operation;
+                        let open =
+                            matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
+                        if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
+                            let state = PollState {
+                                next_at_ms: clock.now_ms(),
+                                ..Default::default()
+                            };
+                            sweep::schedule_at(store, clock, due, &id, state).await?;
+                            out.push(id);
+                        }
+                        false
+                    }
+                    // Closed or removed: never an open seller task again.
+                    _ => {
+                        store.delete(&entry_key).await?;
+                        true
+                    }
                 }
             }
+        };
+        if gone && n == new_low {
+            new_low = n + 1;
         }
-        n = if n >= count { 1 } else { n + 1 };
+        if new_low > count {
+            break;
+        }
+        n = if n >= count { new_low } else { n + 1 };
+    }
+    if new_low != low {
+        store.set(&low_key, new_low.to_string().as_bytes()).await?;
     }
     store.set(&cursor_key, n.to_string().as_bytes()).await?;
     Ok(out)
+}
+
+async fn read_decimal(store: &impl Store, key: &str) -> StoreResult<Option<u64>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::journal::EntryKind;
+    use crate::log::NoLog;
+    use crate::operation::tests::{obs, sample};
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+
+    fn observe(store: &MemoryStore, id: &str, status: TaskStatus) {
+        let recorded = block_on(journal::record(
+            store,
+            &FixedClock(2_000),
+            id,
+            EntryKind::Observed {
+                observation: Box::new(obs(status, Some(&format!("task_{id}")))),
+            },
+        ))
+        .unwrap();
+        if let Some(op) = &recorded.operation {
+            block_on(track(store, op)).unwrap();
+        }
+    }
+
+    fn walk(store: &MemoryStore, listed: &[&str]) -> Vec<String> {
+        let seller: Seller = serde_json::from_value(json!({
+            "tenant_id": "t1", "seller_id": "s1", "mcp_url": "https://seller.example/mcp",
+            "created_at_ms": 0, "updated_at_ms": 0}))
+        .unwrap();
+        let listed = listed.iter().map(|s| s.to_string()).collect();
+        block_on(repoll_missing(
+            store,
+            &FixedClock(3_000),
+            &NoLog,
+            &DueConfig::default(),
+            &seller,
+            &listed,
+        ))
+        .unwrap()
+    }
+
+    fn low(store: &MemoryStore) -> Option<Vec<u8>> {
+        block_on(store.get(&keys::seller_tasks_low("t1", "s1"))).unwrap()
+    }
+
+    #[test]
+    fn the_tracked_task_walk_repolls_unlisted_open_tasks_and_drops_closed_ones() {
+        let store = MemoryStore::new();
+        for i in 1..=5 {
+            let id = format!("op{i}");
+            block_on(journal::create(&store, &FixedClock(1_000), &sample(&id))).unwrap();
+            observe(&store, &id, TaskStatus::Submitted);
+        }
+        for id in ["op1", "op2", "op4"] {
+            observe(&store, id, TaskStatus::Completed);
+        }
+        assert_eq!(walk(&store, &["task_op3"]), ["op5"]);
+        let entries = |store: &MemoryStore| -> Vec<u64> {
+            (1..=5)
+                .filter(|n| {
+                    block_on(store.get(&keys::seller_tasks_entry("t1", "s1", *n)))
+                        .unwrap()
+                        .is_some()
+                })
+                .collect()
+        };
+        assert_eq!(entries(&store), [3, 5], "closed operations leave the index");
+        assert_eq!(low(&store).as_deref(), Some(&b"3"[..]));
+        observe(&store, "op3", TaskStatus::Completed);
+        assert_eq!(walk(&store, &[]), ["op5"]);
+        assert_eq!(entries(&store), [5]);
+        assert_eq!(low(&store).as_deref(), Some(&b"5"[..]));
+        // A walk over an index with nothing open left reads nothing past its low end.
+        observe(&store, "op5", TaskStatus::Failed);
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(low(&store).as_deref(), Some(&b"6"[..]));
+        store.reset_counts();
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(store.total_ops(), 2, "the count and the low end");
+    }
 }
