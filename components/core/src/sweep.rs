@@ -540,7 +540,11 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     };
     let obs = match (&op.task_id, tool) {
         (Some(task_id), Some(tool)) => {
-            let args = json!({ "task_id": task_id, "include_result": true });
+            let mut args = json!({ "task_id": task_id, "include_result": true });
+            if let Some(account) = op.arguments.get("account") {
+                // A seller answers REFERENCE_NOT_FOUND for a task under another account.
+                args["account"] = account.clone();
+            }
             match env.calls.call(&seller, &tool, args).await {
                 Ok(payload) => match observation_from_task_status(&payload) {
                     Some(obs) => with_result(env, &seller, op, obs).await,
@@ -716,7 +720,24 @@ enum Lookup {
     Unknown,
 }
 
-/// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`).
+/// Every media-buy status: without a filter `get_media_buys` lists only `active` buys, and a
+/// buy just made is usually `pending_creatives` or `pending_start`.
+const ALL_BUY_STATUSES: [&str; 7] = [
+    "pending_creatives",
+    "pending_start",
+    "active",
+    "paused",
+    "completed",
+    "rejected",
+    "canceled",
+];
+/// Pages of `get_media_buys` read by one look-up (100 buys each); past them the answer is
+/// "unknown", never "absent".
+const LOOKUP_PAGES: usize = 20;
+
+/// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`
+/// over the operation's account, every status, page by page). "Absent" only when the
+/// seller listed everything and none is ours.
 async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     seller: &seller::Seller,
@@ -725,31 +746,58 @@ async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     if op.task != "create_media_buy" {
         return Lookup::Absent;
     }
-    let account = op.arguments.get("account").cloned().unwrap_or(Value::Null);
-    let args = json!({ "account": account, "context": { "operation_id": op.operation_id } });
-    let Ok(payload) = env.calls.call(seller, "get_media_buys", args).await else {
-        return Lookup::Unknown;
-    };
-    let Some(buys) = payload.get("media_buys").and_then(Value::as_array) else {
-        return Lookup::Unknown;
-    };
-    let mine = buys.iter().find(|b| {
-        b.pointer("/context/operation_id").and_then(Value::as_str) == Some(op.operation_id.as_str())
+    let mut args = json!({
+        "status_filter": ALL_BUY_STATUSES,
+        "pagination": { "max_results": 100 },
+        "context": { "operation_id": op.operation_id },
     });
-    match mine {
-        None => Lookup::Absent,
-        Some(buy) => Lookup::Found(Box::new(Observation {
-            source: Source::Reconcile,
-            status: TaskStatus::Completed,
-            at_ms: None,
-            task_id: None,
-            context_id: None,
-            message: Some("found through get_media_buys by context.operation_id".into()),
-            result: Some(buy.clone()),
-            error: None,
-            delivery: None,
-        })),
+    if let Some(account) = op.arguments.get("account") {
+        args["account"] = account.clone();
     }
+    for _ in 0..LOOKUP_PAGES {
+        let Ok(payload) = env.calls.call(seller, "get_media_buys", args.clone()).await else {
+            return Lookup::Unknown;
+        };
+        let Some(buys) = payload.get("media_buys").and_then(Value::as_array) else {
+            return Lookup::Unknown;
+        };
+        let mine = buys.iter().find(|b| {
+            b.pointer("/context/operation_id").and_then(Value::as_str)
+                == Some(op.operation_id.as_str())
+        });
+        if let Some(buy) = mine {
+            return Lookup::Found(Box::new(Observation {
+                source: Source::Reconcile,
+                status: TaskStatus::Completed,
+                at_ms: None,
+                task_id: None,
+                context_id: None,
+                message: Some("found through get_media_buys by context.operation_id".into()),
+                result: Some(buy.clone()),
+                error: None,
+                delivery: None,
+            }));
+        }
+        let next = payload
+            .pointer("/pagination/has_more")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            .then(|| {
+                payload
+                    .pointer("/pagination/cursor")
+                    .and_then(Value::as_str)
+            })
+            .flatten();
+        match next {
+            Some(cursor) => args["pagination"]["cursor"] = json!(cursor),
+            None if payload.pointer("/pagination/has_more") == Some(&json!(true)) => {
+                // More pages but no cursor to reach them.
+                return Lookup::Unknown;
+            }
+            None => return Lookup::Absent,
+        }
+    }
+    Lookup::Unknown
 }
 
 /// How long to wait before asking again when a look-up got no answer.
@@ -1427,6 +1475,49 @@ mod tests {
                 seller.count("create_media_buy") as u32 <= crate::dispatch::MAX_DISPATCH_ATTEMPTS
             );
         }
+    }
+
+    #[test]
+    fn the_look_up_by_context_reads_every_status_and_every_page() {
+        let w = World::new();
+        w.op("op1", OperationStatus::PendingDispatch);
+        let seller = ScriptSeller::new(|tool, args| match tool {
+            "create_media_buy" => Err(CallFailure::Seller(SellerError {
+                code: "SERVICE_UNAVAILABLE".into(),
+                message: "busy".into(),
+                recovery: crate::dispatch::Recovery::Transient,
+                retry_after_s: None,
+            })),
+            "get_media_buys" => {
+                let statuses = args["status_filter"].as_array().unwrap();
+                assert!(statuses.contains(&json!("pending_start")), "{args}");
+                assert_eq!(statuses.len(), 7);
+                Ok(match args["pagination"]["cursor"].as_str() {
+                    None => json!({"media_buys": [{"media_buy_id": "mb_other",
+                                   "context": {"operation_id": "op_other"}}],
+                                   "pagination": {"has_more": true, "cursor": "p2"}}),
+                    Some(c) => {
+                        assert_eq!(c, "p2");
+                        json!({"media_buys": [{"media_buy_id": "mb_7", "status": "pending_start",
+                               "context": {"operation_id": "op1"}}],
+                               "pagination": {"has_more": false}})
+                    }
+                })
+            }
+            other => panic!("unexpected {other}"),
+        });
+        w.run_for(6 * 3_600_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed),
+            "a pending buy on the second page is found, not reported failed"
+        );
+        assert_eq!(seller.count("get_media_buys"), 2);
+        let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(op.result.unwrap()["media_buy_id"], "mb_7");
     }
 
     #[test]
