@@ -113,6 +113,10 @@ pub struct TickReport {
 
 /// Files an operation (or a notification, by its `ntf_` id) as due at `at_ms`, recording the
 /// time in its poll state so that earlier hints become stale.
+///
+/// The hint is filed before the poll state: a crash between the two leaves the old state,
+/// which the new hint (or an older one) still acts on. The other order could leave a state
+/// naming a time no hint will ever bring, and an operation nobody looks at again.
 pub async fn schedule_at(
     store: &impl Store,
     clock: &dyn Clock,
@@ -120,10 +124,8 @@ pub async fn schedule_at(
     id: &str,
     state: PollState,
 ) -> StoreResult<()> {
-    set_json(store, &keys::poll_state(id), &state).await?;
-    due::schedule(store, cfg, clock, id, state.next_at_ms)
-        .await
-        .map(drop)
+    due::schedule(store, cfg, clock, id, state.next_at_ms).await?;
+    set_json(store, &keys::poll_state(id), &state).await
 }
 
 /// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata). Every seller
@@ -1473,6 +1475,30 @@ mod tests {
             assert_eq!(seller.count("get_media_buys"), 1);
             assert!(
                 seller.count("create_media_buy") as u32 <= crate::dispatch::MAX_DISPATCH_ATTEMPTS
+            );
+        }
+    }
+
+    #[test]
+    fn a_rescheduling_cut_short_by_a_failed_write_never_orphans_the_operation() {
+        for failing_call in 1..=3 {
+            let w = World::new();
+            w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+            let later = PollState {
+                next_at_ms: w.clock.now_ms() + 120_000,
+                ..Default::default()
+            };
+            w.store.fail_nth_call(failing_call);
+            let filed = block_on(schedule_at(&w.store, &w.clock, &w.config.due, "op1", later));
+            assert!(filed.is_err(), "call {failing_call} failed");
+            let seller = ScriptSeller::new(|_, _| {
+                Ok(json!({"task_id": "task_op1", "status": "completed", "result": {}}))
+            });
+            w.run_for(10 * 60_000, &seller);
+            assert_eq!(
+                w.status("op1"),
+                OperationStatus::Seller(TaskStatus::Completed),
+                "failing call {failing_call}"
             );
         }
     }
