@@ -95,12 +95,17 @@ pub struct Guarded<'a, S: Store, C: SellerCalls> {
     pub seen: SeenBreakers,
 }
 
-/// The last breaker reading per seller, reused while calls succeed: a sweep polling many
-/// tasks of one healthy seller reads its breaker once. Any failure, probe or recovery
-/// forgets the reading, so the next call decides on the store's state. Another replica's
-/// trip is seen at the next failure here (at most one more call per tick).
+/// The last breaker reading per seller, reused for [`BREAKER_READING_MS`] while it shows no
+/// failures: a sweep polling many tasks of one healthy seller reads its breaker every few
+/// seconds instead of at every call. A reading with failures counted is never kept (an open
+/// or half-open breaker is always decided on the store), and any failure or probe here
+/// forgets the kept one. A trip by another replica or an operator is seen within
+/// [`BREAKER_READING_MS`], or at this instance's next failure.
 #[derive(Debug, Default)]
-pub struct SeenBreakers(std::cell::RefCell<HashMap<(String, String), Snapshot>>);
+pub struct SeenBreakers(std::cell::RefCell<HashMap<(String, String), (Snapshot, u64)>>);
+
+/// How long a clean breaker reading is trusted.
+pub const BREAKER_READING_MS: u64 = 3_000;
 
 impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
     async fn call(
@@ -135,17 +140,29 @@ impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
         let store_down = |e: crate::error::StoreError| {
             CallFailure::Transport(TransportError::Connect(e.to_string()))
         };
-        let kept = self.seen.0.borrow().get(&seller_key(seller)).copied();
+        let now = self.clock.now_ms();
+        let kept = self
+            .seen
+            .0
+            .borrow()
+            .get(&seller_key(seller))
+            .filter(|(_, at)| now.saturating_sub(*at) < BREAKER_READING_MS)
+            .map(|(s, _)| *s);
         let snap = match kept {
             Some(s) => s,
             None => {
                 let s = breaker.read(self.store).await.map_err(store_down)?;
-                self.seen.0.borrow_mut().insert(seller_key(seller), s);
+                let mut seen = self.seen.0.borrow_mut();
+                if s.consecutive() == 0 {
+                    seen.insert(seller_key(seller), (s, now));
+                } else {
+                    seen.remove(&seller_key(seller));
+                }
                 s
             }
         };
         match breaker
-            .allow_on(self.store, &snap, self.clock.now_ms())
+            .allow_on(self.store, &snap, now)
             .await
             .map_err(store_down)?
         {
@@ -751,55 +768,67 @@ mod tests {
         sealing
     }
 
+    struct StepClock(std::cell::Cell<u64>);
+    impl Clock for StepClock {
+        fn now_ms(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
     #[test]
-    fn a_kept_breaker_reading_saves_reads_while_calls_go_well_and_is_dropped_at_a_failure() {
-        let s = MemoryStore::new();
-        setup(&s, WebhookMode::Hmac);
-        let seller = block_on(seller::get(&s, "t1", "s1")).unwrap().unwrap();
-        let fake = FakeSeller::default();
-        let cfg = BreakerConfig::default();
-        let clock = FixedClock(5_000);
-        let guarded = Guarded {
-            store: &s,
-            clock: &clock,
-            breaker: &cfg,
-            inner: &fake,
-            seen: Default::default(),
-        };
-        let down = || {
-            Err(CallFailure::Transport(TransportError::Connect(
-                "refused".into(),
-            )))
-        };
-        block_on(async {
-            fake.answer(Ok(json!({})));
-            guarded.call(&seller, "t", json!({})).await.unwrap();
-            s.reset_counts();
-            for _ in 0..3 {
+    fn a_kept_breaker_reading_saves_reads_while_calls_go_well_and_a_trip_elsewhere_is_seen() {
+        // Seen at this instance's next failure, or once the reading is old, whichever first.
+        for by_failure in [true, false] {
+            let s = MemoryStore::new();
+            setup(&s, WebhookMode::Hmac);
+            let seller = block_on(seller::get(&s, "t1", "s1")).unwrap().unwrap();
+            let fake = FakeSeller::default();
+            let cfg = BreakerConfig::default();
+            let clock = StepClock(std::cell::Cell::new(5_000));
+            let guarded = Guarded {
+                store: &s,
+                clock: &clock,
+                breaker: &cfg,
+                inner: &fake,
+                seen: Default::default(),
+            };
+            block_on(async {
                 fake.answer(Ok(json!({})));
                 guarded.call(&seller, "t", json!({})).await.unwrap();
-            }
-            assert_eq!(s.total_ops(), 0, "healthy calls decide on the kept reading");
-            // Another replica trips the breaker: this instance learns it at its next failure.
-            Breaker::new(&cfg, "t1", "s1")
-                .trip(&s, 5_000)
-                .await
-                .unwrap();
-            fake.answer(down());
-            assert!(matches!(
-                guarded.call(&seller, "t", json!({})).await,
-                Err(CallFailure::Transport(_))
-            ));
-            assert!(matches!(
-                guarded.call(&seller, "t", json!({})).await,
-                Err(CallFailure::Deferred { .. })
-            ));
-        });
-        assert_eq!(
-            fake.calls.borrow().len(),
-            5,
-            "nothing sent once the trip is seen"
-        );
+                s.reset_counts();
+                for _ in 0..3 {
+                    fake.answer(Ok(json!({})));
+                    guarded.call(&seller, "t", json!({})).await.unwrap();
+                }
+                assert_eq!(s.total_ops(), 0, "healthy calls decide on the kept reading");
+                // Another replica (or an operator) trips the breaker.
+                Breaker::new(&cfg, "t1", "s1")
+                    .trip(&s, 5_000)
+                    .await
+                    .unwrap();
+                if by_failure {
+                    fake.answer(Err(CallFailure::Transport(TransportError::Connect(
+                        "refused".into(),
+                    ))));
+                    assert!(matches!(
+                        guarded.call(&seller, "t", json!({})).await,
+                        Err(CallFailure::Transport(_))
+                    ));
+                } else {
+                    clock.0.set(5_000 + BREAKER_READING_MS);
+                }
+                assert!(matches!(
+                    guarded.call(&seller, "t", json!({})).await,
+                    Err(CallFailure::Deferred { .. })
+                ));
+            });
+            let sent = 4 + usize::from(by_failure);
+            assert_eq!(
+                fake.calls.borrow().len(),
+                sent,
+                "nothing sent once the trip is seen"
+            );
+        }
     }
 
     fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched {

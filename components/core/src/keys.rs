@@ -37,7 +37,7 @@
 //! | `taskof:{tenant}:{seller}:{sha256(task_id)}` | the operation tracking that seller task | whoever first learns the task id |
 //! | `sellertasks:{tenant}:{seller}:n` | counter: seller tasks ever tracked | `increment` only |
 //! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task; deleted once the operation is closed or gone | whoever first learns the task id; reconciliation |
-//! | `sellertasks:{tenant}:{seller}:low` | first entry not yet deleted (decimal) | reconciliation |
+//! | `sellertasks:{tenant}:{seller}:low` | JSON `{low, counted}`: entries below `low` are gone; the count the last walk saw | reconciliation |
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |

@@ -1,8 +1,9 @@
 //! Retention: operations closed for longer than the retention period (default 30 days
 //! after their last change) are removed with everything keyed by them: journal entries,
 //! effect claims, poll state, notifications, the task index entry and the tenant listing
-//! entry (its entry in the seller's tracked-task list is dropped by reconciliation's walk,
-//! which drops every closed operation's entry). Runs with reconciliation, once per epoch, walking each tenant's listing from the
+//! entry. Its entry in the seller's tracked-task list is dropped by reconciliation's walk,
+//! which drops every closed operation's entry; for a seller without `list_tasks` that list
+//! is never walked and keeps one small entry per task ever tracked. Runs with reconciliation, once per epoch, walking each tenant's listing from the
 //! oldest entry with a bounded number of checks per run.
 //!
 //! An operation is removed only when closed (a seller outcome, or our `timed_out` /

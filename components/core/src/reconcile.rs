@@ -17,9 +17,10 @@ use crate::operation::Operation;
 use crate::schedule::due::DueConfig;
 use crate::seller::{self, Seller};
 use crate::status::{OperationStatus, TaskStatus};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreResult, get_json, set_json};
 use crate::sweep::{self, PollState};
 use crate::task::{self, TaskKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -275,7 +276,8 @@ async fn repoll_missing(
         return Ok(Vec::new());
     }
     let low_key = keys::seller_tasks_low(t, s);
-    let low = read_decimal(store, &low_key).await?.unwrap_or(1).max(1);
+    let mark: LowMark = get_json(store, &low_key).await?.unwrap_or_default();
+    let low = mark.low.max(1);
     if low > count {
         return Ok(Vec::new());
     }
@@ -290,7 +292,9 @@ async fn repoll_missing(
     for _ in 0..CHECKS_PER_RUN.min(count - low + 1) {
         let entry_key = keys::seller_tasks_entry(t, s, n);
         let gone = match store.get(&entry_key).await? {
-            None => true,
+            // An empty slot counted by an earlier walk is a hole for good; a newer one may
+            // be a `track` whose entry is still being written.
+            None => n <= mark.counted,
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
                 match crate::effects::load(store, clock, log, &id).await? {
@@ -324,11 +328,23 @@ async fn repoll_missing(
         }
         n = if n >= count { new_low } else { n + 1 };
     }
-    if new_low != low {
-        store.set(&low_key, new_low.to_string().as_bytes()).await?;
+    let next_mark = LowMark {
+        low: new_low,
+        counted: count,
+    };
+    if next_mark != mark {
+        set_json(store, &low_key, &next_mark).await?;
     }
     store.set(&cursor_key, n.to_string().as_bytes()).await?;
     Ok(out)
+}
+
+/// The tracked-task index's low end: entries below `low` are all gone; `counted` is the
+/// count the walk that wrote it saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct LowMark {
+    low: u64,
+    counted: u64,
 }
 
 async fn read_decimal(store: &impl Store, key: &str) -> StoreResult<Option<u64>> {
@@ -380,8 +396,11 @@ mod tests {
         .unwrap()
     }
 
-    fn low(store: &MemoryStore) -> Option<Vec<u8>> {
-        block_on(store.get(&keys::seller_tasks_low("t1", "s1"))).unwrap()
+    fn low(store: &MemoryStore) -> u64 {
+        let mark: LowMark = block_on(get_json(store, &keys::seller_tasks_low("t1", "s1")))
+            .unwrap()
+            .unwrap();
+        mark.low
     }
 
     #[test]
@@ -406,17 +425,61 @@ mod tests {
                 .collect()
         };
         assert_eq!(entries(&store), [3, 5], "closed operations leave the index");
-        assert_eq!(low(&store).as_deref(), Some(&b"3"[..]));
+        assert_eq!(low(&store), 3);
         observe(&store, "op3", TaskStatus::Completed);
         assert_eq!(walk(&store, &[]), ["op5"]);
         assert_eq!(entries(&store), [5]);
-        assert_eq!(low(&store).as_deref(), Some(&b"5"[..]));
+        assert_eq!(low(&store), 5);
         // A walk over an index with nothing open left reads nothing past its low end.
         observe(&store, "op5", TaskStatus::Failed);
         assert!(walk(&store, &[]).is_empty());
-        assert_eq!(low(&store).as_deref(), Some(&b"6"[..]));
+        assert_eq!(low(&store), 6);
         store.reset_counts();
         assert!(walk(&store, &[]).is_empty());
         assert_eq!(store.total_ops(), 2, "the count and the low end");
+    }
+
+    #[test]
+    fn an_entry_still_being_written_is_not_passed_by_the_low_end() {
+        let store = MemoryStore::new();
+        block_on(journal::create(&store, &FixedClock(1_000), &sample("op1"))).unwrap();
+        observe(&store, "op1", TaskStatus::Submitted);
+        observe(&store, "op1", TaskStatus::Completed);
+        // A `track` has taken slot 2 but not yet written it.
+        block_on(store.increment(&keys::seller_tasks_count("t1", "s1"), 1)).unwrap();
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(low(&store), 2, "slot 2 may still be written");
+        // Its writer finishes: the next walk sees the task.
+        block_on(journal::create(&store, &FixedClock(1_000), &sample("op2"))).unwrap();
+        block_on(journal::record(
+            &store,
+            &FixedClock(2_000),
+            "op2",
+            EntryKind::Observed {
+                observation: Box::new(obs(TaskStatus::Working, Some("task_op2"))),
+            },
+        ))
+        .unwrap();
+        block_on(store.set(&keys::seller_tasks_entry("t1", "s1", 2), b"op2")).unwrap();
+        assert_eq!(walk(&store, &[]), ["op2"]);
+        assert_eq!(low(&store), 2);
+    }
+
+    #[test]
+    fn a_slot_left_empty_since_an_earlier_walk_is_a_hole_for_good() {
+        let store = MemoryStore::new();
+        for i in 1..=2 {
+            let id = format!("op{i}");
+            block_on(journal::create(&store, &FixedClock(1_000), &sample(&id))).unwrap();
+            observe(&store, &id, TaskStatus::Submitted);
+        }
+        observe(&store, "op1", TaskStatus::Completed);
+        // Slot 3 taken by a writer that crashed before writing it.
+        block_on(store.increment(&keys::seller_tasks_count("t1", "s1"), 1)).unwrap();
+        walk(&store, &["task_op2"]);
+        assert_eq!(low(&store), 2);
+        observe(&store, "op2", TaskStatus::Completed);
+        walk(&store, &[]);
+        assert_eq!(low(&store), 4, "slot 3 was empty at the walk before");
     }
 }

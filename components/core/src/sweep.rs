@@ -300,6 +300,13 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         {
             Ok(false)
         }
+        OperationStatus::PendingDispatch if now >= op.deadline_at_ms => {
+            // Never sent past the deadline: a late create is not what the buyer asked for.
+            // `timed_out` keeps looking the request up in case an attempt reached the seller.
+            let op = expire_if_due(env, op, now).await?;
+            reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
+            Ok(true)
+        }
         OperationStatus::PendingDispatch => {
             let result =
                 dispatch::dispatch(env.store, env.clock, env.log, env.sealing, env.calls, op_id)
@@ -342,7 +349,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         }
         _ => {
             let polled = poll(env, memo, &op).await?;
-            let op_now = polled.operation.unwrap_or(op);
+            let op_now = polled.operation;
             if op_now.status.is_authoritative_terminal() {
                 linked::cancel_follow_up(
                     env.store,
@@ -453,9 +460,7 @@ async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
     .await
     .map_err(store_err)?;
     effects::after_record(env.store, env.clock, env.log, "deadline", &recorded).await?;
-    recorded
-        .operation
-        .ok_or_else(|| crate::error::StoreError(format!("operation {op_id} vanished")))
+    recorded.operation.ok_or_else(|| vanished(&op_id))
 }
 
 /// Seller records and tool lists, read once per tick: a tick polls many operations of few
@@ -494,7 +499,10 @@ impl SellerMemo {
             return Ok(t.clone());
         }
         let t = seller_tools(store, clock, calls, seller).await?;
-        self.tools.borrow_mut().insert(key, t.clone());
+        if !t.assumed {
+            // An assumption (no `tools/list` answer) is not kept: the next poll asks again.
+            self.tools.borrow_mut().insert(key, t.clone());
+        }
         Ok(t)
     }
 }
@@ -505,9 +513,9 @@ struct Polled {
     status: Option<OperationStatus>,
     /// The seller's `retry_after`, if it asked for one.
     retry_after_s: Option<u64>,
-    /// The operation after the answer was recorded; `None` when nothing was recorded (no
-    /// answer, or one that changes nothing).
-    operation: Option<Operation>,
+    /// The operation as it stands after the poll: with the answer recorded, or re-read if
+    /// someone else changed it while the seller was asked.
+    operation: Operation,
 }
 
 /// A locally canceled operation may still exist at the seller (it returned a task, or an
@@ -524,13 +532,12 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     op: &Operation,
 ) -> StoreResult<Polled> {
-    let unanswered = |retry_after_s| Polled {
-        status: None,
-        retry_after_s,
-        operation: None,
-    };
     let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
-        return Ok(unanswered(None));
+        return Ok(Polled {
+            status: None,
+            retry_after_s: None,
+            operation: op.clone(),
+        });
     };
     let tool = match &op.task_id {
         Some(_) => {
@@ -540,6 +547,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
         }
         None => None,
     };
+    let mut retry_after_s = None;
     let obs = match (&op.task_id, tool) {
         (Some(task_id), Some(tool)) => {
             let mut args = json!({ "task_id": task_id, "include_result": true });
@@ -553,7 +561,8 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
                     None => None,
                 },
                 Err(CallFailure::Seller(e)) => {
-                    return Ok(unanswered(e.retry_after_s.map(u64::from)));
+                    retry_after_s = e.retry_after_s.map(u64::from);
+                    None
                 }
                 Err(CallFailure::Transport(_) | CallFailure::Deferred { .. }) => None,
             }
@@ -561,27 +570,34 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
         // No task to poll (or no tool to poll it with): look the buy up by its context.
         _ => match lookup_by_context(env, &seller, op).await {
             Lookup::Found(obs) => Some(*obs),
-            Lookup::Absent | Lookup::Unknown => None,
+            Lookup::Absent | Lookup::TooMany | Lookup::Unknown => None,
         },
     };
+    // The seller call took time: a webhook may have changed the record meanwhile.
+    let current = current(env, op).await?;
     let Some(obs) = obs else {
-        return Ok(unanswered(None));
+        return Ok(Polled {
+            status: None,
+            retry_after_s,
+            operation: current,
+        });
     };
     let status = Some(OperationStatus::Seller(obs.status));
-    let mut probe = op.clone();
+    let mut probe = current.clone();
     let outcome = probe.observe(&obs, env.clock.now_ms());
-    if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == *op {
+    if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == current {
         return Ok(Polled {
             status,
             retry_after_s: None,
-            operation: None,
+            operation: current,
         });
     }
+    let id = current.operation_id.clone();
     let recorded = journal::record_from(
         env.store,
         env.clock,
-        &op.operation_id,
-        Some(op.clone()),
+        &id,
+        Some(current),
         EntryKind::Observed {
             observation: Box::new(obs),
         },
@@ -592,8 +608,33 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     Ok(Polled {
         status,
         retry_after_s: None,
-        operation: recorded.operation,
+        operation: recorded.operation.ok_or_else(|| vanished(&id))?,
     })
+}
+
+/// The operation as it stands now: `op` itself unless the journal has moved past it (one
+/// counter read), then re-read.
+async fn current<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: &Operation,
+) -> StoreResult<Operation> {
+    let head = env
+        .store
+        .increment(&keys::operation_seq(&op.operation_id), 0)
+        .await?;
+    if u64::try_from(head).unwrap_or(0) <= op.version {
+        return Ok(op.clone());
+    }
+    Ok(
+        effects::load(env.store, env.clock, env.log, &op.operation_id)
+            .await
+            .map_err(store_err)?
+            .map_or_else(|| op.clone(), |l| l.operation),
+    )
+}
+
+fn vanished(op_id: &str) -> crate::error::StoreError {
+    crate::error::StoreError(format!("operation {op_id} vanished"))
 }
 
 /// A `completed` create without its result (AdCP 3.0 `tasks/get` carries none) is completed
@@ -620,6 +661,14 @@ async fn with_result<S: Store, C: SellerCalls, T: Transport>(
             );
             Some(obs)
         }
+        Lookup::TooMany => {
+            // The seller says completed; its listing is too long to search. Record the
+            // outcome without its buy rather than never.
+            obs.message = Some(
+                "the seller reports the task completed; its buy was not found in the pages of get_media_buys read".into(),
+            );
+            Some(obs)
+        }
         Lookup::Unknown => None,
     }
 }
@@ -638,6 +687,9 @@ pub struct SellerTools {
     #[serde(default)]
     pub list_tasks: bool,
     pub at_ms: u64,
+    /// Not discovered: `tools/list` had no answer and the 3.1 defaults were assumed.
+    #[serde(skip)]
+    pub assumed: bool,
 }
 
 /// The seller's tools as discovered from `tools/list`, cached per seller. When the list
@@ -659,6 +711,7 @@ pub async fn seller_tools(
             poll: Some(POLL_TOOLS[0].to_string()),
             list_tasks: false,
             at_ms: now,
+            assumed: true,
         });
     };
     let tools = SellerTools {
@@ -668,6 +721,7 @@ pub async fn seller_tools(
             .map(|t| t.to_string()),
         list_tasks: names.iter().any(|n| n == "list_tasks"),
         at_ms: now,
+        assumed: false,
     };
     set_json(store, &key, &tools).await?;
     Ok(tools)
@@ -718,6 +772,8 @@ enum Lookup {
     Found(Box<Observation>),
     /// The seller answered and has no such buy.
     Absent,
+    /// The seller lists more buys than one look-up reads, none of them ours so far.
+    TooMany,
     /// No usable answer (seller down, breaker open): ask again later.
     Unknown,
 }
@@ -734,7 +790,7 @@ const ALL_BUY_STATUSES: [&str; 7] = [
     "canceled",
 ];
 /// Pages of `get_media_buys` read by one look-up (100 buys each); past them the answer is
-/// "unknown", never "absent".
+/// "too many to tell", never "absent".
 const LOOKUP_PAGES: usize = 20;
 
 /// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`
@@ -763,6 +819,14 @@ async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
         let Some(buys) = payload.get("media_buys").and_then(Value::as_array) else {
             return Lookup::Unknown;
         };
+        if payload
+            .get("errors")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty())
+        {
+            // A partial answer (an account it could not read, say) proves no absence.
+            return Lookup::Unknown;
+        }
         let mine = buys.iter().find(|b| {
             b.pointer("/context/operation_id").and_then(Value::as_str)
                 == Some(op.operation_id.as_str())
@@ -799,7 +863,7 @@ async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
             None => return Lookup::Absent,
         }
     }
-    Lookup::Unknown
+    Lookup::TooMany
 }
 
 /// How long to wait before asking again when a look-up got no answer.
@@ -829,9 +893,16 @@ async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
             error: Some(error),
             delivery: None,
         },
-        Lookup::Unknown => {
+        // No answer: ask again soon. Too many buys to tell: never declare a failure we
+        // cannot prove; look again hourly until the deadline makes it `timed_out`.
+        miss @ (Lookup::Unknown | Lookup::TooMany) => {
+            let wait = if matches!(miss, Lookup::Unknown) {
+                LOOKUP_RETRY_MS
+            } else {
+                LOOKUP_EVERY_MS
+            };
             let state = PollState {
-                next_at_ms: env.clock.now_ms() + LOOKUP_RETRY_MS,
+                next_at_ms: env.clock.now_ms() + wait,
                 ..Default::default()
             };
             return schedule_at(
@@ -1100,11 +1171,12 @@ mod tests {
         let few = store_calls_per_due_poll(1_000);
         let many = store_calls_per_due_poll(10_000);
         println!("store calls per due poll: {few} (1,000 pending), {many} (10,000 pending)");
-        // Due hint, lease claim + release, poll state, operation (snapshot + head), poll state
-        // + due hint (2) = 9; the seller record, its tools and its breaker are read once per
-        // tick, and an unchanged answer is not journaled. (On the real components the MCP
-        // session is also read once per tick.)
-        assert!(few <= 9.5, "{few}");
+        // Due hint, lease claim + release, poll state, operation (snapshot + head), the head
+        // again after the seller call, poll state + due hint (2) = 10; the seller record, its
+        // tools and its breaker are read once per tick (the breaker at most every few
+        // seconds), and an unchanged answer is not journaled. (On the real components the
+        // MCP session is also read once per tick.)
+        assert!(few <= 10.5, "{few}");
         assert!(many <= few * 1.2, "{many} vs {few}");
     }
 
@@ -1444,7 +1516,9 @@ mod tests {
 
     #[test]
     fn exhausted_redispatch_looks_the_buy_up_before_failing() {
-        for found in [true, false] {
+        // found: completed with the buy; absent: failed; a partial answer (errors[]) proves
+        // nothing: still pending, looked up again later, never failed.
+        for case in ["found", "absent", "partial"] {
             let w = World::new();
             w.op("op1", OperationStatus::PendingDispatch);
             let seller = ScriptSeller::new(move |tool, args| match tool {
@@ -1454,25 +1528,27 @@ mod tests {
                     recovery: crate::dispatch::Recovery::Transient,
                     retry_after_s: None,
                 })),
-                "get_media_buys" => Ok(if found {
-                    json!({"media_buys": [{"media_buy_id": "mb_9", "context": {"operation_id": args["context"]["operation_id"]}}]})
-                } else {
-                    json!({"media_buys": []})
+                "get_media_buys" => Ok(match case {
+                    "found" => json!({"media_buys": [{"media_buy_id": "mb_9",
+                        "context": {"operation_id": args["context"]["operation_id"]}}]}),
+                    "absent" => json!({"media_buys": []}),
+                    _ => json!({"media_buys": [], "errors": [{"code": "ACCOUNT_NOT_FOUND",
+                        "message": "account unavailable"}]}),
                 }),
                 other => panic!("unexpected {other}"),
             });
             w.run_for(6 * 3_600_000, &seller);
-            let expect = if found {
-                TaskStatus::Completed
-            } else {
-                TaskStatus::Failed
+            let expect = match case {
+                "found" => OperationStatus::Seller(TaskStatus::Completed),
+                "absent" => OperationStatus::Seller(TaskStatus::Failed),
+                _ => OperationStatus::PendingDispatch,
             };
-            assert_eq!(
-                w.status("op1"),
-                OperationStatus::Seller(expect),
-                "found={found}"
-            );
-            assert_eq!(seller.count("get_media_buys"), 1);
+            assert_eq!(w.status("op1"), expect, "{case}");
+            if case == "partial" {
+                assert!(seller.count("get_media_buys") > 1, "asked again");
+            } else {
+                assert_eq!(seller.count("get_media_buys"), 1, "{case}");
+            }
             assert!(
                 seller.count("create_media_buy") as u32 <= crate::dispatch::MAX_DISPATCH_ATTEMPTS
             );
@@ -1544,6 +1620,26 @@ mod tests {
             .unwrap()
             .operation;
         assert_eq!(op.result.unwrap()["media_buy_id"], "mb_7");
+    }
+
+    #[test]
+    fn an_operation_never_sent_by_its_deadline_times_out_unsent_and_is_looked_up() {
+        let w = World::new();
+        let seller = ScriptSeller::new(|tool, _| match tool {
+            "get_media_buys" => Ok(json!({"media_buys": []})),
+            other => panic!("nothing is sent past the deadline: {other}"),
+        });
+        w.tick(&seller); // places the sweep cursor
+        // Next due after its 24 h deadline (a redispatch backed off that far, say).
+        let late = w.clock.now_ms() + 25 * 3_600_000;
+        w.op_due_at("op1", OperationStatus::PendingDispatch, late);
+        w.advance(25 * 3_600_000);
+        w.run_for(2 * 3_600_000, &seller);
+        assert_eq!(w.status("op1"), OperationStatus::TimedOut);
+        assert!(
+            seller.count("get_media_buys") >= 1,
+            "looked up while timed out"
+        );
     }
 
     #[test]
