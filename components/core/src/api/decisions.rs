@@ -195,6 +195,11 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
     let digest = digest_hex(&serde_json::to_vec(&Value::Object(amend.clone())).unwrap_or_default());
     let id = linked::derived_id(&op.operation_id, &format!("replan:{digest}"));
     let mut child = linked::new_operation(&op, id, task, args, env.entropy, env.clock.now_ms());
+    // Announced the way the original was: a re-planned buy is as urgent as the first.
+    child.webhook = op
+        .webhook
+        .as_ref()
+        .map(|w| super::operations::webhook_registration(env, &child.operation_id, w.mode));
     child.governance = op.governance.clone().map(|g| crate::operation::Governance {
         approved: false,
         governance_context: None,

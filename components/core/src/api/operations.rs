@@ -107,28 +107,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     }
     let webhook = input.webhook.then(|| {
         let mode = seller.webhook_mode.unwrap_or_else(|| caps.webhook_mode());
-        let purpose = webhook_purpose(&operation_id);
-        let token = random_hex(env.entropy, 32);
-        let secret = (mode != WebhookMode::Rfc9421).then(|| {
-            env.config.sealing.seal(
-                env.entropy,
-                &format!("{purpose}:secret"),
-                random_hex(env.entropy, 32).as_bytes(),
-            )
-        });
-        WebhookRegistration {
-            url: format!(
-                "{}/webhooks/adcp/{operation_id}",
-                env.config.public_base_url.trim_end_matches('/')
-            ),
-            mode,
-            token: env.config.sealing.seal(
-                env.entropy,
-                &format!("{purpose}:token"),
-                token.as_bytes(),
-            ),
-            secret,
-        }
+        webhook_registration(env, &operation_id, mode)
     });
     let op = Operation {
         operation_id: operation_id.clone(),
@@ -308,6 +287,36 @@ pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
         // Another tenant's operation answers exactly like a missing one.
         Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
         _ => Err(ApiError::not_found("operation")),
+    }
+}
+
+/// A fresh webhook registration for an operation: its URL, a new token, and for the legacy
+/// modes a new secret (sealed; the seller receives them opened in the request).
+pub(super) fn webhook_registration<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    operation_id: &str,
+    mode: WebhookMode,
+) -> WebhookRegistration {
+    let purpose = webhook_purpose(operation_id);
+    let token = random_hex(env.entropy, 32);
+    let secret = (mode != WebhookMode::Rfc9421).then(|| {
+        env.config.sealing.seal(
+            env.entropy,
+            &format!("{purpose}:secret"),
+            random_hex(env.entropy, 32).as_bytes(),
+        )
+    });
+    WebhookRegistration {
+        url: format!(
+            "{}/webhooks/adcp/{operation_id}",
+            env.config.public_base_url.trim_end_matches('/')
+        ),
+        mode,
+        token: env
+            .config
+            .sealing
+            .seal(env.entropy, &format!("{purpose}:token"), token.as_bytes()),
+        secret,
     }
 }
 

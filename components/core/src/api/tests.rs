@@ -1044,6 +1044,21 @@ fn input_required_can_be_replanned_into_a_new_linked_operation() {
     );
     assert_eq!(sent["context"]["operation_id"], new["operation_id"]);
     assert_eq!(sent["context"]["campaign"], "c-42");
+    // Announced like the original, with its own registration.
+    let (first, again) = (
+        &calls[0].1["push_notification_config"],
+        &sent["push_notification_config"],
+    );
+    assert_eq!(again["operation_id"], new["operation_id"]);
+    assert!(
+        again["url"].as_str().unwrap().ends_with(&format!(
+            "/webhooks/adcp/{}",
+            new["operation_id"].as_str().unwrap()
+        )),
+        "{again}"
+    );
+    assert_ne!(again["token"], first["token"], "a fresh token");
+    assert_eq!(new["webhook_mode"], op["webhook_mode"]);
     // Invalid amendments are refused with the failing fields.
     drop(calls);
     let (s, _) = w.call(
