@@ -263,13 +263,21 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     state: PollState,
     now: u64,
 ) -> StoreResult<bool> {
-    let Some(loaded) = effects::load(env.store, env.clock, env.log, op_id)
-        .await
-        .map_err(store_err)?
-    else {
-        return Ok(false);
+    // The snapshot alone chooses what to do (one read, no journal head): a poll re-reads
+    // the head after its seller call ([`current`]), a dispatch loads the operation itself,
+    // and every write catches up with the journal first. A snapshot behind the journal can
+    // only cost a poll that finds nothing new.
+    let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
+    let op = match snapshot {
+        Some(op) => op,
+        None => match effects::load(env.store, env.clock, env.log, op_id)
+            .await
+            .map_err(store_err)?
+        {
+            Some(loaded) => loaded.operation,
+            None => return Ok(false),
+        },
     };
-    let op = loaded.operation;
     match op.status {
         OperationStatus::Seller(s) if s.is_terminal() => {
             // A canceled create whose buy came into being anyway: cancel it at the seller.
@@ -1133,7 +1141,7 @@ mod tests {
 
     /// Store calls of a tick that polls 100 due operations (the seller reports no change),
     /// beyond those of an idle tick, with `pending` operations filed for tomorrow.
-    fn store_calls_per_due_poll(pending: usize) -> f64 {
+    fn store_calls_per_due_poll(pending: usize, late_in_lease_slot: bool) -> f64 {
         let w = World::new();
         let seller = ScriptSeller::new(|_, args| {
             Ok(json!({"task_id": args["task_id"], "status": "submitted"}))
@@ -1153,7 +1161,12 @@ mod tests {
                 OperationStatus::Seller(TaskStatus::Submitted),
             );
         }
-        w.advance(30_000);
+        // The tick 30-90 s later, at 15 s (one lease slot per claim) or 45 s (two) into a
+        // lease slot.
+        let phase = if late_in_lease_slot { 45_000 } else { 15_000 };
+        let slot = w.config.lease.slot_ms;
+        let at = (w.clock.now_ms() + 30_000).div_ceil(slot) * slot + phase;
+        w.advance(at - w.clock.now_ms());
         w.store.reset_counts();
         let busy = w.tick(&seller);
         let busy_calls = w.store.total_ops();
@@ -1168,15 +1181,19 @@ mod tests {
 
     #[test]
     fn a_tick_costs_a_dozen_store_calls_per_due_operation_whatever_is_pending() {
-        let few = store_calls_per_due_poll(1_000);
-        let many = store_calls_per_due_poll(10_000);
-        println!("store calls per due poll: {few} (1,000 pending), {many} (10,000 pending)");
-        // Due hint, lease claim + release, poll state, operation (snapshot + head), the head
-        // again after the seller call, poll state + due hint (2) = 10; the seller record, its
-        // tools and its breaker are read once per tick (the breaker at most every few
-        // seconds), and an unchanged answer is not journaled. (On the real components the
-        // MCP session is also read once per tick.)
-        assert!(few <= 10.5, "{few}");
+        let few = store_calls_per_due_poll(1_000, false);
+        let many = store_calls_per_due_poll(10_000, false);
+        let late = store_calls_per_due_poll(1_000, true);
+        println!(
+            "store calls per due poll: {few} (1,000 pending), {many} (10,000 pending), {late} (late in a lease slot)"
+        );
+        // Due hint, lease claim + release, poll state, operation snapshot, journal head after
+        // the seller call, poll state + due hint (2) = 9; the seller record, its tools and
+        // its breaker are read once per tick (the breaker at most every few seconds), and an
+        // unchanged answer is not journaled. (On the real components the MCP session is also
+        // read once per tick; a lease claimed in a slot's last 30 s takes two slots, +2.)
+        assert!(few <= 10.0, "{few}");
+        assert!(late <= 12.0, "{late}");
         assert!(many <= few * 1.2, "{many} vs {few}");
     }
 
