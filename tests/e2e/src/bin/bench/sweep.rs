@@ -51,8 +51,11 @@ async fn tick(app: &App, at_ms: u64) -> Tick {
 
 pub async fn run(pending: usize, due: usize) -> SweepRun {
     let app = App::start_in("hmac", app::scratch()).await;
-    // The measured tick's time: on a bucket boundary, far enough ahead for any seeding.
-    let t = (app::now_ms() / 10_000 + 360) * 10_000;
+    // The measured tick's time: far enough ahead for any seeding, on a due-bucket boundary,
+    // 50 s into a lease slot: the worst case, where every operation lease taken during the
+    // tick spans two slots (two more KV calls per due operation than early in a slot).
+    let slot = orchestrator_core::schedule::lease::LeaseConfig::default().slot_ms;
+    let t = (app::now_ms() / slot + 60) * slot + 50_000;
     for i in 0..pending {
         app.seller.answer(Answer::Payload(
             json!({"status": "submitted", "task_id": format!("task_sweep_{i}")}),
