@@ -247,8 +247,9 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
     Ok(Value::Object(args))
 }
 
-/// AdCP 3.0 put a media buy's lifecycle status in `status` of a sync success.
-const MEDIA_BUY_STATUSES: [&str; 7] = [
+/// Every media-buy lifecycle status (`enums/media-buy-status.json`). AdCP 3.0 put one in
+/// `status` of a sync success; `get_media_buys` filters on them.
+pub(crate) const MEDIA_BUY_STATUSES: [&str; 7] = [
     "pending_creatives",
     "pending_start",
     "active",

@@ -379,6 +379,15 @@ mod tests {
         }
     }
 
+    /// Operations `op1`..`op{n}`, each holding a submitted seller task, tracked in order.
+    fn submitted(store: &MemoryStore, n: usize) {
+        for i in 1..=n {
+            let id = format!("op{i}");
+            block_on(journal::create(store, &FixedClock(1_000), &sample(&id))).unwrap();
+            observe(store, &id, TaskStatus::Submitted);
+        }
+    }
+
     fn walk(store: &MemoryStore, listed: &[&str]) -> Vec<String> {
         let seller: Seller = serde_json::from_value(json!({
             "tenant_id": "t1", "seller_id": "s1", "mcp_url": "https://seller.example/mcp",
@@ -406,11 +415,7 @@ mod tests {
     #[test]
     fn the_tracked_task_walk_repolls_unlisted_open_tasks_and_drops_closed_ones() {
         let store = MemoryStore::new();
-        for i in 1..=5 {
-            let id = format!("op{i}");
-            block_on(journal::create(&store, &FixedClock(1_000), &sample(&id))).unwrap();
-            observe(&store, &id, TaskStatus::Submitted);
-        }
+        submitted(&store, 5);
         for id in ["op1", "op2", "op4"] {
             observe(&store, id, TaskStatus::Completed);
         }
@@ -468,11 +473,7 @@ mod tests {
     #[test]
     fn a_slot_left_empty_since_an_earlier_walk_is_a_hole_for_good() {
         let store = MemoryStore::new();
-        for i in 1..=2 {
-            let id = format!("op{i}");
-            block_on(journal::create(&store, &FixedClock(1_000), &sample(&id))).unwrap();
-            observe(&store, &id, TaskStatus::Submitted);
-        }
+        submitted(&store, 2);
         observe(&store, "op1", TaskStatus::Completed);
         // Slot 3 taken by a writer that crashed before writing it.
         block_on(store.increment(&keys::seller_tasks_count("t1", "s1"), 1)).unwrap();

@@ -786,17 +786,6 @@ enum Lookup {
     Unknown,
 }
 
-/// Every media-buy status: without a filter `get_media_buys` lists only `active` buys, and a
-/// buy just made is usually `pending_creatives` or `pending_start`.
-const ALL_BUY_STATUSES: [&str; 7] = [
-    "pending_creatives",
-    "pending_start",
-    "active",
-    "paused",
-    "completed",
-    "rejected",
-    "canceled",
-];
 /// Pages of `get_media_buys` read by one look-up (100 buys each); past them the answer is
 /// "too many to tell", never "absent".
 const LOOKUP_PAGES: usize = 20;
@@ -813,7 +802,9 @@ async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
         return Lookup::Absent;
     }
     let mut args = json!({
-        "status_filter": ALL_BUY_STATUSES,
+        // Without a filter only `active` buys are listed; one just made is usually
+        // `pending_creatives` or `pending_start`.
+        "status_filter": dispatch::MEDIA_BUY_STATUSES,
         "pagination": { "max_results": 100 },
         "context": { "operation_id": op.operation_id },
     });
@@ -1017,6 +1008,16 @@ mod tests {
                 .clone()
                 .unwrap_or_else(|| vec!["get_task_status".into()]))
         }
+    }
+
+    /// A transient seller error: the dispatch is retried, then given up.
+    fn seller_busy() -> Result<Value, CallFailure> {
+        Err(CallFailure::Seller(SellerError {
+            code: "SERVICE_UNAVAILABLE".into(),
+            message: "busy".into(),
+            recovery: crate::dispatch::Recovery::Transient,
+            retry_after_s: None,
+        }))
     }
 
     struct World {
@@ -1539,12 +1540,7 @@ mod tests {
             let w = World::new();
             w.op("op1", OperationStatus::PendingDispatch);
             let seller = ScriptSeller::new(move |tool, args| match tool {
-                "create_media_buy" => Err(CallFailure::Seller(SellerError {
-                    code: "SERVICE_UNAVAILABLE".into(),
-                    message: "busy".into(),
-                    recovery: crate::dispatch::Recovery::Transient,
-                    retry_after_s: None,
-                })),
+                "create_media_buy" => seller_busy(),
                 "get_media_buys" => Ok(match case {
                     "found" => json!({"media_buys": [{"media_buy_id": "mb_9",
                         "context": {"operation_id": args["context"]["operation_id"]}}]}),
@@ -1601,12 +1597,7 @@ mod tests {
         let w = World::new();
         w.op("op1", OperationStatus::PendingDispatch);
         let seller = ScriptSeller::new(|tool, args| match tool {
-            "create_media_buy" => Err(CallFailure::Seller(SellerError {
-                code: "SERVICE_UNAVAILABLE".into(),
-                message: "busy".into(),
-                recovery: crate::dispatch::Recovery::Transient,
-                retry_after_s: None,
-            })),
+            "create_media_buy" => seller_busy(),
             "get_media_buys" => {
                 let statuses = args["status_filter"].as_array().unwrap();
                 assert!(statuses.contains(&json!("pending_start")), "{args}");
