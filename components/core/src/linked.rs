@@ -13,7 +13,7 @@ use crate::seal::digest_hex;
 use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult};
 use crate::sweep::{self, PollState};
-use crate::task::{self, TaskKind};
+use crate::task::TaskKind;
 use serde_json::{Map, Value, json};
 
 /// A fresh AdCP `idempotency_key` (UUID v4 from the injected entropy).
@@ -49,6 +49,7 @@ pub fn new_operation(
     operation_id: String,
     task: TaskKind,
     mut arguments: Map<String, Value>,
+    deadline_ms: u64,
     entropy: &dyn Entropy,
     now: u64,
 ) -> Operation {
@@ -76,7 +77,7 @@ pub fn new_operation(
         created_at_ms: now,
         updated_at_ms: now,
         next_poll_at_ms: Some(now),
-        deadline_at_ms: now + task::default_deadline_ms(task),
+        deadline_at_ms: now + deadline_ms,
         seller_at_ms: None,
         webhook: None,
         request_digest: None,
@@ -146,7 +147,7 @@ pub async fn cancel_follow_up(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
     log: &dyn Log,
-    due: &crate::schedule::due::DueConfig,
+    config: &crate::sweep::SweepConfig,
     op: &Operation,
 ) -> StoreResult<Option<Operation>> {
     let (Some(cancel), Some(buy)) = (&op.cancel, media_buy_id(op)) else {
@@ -168,15 +169,10 @@ pub async fn cancel_follow_up(
         ),
     );
     let id = derived_id(&op.operation_id, "cancel");
-    let child = new_operation(
-        op,
-        id,
-        TaskKind::UpdateMediaBuy,
-        args,
-        entropy,
-        clock.now_ms(),
-    );
-    let stored = store(st, clock, log, due, &child).await?;
+    let task = TaskKind::UpdateMediaBuy;
+    let deadline_ms = config.deadlines.for_task_ms(task.name());
+    let child = new_operation(op, id, task, args, deadline_ms, entropy, clock.now_ms());
+    let stored = store(st, clock, log, &config.due, &child).await?;
     if cancel.follow_up.is_none() {
         journal::record(
             st,

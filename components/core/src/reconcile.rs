@@ -18,8 +18,8 @@ use crate::schedule::due::DueConfig;
 use crate::seller::{self, Seller};
 use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult, get_json, set_json};
-use crate::sweep::{self, PollState};
-use crate::task::{self, TaskKind};
+use crate::sweep::{self, PollState, SweepConfig};
+use crate::task::TaskKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -68,7 +68,7 @@ pub async fn run_if_due(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
     log: &dyn Log,
-    due: &DueConfig,
+    config: &SweepConfig,
     calls: &impl SellerCalls,
 ) -> StoreResult<Option<Reconciled>> {
     let epoch = clock.now_ms() / EPOCH_MS;
@@ -81,11 +81,11 @@ pub async fn run_if_due(
         .delete(&keys::reconcile_claim(epoch.saturating_sub(1)))
         .await?;
     let mut total = Reconciled {
-        purged: crate::purge::run(store, clock, log, &Default::default()).await?,
+        purged: crate::purge::run(store, clock, log, &config.retention).await?,
         ..Default::default()
     };
     for s in seller::all(store).await? {
-        let r = reconcile_seller(store, clock, entropy, log, due, calls, &s).await?;
+        let r = reconcile_seller(store, clock, entropy, log, config, calls, &s).await?;
         total.listed += r.listed;
         total.adopted.extend(r.adopted);
         total.repolled.extend(r.repolled);
@@ -99,7 +99,7 @@ pub async fn reconcile_seller(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
     log: &dyn Log,
-    due: &DueConfig,
+    config: &SweepConfig,
     calls: &impl SellerCalls,
     seller: &Seller,
 ) -> StoreResult<Reconciled> {
@@ -139,7 +139,8 @@ pub async fn reconcile_seller(
             out.listed += 1;
             let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
             if store.get(&key).await?.is_none()
-                && let Some(id) = adopt(store, clock, entropy, log, due, seller, task_id, t).await?
+                && let Some(id) =
+                    adopt(store, clock, entropy, log, config, seller, task_id, t).await?
             {
                 out.adopted.push(id);
             }
@@ -160,7 +161,7 @@ pub async fn reconcile_seller(
     }
     if complete {
         // Only a complete listing proves a task missing from it.
-        out.repolled = repoll_missing(store, clock, log, due, seller, &listed).await?;
+        out.repolled = repoll_missing(store, clock, log, &config.due, seller, &listed).await?;
     }
     Ok(out)
 }
@@ -173,7 +174,7 @@ async fn adopt(
     clock: &dyn Clock,
     entropy: &dyn Entropy,
     log: &dyn Log,
-    due: &DueConfig,
+    config: &SweepConfig,
     seller: &Seller,
     task_id: &str,
     listed: &Value,
@@ -213,7 +214,7 @@ async fn adopt(
         created_at_ms: now,
         updated_at_ms: now,
         next_poll_at_ms: Some(now),
-        deadline_at_ms: now + task::default_deadline_ms(kind),
+        deadline_at_ms: now + config.deadlines.for_task_ms(kind.name()),
         seller_at_ms: None,
         webhook: None,
         request_digest: None,
@@ -233,7 +234,7 @@ async fn adopt(
                 next_at_ms: now,
                 ..Default::default()
             };
-            sweep::schedule_at(store, clock, due, &id, state).await?;
+            sweep::schedule_at(store, clock, &config.due, &id, state).await?;
             log::emit(
                 log,
                 &log::Event {

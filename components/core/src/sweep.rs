@@ -42,15 +42,76 @@ pub const LOOKUP_EVERY_MS: u64 = 3_600_000;
 
 /// Tunables of the sweep, all with production defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SweepConfig {
     pub due: DueConfig,
     pub lease: LeaseConfig,
     pub poll: PollPolicy,
     pub deadlines: Deadlines,
     pub breaker: crate::schedule::breaker::BreakerConfig,
+    pub retention: crate::schedule::retention::Retention,
     /// Stop taking new work after this long in one tick (the rest waits for the next).
     pub budget_ms: u64,
+}
+
+impl SweepConfig {
+    /// The configuration in the `sweep_config` Spin variable: JSON overriding any of the
+    /// defaults (`{}` keeps them all), e.g.
+    /// `{"deadlines": {"tasks": {"create_media_buy": 7200000}}, "breaker": {"failure_threshold": 3}}`.
+    /// Unknown fields and values that would stop the sweep from working are refused.
+    pub fn parse(json: &str) -> Result<SweepConfig, String> {
+        let json = json.trim();
+        let c: SweepConfig = if json.is_empty() {
+            SweepConfig::default()
+        } else {
+            serde_json::from_str(json).map_err(|e| format!("sweep_config: {e}"))?
+        };
+        let mut wrong = Vec::new();
+        let mut need = |ok: bool, what: &str| {
+            if !ok {
+                wrong.push(what.to_string());
+            }
+        };
+        // The index layout is shared by every component (the webhook component and buyer
+        // notifications file hints with the defaults): only the per-tick limits may change.
+        let layout = DueConfig::default();
+        need(
+            (
+                c.due.bucket_ms,
+                c.due.grace_ms,
+                c.due.write_guard_ms,
+                c.due.retain_ms,
+            ) == (
+                layout.bucket_ms,
+                layout.grace_ms,
+                layout.write_guard_ms,
+                layout.retain_ms,
+            ),
+            "due: only max_buckets, max_entries and initial_lookback_ms may be set",
+        );
+        need(c.lease.slot_ms > 0, "lease.slot_ms must be positive");
+        need(
+            c.lease.margin_ms < c.lease.min_hold_ms && c.lease.min_hold_ms <= c.lease.slot_ms,
+            "lease: margin_ms < min_hold_ms <= slot_ms",
+        );
+        need(
+            c.breaker.failure_threshold > 0,
+            "breaker.failure_threshold must be positive",
+        );
+        need(
+            c.deadlines.default_ms > 0 && c.deadlines.tasks.values().all(|d| *d > 0),
+            "deadlines must be positive",
+        );
+        need(
+            c.retention.terminal_operation_ms >= c.retention.dedup_window_ms(),
+            "retention.terminal_operation_ms must cover the webhook de-duplication window",
+        );
+        if wrong.is_empty() {
+            Ok(c)
+        } else {
+            Err(format!("sweep_config: {}", wrong.join("; ")))
+        }
+    }
 }
 
 /// What a tick needs.
@@ -224,7 +285,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         env.clock,
         env.entropy,
         env.log,
-        &env.config.due,
+        env.config,
         env.calls,
     )
     .await?
@@ -287,7 +348,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 env.clock,
                 env.entropy,
                 env.log,
-                &env.config.due,
+                env.config,
                 &op,
             )
             .await?;
@@ -364,7 +425,7 @@ async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                     env.clock,
                     env.entropy,
                     env.log,
-                    &env.config.due,
+                    env.config,
                     &op_now,
                 )
                 .await?;
@@ -1140,6 +1201,81 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_sweep_config_variable_overrides_defaults_and_refuses_mistakes() {
+        assert_eq!(SweepConfig::parse("").unwrap(), SweepConfig::default());
+        assert_eq!(SweepConfig::parse(" {} ").unwrap(), SweepConfig::default());
+        let c = SweepConfig::parse(
+            r#"{"deadlines": {"tasks": {"create_media_buy": 7200000}},
+                "breaker": {"failure_threshold": 3},
+                "retention": {"terminal_operation_ms": 864000000}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.deadlines.for_task_ms("create_media_buy"), 7_200_000);
+        assert_eq!(c.breaker.failure_threshold, 3);
+        assert_eq!(
+            c.breaker.reset_timeout_ms, 60_000,
+            "the rest keeps its default"
+        );
+        assert_eq!(c.retention.terminal_operation_ms, 864_000_000);
+        for bad in [
+            r#"{"breaker": {"failure_treshold": 3}}"#,
+            r#"{"deadline": {}}"#,
+            r#"{"breaker": {"failure_threshold": 0}}"#,
+            r#"{"due": {"bucket_ms": 5000}}"#,
+            r#"{"deadlines": {"tasks": {"sync_creatives": 0}}}"#,
+            r#"{"retention": {"terminal_operation_ms": 3600000}}"#,
+            r#"{"lease": {"min_hold_ms": 120000}}"#,
+            "not json",
+        ] {
+            let e = SweepConfig::parse(bad).unwrap_err();
+            assert!(e.starts_with("sweep_config: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn operations_made_by_the_sweep_take_their_deadline_from_the_config() {
+        let mut w = World::new();
+        w.config
+            .deadlines
+            .tasks
+            .insert("update_media_buy".into(), 600_000);
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        block_on(journal::record(
+            &w.store,
+            &w.clock,
+            "op1",
+            EntryKind::Local {
+                change: crate::operation::LocalChange::CancelRequested {
+                    reason: None,
+                    superseded_by: None,
+                },
+            },
+        ))
+        .unwrap();
+        let seller = ScriptSeller::new(|tool, _| match tool {
+            "get_task_status" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                           "result": {"media_buy_id": "mb_1"}})),
+            "update_media_buy" => Ok(json!({"status": "submitted", "task_id": "task_cancel"})),
+            other => panic!("unexpected {other}"),
+        });
+        w.run_for(60_000, &seller);
+        let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        let child = op
+            .cancel
+            .unwrap()
+            .follow_up
+            .expect("the buy is canceled at the seller");
+        let child = block_on(journal::load(&w.store, &w.clock, &child))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(child.deadline_at_ms - child.created_at_ms, 600_000);
+    }
+
     /// Store calls of a tick that polls 100 due operations (the seller reports no change),
     /// beyond those of an idle tick, with `pending` operations filed for tomorrow.
     fn store_calls_per_due_poll(pending: usize, late_in_lease_slot: bool) -> f64 {
@@ -1396,12 +1532,7 @@ mod tests {
         .with_tools(&["get_task_status", "list_tasks"]);
         let run = || {
             block_on(crate::reconcile::run_if_due(
-                &w.store,
-                &w.clock,
-                &w.entropy,
-                &NoLog,
-                &w.config.due,
-                &seller,
+                &w.store, &w.clock, &w.entropy, &NoLog, &w.config, &seller,
             ))
             .unwrap()
         };

@@ -13,7 +13,7 @@ use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let config = match config().await {
+    let (config, sweep) = match config().await {
         Ok(c) => c,
         Err(message) => {
             return Ok(error(
@@ -42,15 +42,16 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             sessions: Default::default(),
         },
         transport: &SpinTransport,
-        sweep: &SweepConfig::default(),
+        sweep: &sweep,
     };
     Ok(into_spin_response(api::handle(&env, req).await))
 }
 
-async fn config() -> Result<ApiConfig, String> {
+async fn config() -> Result<(ApiConfig, SweepConfig), String> {
     let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
         .map_err(|e| e.to_string())?;
-    Ok(ApiConfig {
+    let sweep = SweepConfig::parse(&variable("sweep_config").await.unwrap_or_default())?;
+    let api = ApiConfig {
         admin_api_key: variable("admin_api_key").await.unwrap_or_default(),
         public_base_url: variable("public_base_url")
             .await
@@ -58,5 +59,6 @@ async fn config() -> Result<ApiConfig, String> {
         sweep_token: variable("sweep_token").await.unwrap_or_default(),
         metrics_token: variable("metrics_token").await.unwrap_or_default(),
         sealing,
-    })
+    };
+    Ok((api, sweep))
 }

@@ -39,7 +39,8 @@ impl Guest for Sweep {
         let clock = TickClock {
             offset_ms: scheduled_at_ms.saturating_sub(HostClock.now_ms()),
         };
-        let config = SweepConfig::default();
+        let config = SweepConfig::parse(&variable("sweep_config").await.unwrap_or_default())
+            .map_err(fail)?;
         let calls = McpSellerCalls {
             store: &store,
             transport: &SpinTransport,

@@ -150,3 +150,95 @@ async fn capabilities_governance_decisions_and_cancel() {
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["operation"]["status"], "canceled_locally");
 }
+
+/// Starts the application with `sweep_config` set.
+async fn start_configured(dir: &std::path::Path, sweep_config: &str) -> spin_test_host::TestHost {
+    let mut vars = e2e::variables("https://orchestrator.example");
+    vars.insert("sweep_config".into(), sweep_config.into());
+    spin_test_host::TestHost::start(spin_test_host::HostOptions {
+        manifest: e2e::repo_root().join("spin.toml"),
+        state_file: dir.join("kv.db"),
+        variables: vars,
+        ..spin_test_host::HostOptions::default()
+    })
+    .await
+    .expect("test host starts")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_config_variable_reaches_the_api_and_the_cron_sweep() {
+    // A one-minute deadline for creates: the API stores it, the cron sweep enforces it.
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_configured(
+        dir.path(),
+        r#"{"deadlines": {"tasks": {"create_media_buy": 60000}}}"#,
+    )
+    .await;
+    let api = Api::new(host.base_url());
+    let key = api.tenant("Acme").await;
+    let seller = FakeSeller::start().await;
+    let (st, b) = api
+        .call(
+            "PUT",
+            "/api/v1/sellers/ssp",
+            Some(&key),
+            Some(json!({"mcp_url": seller.url})),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    seller.answer(Answer::Payload(
+        json!({"status": "submitted", "task_id": "task_1"}),
+    ));
+    let (st, op) = api
+        .call(
+            "POST",
+            "/api/v1/operations",
+            Some(&key),
+            Some(create_body("ssp", "PO-9")),
+        )
+        .await;
+    assert_eq!(st, 201, "{op}");
+    let created = op["created_at_ms"].as_u64().unwrap();
+    assert_eq!(op["deadline_at_ms"].as_u64().unwrap() - created, 60_000);
+    for _ in 0..4 {
+        seller.answer(Answer::Payload(
+            json!({"task_id": "task_1", "status": "submitted"}),
+        ));
+    }
+    // Ticks 30 s apart until past the deadline.
+    for i in 1..=4u64 {
+        host.cron_tick((created + i * 30_000) / 1000 + 1)
+            .await
+            .unwrap_or_else(|e| panic!("tick: {e:#}\n{}", host.output()));
+    }
+    let id = op["operation_id"].as_str().unwrap();
+    let (_, now) = api
+        .call("GET", &format!("/api/v1/operations/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(now["status"], "timed_out", "{now}");
+    drop(host);
+
+    // A misspelt field is refused by both components, saying why; nothing is stored.
+    let dir = tempfile::tempdir().unwrap();
+    let host = start_configured(dir.path(), r#"{"breaker": {"failure_treshold": 2}}"#).await;
+    let api = Api::new(host.base_url());
+    let (st, b) = api
+        .call(
+            "POST",
+            "/api/v1/tenants",
+            Some(e2e::ADMIN_KEY),
+            Some(json!({"name": "Acme"})),
+        )
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (500, Some("misconfigured")),
+        "{b}"
+    );
+    assert!(
+        b["message"].as_str().unwrap().contains("failure_treshold"),
+        "{b}"
+    );
+    let tick = host.cron_tick(created / 1000).await;
+    assert!(tick.is_err(), "the cron sweep refuses to run misconfigured");
+}

@@ -52,16 +52,10 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
             },
         )
         .await?;
-        let child = linked::cancel_follow_up(
-            env.store,
-            env.clock,
-            env.entropy,
-            env.log,
-            &env.sweep.due,
-            &op,
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found("operation"))?;
+        let child =
+            linked::cancel_follow_up(env.store, env.clock, env.entropy, env.log, env.sweep, &op)
+                .await?
+                .ok_or_else(|| ApiError::not_found("operation"))?;
         let child = if child.status == OperationStatus::PendingDispatch {
             dispatch_now(env, &child.operation_id)
                 .await?
@@ -194,7 +188,16 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
     // The same re-plan sent twice makes one operation.
     let digest = digest_hex(&serde_json::to_vec(&Value::Object(amend.clone())).unwrap_or_default());
     let id = linked::derived_id(&op.operation_id, &format!("replan:{digest}"));
-    let mut child = linked::new_operation(&op, id, task, args, env.entropy, env.clock.now_ms());
+    let deadline_ms = env.sweep.deadlines.for_task_ms(task.name());
+    let mut child = linked::new_operation(
+        &op,
+        id,
+        task,
+        args,
+        deadline_ms,
+        env.entropy,
+        env.clock.now_ms(),
+    );
     // Announced the way the original was: a re-planned buy is as urgent as the first.
     child.webhook = op
         .webhook

@@ -125,7 +125,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         created_at_ms: now,
         updated_at_ms: now,
         next_poll_at_ms: Some(now),
-        deadline_at_ms: now + task::default_deadline_ms(input.task),
+        deadline_at_ms: now + env.sweep.deadlines.for_task_ms(input.task.name()),
         seller_at_ms: None,
         webhook,
         request_digest: Some(request_digest.clone()),

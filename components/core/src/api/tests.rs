@@ -998,6 +998,31 @@ fn canceling_a_completed_buy_cancels_it_at_the_seller_and_an_open_task_locally()
 }
 
 #[test]
+fn deadlines_come_from_the_sweep_config() {
+    let mut w = World::new();
+    w.sweep
+        .deadlines
+        .tasks
+        .insert("create_media_buy".into(), 3_600_000);
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let (_, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    let id = op["operation_id"].as_str().unwrap();
+    let stored = block_on(crate::journal::load(&w.store, &w.clock, id))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(stored.deadline_at_ms - stored.created_at_ms, 3_600_000);
+}
+
+#[test]
 fn input_required_can_be_replanned_into_a_new_linked_operation() {
     let w = World::new();
     let key = w.tenant("acme");

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 /// Full-jitter exponential backoff with a floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Backoff {
     pub base_ms: u64,
     pub cap_ms: u64,
@@ -172,7 +173,7 @@ pub struct PollInput {
 
 /// The poll cadence of operations the seller holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PollPolicy {
     /// Without a webhook.
     pub poll: Backoff,
@@ -247,7 +248,7 @@ impl Schedule {
 
 /// How long each task type may stay unresolved before we declare it `timed_out`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Deadlines {
     /// For task types without their own entry.
     pub default_ms: u64,

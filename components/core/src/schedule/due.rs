@@ -76,7 +76,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct DueConfig {
     pub bucket_ms: u64,
     /// How long after its end a bucket may still receive entries from slow writers.

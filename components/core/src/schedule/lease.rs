@@ -29,7 +29,7 @@ use crate::store::{Store, StoreResult};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LeaseConfig {
     /// Slot length: the longest a crashed holder can block a scope.
     pub slot_ms: u64,

@@ -13,7 +13,7 @@ use super::{DAY_MS, HOUR_MS, SECOND_MS};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Retention {
     /// The floor for webhook de-duplication records.
     pub dedup_min_ms: u64,
