@@ -106,6 +106,15 @@ impl SweepConfig {
             c.retention.terminal_operation_ms >= c.retention.dedup_window_ms(),
             "retention.terminal_operation_ms must cover the webhook de-duplication window",
         );
+        // De-duplication and nonce windows are the webhook component's, kept per delivery.
+        let kept = crate::schedule::retention::Retention {
+            terminal_operation_ms: c.retention.terminal_operation_ms,
+            ..Default::default()
+        };
+        need(
+            c.retention == kept,
+            "retention: only terminal_operation_ms may be set",
+        );
         if wrong.is_empty() {
             Ok(c)
         } else {
@@ -1226,6 +1235,7 @@ mod tests {
             r#"{"deadlines": {"tasks": {"sync_creatives": 0}}}"#,
             r#"{"retention": {"terminal_operation_ms": 3600000}}"#,
             r#"{"lease": {"min_hold_ms": 120000}}"#,
+            r#"{"retention": {"nonce_ms": 1000}}"#,
             "not json",
         ] {
             let e = SweepConfig::parse(bad).unwrap_err();
