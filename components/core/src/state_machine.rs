@@ -200,13 +200,18 @@ pub fn decide(current: OperationStatus, last_seller_at_ms: Option<u64>, event: E
     match rule(class_of(current), event_class(event)) {
         Rule::Apply => Outcome::Applied(target),
         Rule::ApplyIfNewer => {
+            // Older than the last applied report: stale. On a tie (timestamps in whole
+            // seconds make them common) `submitted`, the first status, cannot follow another.
             let older = match (event, last_seller_at_ms) {
                 (
                     Event::Seller {
                         at_ms: Some(at), ..
                     },
                     Some(last),
-                ) => at < last,
+                ) => {
+                    at < last
+                        || (at == last && target == OperationStatus::Seller(TaskStatus::Submitted))
+                }
                 _ => false,
             };
             if target == current {
@@ -327,6 +332,23 @@ mod tests {
         assert_eq!(
             decide(working, Some(200), seller(T::Working, Some(100))),
             Outcome::Duplicate
+        );
+        // Same second: `submitted` cannot follow `working`; other moves can.
+        assert_eq!(
+            decide(working, Some(200), seller(T::Submitted, Some(200))),
+            Outcome::Stale
+        );
+        assert_eq!(
+            decide(working, Some(200), seller(T::InputRequired, Some(200))),
+            Outcome::Applied(O::Seller(T::InputRequired))
+        );
+        assert_eq!(
+            decide(
+                O::Seller(T::InputRequired),
+                Some(200),
+                seller(T::Working, Some(200))
+            ),
+            Outcome::Applied(working)
         );
     }
 

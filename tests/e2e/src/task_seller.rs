@@ -41,9 +41,15 @@ pub struct Task {
 impl Task {
     /// What `get_task_status` answers (flat MCP shape).
     fn status_payload(&self) -> Value {
+        // When the task reached its status: the times the storm's webhooks carry.
+        let updated_at = match self.status.as_str() {
+            "submitted" => "2026-11-22T10:00:00Z",
+            "working" => "2026-11-22T10:00:01Z",
+            _ => "2026-11-22T10:00:02Z",
+        };
         let mut p = json!({
             "task_id": self.task_id, "task_type": "create_media_buy", "status": self.status,
-            "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:02Z",
+            "created_at": "2026-11-22T10:00:00Z", "updated_at": updated_at,
         });
         if let Some(r) = result_of(&self.task_id, &self.status) {
             p["result"] = r;

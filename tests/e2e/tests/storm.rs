@@ -345,11 +345,10 @@ async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_
         "every copy beyond the one that took effect is answered as a duplicate"
     );
 
+    // The sweeps polled during the storm; a poll is journaled only when it changed
+    // something (most are beaten by the webhooks), so `polls_recorded` may be 0.
     let polls = seller.calls_of("get_task_status").len();
-    assert!(
-        polls > 0 && polls_recorded > 0,
-        "the sweeps' polls were recorded"
-    );
+    assert!(polls > 0, "the sweeps polled during the storm");
 
     // /metrics, read with prometheus_client's parser, equals the ground truth.
     let text = api
@@ -414,7 +413,7 @@ async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_
     }
     eprintln!(
         "storm: {OPS} operations created in {created_in:.1?}; {} deliveries ({duplicates} duplicates, \
-         {in_flight} in flight, {unannounced} applied unannounced) and {ticks} sweep ticks ({polls} polls) in {storm_in:.1?} (first poll after {first_poll_in:.1?}); \
+         {in_flight} in flight, {unannounced} applied unannounced) and {ticks} sweep ticks ({polls} polls, {polls_recorded} changing something) in {storm_in:.1?} (first poll after {first_poll_in:.1?}); \
          finals {truth:?}; total {:.1?}",
         answers.len(),
         started.elapsed()
