@@ -1174,6 +1174,22 @@ mod tests {
             });
         }
 
+        /// The buyer asks to cancel the operation (what `POST .../cancel` records).
+        fn request_cancel(&self, id: &str) {
+            block_on(journal::record(
+                &self.store,
+                &self.clock,
+                id,
+                EntryKind::Local {
+                    change: crate::operation::LocalChange::CancelRequested {
+                        reason: None,
+                        superseded_by: None,
+                    },
+                },
+            ))
+            .unwrap();
+        }
+
         fn advance(&self, ms: u64) {
             self.clock.0.set(self.clock.0.get() + ms);
         }
@@ -1251,18 +1267,7 @@ mod tests {
             .tasks
             .insert("update_media_buy".into(), 600_000);
         w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
-        block_on(journal::record(
-            &w.store,
-            &w.clock,
-            "op1",
-            EntryKind::Local {
-                change: crate::operation::LocalChange::CancelRequested {
-                    reason: None,
-                    superseded_by: None,
-                },
-            },
-        ))
-        .unwrap();
+        w.request_cancel("op1");
         let seller = ScriptSeller::new(|tool, _| match tool {
             "get_task_status" => Ok(json!({"task_id": "task_op1", "status": "completed",
                                            "result": {"media_buy_id": "mb_1"}})),
@@ -1495,18 +1500,7 @@ mod tests {
     fn a_local_cancel_of_a_never_sent_operation_needs_no_reconciling() {
         let w = World::new();
         w.op("op1", OperationStatus::PendingDispatch);
-        block_on(journal::record(
-            &w.store,
-            &w.clock,
-            "op1",
-            EntryKind::Local {
-                change: crate::operation::LocalChange::CancelRequested {
-                    reason: None,
-                    superseded_by: None,
-                },
-            },
-        ))
-        .unwrap();
+        w.request_cancel("op1");
         let seller = ScriptSeller::new(|tool, _| panic!("nothing may be sent: {tool}"));
         w.run_for(30 * 60_000, &seller);
         assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
