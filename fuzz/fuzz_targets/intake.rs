@@ -77,6 +77,9 @@ fn world(control: u8, store: &MemoryStore, sealing: &SealingKey) {
         dispatch_attempts: 0,
         outcome_unknown: false,
         deliveries: DeliveryLedger::default(),
+        governance: None,
+        cancel: None,
+        linked_from: None,
         version: 0,
     };
     let clock = FixedClock(NOW_MS - 60_000);
