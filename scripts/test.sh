@@ -20,6 +20,8 @@ echo "==> format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --exclude operations-api --exclude webhook-intake --exclude poll-sweep --exclude spin-adapter --all-targets -- -D warnings
 cargo clippy --target wasm32-wasip2 -p operations-api -p webhook-intake -p poll-sweep -p spin-adapter -- -D warnings
+# The fuzz targets (their own workspace, run by scripts/fuzz.sh) must keep compiling.
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 echo "==> Spin components (release, wasm32-wasip2)"
 cargo build --target wasm32-wasip2 --release -p operations-api -p webhook-intake -p poll-sweep
