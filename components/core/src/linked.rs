@@ -9,6 +9,7 @@ use crate::journal::{self, EntryKind, JournalError};
 use crate::keys;
 use crate::log::Log;
 use crate::operation::{LocalChange, Operation};
+use crate::schedule::backoff::Deadlines;
 use crate::seal::digest_hex;
 use crate::status::{OperationStatus, TaskStatus};
 use crate::store::{Store, StoreResult};
@@ -49,7 +50,7 @@ pub fn new_operation(
     operation_id: String,
     task: TaskKind,
     mut arguments: Map<String, Value>,
-    deadline_ms: u64,
+    deadlines: &Deadlines,
     entropy: &dyn Entropy,
     now: u64,
 ) -> Operation {
@@ -77,7 +78,7 @@ pub fn new_operation(
         created_at_ms: now,
         updated_at_ms: now,
         next_poll_at_ms: Some(now),
-        deadline_at_ms: now + deadline_ms,
+        deadline_at_ms: now + deadlines.for_task_ms(task.name()),
         seller_at_ms: None,
         webhook: None,
         request_digest: None,
@@ -169,9 +170,15 @@ pub async fn cancel_follow_up(
         ),
     );
     let id = derived_id(&op.operation_id, "cancel");
-    let task = TaskKind::UpdateMediaBuy;
-    let deadline_ms = config.deadlines.for_task_ms(task.name());
-    let child = new_operation(op, id, task, args, deadline_ms, entropy, clock.now_ms());
+    let child = new_operation(
+        op,
+        id,
+        TaskKind::UpdateMediaBuy,
+        args,
+        &config.deadlines,
+        entropy,
+        clock.now_ms(),
+    );
     let stored = store(st, clock, log, &config.due, &child).await?;
     if cancel.follow_up.is_none() {
         journal::record(

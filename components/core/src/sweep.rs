@@ -74,19 +74,14 @@ impl SweepConfig {
         };
         // The index layout is shared by every component (the webhook component and buyer
         // notifications file hints with the defaults): only the per-tick limits may change.
-        let layout = DueConfig::default();
+        let limits_only = DueConfig {
+            max_buckets: c.due.max_buckets,
+            max_entries: c.due.max_entries,
+            initial_lookback_ms: c.due.initial_lookback_ms,
+            ..Default::default()
+        };
         need(
-            (
-                c.due.bucket_ms,
-                c.due.grace_ms,
-                c.due.write_guard_ms,
-                c.due.retain_ms,
-            ) == (
-                layout.bucket_ms,
-                layout.grace_ms,
-                layout.write_guard_ms,
-                layout.retain_ms,
-            ),
+            c.due == limits_only,
             "due: only max_buckets, max_entries and initial_lookback_ms may be set",
         );
         need(c.lease.slot_ms > 0, "lease.slot_ms must be positive");
@@ -913,24 +908,21 @@ async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
                 delivery: None,
             }));
         }
-        let next = payload
+        let has_more = payload
             .pointer("/pagination/has_more")
             .and_then(Value::as_bool)
-            .unwrap_or(false)
-            .then(|| {
-                payload
-                    .pointer("/pagination/cursor")
-                    .and_then(Value::as_str)
-            })
-            .flatten();
-        match next {
-            Some(cursor) => args["pagination"]["cursor"] = json!(cursor),
-            None if payload.pointer("/pagination/has_more") == Some(&json!(true)) => {
-                // More pages but no cursor to reach them.
-                return Lookup::Unknown;
-            }
-            None => return Lookup::Absent,
+            .unwrap_or(false);
+        if !has_more {
+            return Lookup::Absent;
         }
+        // More pages: follow the cursor; without one they cannot be reached.
+        let Some(cursor) = payload
+            .pointer("/pagination/cursor")
+            .and_then(Value::as_str)
+        else {
+            return Lookup::Unknown;
+        };
+        args["pagination"]["cursor"] = json!(cursor);
     }
     Lookup::TooMany
 }
@@ -962,27 +954,11 @@ async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
             error: Some(error),
             delivery: None,
         },
-        // No answer: ask again soon. Too many buys to tell: never declare a failure we
-        // cannot prove; look again hourly until the deadline makes it `timed_out`.
-        miss @ (Lookup::Unknown | Lookup::TooMany) => {
-            let wait = if matches!(miss, Lookup::Unknown) {
-                LOOKUP_RETRY_MS
-            } else {
-                LOOKUP_EVERY_MS
-            };
-            let state = PollState {
-                next_at_ms: env.clock.now_ms() + wait,
-                ..Default::default()
-            };
-            return schedule_at(
-                env.store,
-                env.clock,
-                &env.config.due,
-                &op.operation_id,
-                state,
-            )
-            .await;
-        }
+        // No answer: ask again soon.
+        Lookup::Unknown => return look_again(env, op, LOOKUP_RETRY_MS).await,
+        // Too many buys to tell: never declare a failure we cannot prove; look again hourly
+        // until the deadline makes it `timed_out`.
+        Lookup::TooMany => return look_again(env, op, LOOKUP_EVERY_MS).await,
     };
     let recorded = journal::record(
         env.store,
@@ -997,6 +973,26 @@ async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     effects::after_record(env.store, env.clock, env.log, "reconcile", &recorded)
         .await
         .map(drop)
+}
+
+/// Files the operation for another look-up in `wait_ms`.
+async fn look_again<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: &Operation,
+    wait_ms: u64,
+) -> StoreResult<()> {
+    let state = PollState {
+        next_at_ms: env.clock.now_ms() + wait_ms,
+        ..Default::default()
+    };
+    schedule_at(
+        env.store,
+        env.clock,
+        &env.config.due,
+        &op.operation_id,
+        state,
+    )
+    .await
 }
 
 fn store_err(e: journal::JournalError) -> crate::error::StoreError {

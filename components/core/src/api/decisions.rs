@@ -188,13 +188,12 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
     // The same re-plan sent twice makes one operation.
     let digest = digest_hex(&serde_json::to_vec(&Value::Object(amend.clone())).unwrap_or_default());
     let id = linked::derived_id(&op.operation_id, &format!("replan:{digest}"));
-    let deadline_ms = env.sweep.deadlines.for_task_ms(task.name());
     let mut child = linked::new_operation(
         &op,
         id,
         task,
         args,
-        deadline_ms,
+        &env.sweep.deadlines,
         env.entropy,
         env.clock.now_ms(),
     );
