@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::rfc9421::{content_digest, digest_matches};
+use orchestrator_core::auth::rfc9421::{content_digest, digest_matches};
 use orchestrator_fuzz::first_line;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::error_mapping::{action, code_recovery, find_error};
+use orchestrator_core::seller::error_mapping::{action, code_recovery, find_error};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(response) = serde_json::from_slice::<serde_json::Value>(data) else {

@@ -11,19 +11,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::clock::FixedClock;
-use orchestrator_core::hmac_signature;
+use orchestrator_core::foundation::clock::FixedClock;
+use orchestrator_core::auth::hmac_signature;
 use orchestrator_core::intake::{IntakeConfig, IntakeEnv, handle};
-use orchestrator_core::journal;
-use orchestrator_core::jwks::CachedKeys;
-use orchestrator_core::keys;
-use orchestrator_core::log::NoLog;
-use orchestrator_core::operation::{DeliveryLedger, Operation, WebhookMode, WebhookRegistration};
+use orchestrator_core::records::journal;
+use orchestrator_core::auth::jwks::CachedKeys;
+use orchestrator_core::foundation::keys;
+use orchestrator_core::foundation::log::NoLog;
+use orchestrator_core::model::operation::{DeliveryLedger, Operation, WebhookMode, WebhookRegistration};
 use orchestrator_core::schedule::due::DueConfig;
-use orchestrator_core::seal::SealingKey;
-use orchestrator_core::seller::{self, Seller};
-use orchestrator_core::status::{OperationStatus, TaskStatus};
-use orchestrator_core::store::{MemoryStore, set_json};
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::records::seller::{self, Seller};
+use orchestrator_core::model::status::{OperationStatus, TaskStatus};
+use orchestrator_core::foundation::store::{MemoryStore, set_json};
 use orchestrator_fuzz::{
     CounterEntropy, NOW_MS, NOW_S, Raw, ScriptedTransport, assert_error_contract, block_on,
     sections, set_header, sign_fresh, signers,
@@ -154,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 _ => {
                     // Identical bodies share a nonce, so repeats exercise replay refusal.
-                    let nonce = orchestrator_core::clock::hex(&Sha256::digest(&body)[..12]);
+                    let nonce = orchestrator_core::foundation::clock::hex(&Sha256::digest(&body)[..12]);
                     let signer = &signers[usize::from(control & 64 != 0)];
                     sign_fresh(&method, &target, &mut parts.headers, &body, signer, &nonce);
                 }

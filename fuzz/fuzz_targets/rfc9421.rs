@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::rfc9421::{self, Jwk, SignatureError, Trust};
+use orchestrator_core::auth::rfc9421::{self, Jwk, SignatureError, Trust};
 use orchestrator_fuzz::{NOW_S, Raw, append_headers, resign, set_header, signers};
 use std::sync::OnceLock;
 

@@ -8,13 +8,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::capabilities::Capabilities;
-use orchestrator_core::clock::FixedClock;
-use orchestrator_core::dispatch::{CallFailure, SellerCalls};
-use orchestrator_core::seal::SealingKey;
-use orchestrator_core::seller::Seller;
-use orchestrator_core::seller_client::{McpSellerCalls, extract_success};
-use orchestrator_core::store::MemoryStore;
+use orchestrator_core::records::capabilities::Capabilities;
+use orchestrator_core::foundation::clock::FixedClock;
+use orchestrator_core::seller::port::CallFailure;
+use orchestrator_core::seller::port::SellerCalls;
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::records::seller::Seller;
+use orchestrator_core::seller::mcp::{McpSellerCalls, extract_success};
+use orchestrator_core::foundation::store::MemoryStore;
 use orchestrator_fuzz::{NOW_MS, Raw, ScriptedTransport, block_on};
 use serde_json::{Value, json};
 
@@ -67,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// Request ids from zero bytes (id 0): inputs can then answer "our" request or another.
 struct ZeroEntropy;
-impl orchestrator_core::clock::Entropy for ZeroEntropy {
+impl orchestrator_core::foundation::clock::Entropy for ZeroEntropy {
     fn fill(&self, buf: &mut [u8]) {
         buf.fill(0);
     }

@@ -2,9 +2,9 @@
 //! authenticated `/internal/sweep`. All behaviour is in `orchestrator_core::api`.
 
 use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
-use orchestrator_core::seal::SealingKey;
-use orchestrator_core::seller_client::McpSellerCalls;
-use orchestrator_core::sweep::SweepConfig;
+use orchestrator_core::config::SweepConfig;
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
     HostClock, HostEntropy, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
 };

@@ -4,10 +4,10 @@
 //! Kept thin on purpose: anything that decides something belongs in `orchestrator-core`.
 
 use futures::StreamExt;
-use orchestrator_core::clock::{Clock, Entropy};
-use orchestrator_core::error::StoreError;
-use orchestrator_core::store::{Store, StoreResult};
-use orchestrator_core::transport::{
+use orchestrator_core::foundation::clock::{Clock, Entropy};
+use orchestrator_core::foundation::error::StoreError;
+use orchestrator_core::foundation::store::{Store, StoreResult};
+use orchestrator_core::foundation::transport::{
     InboundResponse, Limits, OutboundRequest, Transport, TransportError,
 };
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
@@ -92,7 +92,7 @@ impl Clock for HostClock {
 /// Log lines to stderr, which Spin collects per component.
 pub struct StderrLog;
 
-impl orchestrator_core::log::Log for StderrLog {
+impl orchestrator_core::foundation::log::Log for StderrLog {
     fn line(&self, line: &str) {
         eprintln!("{line}");
     }

@@ -1,10 +1,11 @@
 //! The cron component: runs one sweep tick per `spin:cron@3.0.0` event. All behaviour is
 //! in `orchestrator_core::sweep`; the same tick is reachable at `POST /internal/sweep`.
 
-use orchestrator_core::clock::Clock;
-use orchestrator_core::seal::SealingKey;
-use orchestrator_core::seller_client::McpSellerCalls;
-use orchestrator_core::sweep::{self, SweepConfig, SweepEnv};
+use orchestrator_core::config::SweepConfig;
+use orchestrator_core::foundation::clock::Clock;
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::seller::mcp::McpSellerCalls;
+use orchestrator_core::sweep::{self, SweepEnv};
 use spin_adapter::{HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, variable};
 
 spin_sdk::wit_bindgen::generate!({

@@ -3,9 +3,9 @@
 //! after answering makes the first attempt of any buyer notification the change produced
 //! (already stored and filed for retry, so losing this attempt loses nothing).
 
+use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
-use orchestrator_core::notify;
-use orchestrator_core::seal::SealingKey;
+use orchestrator_core::records::notify;
 use spin_adapter::{
     HostClock, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
 };

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use e2e::fake_seller::{Answer, FakeSeller};
 use e2e::{Api, METRICS_TOKEN, python, start};
 use http_body_util::{BodyExt, Full};
-use orchestrator_core::{hmac_signature, notify};
+use orchestrator_core::{auth::hmac_signature, records::notify};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

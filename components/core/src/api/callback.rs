@@ -1,12 +1,12 @@
 //! `PUT/GET/DELETE /api/v1/callback`: where a tenant hears about its operations.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
-use crate::dispatch::SellerCalls;
-use crate::keys;
-use crate::notify::{self, Callback, new_secret, secret_key, secret_purpose};
-use crate::store::{Store, get_json, set_json};
-use crate::tenant::Tenant;
-use crate::transport::Transport;
+use crate::foundation::keys;
+use crate::foundation::store::{Store, get_json, set_json};
+use crate::foundation::transport::Transport;
+use crate::records::notify::{self, Callback, new_secret, secret_key, secret_purpose};
+use crate::records::tenant::Tenant;
+use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -88,6 +88,6 @@ fn view(cb: &Callback) -> Value {
         "enabled": cb.enabled,
         "disabled_reason": cb.disabled_reason,
         "signature_scheme": "standard-webhooks-v1",
-        "retry_schedule_s": notify::RETRY_SCHEDULE_S,
+        "retry_schedule_s": notify::RETRY_SCHEDULE.0,
     })
 }

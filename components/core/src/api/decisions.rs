@@ -8,18 +8,19 @@
 
 use super::operations::{dispatch_now, load_owned, view};
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
-use crate::dispatch::SellerCalls;
-use crate::effects;
-use crate::journal::{self, EntryKind};
-use crate::linked;
-use crate::operation::{LocalChange, Operation};
-use crate::seal::digest_hex;
-use crate::status::{OperationStatus, TaskStatus};
-use crate::store::Store;
-use crate::sweep;
-use crate::task::{self, TaskKind};
-use crate::tenant::Tenant;
-use crate::transport::Transport;
+use crate::foundation::seal::digest_hex;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::lifecycle::effects;
+use crate::lifecycle::linked;
+use crate::lifecycle::next::reschedule_after_change;
+use crate::model::operation::{LocalChange, Operation};
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::{self, TaskKind};
+use crate::records::journal::EntryKind;
+use crate::records::tenant::Tenant;
+use crate::schedule::poll::PollState;
+use crate::seller::port::SellerCalls;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -202,13 +203,16 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
         .webhook
         .as_ref()
         .map(|w| super::operations::webhook_registration(env, &child.operation_id, w.mode));
-    child.governance = op.governance.clone().map(|g| crate::operation::Governance {
-        approved: false,
-        governance_context: None,
-        explanation: None,
-        conditions: None,
-        ..g
-    });
+    child.governance = op
+        .governance
+        .clone()
+        .map(|g| crate::model::operation::Governance {
+            approved: false,
+            governance_context: None,
+            explanation: None,
+            conditions: None,
+            ..g
+        });
     let child = linked::store(env.store, env.clock, env.log, &env.sweep.due, &child).await?;
     let child_id = child.operation_id.clone();
     let op = record(
@@ -238,23 +242,24 @@ async fn record<S: Store, C: SellerCalls, T: Transport>(
     change: LocalChange,
 ) -> ApiResult<Operation> {
     let op_id = op.operation_id.clone();
-    let recorded = journal::record_from(
+    effects::record(
         env.store,
         env.clock,
+        env.log,
+        "api",
         &op_id,
         Some(op.clone()),
         EntryKind::Local { change },
     )
     .await?;
-    effects::after_record(env.store, env.clock, env.log, "api", &recorded).await?;
-    sweep::reschedule_after_change(
+    reschedule_after_change(
         env.store,
         env.clock,
         env.log,
         env.entropy,
         env.sweep,
         &op_id,
-        sweep::PollState::default(),
+        PollState::default(),
     )
     .await?;
     reload(env, op).await

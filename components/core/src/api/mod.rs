@@ -10,19 +10,16 @@ mod operations;
 mod sellers;
 mod tenants;
 
-use crate::clock::{Clock, Entropy};
-use crate::dispatch::SellerCalls;
-use crate::error::StoreError;
-use crate::journal::JournalError;
-use crate::seal::{SealingKey, ct_eq};
-use crate::store::Store;
-use crate::tenant::{self, Tenant};
-use crate::transport::Transport;
+use crate::foundation::clock::{Clock, Entropy};
+pub use crate::foundation::error::FieldError;
+pub use crate::foundation::http::{ApiError, ApiResult, Request, Response, bearer, json_response};
+use crate::foundation::seal::{SealingKey, ct_eq};
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::records::tenant::{self, Tenant};
+use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-
-pub type Request = http::Request<Vec<u8>>;
-pub type Response = http::Response<Vec<u8>>;
 
 /// The OpenAPI 3.1 description of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -49,138 +46,12 @@ pub struct Env<'a, S: Store, C: SellerCalls, T: Transport> {
     pub clock: &'a dyn Clock,
     pub entropy: &'a dyn Entropy,
     pub config: &'a ApiConfig,
-    pub log: &'a dyn crate::log::Log,
+    pub log: &'a dyn crate::foundation::log::Log,
     /// How operations reach their sellers.
     pub calls: &'a C,
     /// Plain outbound HTTP (buyer notifications).
     pub transport: &'a T,
-    pub sweep: &'a crate::sweep::SweepConfig,
-}
-
-/// An API failure: HTTP status, stable machine code, human message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub details: Option<Value>,
-    pub retry_after_secs: Option<u64>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-            retry_after_secs: None,
-        }
-    }
-
-    pub fn not_found(what: &str) -> Self {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
-    }
-
-    pub fn unauthorized() -> Self {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid `Authorization: Bearer` credentials",
-        )
-    }
-
-    pub fn bad_json(e: impl std::fmt::Display) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    }
-
-    pub fn invalid(message: impl Into<String>, fields: Vec<FieldError>) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            message,
-        );
-        e.details = Some(
-            json!({ "fields": fields.iter().map(|f| json!({"field": f.field, "message": f.message})).collect::<Vec<_>>() }),
-        );
-        e
-    }
-
-    pub fn into_response(self) -> Response {
-        let mut body = json!({ "code": self.code, "message": self.message });
-        if let Some(d) = self.details {
-            body["details"] = d;
-        }
-        let mut resp = json_response(self.status, &body);
-        if let Some(secs) = self.retry_after_secs
-            && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
-    }
-}
-
-/// One failing input field, for 422 answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        let mut err = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        );
-        err.retry_after_secs = Some(1);
-        err
-    }
-}
-
-impl From<JournalError> for ApiError {
-    fn from(e: JournalError) -> Self {
-        match e {
-            JournalError::Store(e) => e.into(),
-            other => {
-                let mut err =
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", other.to_string());
-                err.retry_after_secs = Some(1);
-                err
-            }
-        }
-    }
-}
-
-pub type ApiResult<T = Response> = Result<T, ApiError>;
-
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut resp = http::Response::new(body.to_string().into_bytes());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    resp
+    pub sweep: &'a crate::config::SweepConfig,
 }
 
 /// Routes one request. Never panics on input; every failure is an [`ApiError`] response.
@@ -234,7 +105,8 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
             only(&method, &[Method::GET])?;
             require_token(&req, &env.config.metrics_token)?;
             let text =
-                crate::metrics::render(env.store, &env.sweep.breaker, env.clock.now_ms()).await?;
+                crate::records::metrics::render(env.store, &env.sweep.breaker, env.clock.now_ms())
+                    .await?;
             let mut resp = http::Response::new(text.into_bytes());
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -319,16 +191,6 @@ fn only(method: &Method, allowed: &[Method]) -> ApiResult<()> {
             format!("{method} not allowed here; use {}", allowed.join(", ")),
         ))
     }
-}
-
-/// The bearer token of a request, if it carries one.
-pub fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 fn require_admin<S: Store, C: SellerCalls, T: Transport>(

@@ -1,21 +1,23 @@
 //! `/api/v1/operations`: durable creation, reads, listing and history.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
-use crate::clock::random_hex;
-use crate::dispatch;
-use crate::dispatch::SellerCalls;
-use crate::journal::{self, JournalError};
-use crate::keys::{self, valid_id};
-use crate::log;
-use crate::operation::{Operation, WebhookMode, WebhookRegistration};
-use crate::seal::digest_hex;
-use crate::seller;
-use crate::status::OperationStatus;
-use crate::store::Store;
-use crate::sweep;
-use crate::task::{self, TaskKind};
-use crate::tenant::Tenant;
-use crate::transport::Transport;
+use crate::foundation::clock::random_hex;
+use crate::foundation::keys::{self, valid_id};
+use crate::foundation::log;
+use crate::foundation::seal::digest_hex;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::lifecycle::dispatch;
+use crate::lifecycle::next::reschedule_after_change;
+use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
+use crate::model::status::OperationStatus;
+use crate::model::task::{self, TaskKind};
+use crate::records::journal::{self, JournalError};
+use crate::records::seller;
+use crate::records::tenant::Tenant;
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::guard::Guarded;
+use crate::seller::port::SellerCalls;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -58,7 +60,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     if idem.is_some()
         && let Some(existing) =
-            crate::effects::load(env.store, env.clock, env.log, &operation_id).await?
+            crate::lifecycle::effects::load(env.store, env.clock, env.log, &operation_id).await?
     {
         return replayed(existing.operation, tid, &request_digest);
     }
@@ -84,7 +86,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                     )],
                 ));
             }
-            Some(crate::operation::Governance {
+            Some(crate::model::operation::Governance {
                 agent_id: agent_id.clone(),
                 plan_id: plan_id.clone(),
                 caller: env.config.public_base_url.trim_end_matches('/').to_string(),
@@ -93,7 +95,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         }
     };
     let now = env.clock.now_ms();
-    let idempotency_key = crate::linked::uuid_v4(env.entropy);
+    let idempotency_key = crate::foundation::clock::uuid_v4(env.entropy);
     let mut arguments = input.arguments;
     arguments.insert(
         "idempotency_key".into(),
@@ -139,7 +141,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     match journal::create(env.store, env.clock, &op).await {
         Ok(op) => {
-            crate::linked::count_and_list(env.store, &op).await?;
+            crate::records::indexes::count_and_list(env.store, &op).await?;
             log::emit(
                 env.log,
                 &log::Event {
@@ -159,7 +161,8 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         }
         Err(JournalError::Exists) => {
             let Some(existing) =
-                crate::effects::load(env.store, env.clock, env.log, &operation_id).await?
+                crate::lifecycle::effects::load(env.store, env.clock, env.log, &operation_id)
+                    .await?
             else {
                 // The first request is still writing its creation entry.
                 let mut e = ApiError::new(
@@ -259,7 +262,9 @@ pub async fn list<S: Store, C: SellerCalls, T: Transport>(
         budget -= 1;
         if let Some(id) = env.store.get(&keys::tenant_ops_entry(tid, n)).await? {
             let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(loaded) = crate::effects::load(env.store, env.clock, env.log, &id).await? {
+            if let Some(loaded) =
+                crate::lifecycle::effects::load(env.store, env.clock, env.log, &id).await?
+            {
                 let op = loaded.operation;
                 if q.matches(&op) {
                     out.push(view(&op));
@@ -283,7 +288,7 @@ pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     if !valid_id(op_id) {
         return Err(ApiError::not_found("operation"));
     }
-    match crate::effects::load(env.store, env.clock, env.log, op_id).await? {
+    match crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id).await? {
         // Another tenant's operation answers exactly like a missing one.
         Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
         _ => Err(ApiError::not_found("operation")),
@@ -332,7 +337,7 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     op_id: &str,
 ) -> ApiResult<Option<Operation>> {
-    let guarded = dispatch::Guarded {
+    let guarded = Guarded {
         store: env.store,
         clock: env.clock,
         breaker: &env.sweep.breaker,
@@ -340,12 +345,12 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
         seen: Default::default(),
     };
     let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
-    sweep::schedule_at(
+    schedule_at(
         env.store,
         env.clock,
         &env.sweep.due,
         op_id,
-        sweep::PollState {
+        PollState {
             next_at_ms: safety_net,
             ..Default::default()
         },
@@ -360,19 +365,21 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
         op_id,
     )
     .await?;
-    sweep::reschedule_after_change(
+    reschedule_after_change(
         env.store,
         env.clock,
         env.log,
         env.entropy,
         env.sweep,
         op_id,
-        sweep::PollState::default(),
+        PollState::default(),
     )
     .await?;
-    Ok(crate::effects::load(env.store, env.clock, env.log, op_id)
-        .await?
-        .map(|l| l.operation))
+    Ok(
+        crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id)
+            .await?
+            .map(|l| l.operation),
+    )
 }
 
 /// The buyer's view of an operation: no secrets, and only a prefix of the AdCP

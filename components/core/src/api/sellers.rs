@@ -1,15 +1,15 @@
 //! `PUT/GET/DELETE /api/v1/sellers/{seller_id}`.
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
-use crate::capabilities::{self, FetchError};
-use crate::dispatch::SellerCalls;
-use crate::keys::valid_id;
-use crate::operation::WebhookMode;
+use crate::foundation::keys::valid_id;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::model::operation::WebhookMode;
+use crate::records::seller::{self, AuthScheme, Seller, credentials_purpose};
+use crate::records::tenant::Tenant;
 use crate::schedule::breaker::Breaker;
-use crate::seller::{self, AuthScheme, Seller, credentials_purpose};
-use crate::store::Store;
-use crate::tenant::Tenant;
-use crate::transport::Transport;
+use crate::seller::capabilities::{self, FetchError};
+use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -64,10 +64,10 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             seller::put(env.store, &record).await?;
             // A re-registration may point at another agent: forget what we learned of the old.
             env.store
-                .delete(&crate::keys::poll_tool(tid, seller_id))
+                .delete(&crate::foundation::keys::poll_tool(tid, seller_id))
                 .await?;
             env.store
-                .delete(&crate::keys::mcp_session(tid, seller_id))
+                .delete(&crate::foundation::keys::mcp_session(tid, seller_id))
                 .await?;
             if existing.is_none() {
                 seller::index(env.store, tid, seller_id).await?;
@@ -127,7 +127,7 @@ pub async fn ensure_capabilities<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     record: &mut Seller,
     refresh: bool,
-) -> ApiResult<capabilities::Capabilities> {
+) -> ApiResult<crate::records::capabilities::Capabilities> {
     if let (Some(c), false) = (&record.capabilities, refresh) {
         return Ok(c.clone());
     }

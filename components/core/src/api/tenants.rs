@@ -1,10 +1,10 @@
 //! `POST /api/v1/tenants` (admin only).
 
 use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
-use crate::dispatch::SellerCalls;
-use crate::store::Store;
-use crate::tenant;
-use crate::transport::Transport;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::records::tenant;
+use crate::seller::port::SellerCalls;
 use http::StatusCode;
 use serde_json::json;
 

@@ -1,8 +1,8 @@
 use super::*;
-use crate::clock::{FixedClock, testing::SeededEntropy};
-use crate::dispatch::testing::FakeSeller;
-use crate::store::MemoryStore;
-use crate::transport::testing::ScriptedTransport;
+use crate::foundation::store::MemoryStore;
+use crate::testing::FakeSeller;
+use crate::testing::ScriptedTransport;
+use crate::{foundation::clock::FixedClock, testing::SeededEntropy};
 use futures::executor::block_on;
 
 const SEAL_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -15,7 +15,7 @@ struct World {
     config: ApiConfig,
     seller: FakeSeller,
     transport: ScriptedTransport,
-    sweep: crate::sweep::SweepConfig,
+    sweep: crate::config::SweepConfig,
 }
 
 impl World {
@@ -64,7 +64,7 @@ impl World {
             clock: &self.clock,
             entropy: &self.entropy,
             config: &self.config,
-            log: &crate::log::NoLog,
+            log: &crate::foundation::log::NoLog,
             calls: &self.seller,
             transport: &self.transport,
             sweep: &self.sweep,
@@ -293,7 +293,7 @@ fn concurrent_identical_requests_create_one_operation() {
         clock: &w.clock,
         entropy: &w.entropy,
         config: &w.config,
-        log: &crate::log::NoLog,
+        log: &crate::foundation::log::NoLog,
         calls: &w.seller,
         transport: &w.transport,
         sweep: &w.sweep,
@@ -473,7 +473,7 @@ fn sweep_and_metrics_need_their_own_tokens() {
         clock: &w.clock,
         entropy: &w.entropy,
         config: &w.config,
-        log: &crate::log::NoLog,
+        log: &crate::foundation::log::NoLog,
         calls: &w.seller,
         transport: &w.transport,
         sweep: &w.sweep,
@@ -696,8 +696,8 @@ fn an_unreachable_seller_registers_and_its_capabilities_are_fetched_before_the_f
     let w = World::new();
     let key = w.tenant("acme");
     let down = || {
-        Some(Err(crate::dispatch::CallFailure::Transport(
-            crate::transport::TransportError::Connect("refused".into()),
+        Some(Err(crate::seller::port::CallFailure::Transport(
+            crate::foundation::transport::TransportError::Connect("refused".into()),
         )))
     };
     w.seller.capabilities.replace(down());
@@ -1015,7 +1015,7 @@ fn deadlines_come_from_the_sweep_config() {
         Some(create_body("s1")),
     );
     let id = op["operation_id"].as_str().unwrap();
-    let stored = block_on(crate::journal::load(&w.store, &w.clock, id))
+    let stored = block_on(crate::records::journal::load(&w.store, &w.clock, id))
         .unwrap()
         .unwrap()
         .operation;

@@ -21,7 +21,7 @@
 //!   sync_creatives 48 h, others 24 h), configurable with serde.
 
 use super::{DAY_MS, MINUTE_MS, SECOND_MS, random_between};
-use crate::clock::Entropy;
+use crate::foundation::clock::Entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -49,12 +49,13 @@ impl Backoff {
         cap_ms: 30 * MINUTE_MS,
         floor_ms: MINUTE_MS,
     };
-    /// Redispatching after a transient failure without a `retry_after` (AdCP's guidance:
-    /// base 2 s, cap 60 s).
-    pub const DISPATCH: Backoff = Backoff {
-        base_ms: 2 * SECOND_MS,
-        cap_ms: MINUTE_MS,
-        floor_ms: SECOND_MS,
+    /// Redispatching a stored operation after a failed attempt: 30 s doubling up to 30 min.
+    /// Used without jitter ([`Backoff::ceiling_ms`]): each operation has its own attempt
+    /// count, so resends of many operations do not line up anyway.
+    pub const REDISPATCH: Backoff = Backoff {
+        base_ms: 30 * SECOND_MS,
+        cap_ms: 30 * MINUTE_MS,
+        floor_ms: 30 * SECOND_MS,
     };
 
     /// `min(cap, base * 2^attempt)`, saturating.
@@ -216,11 +217,8 @@ impl PollPolicy {
 pub struct Schedule(pub &'static [u64]);
 
 impl Schedule {
-    /// Buyer notifications: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up
-    /// (the outbox's [`crate::notify::RETRY_SCHEDULE_S`]).
-    pub const BUYER_NOTIFICATIONS: Schedule = Schedule(&crate::notify::RETRY_SCHEDULE_S);
-    /// Svix's default schedule (`server/svix-server/config.default.toml`), for comparison.
-    pub const SVIX: Schedule = Schedule(&[5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]);
+    /// Buyer notifications: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
+    pub const BUYER_NOTIFICATIONS: Schedule = Schedule(&[60, 300, 1_800, 7_200, 18_000, 36_000]);
 
     /// The delay after `failed_attempts` failures (1 = after the first attempt failed), or
     /// `None` when the schedule is exhausted (or nothing failed yet).
@@ -258,13 +256,18 @@ pub struct Deadlines {
 
 impl Default for Deadlines {
     /// create_media_buy 24 h, update_media_buy 12 h, sync_creatives 48 h (AdCP's orchestrator
-    /// guide, [`crate::task::default_deadline_ms`]); anything else 24 h.
+    /// guide, [`crate::model::task::default_deadline_ms`]); anything else 24 h.
     fn default() -> Self {
         Deadlines {
             default_ms: DAY_MS,
-            tasks: crate::task::TaskKind::ALL
+            tasks: crate::model::task::TaskKind::ALL
                 .iter()
-                .map(|t| (t.name().to_string(), crate::task::default_deadline_ms(*t)))
+                .map(|t| {
+                    (
+                        t.name().to_string(),
+                        crate::model::task::default_deadline_ms(*t),
+                    )
+                })
                 .collect(),
         }
     }
@@ -283,8 +286,8 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::testing::SeededEntropy;
     use crate::schedule::HOUR_MS;
+    use crate::testing::SeededEntropy;
 
     #[test]
     fn full_jitter_stays_within_floor_and_ceiling() {
@@ -453,7 +456,6 @@ mod tests {
         assert_eq!(s.next_attempt_at_ms(2, 1_000), Some(301_000));
         assert_eq!(s.max_attempts(), 7);
         assert_eq!(s.horizon_ms(), 63_360_000);
-        assert_eq!(Schedule::SVIX.horizon_ms(), 99_305_000);
     }
 
     #[test]

@@ -36,8 +36,8 @@
 //! Costs: [`Breaker::allow`] is 2 store calls while closed (the counter and the mark), 3–4
 //! when open or half-open; a success of a clean call is free; a failure is 2–3 calls.
 
-use crate::keys;
-use crate::store::{Store, StoreResult};
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

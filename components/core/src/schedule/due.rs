@@ -68,10 +68,10 @@
 //! entries, and continues where it stopped on the next tick ([`SweepReport::backlog`]). With
 //! no cursor yet, sweeping starts [`DueConfig::initial_lookback_ms`] (1 h) in the past.
 
-use crate::clock::Clock;
-use crate::error::StoreError;
-use crate::keys;
-use crate::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::clock::Clock;
+use crate::foundation::error::StoreError;
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,7 +155,7 @@ const MAX_FILING_ATTEMPTS: u32 = 3;
 /// Files `op_id` as due at `due_at_ms`. Two store calls, more only when a call was so slow
 /// that the entry might have missed its bucket (see the module doc).
 ///
-/// `clock` must be live (the host clock), not a [`crate::clock::FixedClock`] captured when
+/// `clock` must be live (the host clock), not a [`crate::foundation::clock::FixedClock`] captured when
 /// the request started, or the write guard cannot see a stall.
 pub async fn schedule(
     store: &impl Store,

@@ -24,8 +24,8 @@
 //! deletes what it won. Keys survive only crashes and lost answers (8 bytes each);
 //! [`purge`] deletes a scope's keys over a range of past slots.
 
-use crate::keys;
-use crate::store::{Store, StoreResult};
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,8 +195,8 @@ pub async fn purge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::testing::LossyStore;
-    use crate::store::MemoryStore;
+    use crate::foundation::store::MemoryStore;
+    use crate::testing::LossyStore;
     use futures::executor::block_on;
     use futures::future::join_all;
 

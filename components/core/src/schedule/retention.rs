@@ -29,7 +29,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             dedup_min_ms: 24 * HOUR_MS,
-            seller_retry_horizon_ms: crate::operation::DELIVERY_RETENTION_MS,
+            seller_retry_horizon_ms: crate::model::operation::DELIVERY_RETENTION_MS,
             nonce_ms: 360 * SECOND_MS,
             terminal_operation_ms: 30 * DAY_MS,
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::MemoryStore;
+use crate::foundation::store::MemoryStore;
 use futures::executor::block_on;
 use futures::future::join_all;
 
@@ -287,7 +287,7 @@ fn concurrent_failures_trip_once() {
             "two counted, the third trips, the rest find it open"
         );
         assert_eq!(
-            s.count(crate::store::StoreOp::Set),
+            s.count(crate::foundation::store::StoreOp::Set),
             1,
             "only the threshold-crossing failure writes the trip"
         );

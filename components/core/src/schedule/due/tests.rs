@@ -1,7 +1,7 @@
 use super::*;
-use crate::clock::FixedClock;
-use crate::schedule::testing::TestClock;
-use crate::store::{MemoryStore, StoreOp};
+use crate::foundation::clock::FixedClock;
+use crate::foundation::store::{MemoryStore, StoreOp};
+use crate::testing::TestClock;
 use futures::executor::block_on;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;

@@ -5,7 +5,7 @@ use crate::stats::{self, Run};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer;
-use orchestrator_core::{hmac_signature, rfc9421};
+use orchestrator_core::{auth::hmac_signature, auth::rfc9421};
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, KvCounts, TestHost};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -5,16 +5,16 @@
 //! however long writing them takes, and the store is a second connection to the state file.
 
 use orchestrator_core::api::{self, ApiConfig, Env};
-use orchestrator_core::clock::{Clock, Entropy};
-use orchestrator_core::error::StoreError;
-use orchestrator_core::log::NoLog;
-use orchestrator_core::seal::SealingKey;
-use orchestrator_core::seller_client::McpSellerCalls;
-use orchestrator_core::store::{Store, StoreResult};
-use orchestrator_core::sweep::SweepConfig;
-use orchestrator_core::transport::{
+use orchestrator_core::config::SweepConfig;
+use orchestrator_core::foundation::clock::{Clock, Entropy};
+use orchestrator_core::foundation::error::StoreError;
+use orchestrator_core::foundation::log::NoLog;
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::foundation::store::{Store, StoreResult};
+use orchestrator_core::foundation::transport::{
     InboundResponse, Limits, OutboundRequest, Transport, TransportError,
 };
+use orchestrator_core::seller::mcp::McpSellerCalls;
 use serde_json::Value;
 use spin_test_host::kv::Kv;
 use std::cell::Cell;

@@ -1,0 +1,287 @@
+//! The storage contract the core relies on, and an in-memory implementation for tests.
+//!
+//! The contract is deliberately the weakest one every Spin key-value backend honours
+//! (SQLite, Redis, DynamoDB): plain get/set/delete with last-writer-wins, plus an atomic
+//! `increment`. Correctness never depends on compare-and-swap: on Spin 4.0.2 SQLite CAS
+//! cannot create a key atomically and Redis CAS reports failure after writing. CAS is
+//! exposed, with SQLite's exact semantics, only for optimisations that tolerate it.
+
+use crate::foundation::error::StoreError;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An async key-value store (Spin's `spin:key-value` plus `wasi:keyvalue/atomics`).
+///
+/// Futures are not `Send`: components are single-threaded Wasm, and native tests drive
+/// concurrency by interleaving futures on one thread.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()>;
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Atomically adds `delta` and returns the new value; a missing key counts from 0.
+    /// Counters are opaque: read them with `increment(key, 0)`, never with `get`.
+    async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64>;
+    /// Replaces the value if it still equals `expected`. With `expected == None` this is an
+    /// unconditional upsert, as on Spin's SQLite backend: it does NOT create atomically.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> StoreResult<bool>;
+}
+
+impl<S: Store + ?Sized> Store for &S {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        (**self).get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        (**self).set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        (**self).delete(key).await
+    }
+    async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
+        (**self).increment(key, delta).await
+    }
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        (**self).compare_and_swap(key, expected, new).await
+    }
+}
+
+/// Reads and writes JSON values through any [`Store`].
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &impl Store,
+    key: &str,
+) -> StoreResult<Option<T>> {
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError(format!("corrupt value at `{key}`: {e}"))),
+    }
+}
+
+pub async fn set_json<T: serde::Serialize>(
+    store: &impl Store,
+    key: &str,
+    value: &T,
+) -> StoreResult<()> {
+    let bytes =
+        serde_json::to_vec(value).map_err(|e| StoreError(format!("encode `{key}`: {e}")))?;
+    store.set(key, &bytes).await
+}
+
+/// One call the in-memory store saw, for cost assertions in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoreOp {
+    Get,
+    Set,
+    Delete,
+    Increment,
+    CompareAndSwap,
+}
+
+/// In-memory [`Store`] with SQLite's semantics (8-byte little-endian counters, value-compare
+/// CAS that upserts a missing key), call counting and fault injection.
+///
+/// Every call yields to the executor once before it takes effect, so futures joined on one
+/// thread interleave at each store call the way concurrent requests do on a real host.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: RefCell<MemoryInner>,
+}
+
+#[derive(Default)]
+struct MemoryInner {
+    data: BTreeMap<String, Vec<u8>>,
+    ops: BTreeMap<StoreOp, u64>,
+    /// Fail the call that brings the total call count to this number.
+    fail_at_call: Option<u64>,
+    calls: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of calls of each kind since creation or the last [`MemoryStore::reset_counts`].
+    pub fn count(&self, op: StoreOp) -> u64 {
+        self.inner.borrow().ops.get(&op).copied().unwrap_or(0)
+    }
+
+    pub fn total_ops(&self) -> u64 {
+        self.inner.borrow().ops.values().sum()
+    }
+
+    pub fn reset_counts(&self) {
+        self.inner.borrow_mut().ops.clear();
+    }
+
+    /// Makes the `n`-th call from now (1 = the next one) fail with a store error.
+    pub fn fail_nth_call(&self, n: u64) {
+        let mut inner = self.inner.borrow_mut();
+        inner.fail_at_call = Some(inner.calls + n);
+    }
+
+    /// All keys currently present, in order (a test aid; the product never lists keys).
+    pub fn keys(&self) -> Vec<String> {
+        self.inner.borrow().data.keys().cloned().collect()
+    }
+
+    fn enter(&self, op: StoreOp) -> StoreResult<std::cell::RefMut<'_, MemoryInner>> {
+        let mut inner = self.inner.borrow_mut();
+        inner.calls += 1;
+        *inner.ops.entry(op).or_default() += 1;
+        if inner.fail_at_call == Some(inner.calls) {
+            inner.fail_at_call = None;
+            return Err(StoreError("injected fault".into()));
+        }
+        Ok(inner)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let inner = {
+            yield_now().await;
+            self.enter(StoreOp::Get)?
+        };
+        Ok(inner.data.get(key).cloned())
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
+        let mut inner = {
+            yield_now().await;
+            self.enter(StoreOp::Set)?
+        };
+        inner.data.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        let mut inner = {
+            yield_now().await;
+            self.enter(StoreOp::Delete)?
+        };
+        inner.data.remove(key);
+        Ok(())
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
+        let mut inner = {
+            yield_now().await;
+            self.enter(StoreOp::Increment)?
+        };
+        let current = match inner.data.get(key) {
+            None => 0,
+            Some(v) => i64::from_le_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError(format!("`{key}` is not a counter")))?,
+            ),
+        };
+        let next = current.wrapping_add(delta);
+        inner
+            .data
+            .insert(key.to_string(), next.to_le_bytes().to_vec());
+        Ok(next)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> StoreResult<bool> {
+        let mut inner = {
+            yield_now().await;
+            self.enter(StoreOp::CompareAndSwap)?
+        };
+        match expected {
+            None => {
+                inner.data.insert(key.to_string(), new.to_vec());
+                Ok(true)
+            }
+            Some(old) if inner.data.get(key).map(Vec::as_slice) == Some(old) => {
+                inner.data.insert(key.to_string(), new.to_vec());
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
+    }
+}
+
+/// Returns `Pending` once, waking itself: a cooperative yield point.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn increment_counts_from_zero_and_stores_little_endian() {
+        let s = MemoryStore::new();
+        block_on(async {
+            assert_eq!(s.increment("c", 1).await.unwrap(), 1);
+            assert_eq!(s.increment("c", 5).await.unwrap(), 6);
+            assert_eq!(s.increment("c", 0).await.unwrap(), 6);
+            assert_eq!(s.get("c").await.unwrap().unwrap(), 6i64.to_le_bytes());
+            s.set("text", b"hello").await.unwrap();
+            assert!(s.increment("text", 1).await.is_err());
+        });
+    }
+
+    #[test]
+    fn cas_on_a_missing_key_is_an_unconditional_upsert_like_sqlite() {
+        let s = MemoryStore::new();
+        block_on(async {
+            assert!(s.compare_and_swap("k", None, b"a").await.unwrap());
+            // A second "create if absent" also succeeds: CAS is no create primitive.
+            assert!(s.compare_and_swap("k", None, b"b").await.unwrap());
+            assert!(!s.compare_and_swap("k", Some(b"a"), b"c").await.unwrap());
+            assert!(s.compare_and_swap("k", Some(b"b"), b"c").await.unwrap());
+            assert_eq!(s.get("k").await.unwrap().unwrap(), b"c");
+        });
+    }
+
+    #[test]
+    fn faults_and_counts() {
+        let s = MemoryStore::new();
+        block_on(async {
+            s.fail_nth_call(2);
+            s.set("a", b"1").await.unwrap();
+            assert!(s.get("a").await.is_err());
+            assert_eq!(s.get("a").await.unwrap().unwrap(), b"1");
+            assert_eq!(s.count(StoreOp::Get), 2);
+            assert_eq!(s.count(StoreOp::Set), 1);
+            s.delete("a").await.unwrap();
+            s.delete("a").await.unwrap();
+            assert_eq!(s.get("a").await.unwrap(), None);
+            assert_eq!(s.total_ops(), 6);
+        });
+    }
+}

@@ -1,0 +1,275 @@
+//! Sending a stored operation to its seller, and folding in whatever comes back.
+//!
+//! The operation is already durable (see `api::operations::create`) with its AdCP
+//! `idempotency_key`; dispatch rebuilds the exact same tool arguments every time (the
+//! secrets of `push_notification_config` are re-inserted from sealed storage), so a resend
+//! after a lost answer is byte-identical and the seller's idempotency replays it.
+
+use super::effects;
+use super::governance::{Governed, govern};
+use crate::foundation::clock::Clock;
+use crate::foundation::log::Log;
+use crate::foundation::seal::SealingKey;
+use crate::foundation::store::{Store, StoreResult};
+use crate::model::operation::{Observation, Operation, OperationError, Source, WebhookMode};
+use crate::model::payload::observation_from_payload;
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::records::journal::{EntryKind, Recorded};
+use crate::records::seller::{self, Seller};
+use crate::schedule::backoff::Backoff;
+use crate::seller::port::{CallFailure, Recovery, SellerCalls};
+use serde_json::{Map, Value, json};
+
+/// Where a dispatch left the operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dispatched {
+    /// The seller answered; the answer was recorded with this effect (if already settled).
+    Answered(Box<Recorded>),
+    /// No usable answer; a retry is scheduled (or retries are exhausted).
+    Failed {
+        retry_at_ms: Option<u64>,
+        error: OperationError,
+    },
+    /// Not sent: the seller's breaker is open; nothing was recorded, nothing is lost.
+    Deferred { until_ms: u64 },
+    /// Nothing to do: the operation is no longer waiting for dispatch.
+    NotPending,
+}
+
+/// Attempts before redispatch gives up and reconciliation decides.
+pub const MAX_DISPATCH_ATTEMPTS: u32 = 8;
+
+/// The tool arguments as sent: stored arguments plus `push_notification_config` with its
+/// sealed token and credentials opened.
+pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, OperationError> {
+    let mut args: Map<String, Value> = op.arguments.as_object().cloned().unwrap_or_default();
+    if let Some(w) = &op.webhook {
+        let purpose = format!("webhook:{}", op.operation_id);
+        let unreadable = |_| OperationError {
+            code: "SEALED_SECRET_UNREADABLE".into(),
+            message: "the webhook secret cannot be opened with the configured encryption_key"
+                .into(),
+        };
+        let token = sealing
+            .open_string(&format!("{purpose}:token"), &w.token)
+            .map_err(unreadable)?;
+        let mut config = json!({ "url": w.url, "operation_id": op.operation_id, "token": token });
+        if let Some(secret) = &w.secret {
+            let credentials = sealing
+                .open_string(&format!("{purpose}:secret"), secret)
+                .map_err(unreadable)?;
+            let scheme = match w.mode {
+                WebhookMode::Hmac => "HMAC-SHA256",
+                _ => "Bearer",
+            };
+            config["authentication"] = json!({ "schemes": [scheme], "credentials": credentials });
+        }
+        args.insert("push_notification_config".into(), config);
+    }
+    if let Some(ctx) = op
+        .governance
+        .as_ref()
+        .and_then(|g| g.governance_context.as_ref())
+    {
+        args.insert("governance_context".into(), json!(ctx));
+    }
+    Ok(Value::Object(args))
+}
+
+/// Dispatches one operation if it is still waiting for its seller.
+pub async fn dispatch(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    sealing: &SealingKey,
+    calls: &impl SellerCalls,
+    op_id: &str,
+) -> StoreResult<Option<Dispatched>> {
+    let Some(loaded) = effects::load(store, clock, log, op_id).await? else {
+        return Ok(None);
+    };
+    let op = loaded.operation;
+    if op.status != OperationStatus::PendingDispatch {
+        return Ok(Some(Dispatched::NotPending));
+    }
+    if op.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS {
+        // Exhausted: only reconciliation may decide now (see `sweep`).
+        let error = op.error.clone().unwrap_or(OperationError {
+            code: "DISPATCH_EXHAUSTED".into(),
+            message: "dispatch attempts exhausted".into(),
+        });
+        return Ok(Some(Dispatched::Failed {
+            retry_at_ms: None,
+            error,
+        }));
+    }
+    let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
+        let error = OperationError {
+            code: "SELLER_NOT_REGISTERED".into(),
+            message: "the seller was removed".into(),
+        };
+        return fail(store, clock, log, &op, error, None, false)
+            .await
+            .map(Some);
+    };
+    let op = if op.governance.as_ref().is_some_and(|g| !g.approved) {
+        match govern(store, clock, log, calls, op).await? {
+            Governed::Approved(op) => *op,
+            Governed::Settled(d) => return Ok(Some(d)),
+        }
+    } else {
+        op
+    };
+    let args = match wire_arguments(&op, sealing) {
+        Ok(a) => a,
+        Err(error) => {
+            return fail(store, clock, log, &op, error, None, false)
+                .await
+                .map(Some);
+        }
+    };
+    let now = clock.now_ms();
+    match calls.call(&seller, &op.task, args).await {
+        Ok(payload)
+            if payload
+                .pointer("/context/operation_id")
+                .and_then(Value::as_str)
+                .is_some_and(|echo| echo != op.operation_id) =>
+        {
+            // The seller echoes our context: an answer naming another operation is not
+            // ours (a crossed answer in a shared session). Never fold it; resend the same
+            // bytes, which the seller's idempotency replays.
+            let error = OperationError {
+                code: "MISROUTED_ANSWER".into(),
+                message: "the answer echoed another operation's context".into(),
+            };
+            let retry = retry_at(&op, now, None);
+            fail(store, clock, log, &op, error, retry, true)
+                .await
+                .map(Some)
+        }
+        Ok(payload) => {
+            let obs = observation_from_payload(&payload, Source::Dispatch);
+            if obs.status == TaskStatus::AuthRequired {
+                flag_seller(
+                    store,
+                    &seller,
+                    "the seller answered auth-required: check the credentials",
+                )
+                .await?;
+            }
+            answered(store, clock, log, op, obs).await.map(Some)
+        }
+        Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
+        Err(CallFailure::Transport(e)) => {
+            let unknown = e.outcome_unknown();
+            let error = OperationError {
+                code: "TRANSPORT".into(),
+                message: e.to_string(),
+            };
+            let retry = retry_at(&op, now, None);
+            fail(store, clock, log, &op, error, retry, unknown)
+                .await
+                .map(Some)
+        }
+        Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
+            let error = OperationError {
+                code: se.code.clone(),
+                message: se.message.clone(),
+            };
+            let retry = retry_at(&op, now, se.retry_after_s);
+            fail(store, clock, log, &op, error, retry, false)
+                .await
+                .map(Some)
+        }
+        Err(CallFailure::Seller(se)) => {
+            // The seller refused this request as it is: an authoritative outcome.
+            if se.code.starts_with("AUTH_") {
+                flag_seller(
+                    store,
+                    &seller,
+                    &format!("seller refused our credentials ({})", se.code),
+                )
+                .await?;
+            }
+            let obs = Observation {
+                source: Source::Dispatch,
+                status: TaskStatus::Failed,
+                at_ms: None,
+                task_id: None,
+                context_id: None,
+                message: Some(se.message.clone()),
+                result: None,
+                error: Some(OperationError {
+                    code: se.code,
+                    message: se.message,
+                }),
+                delivery: None,
+            };
+            answered(store, clock, log, op, obs).await.map(Some)
+        }
+    }
+}
+
+/// Folds the seller's answer in and runs the effects of the change it made.
+pub(super) async fn answered(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op: Operation,
+    obs: Observation,
+) -> StoreResult<Dispatched> {
+    let op_id = op.operation_id.clone();
+    let kind = EntryKind::Observed {
+        observation: Box::new(obs),
+    };
+    let written = effects::record(store, clock, log, "dispatch", &op_id, Some(op), kind).await?;
+    Ok(Dispatched::Answered(Box::new(written.recorded)))
+}
+
+/// Next redispatch time: [`Backoff::REDISPATCH`] without jitter, never before the seller's
+/// `retry_after`; `None` once attempts are exhausted.
+pub(super) fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64> {
+    let attempt = op.dispatch_attempts + 1;
+    if attempt >= MAX_DISPATCH_ATTEMPTS {
+        return None;
+    }
+    let backoff = Backoff::REDISPATCH.ceiling_ms(attempt);
+    let hint = u64::from(retry_after_s.unwrap_or(0).clamp(0, 3600)) * 1000;
+    Some(now + backoff.max(hint))
+}
+
+pub(super) async fn fail(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op: &Operation,
+    error: OperationError,
+    retry_at_ms: Option<u64>,
+    outcome_unknown: bool,
+) -> StoreResult<Dispatched> {
+    effects::record(
+        store,
+        clock,
+        log,
+        "dispatch",
+        &op.operation_id,
+        Some(op.clone()),
+        EntryKind::DispatchFailed {
+            error: error.clone(),
+            retry_at_ms,
+            outcome_unknown,
+        },
+    )
+    .await?;
+    Ok(Dispatched::Failed { retry_at_ms, error })
+}
+
+async fn flag_seller(store: &impl Store, seller: &Seller, why: &str) -> StoreResult<()> {
+    let mut s = seller.clone();
+    s.attention = Some(why.to_string());
+    seller::put(store, &s).await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! What follows an applied status change: counters, a log line and the buyer notification.
+//!
+//! Run for each journal entry that changed the status, exactly once: by its writer, or, if
+//! that writer died between appending the entry and running them, by whoever folds the
+//! entry next (the change is "adopted"). A claim per entry (`increment == 1`) decides who;
+//! the only loss left is a crash between taking the claim and finishing the effects.
+
+use crate::foundation::clock::Clock;
+use crate::foundation::log::{self, Log};
+use crate::foundation::store::{Store, StoreResult};
+use crate::model::operation::Operation;
+use crate::model::status::OperationStatus;
+use crate::records::journal::{self, Effect, EntryKind, JournalResult, Loaded, Recorded};
+use crate::records::metrics;
+use crate::records::notify;
+use serde_json::json;
+
+/// A queued notification is due for the sweep this long after the change, leaving the
+/// component that made the change time to attempt it first.
+pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
+
+/// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted.
+pub async fn load(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    op_id: &str,
+) -> JournalResult<Option<Loaded>> {
+    let loaded = journal::load(store, clock, op_id).await?;
+    if let Some(l) = &loaded {
+        for change in &l.adopted {
+            apply(store, clock, log, "adopted", change).await?;
+        }
+    }
+    Ok(loaded)
+}
+
+/// What one journal write did, with the buyer notification to attempt now, if it queued one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub recorded: Recorded,
+    pub notification: Option<String>,
+}
+
+/// The one way every writer changes an operation: appends `kind` to its journal (folded
+/// over `known`, the record as the caller holds it, or the stored one) and runs the effects
+/// of what that changed. `source` names the writer in logs.
+pub async fn record(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    source: &str,
+    op_id: &str,
+    known: Option<Operation>,
+    kind: EntryKind,
+) -> JournalResult<Written> {
+    let recorded = match known {
+        Some(op) => journal::record_from(store, clock, op_id, Some(op), kind).await?,
+        None => journal::record(store, clock, op_id, kind).await?,
+    };
+    let notification = after_record(store, clock, log, source, &recorded).await?;
+    Ok(Written {
+        recorded,
+        notification,
+    })
+}
+
+/// Applies the side effects of the changes `recorded` adopted and of its own entry, if it
+/// changed the status. Returns the id of the buyer notification to attempt now, if the own
+/// entry queued one.
+async fn after_record(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    source: &str,
+    recorded: &Recorded,
+) -> StoreResult<Option<String>> {
+    for change in &recorded.adopted {
+        apply(store, clock, log, "adopted", change).await?;
+    }
+    apply(store, clock, log, source, recorded).await
+}
+
+async fn apply(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    source: &str,
+    recorded: &Recorded,
+) -> StoreResult<Option<String>> {
+    let (Some(Effect::Applied(to) | Effect::Overrode(to)), Some(op), Some(from)) =
+        (recorded.effect, &recorded.operation, recorded.previous)
+    else {
+        return Ok(None);
+    };
+    let claim = crate::foundation::keys::effects_claim(&op.operation_id, recorded.seq);
+    if store.increment(&claim, 1).await? != 1 {
+        return Ok(None);
+    }
+    let now = clock.now_ms();
+    if from == OperationStatus::CanceledLocally && to.is_authoritative_terminal() {
+        // The seller resolved a task the buyer had canceled: the sweep cancels a media buy
+        // that came of it (see `linked::cancel_follow_up`).
+        let due = crate::schedule::due::DueConfig::default();
+        let state = crate::schedule::poll::PollState {
+            next_at_ms: now,
+            ..Default::default()
+        };
+        crate::schedule::poll::schedule_at(store, clock, &due, &op.operation_id, state).await?;
+    }
+    if op.task_id.is_some() && !matches!(from, OperationStatus::Seller(_)) {
+        // The first seller status with a task handle: index the task for reconciliation.
+        crate::records::indexes::track(store, op).await?;
+    }
+    metrics::transition(store, &op.task, from, to, op.created_at_ms, now).await?;
+    log::emit(
+        log,
+        &log::Event {
+            ts_ms: now,
+            event: "operation.status_changed",
+            operation_id: Some(&op.operation_id),
+            tenant_id: Some(&op.tenant_id),
+            seller_id: Some(&op.seller_id),
+            task_id: op.task_id.as_deref(),
+            outcome: Some(source),
+            status: Some(to.as_str()),
+            detail: Some(format!("from {from}")),
+            ..Default::default()
+        },
+    );
+    let body = json!({
+        "type": "operation.status_changed",
+        "operation_id": op.operation_id,
+        "seller_id": op.seller_id,
+        "task": op.task,
+        "status": to,
+        "previous_status": from,
+        "task_id": op.task_id,
+        "result": op.result,
+        "error": op.error,
+        "sequence": recorded.seq,
+        "changed_at_ms": op.updated_at_ms,
+    });
+    let Some(queued) = notify::enqueue(
+        store,
+        clock,
+        &op.tenant_id,
+        &op.operation_id,
+        recorded.seq,
+        body,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    // Filed before any attempt, so the sweep delivers it even if no one else tries (a
+    // webhook's component makes an immediate attempt; API and sweep changes rely on this).
+    let due = crate::schedule::due::DueConfig::default();
+    crate::schedule::due::schedule(store, &due, clock, &queued.id, now + FIRST_ATTEMPT_GRACE_MS)
+        .await?;
+    Ok(Some(queued.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::FixedClock;
+    use crate::foundation::log::NoLog;
+    use crate::foundation::store::MemoryStore;
+    use crate::model::status::TaskStatus;
+    use crate::records::journal::EntryKind;
+    use crate::testing::{obs, sample};
+    use futures::executor::block_on;
+
+    fn completed_count(store: &MemoryStore) -> usize {
+        let text = block_on(metrics::render(store, &Default::default(), 0)).unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("adcp_operation_transitions_total")
+                    && l.contains("status=\"completed\"")
+                    && l.ends_with(" 1")
+            })
+            .count()
+    }
+
+    /// A writer that appended its entry and died before the snapshot and the effects: the
+    /// next readers adopt the change, and exactly one of them runs its effects.
+    #[test]
+    fn a_crashed_writers_change_is_adopted_once() {
+        let store = MemoryStore::new();
+        let clock = FixedClock(10_000);
+        block_on(async {
+            journal::create(&store, &clock, &sample("op1"))
+                .await
+                .unwrap();
+            let sealing = crate::foundation::seal::SealingKey::from_hex(
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            )
+            .unwrap();
+            let callback = crate::records::notify::Callback {
+                url: "https://buyer.example/hook".into(),
+                secret: sealing.seal(&crate::testing::SeededEntropy::new(1), "p", b"s"),
+                enabled: true,
+                disabled_reason: None,
+            };
+            let tenant = sample("op1").tenant_id;
+            crate::foundation::store::set_json(
+                &store,
+                &crate::foundation::keys::callback(&tenant),
+                &callback,
+            )
+            .await
+            .unwrap();
+            journal::append(
+                &store,
+                &clock,
+                "op1",
+                EntryKind::Observed {
+                    observation: Box::new(obs(TaskStatus::Completed, Some("task_1"))),
+                },
+            )
+            .await
+            .unwrap();
+            // Two readers race over the orphaned entry (neither sees the other's snapshot).
+            let (a, b) = futures::join!(
+                load(&store, &clock, &NoLog, "op1"),
+                load(&store, &clock, &NoLog, "op1")
+            );
+            assert_eq!(a.unwrap().unwrap().adopted.len(), 1);
+            assert_eq!(b.unwrap().unwrap().adopted.len(), 1);
+            // The snapshot moved past the entry: later readers adopt nothing.
+            let c = load(&store, &clock, &NoLog, "op1").await.unwrap().unwrap();
+            assert!(c.adopted.is_empty());
+        });
+        assert_eq!(completed_count(&store), 1);
+        let queued = store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("ntf:"))
+            .count();
+        assert_eq!(queued, 1, "announced once");
+    }
+}

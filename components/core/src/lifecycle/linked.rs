@@ -1,0 +1,169 @@
+//! Operations the orchestrator derives from another: the `update_media_buy`
+//! (`canceled: true`) that cancels a buy a canceled operation left live at the seller, and
+//! the re-plan of an operation a seller held in `input-required`. Each is an ordinary
+//! operation (stored before sent, tracked, redispatched by the sweep) linked to its parent.
+
+use crate::foundation::clock::uuid_v4;
+use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::log::Log;
+use crate::foundation::seal::digest_hex;
+use crate::foundation::store::{Store, StoreResult};
+use crate::lifecycle::effects;
+use crate::model::operation::{LocalChange, Operation};
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
+use crate::records::indexes::count_and_list;
+use crate::records::journal::{self, EntryKind, JournalError};
+use crate::schedule::backoff::Deadlines;
+use crate::schedule::poll::{PollState, schedule_at};
+use serde_json::{Map, Value, json};
+
+/// The id of the operation derived from `parent` for `purpose`: deterministic, so racing
+/// derivations (two sweeps, an API call and a sweep) create one operation.
+pub fn derived_id(parent: &str, purpose: &str) -> String {
+    format!(
+        "op_{}",
+        &digest_hex(format!("{parent}\n{purpose}").as_bytes())[..32]
+    )
+}
+
+/// Builds a new operation for `task` with `arguments` (our `idempotency_key` and
+/// `context.operation_id` added), linked to `parent`, polled rather than webhook-driven.
+pub fn new_operation(
+    parent: &Operation,
+    operation_id: String,
+    task: TaskKind,
+    mut arguments: Map<String, Value>,
+    deadlines: &Deadlines,
+    entropy: &dyn Entropy,
+    now: u64,
+) -> Operation {
+    let idempotency_key = uuid_v4(entropy);
+    arguments.insert("idempotency_key".into(), json!(idempotency_key));
+    let context = arguments
+        .entry("context")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(ctx) = context {
+        ctx.insert("operation_id".into(), json!(operation_id));
+    }
+    Operation {
+        operation_id,
+        tenant_id: parent.tenant_id.clone(),
+        seller_id: parent.seller_id.clone(),
+        task: task.name().to_string(),
+        arguments: Value::Object(arguments),
+        idempotency_key,
+        task_id: None,
+        context_id: None,
+        status: OperationStatus::PendingDispatch,
+        result: None,
+        error: None,
+        message: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        next_poll_at_ms: Some(now),
+        deadline_at_ms: now + deadlines.for_task_ms(task.name()),
+        seller_at_ms: None,
+        webhook: None,
+        request_digest: None,
+        dispatch_attempts: 0,
+        outcome_unknown: false,
+        deliveries: Default::default(),
+        governance: None,
+        cancel: None,
+        linked_from: Some(parent.operation_id.clone()),
+        version: 0,
+    }
+}
+
+/// Stores a derived operation (idempotently), lists it for its tenant and files it due now
+/// for the sweep. Returns the stored operation (the existing one if it was already there).
+pub async fn store(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    due: &crate::schedule::due::DueConfig,
+    op: &Operation,
+) -> StoreResult<Operation> {
+    match journal::create(store, clock, op).await {
+        Ok(created) => {
+            count_and_list(store, &created).await?;
+            let state = PollState {
+                next_at_ms: clock.now_ms(),
+                ..Default::default()
+            };
+            schedule_at(store, clock, due, &created.operation_id, state).await?;
+            Ok(created)
+        }
+        Err(JournalError::Exists) => Ok(effects::load(store, clock, log, &op.operation_id)
+            .await?
+            .map_or_else(|| op.clone(), |l| l.operation)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The media buy a completed `create_media_buy` made, if any.
+pub fn media_buy_id(op: &Operation) -> Option<&str> {
+    (op.task == TaskKind::CreateMediaBuy.name()
+        && op.status == OperationStatus::Seller(TaskStatus::Completed))
+    .then(|| op.result.as_ref()?.get("media_buy_id")?.as_str())
+    .flatten()
+}
+
+/// For a canceled operation whose media buy exists at the seller: starts (once) the
+/// `update_media_buy` with `canceled: true` that cancels it. Returns that operation.
+pub async fn cancel_follow_up(
+    st: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    config: &crate::config::SweepConfig,
+    op: &Operation,
+) -> StoreResult<Option<Operation>> {
+    let (Some(cancel), Some(buy)) = (&op.cancel, media_buy_id(op)) else {
+        return Ok(None);
+    };
+    let mut args = Map::new();
+    if let Some(account) = op.arguments.get("account") {
+        args.insert("account".into(), account.clone());
+    }
+    args.insert("media_buy_id".into(), json!(buy));
+    args.insert("canceled".into(), json!(true));
+    args.insert(
+        "cancellation_reason".into(),
+        json!(
+            cancel
+                .reason
+                .clone()
+                .unwrap_or_else(|| "canceled by the buyer".into())
+        ),
+    );
+    let id = derived_id(&op.operation_id, "cancel");
+    let child = new_operation(
+        op,
+        id,
+        TaskKind::UpdateMediaBuy,
+        args,
+        &config.deadlines,
+        entropy,
+        clock.now_ms(),
+    );
+    let stored = store(st, clock, log, &config.due, &child).await?;
+    if cancel.follow_up.is_none() {
+        effects::record(
+            st,
+            clock,
+            log,
+            "cancel",
+            &op.operation_id,
+            None,
+            EntryKind::Local {
+                change: LocalChange::CancelFollowUp {
+                    operation_id: stored.operation_id.clone(),
+                },
+            },
+        )
+        .await?;
+    }
+    Ok(Some(stored))
+}

@@ -1,0 +1,555 @@
+//! The operation record: one buyer request to one seller, from storage to outcome.
+
+use crate::model::state_machine::{self, Event, Outcome};
+use crate::model::status::{OperationStatus, TaskStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One AdCP task the orchestrator is responsible for.
+///
+/// It is the fold of the operation's journal ([`crate::records::journal`]): `version` is the
+/// sequence number of the last entry folded in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub operation_id: String,
+    pub tenant_id: String,
+    pub seller_id: String,
+    /// The AdCP tool, e.g. `create_media_buy`.
+    pub task: String,
+    /// The tool arguments exactly as (re)sent to the seller, including our
+    /// `idempotency_key`, `context` and `push_notification_config`.
+    pub arguments: Value,
+    /// The AdCP request `idempotency_key`: the same on every resend of this operation.
+    pub idempotency_key: String,
+    /// The seller's task handle, once the seller returned or announced one.
+    pub task_id: Option<String>,
+    pub context_id: Option<String>,
+    pub status: OperationStatus,
+    /// The seller's result payload (e.g. `CreateMediaBuySuccess` with `media_buy_id`).
+    pub result: Option<Value>,
+    pub error: Option<OperationError>,
+    /// The seller's last human-readable message (untrusted text).
+    pub message: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// When the sweep should next look at it (poll, redispatch, deadline), if ever.
+    pub next_poll_at_ms: Option<u64>,
+    pub deadline_at_ms: u64,
+    /// The seller timestamp of the last applied seller status, for ordering.
+    pub seller_at_ms: Option<u64>,
+    /// How the seller was asked to announce progress, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookRegistration>,
+    /// Digest of the buyer's API request, to tell a retry from a different request that
+    /// reuses its `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    /// Dispatch attempts that got no usable answer.
+    #[serde(default)]
+    pub dispatch_attempts: u32,
+    /// Some attempt may have reached the seller without us seeing the answer.
+    #[serde(default)]
+    pub outcome_unknown: bool,
+    /// Webhook deliveries already folded in: the durable de-duplication state.
+    #[serde(default)]
+    pub deliveries: DeliveryLedger,
+    /// The governance plan checked (`check_governance`) before the seller is called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<Governance>,
+    /// Set once the buyer asked to cancel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<Cancel>,
+    /// The operation this one was derived from (a re-plan, or a cancel of its media buy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linked_from: Option<String>,
+    pub version: u64,
+}
+
+/// A governance plan and where its check stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Governance {
+    /// The registered agent (a seller registration) that answers `check_governance`.
+    pub agent_id: String,
+    pub plan_id: String,
+    /// Our agent URL, sent as `caller`.
+    pub caller: String,
+    /// Approved by the governance agent or by a human.
+    #[serde(default)]
+    pub approved: bool,
+    /// The token to attach to the seller call, from an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance_context: Option<String>,
+    /// The agent's verdict explanation and conditions, when it held the operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Value>,
+}
+
+/// The buyer's cancel request and what it led to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub requested_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The re-planned operation that replaces this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
+    /// The `update_media_buy` (`canceled: true`) operation canceling the buy at the seller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<String>,
+}
+
+/// A change the orchestrator itself (or a human through it) makes to an operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum LocalChange {
+    /// The governance agent approved: call the seller with this context.
+    GovernanceApproved { governance_context: Option<String> },
+    /// The governance agent answered `conditions`: hold for a human.
+    GovernanceHold {
+        explanation: Option<String>,
+        conditions: Option<Value>,
+    },
+    /// A human approved the held operation.
+    Approved,
+    /// The buyer canceled (or re-planned, superseding it).
+    CancelRequested {
+        reason: Option<String>,
+        superseded_by: Option<String>,
+    },
+    /// A cancel of the seller's media buy was started as operation `operation_id`.
+    CancelFollowUp { operation_id: String },
+}
+
+/// How long delivery marks are kept: the longest seller retry horizon AdCP allows (7 days),
+/// which is above the 24 h floor.
+pub const DELIVERY_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Webhook deliveries and RFC 9421 nonces already folded into an operation.
+///
+/// It lives in the record and is updated by the journal fold, so it is exactly as durable
+/// and as shared as the operation itself, and two racing copies of one delivery resolve to
+/// one application: the fold applies the first entry carrying a key and marks later ones
+/// as repeats. Deliveries are scoped to the operation, whose sender is its one seller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryLedger {
+    pub deliveries: Vec<DeliveryMark>,
+    pub nonces: Vec<NonceMark>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMark {
+    /// The payload's `idempotency_key` (the sender's delivery identity).
+    pub idempotency_key: String,
+    /// Digest of the canonical payload, to tell a retry from a conflicting reuse of a key.
+    pub payload_hash: String,
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// An RFC 9421 `(keyid, nonce)` pair seen on an accepted delivery, until its signature expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceMark {
+    pub keyid: String,
+    pub nonce: String,
+    pub expires_at_ms: u64,
+}
+
+/// How a delivery relates to those already folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryCheck {
+    New,
+    /// Same key, same payload: acknowledge, change nothing.
+    Repeat,
+    /// Same key, different payload: the sender must stop (409).
+    Conflict,
+}
+
+impl DeliveryLedger {
+    pub fn check(&self, idempotency_key: &str, payload_hash: &str) -> DeliveryCheck {
+        match self
+            .deliveries
+            .iter()
+            .find(|d| d.idempotency_key == idempotency_key)
+        {
+            None => DeliveryCheck::New,
+            Some(d) if d.payload_hash == payload_hash => DeliveryCheck::Repeat,
+            Some(_) => DeliveryCheck::Conflict,
+        }
+    }
+
+    pub fn nonce_seen(&self, keyid: &str, nonce: &str, now_ms: u64) -> bool {
+        self.nonces
+            .iter()
+            .any(|n| n.keyid == keyid && n.nonce == nonce && n.expires_at_ms >= now_ms)
+    }
+
+    fn record(&mut self, delivery: &Delivery, seq: u64, at_ms: u64) {
+        self.deliveries
+            .retain(|d| d.at_ms.saturating_add(DELIVERY_RETENTION_MS) > at_ms);
+        self.nonces.retain(|n| n.expires_at_ms >= at_ms);
+        self.deliveries.push(DeliveryMark {
+            idempotency_key: delivery.idempotency_key.clone(),
+            payload_hash: delivery.payload_hash.clone(),
+            seq,
+            at_ms,
+        });
+        if let Some(n) = &delivery.nonce {
+            self.nonces.push(n.clone());
+        }
+    }
+}
+
+/// Identity of one webhook delivery, carried by its journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub idempotency_key: String,
+    pub payload_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<NonceMark>,
+}
+
+/// What folding an observation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The state machine's verdict.
+    State(Outcome),
+    /// A delivery already folded in (same key and payload): nothing changes.
+    RepeatedDelivery,
+    /// A delivery reusing a folded key with a different payload: nothing changes.
+    DeliveryConflict,
+}
+
+/// The webhook authentication a seller must use for one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookMode {
+    /// RFC 9421 signatures with the seller's published keys (AdCP's default).
+    Rfc9421,
+    /// Legacy `X-ADCP-Signature` HMAC-SHA256 with a per-operation secret.
+    Hmac,
+    /// `Authorization: Bearer` with a per-operation secret.
+    Bearer,
+}
+
+/// What we registered in `push_notification_config` for one operation. The token and
+/// secret are sealed ([`crate::foundation::seal`]); they are re-inserted into the arguments only when
+/// the request is sent, so stored arguments hold no secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRegistration {
+    pub url: String,
+    pub mode: WebhookMode,
+    /// The `token` the seller echoes in every payload.
+    pub token: crate::foundation::seal::Sealed,
+    /// The legacy HMAC or Bearer credential (`authentication.credentials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::foundation::seal::Sealed>,
+}
+
+/// Why an operation failed or what went wrong last, with AdCP's error `code` when the
+/// seller gave one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Where an observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The seller's answer to our `tools/call`.
+    Dispatch,
+    /// A verified seller webhook.
+    Webhook,
+    /// A `get_task_status` (or equivalent) answer.
+    Poll,
+    /// Found through reconciliation (`list_tasks`, `get_media_buys`).
+    Reconcile,
+    /// The governance agent's verdict (`check_governance`), before the seller was called.
+    Governance,
+}
+
+/// A seller status report, whatever channel carried it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub source: Source,
+    pub status: TaskStatus,
+    /// The seller's timestamp for this status, Unix ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<OperationError>,
+    /// Set for webhook deliveries: their identity for de-duplication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+impl Operation {
+    /// Folds an observation carried by journal entry `seq`: first its delivery identity
+    /// (a repeat or a conflicting reuse of a key changes nothing), then its status.
+    pub fn fold_observation(
+        &mut self,
+        obs: &Observation,
+        seq: u64,
+        recorded_at_ms: u64,
+    ) -> Observed {
+        if let Some(d) = &obs.delivery {
+            match self.deliveries.check(&d.idempotency_key, &d.payload_hash) {
+                DeliveryCheck::Repeat => return Observed::RepeatedDelivery,
+                DeliveryCheck::Conflict => return Observed::DeliveryConflict,
+                DeliveryCheck::New => self.deliveries.record(d, seq, recorded_at_ms),
+            }
+        }
+        Observed::State(self.observe(obs, recorded_at_ms))
+    }
+
+    /// Folds a seller observation in. Returns the state machine's verdict; the record
+    /// changes only as the verdict says (plus binding a first `task_id`/`context_id`,
+    /// which is identity, not state).
+    pub fn observe(&mut self, obs: &Observation, recorded_at_ms: u64) -> Outcome {
+        if let (Some(bound), Some(seen)) = (&self.task_id, &obs.task_id)
+            && bound != seen
+        {
+            // "A different explicit AdCP task_id for the same operation is a protocol conflict."
+            return Outcome::Conflict;
+        }
+        if self.task_id.is_none() {
+            self.task_id = obs.task_id.clone();
+        }
+        if self.context_id.is_none() {
+            self.context_id = obs.context_id.clone();
+        }
+        let outcome = state_machine::decide(
+            self.status,
+            self.seller_at_ms,
+            Event::Seller {
+                status: obs.status,
+                at_ms: obs.at_ms,
+            },
+        );
+        if let Some(status) = outcome.new_status() {
+            self.status = status;
+            self.updated_at_ms = recorded_at_ms;
+            if obs.at_ms.is_some() {
+                self.seller_at_ms = obs.at_ms;
+            }
+            if obs.message.is_some() {
+                self.message = obs.message.clone();
+            }
+            if obs.result.is_some() {
+                self.result = obs.result.clone();
+            }
+            self.error = obs.error.clone();
+            if status.is_authoritative_terminal() {
+                self.next_poll_at_ms = None;
+            }
+        }
+        outcome
+    }
+
+    /// Folds in a local change; returns its state-machine verdict (`None`: bookkeeping only).
+    pub fn apply_local(&mut self, change: &LocalChange, recorded_at_ms: u64) -> Option<Outcome> {
+        let event = match change {
+            LocalChange::GovernanceApproved { governance_context } => {
+                if let Some(g) = &mut self.governance {
+                    g.approved = true;
+                    g.governance_context = governance_context.clone();
+                }
+                return None;
+            }
+            LocalChange::CancelFollowUp { operation_id } => {
+                if let Some(c) = &mut self.cancel {
+                    c.follow_up.get_or_insert_with(|| operation_id.clone());
+                }
+                return None;
+            }
+            LocalChange::GovernanceHold { .. } => Event::GovernanceHold,
+            LocalChange::Approved => Event::Approved,
+            LocalChange::CancelRequested { .. } => Event::CancelRequested,
+        };
+        let outcome = state_machine::decide(self.status, self.seller_at_ms, event);
+        match change {
+            LocalChange::GovernanceHold {
+                explanation,
+                conditions,
+            } if outcome.new_status().is_some() => {
+                if let Some(g) = &mut self.governance {
+                    g.explanation = explanation.clone();
+                    g.conditions = conditions.clone();
+                }
+                self.message = explanation.clone();
+            }
+            LocalChange::Approved if outcome.new_status().is_some() => {
+                if let Some(g) = &mut self.governance {
+                    g.approved = true;
+                }
+                self.next_poll_at_ms = Some(recorded_at_ms);
+            }
+            // The request is recorded even when the cancel changes nothing (a seller outcome
+            // already came): the buyer asked, and a media buy may still need canceling.
+            LocalChange::CancelRequested {
+                reason,
+                superseded_by,
+            } if self.cancel.is_none() => {
+                self.cancel = Some(Cancel {
+                    requested_at_ms: recorded_at_ms,
+                    reason: reason.clone(),
+                    superseded_by: superseded_by.clone(),
+                    follow_up: None,
+                });
+            }
+            _ => {}
+        }
+        if let Some(status) = outcome.new_status() {
+            self.status = status;
+            self.updated_at_ms = recorded_at_ms;
+        }
+        Some(outcome)
+    }
+
+    /// Folds in our own deadline expiry.
+    pub fn expire(&mut self, recorded_at_ms: u64) -> Outcome {
+        let outcome = state_machine::decide(self.status, self.seller_at_ms, Event::DeadlineExpired);
+        if let Some(status) = outcome.new_status() {
+            self.status = status;
+            self.updated_at_ms = recorded_at_ms;
+            self.error = Some(OperationError {
+                code: "DEADLINE_EXCEEDED".into(),
+                message: format!(
+                    "no seller outcome for `{}` before its deadline; still reconciling with the seller",
+                    self.task
+                ),
+            });
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{obs, sample};
+    #[test]
+    fn a_delivery_is_folded_once_and_a_reused_key_with_another_payload_changes_nothing() {
+        let mut op = sample("op1");
+        let mut o = obs(TaskStatus::Completed, Some("task_1"));
+        o.delivery = Some(Delivery {
+            idempotency_key: "whk_0123456789abcdef".into(),
+            payload_hash: "h1".into(),
+            nonce: None,
+        });
+        assert_eq!(
+            op.fold_observation(&o, 2, 10),
+            Observed::State(Outcome::Applied(OperationStatus::Seller(
+                TaskStatus::Completed
+            )))
+        );
+        assert_eq!(op.fold_observation(&o, 3, 11), Observed::RepeatedDelivery);
+        let mut other = o.clone();
+        other.delivery.as_mut().unwrap().payload_hash = "h2".into();
+        other.status = TaskStatus::Failed;
+        assert_eq!(
+            op.fold_observation(&other, 4, 12),
+            Observed::DeliveryConflict
+        );
+        assert_eq!(op.deliveries.deliveries.len(), 1);
+        // Marks outlive the 24 h floor and go after the longest retry horizon.
+        let mut late = obs(TaskStatus::Working, Some("task_1"));
+        late.delivery = Some(Delivery {
+            idempotency_key: "whk_fedcba9876543210".into(),
+            payload_hash: "h3".into(),
+            nonce: None,
+        });
+        op.fold_observation(&late, 5, 10 + DELIVERY_RETENTION_MS - 1);
+        assert_eq!(op.deliveries.deliveries.len(), 2);
+        let mut later = late.clone();
+        later.delivery.as_mut().unwrap().idempotency_key = "whk_aaaaaaaaaaaaaaaa".into();
+        op.fold_observation(&later, 6, 12 + DELIVERY_RETENTION_MS);
+        let keys: Vec<_> = op
+            .deliveries
+            .deliveries
+            .iter()
+            .map(|d| d.idempotency_key.as_str())
+            .collect();
+        assert_eq!(keys, ["whk_fedcba9876543210", "whk_aaaaaaaaaaaaaaaa"]);
+    }
+
+    #[test]
+    fn nonces_are_remembered_until_their_signature_expires() {
+        let mut op = sample("op1");
+        let mut o = obs(TaskStatus::Working, Some("task_1"));
+        o.delivery = Some(Delivery {
+            idempotency_key: "whk_0123456789abcdef".into(),
+            payload_hash: "h".into(),
+            nonce: Some(NonceMark {
+                keyid: "k1".into(),
+                nonce: "n1".into(),
+                expires_at_ms: 500,
+            }),
+        });
+        op.fold_observation(&o, 2, 100);
+        assert!(op.deliveries.nonce_seen("k1", "n1", 500));
+        assert!(!op.deliveries.nonce_seen("k1", "n1", 501));
+        assert!(!op.deliveries.nonce_seen("k2", "n1", 100));
+    }
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_task_id_is_bound_once_and_a_different_one_is_a_conflict() {
+        let mut op = sample("op1");
+        assert_eq!(
+            op.observe(&obs(TaskStatus::Submitted, Some("task_1")), 2_000),
+            Outcome::Applied(OperationStatus::Seller(TaskStatus::Submitted))
+        );
+        assert_eq!(op.task_id.as_deref(), Some("task_1"));
+        assert_eq!(
+            op.observe(&obs(TaskStatus::Completed, Some("task_2")), 3_000),
+            Outcome::Conflict
+        );
+        assert_eq!(op.status, OperationStatus::Seller(TaskStatus::Submitted));
+    }
+
+    #[test]
+    fn completion_stores_the_result_and_stops_polling() {
+        let mut op = sample("op1");
+        let mut done = obs(TaskStatus::Completed, Some("task_1"));
+        done.result = Some(json!({"media_buy_id": "mb_1"}));
+        op.observe(&done, 5_000);
+        assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
+        assert_eq!(op.next_poll_at_ms, None);
+        assert_eq!(op.updated_at_ms, 5_000);
+        // A later different terminal does not touch the result.
+        let mut failed = obs(TaskStatus::Failed, Some("task_1"));
+        failed.result = Some(json!({"errors": []}));
+        assert_eq!(op.observe(&failed, 6_000), Outcome::Conflict);
+        assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
+    }
+
+    #[test]
+    fn timeout_is_replaced_by_a_later_seller_outcome() {
+        let mut op = sample("op1");
+        op.observe(&obs(TaskStatus::Submitted, Some("task_1")), 2_000);
+        assert_eq!(
+            op.expire(90_000_000),
+            Outcome::Applied(OperationStatus::TimedOut)
+        );
+        assert_eq!(op.error.as_ref().unwrap().code, "DEADLINE_EXCEEDED");
+        let out = op.observe(&obs(TaskStatus::Completed, Some("task_1")), 91_000_000);
+        assert_eq!(
+            out,
+            Outcome::Overrode(OperationStatus::Seller(TaskStatus::Completed))
+        );
+        assert_eq!(op.error, None);
+    }
+}

@@ -1,0 +1,177 @@
+//! What a seller declares in `get_adcp_capabilities`, kept in its record, and the decisions
+//! we take from it: whether mutating calls are safe to retry (the idempotency replay window;
+//! AdCP clients MUST fail closed when it is undeclared) and which webhook authentication to
+//! request.
+
+use crate::model::operation::WebhookMode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The replay window bounds the spec allows (`replay_ttl_seconds`: 1 h to 7 days).
+const REPLAY_TTL_MIN_S: u64 = 3_600;
+const REPLAY_TTL_MAX_S: u64 = 604_800;
+
+/// The parts of a seller's capabilities the orchestrator acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub major_versions: Vec<u64>,
+    #[serde(default)]
+    pub supported_versions: Vec<String>,
+    #[serde(default)]
+    pub supported_protocols: Vec<String>,
+    /// The idempotency replay window; `None` when the seller declares no replay protection
+    /// (or an out-of-range window): mutating calls are then refused.
+    pub replay_ttl_seconds: Option<u64>,
+    /// The seller signs webhooks with the AdCP RFC 9421 profile.
+    pub webhook_signing: bool,
+    /// The seller can fall back to legacy HMAC-SHA256 webhooks.
+    pub legacy_hmac_fallback: bool,
+    /// How long the seller keeps retrying a webhook delivery, when declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_retry_horizon_seconds: Option<u64>,
+    pub fetched_at_ms: u64,
+}
+
+impl Capabilities {
+    /// Reads a `get_adcp_capabilities` response; `Err` names what is missing.
+    pub fn parse(payload: &Value, now_ms: u64) -> Result<Capabilities, String> {
+        let adcp = payload
+            .get("adcp")
+            .and_then(Value::as_object)
+            .ok_or("no `adcp` block")?;
+        let major_versions: Vec<u64> = adcp
+            .get("major_versions")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        if major_versions.is_empty() {
+            return Err("no `adcp.major_versions`".into());
+        }
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let idem = adcp.get("idempotency");
+        let replay_ttl_seconds = idem
+            .filter(|i| i.get("supported").and_then(Value::as_bool) == Some(true))
+            .and_then(|i| i.get("replay_ttl_seconds"))
+            .and_then(Value::as_u64)
+            .filter(|t| (REPLAY_TTL_MIN_S..=REPLAY_TTL_MAX_S).contains(t));
+        let signing = payload.get("webhook_signing");
+        let flag = |k: &str| {
+            signing
+                .and_then(|s| s.get(k))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        Ok(Capabilities {
+            major_versions,
+            supported_versions: strings(adcp.get("supported_versions")),
+            supported_protocols: strings(payload.get("supported_protocols")),
+            replay_ttl_seconds,
+            webhook_signing: flag("supported"),
+            legacy_hmac_fallback: flag("legacy_hmac_fallback"),
+            delivery_retry_horizon_seconds: signing
+                .and_then(|s| s.get("delivery_retry_horizon_seconds"))
+                .and_then(Value::as_u64),
+            fetched_at_ms: now_ms,
+        })
+    }
+
+    /// The webhook authentication to request when the registration does not force one:
+    /// AdCP's default RFC 9421 when the seller signs, else legacy HMAC (a per-operation
+    /// secret that also authenticates the body), which every legacy sender supports.
+    pub fn webhook_mode(&self) -> WebhookMode {
+        if self.webhook_signing {
+            WebhookMode::Rfc9421
+        } else {
+            WebhookMode::Hmac
+        }
+    }
+
+    /// `Some(reason)` when mutating calls must be refused.
+    pub fn refuses_mutations(&self) -> Option<&'static str> {
+        if !self.major_versions.contains(&3) {
+            return Some("the seller does not speak AdCP 3");
+        }
+        if self.replay_ttl_seconds.is_none() {
+            return Some(
+                "the seller declares no idempotency replay window (adcp.idempotency); AdCP clients must fail closed before mutating",
+            );
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn caps(v: Value) -> Result<Capabilities, String> {
+        Capabilities::parse(&v, 5)
+    }
+
+    #[test]
+    fn a_conformant_declaration_allows_mutations_and_picks_rfc9421() {
+        let c = caps(json!({
+            "adcp": {"major_versions": [3], "supported_versions": ["3.0", "3.1"],
+                     "idempotency": {"supported": true, "replay_ttl_seconds": 86400}},
+            "supported_protocols": ["media_buy"],
+            "webhook_signing": {"supported": true, "legacy_hmac_fallback": true,
+                                "delivery_retry_horizon_seconds": 172800}
+        }))
+        .unwrap();
+        assert_eq!(c.replay_ttl_seconds, Some(86400));
+        assert_eq!(c.refuses_mutations(), None);
+        assert_eq!(c.webhook_mode(), WebhookMode::Rfc9421);
+        assert_eq!(c.delivery_retry_horizon_seconds, Some(172800));
+        assert_eq!(c.fetched_at_ms, 5);
+    }
+
+    #[test]
+    fn no_replay_window_fails_closed() {
+        for idem in [
+            json!(null),
+            json!({"supported": false}),
+            json!({"supported": true}),
+            json!({"supported": true, "replay_ttl_seconds": 60}),
+            json!({"supported": true, "replay_ttl_seconds": 9_999_999}),
+            json!({"supported": "yes", "replay_ttl_seconds": 86400}),
+        ] {
+            let c = caps(json!({"adcp": {"major_versions": [3], "idempotency": idem}})).unwrap();
+            assert!(c.refuses_mutations().is_some(), "{idem}");
+        }
+    }
+
+    #[test]
+    fn unsigned_sellers_get_hmac_and_non_v3_sellers_are_refused() {
+        let c = caps(json!({"adcp": {"major_versions": [3],
+            "idempotency": {"supported": true, "replay_ttl_seconds": 3600}}}))
+        .unwrap();
+        assert_eq!(c.webhook_mode(), WebhookMode::Hmac);
+        let c = caps(json!({"adcp": {"major_versions": [2],
+            "idempotency": {"supported": true, "replay_ttl_seconds": 3600}}}))
+        .unwrap();
+        assert!(c.refuses_mutations().is_some());
+    }
+
+    #[test]
+    fn malformed_documents_are_invalid() {
+        for bad in [
+            json!({}),
+            json!({"adcp": {}}),
+            json!({"adcp": {"major_versions": []}}),
+            json!({"adcp": {"major_versions": ["3"]}}),
+            json!([]),
+        ] {
+            assert!(caps(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}

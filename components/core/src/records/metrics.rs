@@ -1,0 +1,477 @@
+//! Metrics: counters kept with atomic `increment` as things happen, and the Prometheus
+//! text rendering of `GET /metrics`.
+//!
+//! Nothing here scans the store. Counters are bumped only by the writer that applied a
+//! transition (the writer whose own journal entry the fold applied), so duplicate
+//! deliveries and re-runs never count twice. Label values come from closed sets (task
+//! kinds, statuses, rejection reasons) or from a small registry of seller error codes, so
+//! rendering knows every key to read.
+
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult, get_json};
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
+use crate::records::tick_report::TickReport;
+use std::fmt::Write;
+
+/// Upper bounds (seconds) of the submitted-to-terminal histogram: 1 min … 7 days.
+pub const APPROVAL_BUCKETS_S: [u64; 9] = [
+    60, 300, 900, 3_600, 14_400, 43_200, 86_400, 259_200, 604_800,
+];
+
+/// Why a webhook was refused (a closed set: the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    UnknownOperation,
+    BadRequest,
+    Unauthenticated,
+    ModeMismatch,
+    Replayed,
+    Conflict,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 6] = [
+        Rejection::UnknownOperation,
+        Rejection::BadRequest,
+        Rejection::Unauthenticated,
+        Rejection::ModeMismatch,
+        Rejection::Replayed,
+        Rejection::Conflict,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnknownOperation => "unknown_operation",
+            Rejection::BadRequest => "bad_request",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::ModeMismatch => "mode_mismatch",
+            Rejection::Replayed => "replayed",
+            Rejection::Conflict => "conflict",
+        }
+    }
+}
+
+fn counter(name: &str, labels: &[&str]) -> String {
+    let mut k = format!("m:{name}");
+    for l in labels {
+        k.push(':');
+        k.push_str(l);
+    }
+    k
+}
+
+/// An operation was stored.
+pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()> {
+    store
+        .increment(&counter("created", &[task]), 1)
+        .await
+        .map(drop)
+}
+
+/// The writer that applied `from → to` reports it: two increments (into `to`, out of
+/// `from`), plus two for a seller outcome (histogram bucket and sum), plus one in the rare
+/// override of a local timeout.
+pub async fn transition(
+    store: &impl Store,
+    task: &str,
+    from: OperationStatus,
+    to: OperationStatus,
+    created_at_ms: u64,
+    now_ms: u64,
+) -> StoreResult<()> {
+    store
+        .increment(&counter("transitions", &[task, to.as_str()]), 1)
+        .await?;
+    store
+        .increment(&counter("left", &[task, from.as_str()]), 1)
+        .await?;
+    if from.is_closed() && to.is_closed() {
+        // Already closed (timed out, canceled locally): keeps the open gauge from counting
+        // it twice.
+        store
+            .increment(&counter("reopened_closed", &[task]), 1)
+            .await?;
+    }
+    if to.is_authoritative_terminal() {
+        let secs = now_ms.saturating_sub(created_at_ms) / 1000;
+        let le = APPROVAL_BUCKETS_S
+            .iter()
+            .find(|le| secs <= **le)
+            .map_or_else(|| "inf".to_string(), u64::to_string);
+        store
+            .increment(&counter("approval_bucket", &[task, &le]), 1)
+            .await?;
+        store
+            .increment(&counter("approval_sum_s", &[task]), secs as i64)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A webhook was refused.
+pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreResult<()> {
+    store
+        .increment(&counter("webhook_rejected", &[reason.as_str()]), 1)
+        .await
+        .map(drop)
+}
+
+/// A seller call failed with this AdCP error code (or `TRANSPORT`). Codes form an open set,
+/// so each new one is recorded once in a small registry that rendering reads.
+pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
+    let code: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    if store
+        .increment(&counter("seller_error_seen", &[&code]), 1)
+        .await?
+        == 1
+    {
+        let n = store
+            .increment(&counter("seller_error_codes", &[]), 1)
+            .await?;
+        store
+            .set(
+                &counter("seller_error_code", &[&n.to_string()]),
+                code.as_bytes(),
+            )
+            .await?;
+    }
+    store
+        .increment(&counter("seller_errors", &[&code]), 1)
+        .await
+        .map(drop)
+}
+
+/// A webhook repeated a delivery already applied.
+pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
+    store
+        .increment(&counter("webhook_duplicates", &[]), 1)
+        .await
+        .map(drop)
+}
+
+/// Renders the Prometheus text exposition format.
+pub async fn render(
+    store: &impl Store,
+    breaker: &crate::schedule::breaker::BreakerConfig,
+    now_ms: u64,
+) -> StoreResult<String> {
+    let mut out = String::new();
+    let read = |k: String| async move { store.increment(&k, 0).await };
+    let tasks: Vec<&str> = TaskKind::ALL.iter().map(|t| t.name()).collect();
+    let statuses: Vec<&str> = TaskStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .chain([
+            OperationStatus::PENDING_DISPATCH,
+            OperationStatus::AWAITING_DECISION,
+            OperationStatus::TIMED_OUT,
+            OperationStatus::CANCELED_LOCALLY,
+        ])
+        .collect();
+
+    family(
+        &mut out,
+        "adcp_operations_created_total",
+        "counter",
+        "Operations stored, by task.",
+    );
+    for t in &tasks {
+        sample(
+            &mut out,
+            "adcp_operations_created_total",
+            &[("task", t)],
+            read(counter("created", &[t])).await?,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_operation_transitions_total",
+        "counter",
+        "Applied status changes, by task and new status.",
+    );
+    let mut open = Vec::new();
+    for t in &tasks {
+        // Open = created − closed (seller outcomes and timeouts) + timeouts later replaced by
+        // an outcome (closed twice). Derived, so a change costs no extra write.
+        let mut closed = 0;
+        for s in &statuses {
+            let v = read(counter("transitions", &[t, s])).await?;
+            if OperationStatus::parse(s).is_some_and(OperationStatus::is_closed) {
+                closed += v;
+            }
+            sample(
+                &mut out,
+                "adcp_operation_transitions_total",
+                &[("task", t), ("status", s)],
+                v,
+            );
+        }
+        let created = read(counter("created", &[t])).await?;
+        let reopened = read(counter("reopened_closed", &[t])).await?;
+        open.push((*t, created - closed + reopened));
+    }
+    family(
+        &mut out,
+        "adcp_operations",
+        "gauge",
+        "Operations currently in each status, by task.",
+    );
+    for t in &tasks {
+        let created = read(counter("created", &[t])).await?;
+        for st in &statuses {
+            let entered = if *st == OperationStatus::PENDING_DISPATCH {
+                created
+            } else {
+                read(counter("transitions", &[t, st])).await?
+            };
+            let left = read(counter("left", &[t, st])).await?;
+            sample(
+                &mut out,
+                "adcp_operations",
+                &[("task", t), ("status", st)],
+                entered - left,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "adcp_operations_open",
+        "gauge",
+        "Operations without an outcome yet (pending), by task.",
+    );
+    for (t, v) in open {
+        sample(&mut out, "adcp_operations_open", &[("task", t)], v);
+    }
+    family(
+        &mut out,
+        "adcp_operation_outcome_seconds",
+        "histogram",
+        "Time from creation to the seller's terminal status.",
+    );
+    for t in &tasks {
+        let mut cumulative = 0;
+        for le in APPROVAL_BUCKETS_S {
+            cumulative += read(counter("approval_bucket", &[t, &le.to_string()])).await?;
+            sample(
+                &mut out,
+                "adcp_operation_outcome_seconds_bucket",
+                &[("task", t), ("le", &le.to_string())],
+                cumulative,
+            );
+        }
+        let count = cumulative + read(counter("approval_bucket", &[t, "inf"])).await?;
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_bucket",
+            &[("task", t), ("le", "+Inf")],
+            count,
+        );
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_sum",
+            &[("task", t)],
+            read(counter("approval_sum_s", &[t])).await?,
+        );
+        sample(
+            &mut out,
+            "adcp_operation_outcome_seconds_count",
+            &[("task", t)],
+            count,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_webhook_rejections_total",
+        "counter",
+        "Webhooks refused, by reason.",
+    );
+    for r in Rejection::ALL {
+        let v = read(counter("webhook_rejected", &[r.as_str()])).await?;
+        sample(
+            &mut out,
+            "adcp_webhook_rejections_total",
+            &[("reason", r.as_str())],
+            v,
+        );
+    }
+    family(
+        &mut out,
+        "adcp_webhook_duplicates_total",
+        "counter",
+        "Webhook deliveries that repeated an applied one.",
+    );
+    sample(
+        &mut out,
+        "adcp_webhook_duplicates_total",
+        &[],
+        read(counter("webhook_duplicates", &[])).await?,
+    );
+
+    family(
+        &mut out,
+        "adcp_seller_errors_total",
+        "counter",
+        "Failed seller calls, by AdCP error code (TRANSPORT: no answer).",
+    );
+    let codes = read(counter("seller_error_codes", &[])).await?;
+    for n in 1..=codes.max(0) {
+        if let Some(code) = store
+            .get(&counter("seller_error_code", &[&n.to_string()]))
+            .await?
+        {
+            let code = String::from_utf8_lossy(&code).into_owned();
+            let v = read(counter("seller_errors", &[&code])).await?;
+            sample(&mut out, "adcp_seller_errors_total", &[("code", &code)], v);
+        }
+    }
+
+    family(
+        &mut out,
+        "adcp_seller_breaker_state",
+        "gauge",
+        "Circuit breaker per seller: 0 closed, 1 half-open, 2 open.",
+    );
+    for s in crate::records::seller::all(store).await? {
+        let view = crate::schedule::breaker::Breaker::new(breaker, &s.tenant_id, &s.seller_id)
+            .state(store, now_ms)
+            .await?;
+        let v = match view.state {
+            crate::schedule::breaker::StateClass::Closed => 0,
+            crate::schedule::breaker::StateClass::HalfOpen => 1,
+            crate::schedule::breaker::StateClass::Open => 2,
+        };
+        sample(
+            &mut out,
+            "adcp_seller_breaker_state",
+            &[("tenant", &s.tenant_id), ("seller", &s.seller_id)],
+            v,
+        );
+    }
+
+    let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
+    let last = last.unwrap_or_default();
+    family(
+        &mut out,
+        "adcp_sweep_last_finished_seconds",
+        "gauge",
+        "Unix time the last sweep tick finished.",
+    );
+    sample(
+        &mut out,
+        "adcp_sweep_last_finished_seconds",
+        &[],
+        (last.finished_at_ms / 1000) as i64,
+    );
+    family(
+        &mut out,
+        "adcp_sweep_last_duration_seconds",
+        "gauge",
+        "Duration of the last sweep tick.",
+    );
+    let ms = last.finished_at_ms.saturating_sub(last.started_at_ms);
+    let _ = writeln!(
+        out,
+        "adcp_sweep_last_duration_seconds {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    );
+    family(
+        &mut out,
+        "adcp_sweep_last_touched",
+        "gauge",
+        "Operations acted on by the last sweep tick.",
+    );
+    sample(
+        &mut out,
+        "adcp_sweep_last_touched",
+        &[],
+        last.touched as i64,
+    );
+    family(
+        &mut out,
+        "adcp_sweep_last_due",
+        "gauge",
+        "Due entries read by the last sweep tick.",
+    );
+    sample(&mut out, "adcp_sweep_last_due", &[], last.due as i64);
+    Ok(out)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: i64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = write!(out, "{k}=\"{v}\"");
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::store::MemoryStore;
+    use futures::executor::block_on;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let s = MemoryStore::new();
+        block_on(async {
+            operation_created(&s, "create_media_buy").await.unwrap();
+            operation_created(&s, "create_media_buy").await.unwrap();
+            let sub = OperationStatus::Seller(TaskStatus::Submitted);
+            let done = OperationStatus::Seller(TaskStatus::Completed);
+            transition(
+                &s,
+                "create_media_buy",
+                OperationStatus::PendingDispatch,
+                sub,
+                0,
+                1_000,
+            )
+            .await
+            .unwrap();
+            transition(&s, "create_media_buy", sub, done, 0, 120_000)
+                .await
+                .unwrap();
+            webhook_rejected(&s, Rejection::Unauthenticated)
+                .await
+                .unwrap();
+            let text = render(&s, &Default::default(), 0).await.unwrap();
+            for line in [
+                "adcp_operations_created_total{task=\"create_media_buy\"} 2",
+                "adcp_operations_open{task=\"create_media_buy\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"pending_dispatch\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"completed\"} 1",
+                "adcp_operations{task=\"create_media_buy\",status=\"submitted\"} 0",
+                "adcp_operation_transitions_total{task=\"create_media_buy\",status=\"completed\"} 1",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"60\"} 0",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"300\"} 1",
+                "adcp_operation_outcome_seconds_bucket{task=\"create_media_buy\",le=\"+Inf\"} 1",
+                "adcp_operation_outcome_seconds_sum{task=\"create_media_buy\"} 120",
+                "adcp_webhook_rejections_total{reason=\"unauthenticated\"} 1",
+            ] {
+                assert!(text.contains(line), "missing `{line}` in\n{text}");
+            }
+        });
+    }
+}

@@ -1,0 +1,12 @@
+//! What is kept in the store, one kind of record per module: the operation journal,
+//! tenants, sellers (with their capabilities), the buyer-notification outbox, metrics
+//! counters, and the indexes every new operation is written into.
+
+pub mod capabilities;
+pub mod indexes;
+pub mod journal;
+pub mod metrics;
+pub mod notify;
+pub mod seller;
+pub mod tenant;
+pub mod tick_report;

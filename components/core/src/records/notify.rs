@@ -1,0 +1,369 @@
+//! Buyer notifications: every status change of a tenant's operations, delivered to the
+//! tenant's callback URL, signed with the Standard Webhooks scheme, from an outbox in the
+//! store.
+//!
+//! An outbox entry is written (idempotently: its id is derived from the journal entry it
+//! announces) before any attempt, so nothing is lost when the callback is down. The first
+//! attempt follows the change; retries follow [`RETRY_SCHEDULE`]; a 2xx stops, a 410
+//! disables the callback, and exhausting the schedule records the failure.
+
+use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::keys;
+use crate::foundation::seal::{Sealed, SealingKey};
+use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::transport::{Limits, Transport};
+use crate::schedule::backoff::Schedule;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// Delays after a failed attempt, as data: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
+pub const RETRY_SCHEDULE: Schedule = Schedule::BUYER_NOTIFICATIONS;
+
+/// Standard Webhooks' tolerance for the timestamp, used by receivers.
+pub const TOLERANCE_S: u64 = 300;
+
+/// A tenant's callback registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub url: String,
+    /// The `whsec_…` secret, sealed.
+    pub secret: Sealed,
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+}
+
+pub fn secret_purpose(tenant: &str) -> String {
+    format!("callback-secret:{tenant}")
+}
+
+/// A fresh Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret(entropy: &dyn Entropy) -> String {
+    let mut b = [0u8; 32];
+    entropy.fill(&mut b);
+    format!("whsec_{}", B64.encode(b))
+}
+
+/// Parses a `whsec_…` secret into its key bytes (24–64 bytes, per the spec).
+pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
+    let key = B64.decode(secret.strip_prefix("whsec_")?).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
+}
+
+/// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
+pub fn sign(key: &[u8], msg_id: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(format!("{msg_id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+/// The state of one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    Pending,
+    Delivered,
+    /// Given up (schedule exhausted, callback gone or disabled).
+    Failed,
+}
+
+/// One outbox entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: String,
+    pub tenant_id: String,
+    pub operation_id: String,
+    pub body: Value,
+    pub state: Delivery,
+    pub attempts: u32,
+    pub next_attempt_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The notification id for journal entry `seq` of an operation: stable, so re-running the
+/// writer that enqueues it cannot produce a second notification.
+pub fn notification_id(operation_id: &str, seq: u64) -> String {
+    format!("ntf_{operation_id}_{seq}")
+}
+
+/// Stores a notification unless the tenant has no enabled callback. Returns it when stored.
+pub async fn enqueue(
+    store: &impl Store,
+    clock: &dyn Clock,
+    tenant_id: &str,
+    operation_id: &str,
+    seq: u64,
+    body: Value,
+) -> StoreResult<Option<Notification>> {
+    let callback: Option<Callback> = get_json(store, &keys::callback(tenant_id)).await?;
+    if !callback.is_some_and(|c| c.enabled) {
+        return Ok(None);
+    }
+    let n = Notification {
+        id: notification_id(operation_id, seq),
+        tenant_id: tenant_id.to_string(),
+        operation_id: operation_id.to_string(),
+        body,
+        state: Delivery::Pending,
+        attempts: 0,
+        next_attempt_at_ms: Some(clock.now_ms()),
+        last_error: None,
+    };
+    set_json(store, &keys::notification(&n.id), &n).await?;
+    Ok(Some(n))
+}
+
+/// Makes one delivery attempt if the notification is due, and records the result.
+pub async fn attempt(
+    store: &impl Store,
+    clock: &dyn Clock,
+    transport: &impl Transport,
+    sealing: &SealingKey,
+    id: &str,
+) -> StoreResult<Option<Notification>> {
+    let Some(mut n) = get_json::<Notification>(store, &keys::notification(id)).await? else {
+        return Ok(None);
+    };
+    let now = clock.now_ms();
+    if n.state != Delivery::Pending || n.next_attempt_at_ms.is_some_and(|t| t > now) {
+        return Ok(Some(n));
+    }
+    let callback: Option<Callback> = get_json(store, &keys::callback(&n.tenant_id)).await?;
+    let key = callback.as_ref().filter(|c| c.enabled).and_then(|c| {
+        let secret = sealing
+            .open_string(&secret_purpose(&n.tenant_id), &c.secret)
+            .ok()?;
+        Some((c.url.clone(), secret_key(&secret)?))
+    });
+    let Some((url, key)) = key else {
+        n.state = Delivery::Failed;
+        n.last_error = Some("callback missing or disabled".into());
+        n.next_attempt_at_ms = None;
+        set_json(store, &keys::notification(id), &n).await?;
+        return Ok(Some(n));
+    };
+    let body = serde_json::to_vec(&n.body).unwrap_or_default();
+    let ts = now / 1000;
+    let req = http::Request::post(&url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &n.id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sign(&key, &n.id, ts, &body))
+        .body(body);
+    n.attempts += 1;
+    // `Err((message, retry))`: whether the schedule may still retry this failure.
+    let outcome: Result<(), (String, bool)> = match req {
+        Err(e) => Err((format!("invalid callback request: {e}"), false)),
+        Ok(req) => match transport.send(req, Limits::CALLBACK).await {
+            Ok(resp) if resp.status().is_success() => Ok(()),
+            Ok(resp) if resp.status() == http::StatusCode::GONE => {
+                if let Some(mut c) = callback {
+                    c.enabled = false;
+                    c.disabled_reason = Some("callback answered 410 Gone".into());
+                    set_json(store, &keys::callback(&n.tenant_id), &c).await?;
+                }
+                Err(("callback answered 410 Gone; disabled".to_string(), false))
+            }
+            Ok(resp) => Err((format!("callback answered {}", resp.status()), true)),
+            Err(e) => Err((e.to_string(), true)),
+        },
+    };
+    match outcome {
+        Ok(()) => {
+            n.state = Delivery::Delivered;
+            n.next_attempt_at_ms = None;
+            n.last_error = None;
+        }
+        Err((e, retry)) => {
+            n.last_error = Some(e);
+            match RETRY_SCHEDULE
+                .next_attempt_at_ms(n.attempts, now)
+                .filter(|_| retry)
+            {
+                Some(at) => n.next_attempt_at_ms = Some(at),
+                None => {
+                    n.state = Delivery::Failed;
+                    n.next_attempt_at_ms = None;
+                }
+            }
+        }
+    }
+    set_json(store, &keys::notification(id), &n).await?;
+    Ok(Some(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known-answer vectors of the Standard Webhooks reference libraries
+    /// (../shared/reference/webhooks-and-anchors.md §1.5, SW-1 and SW-2).
+    #[test]
+    fn standard_webhooks_known_answers() {
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        let key = secret_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1649367553,
+                br#"{"email":"test@example.com","username":"test_user"}"#
+            ),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn secrets_must_be_whsec_base64_of_24_to_64_bytes() {
+        assert!(secret_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_none());
+        assert!(secret_key("whsec_!!!").is_none());
+        assert!(secret_key(&format!("whsec_{}", B64.encode([0u8; 16]))).is_none());
+        let e = crate::testing::SeededEntropy::new(1);
+        assert_eq!(secret_key(&new_secret(&e)).unwrap().len(), 32);
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use crate::foundation::clock::FixedClock;
+    use crate::foundation::store::MemoryStore;
+    use crate::foundation::transport::TransportError;
+    use crate::testing::ScriptedTransport;
+    use crate::testing::SeededEntropy;
+    use futures::executor::block_on;
+    use serde_json::json;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn setup(s: &MemoryStore, sealing: &SealingKey) -> String {
+        let e = SeededEntropy::new(9);
+        let secret = new_secret(&e);
+        let cb = Callback {
+            url: "https://buyer.example/hooks".into(),
+            secret: sealing.seal(&e, &secret_purpose("t1"), secret.as_bytes()),
+            enabled: true,
+            disabled_reason: None,
+        };
+        block_on(set_json(s, &keys::callback("t1"), &cb)).unwrap();
+        secret
+    }
+
+    #[test]
+    fn delivered_once_signed_and_verifiable() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let secret = setup(&s, &sealing);
+        let t = ScriptedTransport::default();
+        t.reply(204, "");
+        block_on(async {
+            let n = enqueue(
+                &s,
+                &FixedClock(10_000),
+                "t1",
+                "op1",
+                3,
+                json!({"status": "completed"}),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let done = attempt(&s, &FixedClock(10_000), &t, &sealing, &n.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(done.state, Delivery::Delivered);
+            // Delivered notifications are not sent again.
+            attempt(&s, &FixedClock(99_000), &t, &sealing, &n.id)
+                .await
+                .unwrap();
+        });
+        let reqs = t.requests.borrow();
+        assert_eq!(reqs.len(), 1);
+        let r = &reqs[0];
+        let h = |k: &str| r.headers()[k].to_str().unwrap().to_string();
+        assert_eq!(h("webhook-id"), "ntf_op1_3");
+        assert_eq!(h("webhook-timestamp"), "10");
+        let expected = sign(&secret_key(&secret).unwrap(), "ntf_op1_3", 10, r.body());
+        assert_eq!(h("webhook-signature"), expected);
+    }
+
+    #[test]
+    fn retried_on_the_schedule_then_given_up() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        let t = ScriptedTransport::default();
+        block_on(async {
+            let n = enqueue(&s, &FixedClock(0), "t1", "op1", 2, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut now = 0;
+            for (i, delay) in RETRY_SCHEDULE.0.iter().enumerate() {
+                t.fail(TransportError::Connect("down".into()));
+                let n = attempt(&s, &FixedClock(now), &t, &sealing, &n.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((n.state, n.attempts), (Delivery::Pending, i as u32 + 1));
+                assert_eq!(n.next_attempt_at_ms, Some(now + delay * 1000));
+                // Not due yet: no attempt.
+                attempt(&s, &FixedClock(now + delay * 1000 - 1), &t, &sealing, &n.id)
+                    .await
+                    .unwrap();
+                now += delay * 1000;
+            }
+            t.reply(500, "");
+            let n = attempt(&s, &FixedClock(now), &t, &sealing, &n.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n.state, Delivery::Failed);
+            assert_eq!(t.requests.borrow().len(), RETRY_SCHEDULE.0.len() + 1);
+        });
+    }
+
+    #[test]
+    fn gone_disables_the_callback_and_later_changes_are_not_queued() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        let t = ScriptedTransport::default();
+        t.reply(410, "");
+        block_on(async {
+            let n = enqueue(&s, &FixedClock(0), "t1", "op1", 2, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            let n = attempt(&s, &FixedClock(0), &t, &sealing, &n.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(n.state, Delivery::Failed);
+            let cb: Callback = get_json(&s, &keys::callback("t1")).await.unwrap().unwrap();
+            assert!(!cb.enabled);
+            assert!(
+                enqueue(&s, &FixedClock(1), "t1", "op1", 3, json!({}))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        });
+    }
+}

@@ -1,0 +1,42 @@
+//! An operation's poll state and the one way to file an operation (or a buyer
+//! notification) due in the index.
+
+use crate::foundation::clock::Clock;
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult, set_json};
+use crate::model::status::OperationStatus;
+use crate::schedule::due::{self, DueConfig};
+use serde::{Deserialize, Serialize};
+
+/// Per-operation poll state, kept beside the journal (polls that change nothing are not
+/// history).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollState {
+    /// When the operation is next due; a hint for an earlier time is stale.
+    pub next_at_ms: u64,
+    /// Polls since the status last moved.
+    pub attempts_since_change: u32,
+    /// The status seen at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<OperationStatus>,
+    /// The seller's `retry_after` from the last poll, honoured by the next scheduling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+/// Files an operation (or a notification, by its `ntf_` id) as due at `at_ms`, recording the
+/// time in its poll state so that earlier hints become stale.
+///
+/// The hint is filed before the poll state: a crash between the two leaves the old state,
+/// which the new hint (or an older one) still acts on. The other order could leave a state
+/// naming a time no hint will ever bring, and an operation nobody looks at again.
+pub async fn schedule_at(
+    store: &impl Store,
+    clock: &dyn Clock,
+    cfg: &DueConfig,
+    id: &str,
+    state: PollState,
+) -> StoreResult<()> {
+    due::schedule(store, cfg, clock, id, state.next_at_ms).await?;
+    set_json(store, &keys::poll_state(id), &state).await
+}

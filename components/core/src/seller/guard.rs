@@ -1,0 +1,133 @@
+//! Seller calls behind each seller's circuit breaker.
+
+use super::port::{CallFailure, Recovery, SellerCalls};
+use crate::foundation::clock::Clock;
+use crate::foundation::store::Store;
+use crate::foundation::transport::TransportError;
+use crate::records::seller::Seller;
+use crate::schedule::breaker::{Breaker, BreakerConfig, Decision, Permit, Snapshot};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// [`SellerCalls`] behind the seller's circuit breaker: an open breaker defers the call
+/// without sending it; no answer, or a transient error, counts as a failure.
+pub struct Guarded<'a, S: Store, C: SellerCalls> {
+    pub store: &'a S,
+    pub clock: &'a dyn Clock,
+    pub breaker: &'a BreakerConfig,
+    pub inner: &'a C,
+    /// Breaker readings kept while calls go well (`Default::default()` to start empty).
+    pub seen: SeenBreakers,
+}
+
+/// The last breaker reading per seller, reused for [`BREAKER_READING_MS`] while it shows no
+/// failures: a sweep polling many tasks of one healthy seller reads its breaker every few
+/// seconds instead of at every call. A reading with failures counted is never kept (an open
+/// or half-open breaker is always decided on the store), and any failure or probe here
+/// forgets the kept one. A trip by another replica or an operator is seen within
+/// [`BREAKER_READING_MS`], or at this instance's next failure.
+#[derive(Debug, Default)]
+pub struct SeenBreakers(std::cell::RefCell<HashMap<(String, String), (Snapshot, u64)>>);
+
+/// How long a clean breaker reading is trusted.
+pub const BREAKER_READING_MS: u64 = 3_000;
+
+impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
+    async fn call(
+        &self,
+        seller: &Seller,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure> {
+        let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
+        let permit = self.permit(seller, &breaker).await?;
+        let result = self.inner.call(seller, tool, arguments).await;
+        self.settle(seller, &breaker, &permit, &result).await;
+        result
+    }
+
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
+        let permit = self.permit(seller, &breaker).await?;
+        let result = self.inner.list_tools(seller).await;
+        self.settle(seller, &breaker, &permit, &result).await;
+        result
+    }
+}
+
+fn seller_key(seller: &Seller) -> (String, String) {
+    (seller.tenant_id.clone(), seller.seller_id.clone())
+}
+
+impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
+    /// The breaker's permission for one call, decided on the kept reading if there is one.
+    async fn permit(&self, seller: &Seller, breaker: &Breaker<'_>) -> Result<Permit, CallFailure> {
+        let store_down = |e: crate::foundation::error::StoreError| {
+            CallFailure::Transport(TransportError::Connect(e.to_string()))
+        };
+        let now = self.clock.now_ms();
+        let kept = self
+            .seen
+            .0
+            .borrow()
+            .get(&seller_key(seller))
+            .filter(|(_, at)| now.saturating_sub(*at) < BREAKER_READING_MS)
+            .map(|(s, _)| *s);
+        let snap = match kept {
+            Some(s) => s,
+            None => {
+                let s = breaker.read(self.store).await.map_err(store_down)?;
+                let mut seen = self.seen.0.borrow_mut();
+                if s.consecutive() == 0 {
+                    seen.insert(seller_key(seller), (s, now));
+                } else {
+                    seen.remove(&seller_key(seller));
+                }
+                s
+            }
+        };
+        match breaker
+            .allow_on(self.store, &snap, now)
+            .await
+            .map_err(store_down)?
+        {
+            Decision::Allow(p) => Ok(p),
+            Decision::Deferred { until_ms } => Err(CallFailure::Deferred { until_ms }),
+        }
+    }
+
+    /// Counts the call's error and feeds the breaker: no answer, or a transient error, is a
+    /// failure; anything else shows the seller is up.
+    async fn settle<V>(
+        &self,
+        seller: &Seller,
+        breaker: &Breaker<'_>,
+        permit: &Permit,
+        result: &Result<V, CallFailure>,
+    ) {
+        let unhealthy = match result {
+            Err(CallFailure::Transport(_)) => true,
+            Err(CallFailure::Seller(e)) => e.recovery == Recovery::Transient,
+            _ => false,
+        };
+        let now = self.clock.now_ms();
+        let code = match result {
+            Err(CallFailure::Seller(e)) => Some(e.code.as_str()),
+            Err(CallFailure::Transport(_)) => Some("TRANSPORT"),
+            _ => None,
+        };
+        // Bookkeeping (counters, breaker) must not turn a seller's answer into an error.
+        if let Some(code) = code {
+            let _ = crate::records::metrics::seller_error(self.store, code).await;
+        }
+        if unhealthy || !permit.is_clean() || permit.is_probe() {
+            // The breaker's state moves (or may have): decide the next call on a new reading.
+            self.seen.0.borrow_mut().remove(&seller_key(seller));
+        }
+        let _ = if unhealthy {
+            breaker.record_failure(self.store, permit, now).await
+        } else {
+            breaker.record_success(self.store, permit, now).await
+        };
+    }
+}

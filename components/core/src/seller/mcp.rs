@@ -1,0 +1,804 @@
+//! Calling a seller's AdCP tools over MCP (JSON-RPC over Streamable HTTP).
+//!
+//! Session handling: `initialize`, then `notifications/initialized`, then `tools/call`,
+//! echoing `Mcp-Session-Id` when the server issued one. The session id is cached per seller
+//! in the store; a 404 on a request that carried one means it expired, so the client
+//! re-initializes once and retries. Every tool call carries AdCP's version envelope.
+
+use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::keys;
+use crate::foundation::seal::SealingKey;
+use crate::foundation::store::Store;
+use crate::foundation::transport::{InboundResponse, Limits, Transport, TransportError};
+use crate::records::seller::{AuthScheme, Seller, credentials_purpose};
+use crate::schedule::backoff::parse_retry_after;
+use crate::seller::error_mapping::{self, Action};
+use crate::seller::port::CallFailure;
+use crate::seller::port::Recovery;
+use crate::seller::port::SellerCalls;
+use crate::seller::port::SellerError;
+use serde_json::{Value, json};
+
+/// The MCP protocol revision we speak.
+pub const MCP_PROTOCOL_VERSION: &str = "2025-06-18";
+/// AdCP version envelope sent on every tool call (a seller built on the official SDK treats
+/// a call without it as AdCP 3.0).
+pub const ADCP_VERSION: &str = "3.1";
+pub const ADCP_MAJOR_VERSION: u64 = 3;
+
+/// [`SellerCalls`] over MCP.
+pub struct McpSellerCalls<'a, S: Store, T: Transport> {
+    pub store: &'a S,
+    pub transport: &'a T,
+    pub sealing: &'a SealingKey,
+    /// For `Retry-After` dates.
+    pub clock: &'a dyn Clock,
+    /// For JSON-RPC request ids: the session is shared by every instance and replica, and
+    /// a server matches answers to requests by id within a session, so ids must not repeat.
+    pub entropy: &'a dyn Entropy,
+    /// Sessions this instance already knows, so that a sweep polling many tasks of one
+    /// seller reads the shared session once (`Default::default()` to start empty).
+    pub sessions: SessionMemo,
+}
+
+/// Per-instance memo of MCP sessions by store key: `Some(id)`, or `None` for a server that
+/// issued no session id (the handshake is done; nothing to echo).
+#[derive(Debug, Default)]
+pub struct SessionMemo(std::cell::RefCell<std::collections::HashMap<String, Option<String>>>);
+
+impl SessionMemo {
+    fn get(&self, key: &str) -> Option<Option<String>> {
+        self.0.borrow().get(key).cloned()
+    }
+
+    fn put(&self, key: &str, session: Option<String>) {
+        self.0.borrow_mut().insert(key.to_string(), session);
+    }
+}
+
+/// A fresh JSON-RPC request id (53 random bits: exact in every JSON number reader).
+fn request_id(entropy: &dyn Entropy) -> u64 {
+    let mut b = [0u8; 8];
+    entropy.fill(&mut b);
+    u64::from_le_bytes(b) >> 11
+}
+
+impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
+    async fn call(
+        &self,
+        seller: &Seller,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure> {
+        let mut args = arguments;
+        if let Value::Object(map) = &mut args {
+            map.entry("adcp_version").or_insert(json!(ADCP_VERSION));
+            map.entry("adcp_major_version")
+                .or_insert(json!(ADCP_MAJOR_VERSION));
+        }
+        let (resp, id) = self
+            .exchange(
+                seller,
+                "tools/call",
+                json!({"name": tool, "arguments": args}),
+            )
+            .await?;
+        interpret(&resp, &id, self.clock.now_ms())
+    }
+
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A seller's tool list is a handful of pages at most; stop a runaway cursor.
+        for _ in 0..MAX_TOOL_PAGES {
+            let params = match &cursor {
+                Some(c) => json!({ "cursor": c }),
+                None => json!({}),
+            };
+            let (resp, id) = self.exchange(seller, "tools/list", params).await?;
+            let message = rpc_message(&resp, &id, self.clock.now_ms())?;
+            let result = message
+                .get("result")
+                .ok_or_else(|| malformed("tools/list answer without result"))?;
+            if let Some(tools) = result.get("tools").and_then(Value::as_array) {
+                names.extend(
+                    tools
+                        .iter()
+                        .filter_map(|t| t.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Pages of `tools/list` followed at most.
+const MAX_TOOL_PAGES: usize = 10;
+
+impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
+    /// One JSON-RPC request in the seller's MCP session: handshake when no session is
+    /// cached, and one re-handshake when the server forgot the session (404).
+    async fn exchange(
+        &self,
+        seller: &Seller,
+        method: &str,
+        params: Value,
+    ) -> Result<(InboundResponse, Value), CallFailure> {
+        let id = json!(request_id(self.entropy));
+        let auth = match &seller.credentials {
+            None => None,
+            Some(sealed) => Some(
+                self.sealing
+                    .open_string(
+                        &credentials_purpose(&seller.tenant_id, &seller.seller_id),
+                        sealed,
+                    )
+                    .map_err(|_| {
+                        terminal(
+                            "CREDENTIALS_UNREADABLE",
+                            "seller credentials cannot be opened",
+                        )
+                    })?,
+            ),
+        };
+        let session_key = keys::mcp_session(&seller.tenant_id, &seller.seller_id);
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let session = match self.sessions.get(&session_key) {
+            Some(known) => known,
+            None => {
+                let cached = self
+                    .store
+                    .get(&session_key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| String::from_utf8(v).ok());
+                match cached {
+                    Some(s) => {
+                        self.sessions.put(&session_key, Some(s.clone()));
+                        Some(s)
+                    }
+                    None => {
+                        self.initialize(seller, auth.as_deref(), &session_key)
+                            .await?
+                    }
+                }
+            }
+        };
+        let resp = self
+            .post(seller, auth.as_deref(), session.as_deref(), &body)
+            .await?;
+        if resp.status() == http::StatusCode::NOT_FOUND && session.is_some() {
+            // The server forgot our session: start a new one and retry once.
+            let fresh = self
+                .initialize(seller, auth.as_deref(), &session_key)
+                .await?;
+            let resp = self
+                .post(seller, auth.as_deref(), fresh.as_deref(), &body)
+                .await?;
+            return Ok((resp, id));
+        }
+        Ok((resp, id))
+    }
+
+    async fn initialize(
+        &self,
+        seller: &Seller,
+        auth: Option<&str>,
+        session_key: &str,
+    ) -> Result<Option<String>, CallFailure> {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "adcp-orchestrator", "version": env!("CARGO_PKG_VERSION")}}});
+        let resp = self.post(seller, auth, None, &init).await?;
+        if !resp.status().is_success() {
+            return Err(http_failure(&resp, self.clock.now_ms()));
+        }
+        let session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let ack = self.post(seller, auth, session.as_deref(), &note).await?;
+        if !ack.status().is_success() {
+            return Err(http_failure(&ack, self.clock.now_ms()));
+        }
+        if let Some(s) = &session {
+            // A cache: losing this write only costs another handshake.
+            let _ = self.store.set(session_key, s.as_bytes()).await;
+        }
+        self.sessions.put(session_key, session.clone());
+        Ok(session)
+    }
+
+    async fn post(
+        &self,
+        seller: &Seller,
+        auth: Option<&str>,
+        session: Option<&str>,
+        body: &Value,
+    ) -> Result<InboundResponse, CallFailure> {
+        let mut b = http::Request::post(&seller.mcp_url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MCP_PROTOCOL_VERSION);
+        if let Some(a) = auth {
+            b = b.header("authorization", authorization(seller.auth_scheme, a));
+        }
+        if let Some(s) = session {
+            b = b.header("mcp-session-id", s);
+        }
+        let req = b.body(body.to_string().into_bytes()).map_err(|e| {
+            CallFailure::Transport(TransportError::Connect(format!("invalid seller URL: {e}")))
+        })?;
+        self.transport
+            .send(req, Limits::SELLER)
+            .await
+            .map_err(CallFailure::Transport)
+    }
+}
+
+/// The `Authorization` value for the seller's scheme. Basic credentials are stored as
+/// `user:password` and encoded here (RFC 7617).
+fn authorization(scheme: AuthScheme, credentials: &str) -> String {
+    use base64::Engine as _;
+    match scheme {
+        AuthScheme::Bearer => format!("Bearer {credentials}"),
+        AuthScheme::Basic => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        ),
+    }
+}
+
+fn terminal(code: &str, message: &str) -> CallFailure {
+    CallFailure::Seller(SellerError {
+        code: code.into(),
+        message: message.into(),
+        recovery: Recovery::Terminal,
+        retry_after_s: None,
+    })
+}
+
+/// An HTTP-level failure (no JSON-RPC answer), classified.
+fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
+    let status = resp.status().as_u16();
+    // Delay-seconds or an HTTP date, clamped to 1..=3600 s.
+    let retry_after_s = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now_ms))
+        .map(|s| s as u32);
+    let (code, recovery) = match status {
+        401 => ("AUTH_MISSING", Recovery::Correctable),
+        403 => ("AUTH_INVALID", Recovery::Terminal),
+        408 | 425 | 500..=599 => ("SERVICE_UNAVAILABLE", Recovery::Transient),
+        429 => ("RATE_LIMITED", Recovery::Transient),
+        _ => ("INVALID_REQUEST", Recovery::Correctable),
+    };
+    CallFailure::Seller(SellerError {
+        code: code.into(),
+        message: format!("seller answered HTTP {status}"),
+        recovery,
+        retry_after_s,
+    })
+}
+
+/// Turns the seller's HTTP answer into the AdCP payload or a classified failure. The AdCP
+/// error is found wherever the transport put it ([`error_mapping::find_error`]).
+fn interpret(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
+    let message = rpc_message(resp, id, now_ms)?;
+    let result = message
+        .get("result")
+        .ok_or_else(|| malformed("JSON-RPC answer without result"))?;
+    if let Some(payload) = extract_success(result) {
+        return match error_branch(&payload) {
+            Some(e) => Err(seller_error(e)),
+            None => Ok(payload),
+        };
+    }
+    if let Some(adcp) = error_mapping::find_error(result) {
+        return Err(seller_error(&adcp));
+    }
+    // A tool error whose payload carries the task's `errors[]` instead of an `adcp_error`.
+    match extract(result)
+        .as_ref()
+        .and_then(|p| p.pointer("/errors/0"))
+    {
+        Some(e) => Err(seller_error(e)),
+        None => Err(malformed("tool error without an AdCP error")),
+    }
+}
+
+/// The JSON-RPC answer to our request, or the failure it reports (HTTP status, JSON-RPC
+/// error with or without an AdCP error in `data`).
+fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
+    if !resp.status().is_success() {
+        return Err(http_failure(resp, now_ms));
+    }
+    let is_sse = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let message = if is_sse {
+        sse_response(resp.body(), id)
+    } else {
+        // A plain answer must be to this request: an answer carrying another id belongs to
+        // a concurrent request in the same session and must not be read as ours.
+        serde_json::from_slice::<Value>(resp.body())
+            .ok()
+            .filter(|m| m.get("id").is_none_or(|i| i.is_null() || i == id))
+    };
+    let message =
+        message.ok_or_else(|| malformed("the seller's answer is not a JSON-RPC message"))?;
+    if let Some(err) = message.get("error") {
+        if let Some(adcp) = error_mapping::find_error(&message) {
+            return Err(seller_error(&adcp));
+        }
+        let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
+        let text = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("JSON-RPC error");
+        let (c, r) = match code {
+            -32029 => ("RATE_LIMITED", Recovery::Transient),
+            -32028 => ("AUTH_MISSING", Recovery::Correctable),
+            -32027 => ("SERVICE_UNAVAILABLE", Recovery::Transient),
+            _ => ("INVALID_REQUEST", Recovery::Correctable),
+        };
+        return Err(CallFailure::Seller(SellerError {
+            code: c.into(),
+            message: text.into(),
+            recovery: r,
+            retry_after_s: None,
+        }));
+    }
+    Ok(message)
+}
+
+/// The first error of a response's error branch: `errors[]` with none of the fields a
+/// success or submitted branch requires (e.g. `CreateMediaBuyError`, whose schema forbids
+/// `media_buy_id`, `packages` and `status: submitted`). Success payloads that report partial
+/// failures alongside their data are not errors.
+fn error_branch(payload: &Value) -> Option<&Value> {
+    const SUCCESS_FIELDS: [&str; 7] = [
+        "status",
+        "media_buy_id",
+        "media_buys",
+        "packages",
+        "creatives",
+        "tasks",
+        "verdict",
+    ];
+    let first = payload.pointer("/errors/0")?;
+    let obj = payload.as_object()?;
+    (!SUCCESS_FIELDS.iter().any(|f| obj.contains_key(*f))).then_some(first)
+}
+
+/// AdCP's success extraction (`mcp-response-extraction`): nothing on `isError`; else
+/// `structuredContent` when it is an object, else the first `content[].text` that parses
+/// as an object; and nothing when what was found holds only an `adcp_error`.
+pub fn extract_success(result: &Value) -> Option<Value> {
+    if result
+        .get("isError")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return None;
+    }
+    extract(result).filter(|p| {
+        !p.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("adcp_error"))
+    })
+}
+
+/// AdCP's extraction: `structuredContent` when it is an object, else the first
+/// `content[].text` that parses as a JSON object (at most 1 MB of text).
+fn extract(result: &Value) -> Option<Value> {
+    if let Some(sc) = result.get("structuredContent").filter(|v| v.is_object()) {
+        return Some(sc.clone());
+    }
+    result.get("content")?.as_array()?.iter().find_map(|c| {
+        let text = c.get("text")?.as_str()?;
+        if text.len() > 1024 * 1024 {
+            return None;
+        }
+        serde_json::from_str::<Value>(text)
+            .ok()
+            .filter(Value::is_object)
+    })
+}
+
+/// The JSON-RPC response to request `id` in a server-sent event stream (the server may
+/// send notifications and requests of its own first; those are skipped).
+fn sse_response(body: &[u8], id: &Value) -> Option<Value> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.replace("\r\n", "\n").split("\n\n").find_map(|event| {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        if data.is_empty() {
+            return None;
+        }
+        serde_json::from_str::<Value>(&data.join("\n"))
+            .ok()
+            .filter(|v| {
+                v.get("id") == Some(id) && (v.get("result").is_some() || v.get("error").is_some())
+            })
+    })
+}
+
+fn malformed(message: &str) -> CallFailure {
+    CallFailure::Seller(SellerError {
+        code: "INVALID_RESPONSE".into(),
+        message: message.into(),
+        recovery: Recovery::Transient,
+        retry_after_s: None,
+    })
+}
+
+/// An AdCP error object, classified as the spec's transport-error mapping says: its own
+/// `recovery`, else the code's class, else a human (an unknown class is not retried blindly).
+fn seller_error(e: &Value) -> CallFailure {
+    let recovery = match error_mapping::action(Some(e)) {
+        Action::Retry => Recovery::Transient,
+        Action::SurfaceToCaller => Recovery::Correctable,
+        Action::EscalateToHuman | Action::GenericError => Recovery::Terminal,
+    };
+    let retry_after_s = e
+        .get("retry_after")
+        .and_then(Value::as_f64)
+        .map(|s| crate::schedule::backoff::clamp_retry_after_s(s) as u32);
+    CallFailure::Seller(SellerError {
+        code: e
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("UNKNOWN")
+            .to_string(),
+        message: e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        recovery,
+        retry_after_s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SeededEntropy;
+
+    #[test]
+    fn mcp_response_extraction_vectors() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/adcp/test-vectors/mcp-response-extraction.json"
+        );
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("spec vectors beside the project"),
+        )
+        .unwrap();
+        let vectors = v["vectors"].as_array().unwrap();
+        assert!(vectors.len() >= 15);
+        for case in vectors {
+            let got = extract_success(&case["response"]).unwrap_or(Value::Null);
+            assert_eq!(got, case["expected_data"], "{}", case["id"]);
+        }
+    }
+    use crate::foundation::store::MemoryStore;
+    use crate::testing::ScriptedTransport;
+    use futures::executor::block_on;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    /// Entropy that makes every request id 1, as the scripted answers say.
+    struct IdOne;
+    impl Entropy for IdOne {
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(0);
+            buf[1] = 0x08;
+        }
+    }
+
+    fn seller(sealing: &SealingKey) -> Seller {
+        Seller {
+            tenant_id: "t1".into(),
+            seller_id: "s1".into(),
+            mcp_url: "https://seller.example/mcp".into(),
+            credentials: Some(sealing.seal(
+                &SeededEntropy::new(1),
+                &credentials_purpose("t1", "s1"),
+                b"seller-token",
+            )),
+            webhook_mode: None,
+            auth_scheme: Default::default(),
+            capabilities: None,
+            attention: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> InboundResponse {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(body.as_bytes().to_vec()).unwrap()
+    }
+
+    fn init_ok(t: &ScriptedTransport, session: &str) {
+        t.reply_with(resp(200, &[("mcp-session-id", session), ("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}"#));
+        t.reply_with(resp(202, &[], ""));
+    }
+
+    #[test]
+    fn handshake_then_call_with_session_auth_and_version_envelope() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let t = ScriptedTransport::default();
+        init_ok(&t, "sess-1");
+        t.reply_with(resp(200, &[("content-type", "text/event-stream")],
+            "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[],\"structuredContent\":{\"status\":\"submitted\",\"task_id\":\"task_1\"}}}\r\n\r\n"));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+            clock: &crate::foundation::clock::FixedClock(0),
+            entropy: &IdOne,
+            sessions: Default::default(),
+        };
+        let out = block_on(calls.call(
+            &seller(&sealing),
+            "create_media_buy",
+            json!({"idempotency_key": "k"}),
+        ))
+        .unwrap();
+        assert_eq!(out, json!({"status": "submitted", "task_id": "task_1"}));
+        let reqs = t.requests.borrow();
+        let methods: Vec<String> = reqs
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Value>(r.body()).unwrap()["method"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            methods,
+            ["initialize", "notifications/initialized", "tools/call"]
+        );
+        assert!(reqs[0].headers().get("mcp-session-id").is_none());
+        for r in &reqs[1..] {
+            assert_eq!(r.headers()["mcp-session-id"], "sess-1");
+        }
+        for r in reqs.iter() {
+            assert_eq!(r.headers()["authorization"], "Bearer seller-token");
+            assert_eq!(r.headers()["accept"], "application/json, text/event-stream");
+        }
+        let call: Value = serde_json::from_slice(reqs[2].body()).unwrap();
+        assert_eq!(call["params"]["arguments"]["adcp_version"], "3.1");
+        assert_eq!(call["params"]["arguments"]["adcp_major_version"], 3);
+        assert_eq!(call["params"]["arguments"]["idempotency_key"], "k");
+    }
+
+    #[test]
+    fn a_cached_session_is_reused_and_renewed_after_a_404() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        block_on(store.set(&keys::mcp_session("t1", "s1"), b"old")).unwrap();
+        let t = ScriptedTransport::default();
+        t.reply_with(resp(404, &[], ""));
+        init_ok(&t, "new");
+        t.reply_with(resp(200, &[("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"{\"status\":\"completed\",\"media_buy_id\":\"mb\"}"}]}}"#));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+            clock: &crate::foundation::clock::FixedClock(0),
+            entropy: &IdOne,
+            sessions: Default::default(),
+        };
+        let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
+        assert_eq!(
+            out["media_buy_id"], "mb",
+            "text content is parsed when structuredContent is absent"
+        );
+        assert_eq!(t.requests.borrow()[0].headers()["mcp-session-id"], "old");
+        assert_eq!(t.requests.borrow()[3].headers()["mcp-session-id"], "new");
+        assert_eq!(
+            block_on(store.get(&keys::mcp_session("t1", "s1")))
+                .unwrap()
+                .unwrap(),
+            b"new"
+        );
+        // The instance remembers the session: the next call reads nothing from the store.
+        t.reply_with(resp(200, &[("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"status":"completed","media_buy_id":"mb2"}}}"#));
+        store.reset_counts();
+        let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
+        assert_eq!(out["media_buy_id"], "mb2");
+        assert_eq!(t.requests.borrow()[4].headers()["mcp-session-id"], "new");
+        assert_eq!(store.total_ops(), 0);
+    }
+
+    #[test]
+    fn errors_are_classified_by_recovery() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let cases = [
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[],"structuredContent":{"adcp_error":{"code":"RATE_LIMITED","message":"slow down","recovery":"transient","retry_after":2.5}}}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, Some(3)),
+            ),
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[],"structuredContent":{"errors":[{"code":"BUDGET_TOO_LOW","message":"m","recovery":"correctable"}]}}}"#,
+                ),
+                ("BUDGET_TOO_LOW", Recovery::Correctable, None),
+            ),
+            (
+                resp(
+                    200,
+                    &[("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32029,"message":"rate"}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, None),
+            ),
+            (
+                resp(503, &[("retry-after", "7")], ""),
+                ("SERVICE_UNAVAILABLE", Recovery::Transient, Some(7)),
+            ),
+            (
+                resp(403, &[], ""),
+                ("AUTH_INVALID", Recovery::Terminal, None),
+            ),
+        ];
+        for (r, (code, recovery, retry)) in cases {
+            let t = ScriptedTransport::default();
+            init_ok(&t, "s");
+            t.reply_with(r);
+            let calls = McpSellerCalls {
+                store: &store,
+                transport: &t,
+                sealing: &sealing,
+                clock: &crate::foundation::clock::FixedClock(0),
+                entropy: &IdOne,
+                sessions: Default::default(),
+            };
+            let err =
+                block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
+            let CallFailure::Seller(e) = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(
+                (e.code.as_str(), e.recovery, e.retry_after_s),
+                (code, recovery, retry)
+            );
+            block_on(store.delete(&keys::mcp_session("t1", "s1"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn error_branches_unknown_recoveries_and_http_dates_are_classified() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let json_ct = [("content-type", "application/json")];
+        let cases = [
+            // CreateMediaBuyError: `errors[]` and no success field, without isError.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"structuredContent":{"errors":[{"code":"IDEMPOTENCY_CONFLICT","message":"m"}]}}}"#,
+                ),
+                ("IDEMPOTENCY_CONFLICT", Recovery::Correctable, None),
+            ),
+            // No `recovery`, an unknown code: a human decides, it is not retried blindly.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[{"type":"text","text":"{\"adcp_error\":{\"code\":\"SOMETHING_NEW\",\"message\":\"m\"}}"}]}}"#,
+                ),
+                ("SOMETHING_NEW", Recovery::Terminal, None),
+            ),
+            // JSON-RPC error carrying an AdCP error in `data`.
+            (
+                resp(
+                    200,
+                    &json_ct,
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x","data":{"adcp_error":{"code":"RATE_LIMITED","retry_after":9}}}}"#,
+                ),
+                ("RATE_LIMITED", Recovery::Transient, Some(9)),
+            ),
+            // Retry-After as an HTTP date, 120 s after the clock (0).
+            (
+                resp(503, &[("retry-after", "Thu, 01 Jan 1970 00:02:00 GMT")], ""),
+                ("SERVICE_UNAVAILABLE", Recovery::Transient, Some(120)),
+            ),
+        ];
+        for (r, (code, recovery, retry)) in cases {
+            let t = ScriptedTransport::default();
+            init_ok(&t, "s");
+            t.reply_with(r);
+            let calls = McpSellerCalls {
+                store: &store,
+                transport: &t,
+                sealing: &sealing,
+                clock: &crate::foundation::clock::FixedClock(0),
+                entropy: &IdOne,
+                sessions: Default::default(),
+            };
+            let err =
+                block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
+            let CallFailure::Seller(e) = err else {
+                panic!("{err:?}")
+            };
+            assert_eq!(
+                (e.code.as_str(), e.recovery, e.retry_after_s),
+                (code, recovery, retry)
+            );
+            block_on(store.delete(&keys::mcp_session("t1", "s1"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn sse_answers_are_matched_by_request_id_and_basic_auth_is_encoded() {
+        let store = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let mut s = seller(&sealing);
+        s.auth_scheme = AuthScheme::Basic;
+        s.credentials = Some(sealing.seal(
+            &SeededEntropy::new(2),
+            &credentials_purpose("t1", "s1"),
+            b"buyer:pa ss",
+        ));
+        let t = ScriptedTransport::default();
+        init_ok(&t, "s");
+        // A server-to-client request with another id comes first, then our answer, then an
+        // unrelated message: only the answer to id 1 counts.
+        t.reply_with(resp(200, &[("content-type", "text/event-stream")],
+            "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"structuredContent\":{\"status\":\"failed\"}}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"structuredContent\":{\"status\":\"working\",\"task_id\":\"t\"}}}\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{}}\n\n"));
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &t,
+            sealing: &sealing,
+            clock: &crate::foundation::clock::FixedClock(0),
+            entropy: &IdOne,
+            sessions: Default::default(),
+        };
+        let out = block_on(calls.call(&s, "create_media_buy", json!({}))).unwrap();
+        assert_eq!(out["status"], "working");
+        // base64("buyer:pa ss")
+        assert_eq!(
+            t.requests.borrow()[2].headers()["authorization"],
+            "Basic YnV5ZXI6cGEgc3M="
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The seller-call port: how the core asks a seller (or a governance agent) to run a tool,
+//! and how such a call can fail, split by what the caller must do next.
+
+use crate::foundation::transport::TransportError;
+use crate::records::seller::Seller;
+use serde_json::Value;
+
+/// How a seller call can fail, split by what the caller must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallFailure {
+    /// No usable HTTP answer.
+    Transport(TransportError),
+    /// The seller answered with an AdCP error.
+    Seller(SellerError),
+    /// Not sent: the seller's circuit breaker is open until then.
+    Deferred { until_ms: u64 },
+}
+
+/// An AdCP error from the seller, classified by its `recovery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SellerError {
+    pub code: String,
+    pub message: String,
+    pub recovery: Recovery,
+    pub retry_after_s: Option<u32>,
+}
+
+/// AdCP's recovery classes (`enums/error-code.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Retry later with the same key and bytes.
+    Transient,
+    /// The request must change: never resent unchanged.
+    Correctable,
+    /// Needs a human.
+    Terminal,
+}
+
+/// Calls a seller's tool and returns the extracted AdCP payload (MCP `structuredContent`
+/// or its text equivalent). Implemented over MCP by `seller_client`.
+#[allow(async_fn_in_trait)]
+pub trait SellerCalls {
+    async fn call(
+        &self,
+        seller: &Seller,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, CallFailure>;
+
+    /// The names of the seller's tools (MCP `tools/list`). Sellers that cannot list are
+    /// assumed to offer the 3.1 polling tool.
+    async fn list_tools(&self, _seller: &Seller) -> Result<Vec<String>, CallFailure> {
+        Ok(vec!["get_task_status".into()])
+    }
+}

@@ -1,0 +1,172 @@
+//! Looking a media buy up at the seller by the `context.operation_id` its create carried,
+//! and deciding an exhausted dispatch by what the look-up finds.
+
+use super::SweepEnv;
+use super::memo::SellerMemo;
+use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::transport::Transport;
+use crate::lifecycle::effects;
+use crate::lifecycle::next::LOOKUP_EVERY_MS;
+use crate::model::operation::{Observation, Operation, OperationError, Source};
+use crate::model::payload::MEDIA_BUY_STATUSES;
+use crate::model::status::TaskStatus;
+use crate::records::journal::EntryKind;
+use crate::records::seller;
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::port::SellerCalls;
+use serde_json::{Value, json};
+
+/// The answer of a look-up by context.
+pub enum Lookup {
+    Found(Box<Observation>),
+    /// The seller answered and has no such buy.
+    Absent,
+    /// The seller lists more buys than one look-up reads, none of them ours so far.
+    TooMany,
+    /// No usable answer (seller down, breaker open): ask again later.
+    Unknown,
+}
+
+/// Pages of `get_media_buys` read by one look-up (100 buys each); past them the answer is
+/// "too many to tell", never "absent".
+const LOOKUP_PAGES: usize = 20;
+
+/// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`
+/// over the operation's account, every status, page by page). "Absent" only when the
+/// seller listed everything and none is ours.
+pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    seller: &seller::Seller,
+    op: &Operation,
+) -> Lookup {
+    if op.task != "create_media_buy" {
+        return Lookup::Absent;
+    }
+    let mut args = json!({
+        // Without a filter only `active` buys are listed; one just made is usually
+        // `pending_creatives` or `pending_start`.
+        "status_filter": MEDIA_BUY_STATUSES,
+        "pagination": { "max_results": 100 },
+        "context": { "operation_id": op.operation_id },
+    });
+    if let Some(account) = op.arguments.get("account") {
+        args["account"] = account.clone();
+    }
+    for _ in 0..LOOKUP_PAGES {
+        let Ok(payload) = env.calls.call(seller, "get_media_buys", args.clone()).await else {
+            return Lookup::Unknown;
+        };
+        let Some(buys) = payload.get("media_buys").and_then(Value::as_array) else {
+            return Lookup::Unknown;
+        };
+        if payload
+            .get("errors")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty())
+        {
+            // A partial answer (an account it could not read, say) proves no absence.
+            return Lookup::Unknown;
+        }
+        let mine = buys.iter().find(|b| {
+            b.pointer("/context/operation_id").and_then(Value::as_str)
+                == Some(op.operation_id.as_str())
+        });
+        if let Some(buy) = mine {
+            return Lookup::Found(Box::new(Observation {
+                source: Source::Reconcile,
+                status: TaskStatus::Completed,
+                at_ms: None,
+                task_id: None,
+                context_id: None,
+                message: Some("found through get_media_buys by context.operation_id".into()),
+                result: Some(buy.clone()),
+                error: None,
+                delivery: None,
+            }));
+        }
+        let has_more = payload
+            .pointer("/pagination/has_more")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !has_more {
+            return Lookup::Absent;
+        }
+        // More pages: follow the cursor; without one they cannot be reached.
+        let Some(cursor) = payload
+            .pointer("/pagination/cursor")
+            .and_then(Value::as_str)
+        else {
+            return Lookup::Unknown;
+        };
+        args["pagination"]["cursor"] = json!(cursor);
+    }
+    Lookup::TooMany
+}
+
+/// How long to wait before asking again when a look-up got no answer.
+const LOOKUP_RETRY_MS: u64 = 300_000;
+
+pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op: &Operation,
+    error: OperationError,
+) -> StoreResult<()> {
+    let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
+        return Ok(());
+    };
+    let obs = match lookup_by_context(env, &seller, op).await {
+        Lookup::Found(found) => *found,
+        Lookup::Absent => Observation {
+            source: Source::Reconcile,
+            status: TaskStatus::Failed,
+            at_ms: None,
+            task_id: None,
+            context_id: None,
+            message: Some(
+                "dispatch attempts exhausted and the seller has no record of the request".into(),
+            ),
+            result: None,
+            error: Some(error),
+            delivery: None,
+        },
+        // No answer: ask again soon.
+        Lookup::Unknown => return look_again(env, op, LOOKUP_RETRY_MS).await,
+        // Too many buys to tell: never declare a failure we cannot prove; look again hourly
+        // until the deadline makes it `timed_out`.
+        Lookup::TooMany => return look_again(env, op, LOOKUP_EVERY_MS).await,
+    };
+    effects::record(
+        env.store,
+        env.clock,
+        env.log,
+        "reconcile",
+        &op.operation_id,
+        None,
+        EntryKind::Observed {
+            observation: Box::new(obs),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Files the operation for another look-up in `wait_ms`.
+async fn look_again<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: &Operation,
+    wait_ms: u64,
+) -> StoreResult<()> {
+    let state = PollState {
+        next_at_ms: env.clock.now_ms() + wait_ms,
+        ..Default::default()
+    };
+    schedule_at(
+        env.store,
+        env.clock,
+        &env.config.due,
+        &op.operation_id,
+        state,
+    )
+    .await
+}

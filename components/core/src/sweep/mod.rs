@@ -1,0 +1,47 @@
+//! The sweep: one tick of the orchestrator's background work, run by the cron component or
+//! by `POST /internal/sweep`. Ticks are idempotent and may overlap (several replicas,
+//! overlapping cron runs): the due index hands out work, an operation lease keeps two
+//! sweeps off one operation, and every action goes through the journal.
+//!
+//! For each due operation the tick does exactly one thing, chosen from its state:
+//! - `pending_dispatch`: (re)dispatch with the same key and bytes ([`crate::lifecycle::dispatch`]);
+//! - past its deadline: one last look at the seller, then `timed_out`;
+//! - held by the seller (`submitted`, `working`, …) or `timed_out` within the look-up horizon:
+//!   poll the task status and fold the answer in through the state machine;
+//!
+//! and files the operation again at its next due time. Buyer notifications awaiting a retry
+//! are filed in the same index.
+
+mod lookup;
+mod memo;
+pub mod purge;
+pub mod reconcile;
+mod tick;
+mod work;
+
+pub use tick::tick;
+
+use crate::config::SweepConfig;
+use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::log::Log;
+use crate::foundation::seal::SealingKey;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::seller::port::SellerCalls;
+
+/// What a tick needs.
+pub struct SweepEnv<'a, S: Store, C: SellerCalls, T: Transport> {
+    pub store: &'a S,
+    pub clock: &'a dyn Clock,
+    pub entropy: &'a dyn Entropy,
+    pub log: &'a dyn Log,
+    pub sealing: &'a SealingKey,
+    pub calls: &'a C,
+    pub transport: &'a T,
+    pub config: &'a SweepConfig,
+}
+
+#[cfg(test)]
+mod notification_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! Retention: operations closed for longer than the retention period (default 30 days
+//! after their last change) are removed with everything keyed by them: journal entries,
+//! effect claims, poll state, notifications, the task index entry and the tenant listing
+//! entry. Its entry in the seller's tracked-task list is dropped by reconciliation's walk,
+//! which drops every closed operation's entry; for a seller without `list_tasks` that list
+//! is never walked and keeps one small entry per task ever tracked. Runs with reconciliation, once per epoch, walking each tenant's listing from the
+//! oldest entry with a bounded number of checks per run.
+//!
+//! An operation is removed only when closed (a seller outcome, or our `timed_out` /
+//! `canceled_locally`) and idle for the whole period: by then no seller retry, look-up
+//! horizon (7 days) or de-duplication window (7 days) can still need it.
+
+use crate::foundation::clock::Clock;
+use crate::foundation::keys;
+use crate::foundation::log::{self, Log};
+use crate::foundation::store::{Store, StoreResult};
+use crate::model::operation::Operation;
+use crate::records::notify;
+use crate::schedule::retention::Retention;
+use std::collections::BTreeSet;
+
+/// Listing entries checked per tenant per run.
+const CHECKS_PER_RUN: u64 = 500;
+
+/// Removes expired operations of every tenant that has a seller. Returns how many.
+pub async fn run(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    retention: &Retention,
+) -> StoreResult<usize> {
+    let tenants: BTreeSet<String> = crate::records::seller::all(store)
+        .await?
+        .into_iter()
+        .map(|s| s.tenant_id)
+        .collect();
+    let mut removed = 0;
+    for t in tenants {
+        removed += purge_tenant(store, clock, log, retention, &t).await?;
+    }
+    Ok(removed)
+}
+
+/// Walks the tenant's listing from its cursor (the first entry not yet removed).
+pub async fn purge_tenant(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    retention: &Retention,
+    tenant: &str,
+) -> StoreResult<usize> {
+    let count = store
+        .increment(&keys::tenant_ops_count(tenant), 0)
+        .await?
+        .max(0) as u64;
+    let cursor_key = keys::purge_cursor(tenant);
+    let mut cursor = store
+        .get(&cursor_key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let start = cursor;
+    let now = clock.now_ms();
+    let mut removed = 0;
+    let mut contiguous = true;
+    let end = count.min(start.saturating_add(CHECKS_PER_RUN - 1));
+    for n in start..=end {
+        let entry_key = keys::tenant_ops_entry(tenant, n);
+        let gone = match store.get(&entry_key).await? {
+            None => true,
+            Some(id) => {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                match crate::lifecycle::effects::load(store, clock, log, &id).await? {
+                    None => {
+                        store.delete(&entry_key).await?;
+                        true
+                    }
+                    Some(l) if expired(&l.operation, retention, now) => {
+                        remove(store, &l.operation, l.head).await?;
+                        store.delete(&entry_key).await?;
+                        log::emit(
+                            log,
+                            &log::Event {
+                                ts_ms: now,
+                                event: "operation.purged",
+                                operation_id: Some(&id),
+                                tenant_id: Some(tenant),
+                                status: Some(l.operation.status.as_str()),
+                                ..Default::default()
+                            },
+                        );
+                        removed += 1;
+                        true
+                    }
+                    Some(_) => false,
+                }
+            }
+        };
+        // The cursor only passes entries that are gone, so nothing behind it is skipped.
+        if gone && contiguous {
+            cursor = n + 1;
+        } else {
+            contiguous = false;
+        }
+    }
+    if cursor != start {
+        store
+            .set(&cursor_key, cursor.to_string().as_bytes())
+            .await?;
+    }
+    Ok(removed)
+}
+
+/// Closed, and unchanged for the whole retention period.
+pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
+    op.status.is_closed()
+        && op
+            .updated_at_ms
+            .checked_add(retention.terminal_operation_ms)
+            .is_some_and(|end| end <= now_ms)
+}
+
+/// Deletes every key of the operation; the snapshot last, so a crash midway leaves it
+/// findable and the next run finishes the job.
+async fn remove(store: &impl Store, op: &Operation, head: u64) -> StoreResult<()> {
+    let id = &op.operation_id;
+    for seq in 1..=head {
+        store.delete(&keys::operation_entry(id, seq)).await?;
+        store.delete(&keys::effects_claim(id, seq)).await?;
+        let ntf = notify::notification_id(id, seq);
+        store.delete(&keys::notification(&ntf)).await?;
+        store.delete(&keys::poll_state(&ntf)).await?;
+    }
+    if let Some(task_id) = &op.task_id {
+        let key = keys::task_of(&op.tenant_id, &op.seller_id, task_id);
+        // Only our own index entry: an adopted duplicate may own the task now.
+        if store.get(&key).await?.as_deref() == Some(id.as_bytes()) {
+            store.delete(&key).await?;
+        }
+    }
+    store.delete(&keys::poll_state(id)).await?;
+    store.delete(&keys::operation_seq(id)).await?;
+    store.delete(&keys::operation(id)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::FixedClock;
+    use crate::foundation::log::NoLog;
+    use crate::foundation::store::MemoryStore;
+    use crate::model::status::TaskStatus;
+    use crate::records::journal::{self, EntryKind};
+    use crate::testing::{obs, sample};
+    use futures::executor::block_on;
+
+    const DAY: u64 = 86_400_000;
+
+    fn listed(store: &MemoryStore, id: &str, clock: &FixedClock) {
+        block_on(async {
+            journal::create(store, clock, &sample(id)).await.unwrap();
+            let n = store
+                .increment(&keys::tenant_ops_count("t1"), 1)
+                .await
+                .unwrap();
+            store
+                .set(&keys::tenant_ops_entry("t1", n as u64), id.as_bytes())
+                .await
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn closed_operations_go_after_the_retention_period_with_all_their_keys() {
+        let store = MemoryStore::new();
+        let t0 = FixedClock(10 * DAY);
+        for id in ["op_old", "op_open", "op_recent"] {
+            listed(&store, id, &t0);
+        }
+        block_on(async {
+            for (id, status, at) in [
+                ("op_old", TaskStatus::Completed, 10 * DAY),
+                ("op_open", TaskStatus::Working, 10 * DAY),
+                ("op_recent", TaskStatus::Failed, 35 * DAY),
+            ] {
+                journal::record(
+                    &store,
+                    &FixedClock(at),
+                    id,
+                    EntryKind::Observed {
+                        observation: Box::new(obs(status, Some(&format!("task_{id}")))),
+                    },
+                )
+                .await
+                .unwrap();
+                let op = journal::load(&store, &t0, id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .operation;
+                crate::records::indexes::track(&store, &op).await.unwrap();
+            }
+        });
+        let retention = Retention::default();
+        let now = FixedClock(41 * DAY);
+        let removed = block_on(purge_tenant(&store, &now, &NoLog, &retention, "t1")).unwrap();
+        assert_eq!(removed, 1);
+        let left: Vec<String> = store
+            .keys()
+            .into_iter()
+            .filter(|k| {
+                k.contains("op_old") || k.contains(":1") && k.starts_with("tenant:t1:ops:1")
+            })
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(
+            block_on(journal::load(&store, &now, "op_open"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            block_on(journal::load(&store, &now, "op_recent"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            block_on(store.get(&keys::task_of("t1", "s1", "task_op_old")))
+                .unwrap()
+                .is_none()
+        );
+        // The cursor passed the removed entry and stops at the open one; running again
+        // removes nothing more until the others expire.
+        assert_eq!(
+            block_on(purge_tenant(&store, &now, &NoLog, &retention, "t1")).unwrap(),
+            0
+        );
+        let later = FixedClock(66 * DAY);
+        assert_eq!(
+            block_on(purge_tenant(&store, &later, &NoLog, &retention, "t1")).unwrap(),
+            1,
+            "op_recent, 30 days after it failed; the open one stays"
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! Reconciliation with each seller's own task list (`list_tasks`), once per epoch (15 min)
+//! across all replicas (the run is claimed with `increment == 1`):
+//! - a non-terminal seller task we do not track (its creating request was lost with its
+//!   answer, or it was made outside this orchestrator with our credentials) is adopted as
+//!   an operation and polled like any other;
+//! - a task we track as open that the seller no longer lists is polled now rather than at
+//!   its backed-off time.
+//!
+//! Tracked tasks are indexed when an operation first learns its task id ([`track`]).
+
+use crate::config::SweepConfig;
+use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::keys;
+use crate::foundation::log::{self, Log};
+use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::model::operation::Operation;
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
+use crate::records::indexes::track;
+use crate::records::journal::{self, JournalError};
+use crate::records::seller::{self, Seller};
+use crate::schedule::due::DueConfig;
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::port::SellerCalls;
+use crate::seller::tools::seller_tools;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+/// How often the seller task lists are reconciled.
+pub const EPOCH_MS: u64 = 15 * 60_000;
+/// Pages of `list_tasks` read per seller per run (100 tasks each).
+const MAX_PAGES: usize = 20;
+/// Tracked tasks checked per seller per run; the rest next time (a cursor walks the index).
+const CHECKS_PER_RUN: u64 = 500;
+
+/// What one run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub listed: usize,
+    pub adopted: Vec<String>,
+    pub repolled: Vec<String>,
+    /// Operations removed by retention in the same run.
+    pub purged: usize,
+}
+
+/// Runs reconciliation if this epoch's run is not claimed yet.
+pub async fn run_if_due(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    config: &SweepConfig,
+    calls: &impl SellerCalls,
+) -> StoreResult<Option<Reconciled>> {
+    let epoch = clock.now_ms() / EPOCH_MS;
+    if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
+        return Ok(None);
+    }
+    // The previous epoch's claim is no longer contended; a replica lagging behind that
+    // re-claims it only repeats an idempotent run.
+    store
+        .delete(&keys::reconcile_claim(epoch.saturating_sub(1)))
+        .await?;
+    let mut total = Reconciled {
+        purged: super::purge::run(store, clock, log, &config.retention).await?,
+        ..Default::default()
+    };
+    for s in seller::all(store).await? {
+        let r = reconcile_seller(store, clock, entropy, log, config, calls, &s).await?;
+        total.listed += r.listed;
+        total.adopted.extend(r.adopted);
+        total.repolled.extend(r.repolled);
+    }
+    Ok(Some(total))
+}
+
+/// Reconciles one seller. A seller that cannot list its tasks is left to polling.
+pub async fn reconcile_seller(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    config: &SweepConfig,
+    calls: &impl SellerCalls,
+    seller: &Seller,
+) -> StoreResult<Reconciled> {
+    let mut out = Reconciled::default();
+    if !seller_tools(store, clock, calls, seller).await?.list_tasks {
+        // Not every seller lists its tasks; those are left to polling.
+        return Ok(out);
+    }
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    let mut complete = false;
+    for _ in 0..MAX_PAGES {
+        let mut pagination = json!({ "max_results": 100 });
+        if let Some(c) = &cursor {
+            pagination["cursor"] = json!(c);
+        }
+        let args = json!({
+            "filters": { "statuses": ["submitted", "working", "input-required", "auth-required"] },
+            "pagination": pagination,
+        });
+        let Ok(page) = calls.call(seller, "list_tasks", args).await else {
+            return Ok(out);
+        };
+        for t in page
+            .get("tasks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(task_id) = t.get("task_id").and_then(Value::as_str) else {
+                continue;
+            };
+            listed.insert(task_id.to_string());
+            out.listed += 1;
+            let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
+            if store.get(&key).await?.is_none()
+                && let Some(id) =
+                    adopt(store, clock, entropy, log, config, seller, task_id, t).await?
+            {
+                out.adopted.push(id);
+            }
+        }
+        cursor = page
+            .pointer("/pagination/cursor")
+            .and_then(Value::as_str)
+            .filter(|_| {
+                page.pointer("/pagination/has_more")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            })
+            .map(str::to_string);
+        if cursor.is_none() {
+            complete = true;
+            break;
+        }
+    }
+    if complete {
+        // Only a complete listing proves a task missing from it.
+        out.repolled = repoll_missing(store, clock, log, &config.due, seller, &listed).await?;
+    }
+    Ok(out)
+}
+
+/// Adopts an untracked seller task as an operation (deterministic id: racing runs adopt
+/// it once). Only the task types this orchestrator runs are adopted.
+#[allow(clippy::too_many_arguments)]
+async fn adopt(
+    store: &impl Store,
+    clock: &dyn Clock,
+    entropy: &dyn Entropy,
+    log: &dyn Log,
+    config: &SweepConfig,
+    seller: &Seller,
+    task_id: &str,
+    listed: &Value,
+) -> StoreResult<Option<String>> {
+    let Some(kind) = listed
+        .get("task_type")
+        .and_then(Value::as_str)
+        .and_then(TaskKind::parse)
+    else {
+        return Ok(None);
+    };
+    let status = listed
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(TaskStatus::parse)
+        .filter(|s| !s.is_terminal())
+        .unwrap_or(TaskStatus::Unknown);
+    let now = clock.now_ms();
+    let id = crate::lifecycle::linked::derived_id(
+        &format!("adopt:{}:{}", seller.tenant_id, seller.seller_id),
+        task_id,
+    );
+    let op = Operation {
+        operation_id: id.clone(),
+        tenant_id: seller.tenant_id.clone(),
+        seller_id: seller.seller_id.clone(),
+        task: kind.name().to_string(),
+        arguments: json!({}),
+        // Never dispatched: the seller already holds the task.
+        idempotency_key: crate::foundation::clock::uuid_v4(entropy),
+        task_id: Some(task_id.to_string()),
+        context_id: None,
+        status: OperationStatus::Seller(status),
+        result: None,
+        error: None,
+        message: Some("adopted from the seller's list_tasks".into()),
+        created_at_ms: now,
+        updated_at_ms: now,
+        next_poll_at_ms: Some(now),
+        deadline_at_ms: now + config.deadlines.for_task_ms(kind.name()),
+        seller_at_ms: None,
+        webhook: None,
+        request_digest: None,
+        dispatch_attempts: 0,
+        outcome_unknown: false,
+        deliveries: Default::default(),
+        governance: None,
+        cancel: None,
+        linked_from: None,
+        version: 0,
+    };
+    match journal::create(store, clock, &op).await {
+        Ok(created) => {
+            crate::records::indexes::count_and_list(store, &created).await?;
+            track(store, &created).await?;
+            let state = PollState {
+                next_at_ms: now,
+                ..Default::default()
+            };
+            schedule_at(store, clock, &config.due, &id, state).await?;
+            log::emit(
+                log,
+                &log::Event {
+                    ts_ms: now,
+                    event: "operation.adopted",
+                    operation_id: Some(&id),
+                    tenant_id: Some(&seller.tenant_id),
+                    seller_id: Some(&seller.seller_id),
+                    status: Some(status.as_str()),
+                    ..Default::default()
+                },
+            );
+            Ok(Some(id))
+        }
+        Err(JournalError::Exists) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Files for an immediate poll the tracked open tasks the seller no longer lists, walking
+/// the tracked-task index from a cursor, a bounded number per run.
+///
+/// The walk also keeps the index small: an entry whose operation is closed (it can never
+/// be an open seller task again) or gone is deleted, and the first entry still present is
+/// kept as the index's low end, so walks skip what retention and outcomes left behind.
+async fn repoll_missing(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    due: &DueConfig,
+    seller: &Seller,
+    listed: &HashSet<String>,
+) -> StoreResult<Vec<String>> {
+    let (t, s) = (&seller.tenant_id, &seller.seller_id);
+    let count = store
+        .increment(&keys::seller_tasks_count(t, s), 0)
+        .await?
+        .max(0) as u64;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let low_key = keys::seller_tasks_low(t, s);
+    let mark: LowMark = get_json(store, &low_key).await?.unwrap_or_default();
+    let low = mark.low.max(1);
+    if low > count {
+        return Ok(Vec::new());
+    }
+    let cursor_key = keys::reconcile_cursor(t, s);
+    let start = read_decimal(store, &cursor_key)
+        .await?
+        .filter(|c| (low..=count).contains(c))
+        .unwrap_or(low);
+    let mut out = Vec::new();
+    let mut new_low = low;
+    let mut n = start;
+    for _ in 0..CHECKS_PER_RUN.min(count - low + 1) {
+        let entry_key = keys::seller_tasks_entry(t, s, n);
+        let gone = match store.get(&entry_key).await? {
+            // An empty slot counted by an earlier walk is a hole for good; a newer one may
+            // be a `track` whose entry is still being written.
+            None => n <= mark.counted,
+            Some(id) => {
+                let id = String::from_utf8_lossy(&id).into_owned();
+                match crate::lifecycle::effects::load(store, clock, log, &id).await? {
+                    Some(l) if !l.operation.status.is_closed() => {
+                        let op = l.operation;
+                        let open =
+                            matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
+                        if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
+                            let state = PollState {
+                                next_at_ms: clock.now_ms(),
+                                ..Default::default()
+                            };
+                            schedule_at(store, clock, due, &id, state).await?;
+                            out.push(id);
+                        }
+                        false
+                    }
+                    // Closed or removed: never an open seller task again.
+                    _ => {
+                        store.delete(&entry_key).await?;
+                        true
+                    }
+                }
+            }
+        };
+        if gone && n == new_low {
+            new_low = n + 1;
+        }
+        if new_low > count {
+            break;
+        }
+        n = if n >= count { new_low } else { n + 1 };
+    }
+    let next_mark = LowMark {
+        low: new_low,
+        counted: count,
+    };
+    if next_mark != mark {
+        set_json(store, &low_key, &next_mark).await?;
+    }
+    store.set(&cursor_key, n.to_string().as_bytes()).await?;
+    Ok(out)
+}
+
+/// The tracked-task index's low end: entries below `low` are all gone; `counted` is the
+/// count the walk that wrote it saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct LowMark {
+    low: u64,
+    counted: u64,
+}
+
+async fn read_decimal(store: &impl Store, key: &str) -> StoreResult<Option<u64>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::FixedClock;
+    use crate::foundation::log::NoLog;
+    use crate::foundation::store::MemoryStore;
+    use crate::records::journal::EntryKind;
+    use crate::testing::{obs, sample};
+    use futures::executor::block_on;
+
+    fn observe(store: &MemoryStore, id: &str, status: TaskStatus) {
+        let recorded = block_on(journal::record(
+            store,
+            &FixedClock(2_000),
+            id,
+            EntryKind::Observed {
+                observation: Box::new(obs(status, Some(&format!("task_{id}")))),
+            },
+        ))
+        .unwrap();
+        if let Some(op) = &recorded.operation {
+            block_on(track(store, op)).unwrap();
+        }
+    }
+
+    /// Operations `op1`..`op{n}`, each holding a submitted seller task, tracked in order.
+    fn submitted(store: &MemoryStore, n: usize) {
+        for i in 1..=n {
+            let id = format!("op{i}");
+            block_on(journal::create(store, &FixedClock(1_000), &sample(&id))).unwrap();
+            observe(store, &id, TaskStatus::Submitted);
+        }
+    }
+
+    fn walk(store: &MemoryStore, listed: &[&str]) -> Vec<String> {
+        let seller: Seller = serde_json::from_value(json!({
+            "tenant_id": "t1", "seller_id": "s1", "mcp_url": "https://seller.example/mcp",
+            "created_at_ms": 0, "updated_at_ms": 0}))
+        .unwrap();
+        let listed = listed.iter().map(|s| s.to_string()).collect();
+        block_on(repoll_missing(
+            store,
+            &FixedClock(3_000),
+            &NoLog,
+            &DueConfig::default(),
+            &seller,
+            &listed,
+        ))
+        .unwrap()
+    }
+
+    fn low(store: &MemoryStore) -> u64 {
+        let mark: LowMark = block_on(get_json(store, &keys::seller_tasks_low("t1", "s1")))
+            .unwrap()
+            .unwrap();
+        mark.low
+    }
+
+    #[test]
+    fn the_tracked_task_walk_repolls_unlisted_open_tasks_and_drops_closed_ones() {
+        let store = MemoryStore::new();
+        submitted(&store, 5);
+        for id in ["op1", "op2", "op4"] {
+            observe(&store, id, TaskStatus::Completed);
+        }
+        assert_eq!(walk(&store, &["task_op3"]), ["op5"]);
+        let entries = |store: &MemoryStore| -> Vec<u64> {
+            (1..=5)
+                .filter(|n| {
+                    block_on(store.get(&keys::seller_tasks_entry("t1", "s1", *n)))
+                        .unwrap()
+                        .is_some()
+                })
+                .collect()
+        };
+        assert_eq!(entries(&store), [3, 5], "closed operations leave the index");
+        assert_eq!(low(&store), 3);
+        observe(&store, "op3", TaskStatus::Completed);
+        assert_eq!(walk(&store, &[]), ["op5"]);
+        assert_eq!(entries(&store), [5]);
+        assert_eq!(low(&store), 5);
+        // A walk over an index with nothing open left reads nothing past its low end.
+        observe(&store, "op5", TaskStatus::Failed);
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(low(&store), 6);
+        store.reset_counts();
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(store.total_ops(), 2, "the count and the low end");
+    }
+
+    #[test]
+    fn an_entry_still_being_written_is_not_passed_by_the_low_end() {
+        let store = MemoryStore::new();
+        block_on(journal::create(&store, &FixedClock(1_000), &sample("op1"))).unwrap();
+        observe(&store, "op1", TaskStatus::Submitted);
+        observe(&store, "op1", TaskStatus::Completed);
+        // A `track` has taken slot 2 but not yet written it.
+        block_on(store.increment(&keys::seller_tasks_count("t1", "s1"), 1)).unwrap();
+        assert!(walk(&store, &[]).is_empty());
+        assert_eq!(low(&store), 2, "slot 2 may still be written");
+        // Its writer finishes: the next walk sees the task.
+        block_on(journal::create(&store, &FixedClock(1_000), &sample("op2"))).unwrap();
+        block_on(journal::record(
+            &store,
+            &FixedClock(2_000),
+            "op2",
+            EntryKind::Observed {
+                observation: Box::new(obs(TaskStatus::Working, Some("task_op2"))),
+            },
+        ))
+        .unwrap();
+        block_on(store.set(&keys::seller_tasks_entry("t1", "s1", 2), b"op2")).unwrap();
+        assert_eq!(walk(&store, &[]), ["op2"]);
+        assert_eq!(low(&store), 2);
+    }
+
+    #[test]
+    fn a_slot_left_empty_since_an_earlier_walk_is_a_hole_for_good() {
+        let store = MemoryStore::new();
+        submitted(&store, 2);
+        observe(&store, "op1", TaskStatus::Completed);
+        // Slot 3 taken by a writer that crashed before writing it.
+        block_on(store.increment(&keys::seller_tasks_count("t1", "s1"), 1)).unwrap();
+        walk(&store, &["task_op2"]);
+        assert_eq!(low(&store), 2);
+        observe(&store, "op2", TaskStatus::Completed);
+        walk(&store, &[]);
+        assert_eq!(low(&store), 4, "slot 3 was empty at the walk before");
+    }
+}

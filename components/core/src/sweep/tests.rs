@@ -1,0 +1,857 @@
+use super::*;
+use crate::config::SweepConfig;
+use crate::foundation::clock::Clock;
+use crate::foundation::keys;
+use crate::foundation::log::NoLog;
+use crate::foundation::seal::SealingKey;
+use crate::foundation::store::MemoryStore;
+use crate::foundation::store::get_json;
+use crate::foundation::transport::TransportError;
+use crate::model::operation::{Observation, Source};
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::records::journal::{self, EntryKind};
+use crate::records::seller::Seller;
+use crate::records::tick_report::TickReport;
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::port::SellerError;
+use crate::seller::port::{CallFailure, SellerCalls};
+use crate::testing::ScriptedTransport;
+use crate::testing::SeededEntropy;
+use crate::testing::sample;
+use futures::executor::block_on;
+use serde_json::{Value, json};
+use std::cell::{Cell, RefCell};
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+struct Clock2(Cell<u64>);
+impl Clock for Clock2 {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+type Script = Box<dyn FnMut(&str, &Value) -> Result<Value, CallFailure>>;
+
+/// A seller whose answers are computed per call; counts calls per tool.
+struct ScriptSeller {
+    script: RefCell<Script>,
+    calls: RefCell<Vec<(String, Value)>>,
+    /// What `tools/list` answers; `None` means the default (the 3.1 polling tool).
+    tools: Option<Vec<String>>,
+    lists: Cell<u32>,
+}
+
+impl ScriptSeller {
+    fn new(f: impl FnMut(&str, &Value) -> Result<Value, CallFailure> + 'static) -> Self {
+        ScriptSeller {
+            script: RefCell::new(Box::new(f)),
+            calls: RefCell::default(),
+            tools: None,
+            lists: Cell::new(0),
+        }
+    }
+
+    fn with_tools(mut self, tools: &[&str]) -> Self {
+        self.tools = Some(tools.iter().map(|t| t.to_string()).collect());
+        self
+    }
+    fn count(&self, tool: &str) -> usize {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|(t, _)| t == tool)
+            .count()
+    }
+}
+
+impl SellerCalls for ScriptSeller {
+    async fn call(&self, _: &Seller, tool: &str, args: Value) -> Result<Value, CallFailure> {
+        self.calls
+            .borrow_mut()
+            .push((tool.to_string(), args.clone()));
+        (self.script.borrow_mut())(tool, &args)
+    }
+
+    async fn list_tools(&self, _: &Seller) -> Result<Vec<String>, CallFailure> {
+        self.lists.set(self.lists.get() + 1);
+        Ok(self
+            .tools
+            .clone()
+            .unwrap_or_else(|| vec!["get_task_status".into()]))
+    }
+}
+
+/// A transient seller error: the dispatch is retried, then given up.
+fn seller_busy() -> Result<Value, CallFailure> {
+    Err(CallFailure::Seller(SellerError {
+        code: "SERVICE_UNAVAILABLE".into(),
+        message: "busy".into(),
+        recovery: crate::seller::port::Recovery::Transient,
+        retry_after_s: None,
+    }))
+}
+
+struct World {
+    store: MemoryStore,
+    clock: Clock2,
+    entropy: SeededEntropy,
+    sealing: SealingKey,
+    transport: ScriptedTransport,
+    config: SweepConfig,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            store: MemoryStore::new(),
+            clock: Clock2(Cell::new(1_000_000)),
+            entropy: SeededEntropy::new(3),
+            sealing: SealingKey::from_hex(KEY).unwrap(),
+            transport: ScriptedTransport::default(),
+            config: SweepConfig::default(),
+        }
+    }
+
+    /// Stores an operation in `status` (with a task id when the seller holds it) and files it due now.
+    fn op(&self, id: &str, status: OperationStatus) {
+        self.op_due_at(id, status, self.clock.now_ms());
+    }
+
+    fn op_due_at(&self, id: &str, status: OperationStatus, due_at_ms: u64) {
+        let mut op = sample(id);
+        op.created_at_ms = self.clock.now_ms();
+        op.deadline_at_ms = op.created_at_ms + 86_400_000;
+        block_on(async {
+            crate::records::seller::put(
+                &self.store,
+                &Seller {
+                    tenant_id: "t1".into(),
+                    seller_id: "s1".into(),
+                    mcp_url: "https://seller.example/mcp".into(),
+                    credentials: None,
+                    webhook_mode: None,
+                    auth_scheme: Default::default(),
+                    capabilities: None,
+                    attention: None,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                },
+            )
+            .await
+            .unwrap();
+            journal::create(&self.store, &self.clock, &op)
+                .await
+                .unwrap();
+            if let OperationStatus::Seller(s) = status {
+                let obs = Observation {
+                    source: Source::Dispatch,
+                    status: s,
+                    at_ms: None,
+                    task_id: Some(format!("task_{id}")),
+                    context_id: None,
+                    message: None,
+                    result: None,
+                    error: None,
+                    delivery: None,
+                };
+                journal::record(
+                    &self.store,
+                    &self.clock,
+                    id,
+                    EntryKind::Observed {
+                        observation: Box::new(obs),
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            let state = PollState {
+                next_at_ms: due_at_ms,
+                ..Default::default()
+            };
+            schedule_at(&self.store, &self.clock, &self.config.due, id, state)
+                .await
+                .unwrap();
+        });
+    }
+
+    /// The buyer asks to cancel the operation (what `POST .../cancel` records).
+    fn request_cancel(&self, id: &str) {
+        block_on(journal::record(
+            &self.store,
+            &self.clock,
+            id,
+            EntryKind::Local {
+                change: crate::model::operation::LocalChange::CancelRequested {
+                    reason: None,
+                    superseded_by: None,
+                },
+            },
+        ))
+        .unwrap();
+    }
+
+    fn advance(&self, ms: u64) {
+        self.clock.0.set(self.clock.0.get() + ms);
+    }
+
+    fn tick(&self, seller: &ScriptSeller) -> TickReport {
+        let env = SweepEnv {
+            store: &self.store,
+            clock: &self.clock,
+            entropy: &self.entropy,
+            log: &NoLog,
+            sealing: &self.sealing,
+            calls: seller,
+            transport: &self.transport,
+            config: &self.config,
+        };
+        block_on(tick(&env, "test", self.clock.now_ms())).unwrap()
+    }
+
+    fn status(&self, id: &str) -> OperationStatus {
+        block_on(journal::load(&self.store, &self.clock, id))
+            .unwrap()
+            .unwrap()
+            .operation
+            .status
+    }
+
+    /// Ticks every 30 s for `ms`.
+    fn run_for(&self, ms: u64, seller: &ScriptSeller) {
+        let end = self.clock.now_ms() + ms;
+        while self.clock.now_ms() < end {
+            self.advance(30_000);
+            self.tick(seller);
+        }
+    }
+}
+
+#[test]
+fn the_sweep_config_variable_overrides_defaults_and_refuses_mistakes() {
+    assert_eq!(SweepConfig::parse("").unwrap(), SweepConfig::default());
+    assert_eq!(SweepConfig::parse(" {} ").unwrap(), SweepConfig::default());
+    let c = SweepConfig::parse(
+        r#"{"deadlines": {"tasks": {"create_media_buy": 7200000}},
+            "breaker": {"failure_threshold": 3},
+            "retention": {"terminal_operation_ms": 864000000}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.deadlines.for_task_ms("create_media_buy"), 7_200_000);
+    assert_eq!(c.breaker.failure_threshold, 3);
+    assert_eq!(
+        c.breaker.reset_timeout_ms, 60_000,
+        "the rest keeps its default"
+    );
+    assert_eq!(c.retention.terminal_operation_ms, 864_000_000);
+    for bad in [
+        r#"{"breaker": {"failure_treshold": 3}}"#,
+        r#"{"deadline": {}}"#,
+        r#"{"breaker": {"failure_threshold": 0}}"#,
+        r#"{"due": {"bucket_ms": 5000}}"#,
+        r#"{"deadlines": {"tasks": {"sync_creatives": 0}}}"#,
+        r#"{"retention": {"terminal_operation_ms": 3600000}}"#,
+        r#"{"lease": {"min_hold_ms": 120000}}"#,
+        r#"{"retention": {"nonce_ms": 1000}}"#,
+        "not json",
+    ] {
+        let e = SweepConfig::parse(bad).unwrap_err();
+        assert!(e.starts_with("sweep_config: "), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn operations_made_by_the_sweep_take_their_deadline_from_the_config() {
+    let mut w = World::new();
+    w.config
+        .deadlines
+        .tasks
+        .insert("update_media_buy".into(), 600_000);
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    w.request_cancel("op1");
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "get_task_status" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                       "result": {"media_buy_id": "mb_1"}})),
+        "update_media_buy" => Ok(json!({"status": "submitted", "task_id": "task_cancel"})),
+        other => panic!("unexpected {other}"),
+    });
+    w.run_for(60_000, &seller);
+    let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    let child = op
+        .cancel
+        .unwrap()
+        .follow_up
+        .expect("the buy is canceled at the seller");
+    let child = block_on(journal::load(&w.store, &w.clock, &child))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(child.deadline_at_ms - child.created_at_ms, 600_000);
+}
+
+/// Store calls of a tick that polls 100 due operations (the seller reports no change),
+/// beyond those of an idle tick, with `pending` operations filed for tomorrow.
+fn store_calls_per_due_poll(pending: usize, late_in_lease_slot: bool) -> f64 {
+    let w = World::new();
+    let seller =
+        ScriptSeller::new(|_, args| Ok(json!({"task_id": args["task_id"], "status": "submitted"})));
+    w.tick(&seller); // places the sweep cursor
+    let later = w.clock.now_ms() + 86_400_000;
+    for i in 0..pending - 100 {
+        w.op_due_at(
+            &format!("quiet{i}"),
+            OperationStatus::Seller(TaskStatus::Submitted),
+            later,
+        );
+    }
+    for i in 0..100 {
+        w.op(
+            &format!("due{i}"),
+            OperationStatus::Seller(TaskStatus::Submitted),
+        );
+    }
+    // The tick 30-90 s later, at 15 s (one lease slot per claim) or 45 s (two) into a
+    // lease slot.
+    let phase = if late_in_lease_slot { 45_000 } else { 15_000 };
+    let slot = w.config.lease.slot_ms;
+    let at = (w.clock.now_ms() + 30_000).div_ceil(slot) * slot + phase;
+    w.advance(at - w.clock.now_ms());
+    w.store.reset_counts();
+    let busy = w.tick(&seller);
+    let busy_calls = w.store.total_ops();
+    assert_eq!((busy.due, busy.touched), (100, 100), "{busy:?}");
+    assert_eq!(seller.count("get_task_status"), 100);
+    w.advance(1_000);
+    w.store.reset_counts();
+    let idle = w.tick(&seller);
+    assert_eq!(idle.touched, 0, "{idle:?}");
+    (busy_calls - w.store.total_ops()) as f64 / 100.0
+}
+
+#[test]
+fn a_tick_costs_a_dozen_store_calls_per_due_operation_whatever_is_pending() {
+    let few = store_calls_per_due_poll(1_000, false);
+    let many = store_calls_per_due_poll(10_000, false);
+    let late = store_calls_per_due_poll(1_000, true);
+    println!(
+        "store calls per due poll: {few} (1,000 pending), {many} (10,000 pending), {late} (late in a lease slot)"
+    );
+    // Due hint, lease claim + release, poll state, operation snapshot, journal head after
+    // the seller call, poll state + due hint (2) = 9; the seller record, its tools and
+    // its breaker are read once per tick (the breaker at most every few seconds), and an
+    // unchanged answer is not journaled. (On the real components the MCP session is also
+    // read once per tick; a lease claimed in a slot's last 30 s takes two slots, +2.)
+    assert!(few <= 10.0, "{few}");
+    assert!(late <= 12.0, "{late}");
+    assert!(many <= few * 1.2, "{many} vs {few}");
+}
+
+#[test]
+fn the_polling_tool_is_discovered_once_and_a_3_0_completion_gets_its_buy_by_context() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let polls = Cell::new(0);
+    // An AdCP 3.0 seller: `tasks/get` only, and its answers carry no result.
+    let seller = ScriptSeller::new(move |tool, args| match tool {
+        "tasks/get" => {
+            assert_eq!(args["task_id"], "task_op1");
+            polls.set(polls.get() + 1);
+            let status = if polls.get() < 2 {
+                "working"
+            } else {
+                "completed"
+            };
+            Ok(json!({"task_id": "task_op1", "status": status}))
+        }
+        "get_media_buys" => {
+            assert_eq!(args["context"]["operation_id"], "op1");
+            Ok(
+                json!({"media_buys": [{"media_buy_id": "mb_9", "status": "active",
+                                      "context": {"operation_id": "op1"}}]}),
+            )
+        }
+        other => panic!("unexpected tool {other}"),
+    })
+    .with_tools(&["create_media_buy", "tasks/get", "get_media_buys"]);
+    w.run_for(30 * 60_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(op.result.unwrap()["media_buy_id"], "mb_9");
+    assert_eq!(seller.lists.get(), 1, "tools/list asked once, then cached");
+    assert_eq!(seller.count("get_task_status"), 0);
+}
+
+#[test]
+fn tasks_get_is_used_when_get_task_status_is_absent_and_none_falls_back_to_context() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "tasks_get" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                 "result": {"media_buy_id": "mb_1"}})),
+        other => panic!("unexpected tool {other}"),
+    })
+    .with_tools(&["tasks_get", "tasks/get"]);
+    w.run_for(5 * 60_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+
+    let w = World::new();
+    w.op("op2", OperationStatus::Seller(TaskStatus::Submitted));
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "get_media_buys" => Ok(json!({"media_buys": [{"media_buy_id": "mb_2",
+                                      "context": {"operation_id": "op2"}}]})),
+        other => panic!("unexpected tool {other}"),
+    })
+    .with_tools(&["create_media_buy", "get_media_buys"]);
+    w.run_for(5 * 60_000, &seller);
+    assert_eq!(
+        w.status("op2"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+}
+
+#[test]
+fn a_polls_retry_after_delays_the_next_poll() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let seller = ScriptSeller::new(|_, _| {
+        Err(CallFailure::Seller(SellerError {
+            code: "RATE_LIMITED".into(),
+            message: "slow down".into(),
+            recovery: crate::seller::port::Recovery::Transient,
+            retry_after_s: Some(600),
+        }))
+    });
+    w.advance(30_000);
+    w.tick(&seller);
+    assert_eq!(seller.count("get_task_status"), 1);
+    let state: PollState = block_on(get_json(&w.store, &keys::poll_state("op1")))
+        .unwrap()
+        .unwrap();
+    assert!(state.next_at_ms >= w.clock.now_ms() + 600_000, "{state:?}");
+    // Ticks inside the window do not poll.
+    w.run_for(9 * 60_000, &seller);
+    assert_eq!(seller.count("get_task_status"), 1);
+    w.run_for(2 * 60_000, &seller);
+    assert_eq!(seller.count("get_task_status"), 2);
+}
+
+#[test]
+fn a_locally_canceled_task_is_reconciled_and_a_buy_it_produced_is_canceled() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    block_on(journal::record(
+        &w.store,
+        &w.clock,
+        "op1",
+        EntryKind::Local {
+            change: crate::model::operation::LocalChange::CancelRequested {
+                reason: Some("pulled".into()),
+                superseded_by: None,
+            },
+        },
+    ))
+    .unwrap();
+    assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
+    // The seller completes the task anyway; then accepts the cancel of its buy.
+    let seller = ScriptSeller::new(|tool, args| match tool {
+        "get_task_status" => Ok(json!({"task_id": "task_op1", "status": "completed",
+                                       "result": {"media_buy_id": "mb_7"}})),
+        "update_media_buy" => {
+            assert_eq!(args["media_buy_id"], "mb_7");
+            assert_eq!(args["canceled"], true);
+            assert_eq!(args["cancellation_reason"], "pulled");
+            Ok(json!({"media_buy_id": "mb_7", "status": "canceled"}))
+        }
+        other => panic!("unexpected tool {other}"),
+    });
+    w.run_for(10 * 60_000, &seller);
+    // The seller's outcome replaced the local cancel, and the buy was canceled once.
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    assert_eq!(seller.count("update_media_buy"), 1);
+    let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    let child = op.cancel.unwrap().follow_up.unwrap();
+    assert_eq!(
+        w.status(&child),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    w.run_for(10 * 60_000, &seller);
+    assert_eq!(seller.count("update_media_buy"), 1);
+}
+
+#[test]
+fn a_local_cancel_of_a_never_sent_operation_needs_no_reconciling() {
+    let w = World::new();
+    w.op("op1", OperationStatus::PendingDispatch);
+    w.request_cancel("op1");
+    let seller = ScriptSeller::new(|tool, _| panic!("nothing may be sent: {tool}"));
+    w.run_for(30 * 60_000, &seller);
+    assert_eq!(w.status("op1"), OperationStatus::CanceledLocally);
+}
+
+#[test]
+fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let op1 = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    block_on(crate::records::indexes::track(&w.store, &op1)).unwrap();
+    block_on(crate::records::seller::index(&w.store, "t1", "s1")).unwrap();
+    let seller = ScriptSeller::new(|tool, args| match tool {
+        "list_tasks" => {
+            assert_eq!(args["filters"]["statuses"][0], "submitted");
+            Ok(
+                json!({"query_summary": {}, "pagination": {"has_more": false},
+                "tasks": [{"task_id": "task_new", "task_type": "create_media_buy",
+                           "domain": "media-buy", "status": "working",
+                           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"},
+                          {"task_id": "task_sig", "task_type": "activate_signal",
+                           "domain": "signals", "status": "working",
+                           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}]}),
+            )
+        }
+        "get_task_status" => Ok(json!({"task_id": args["task_id"], "status": "completed",
+                                       "result": {"media_buy_id": "mb"}})),
+        other => panic!("unexpected tool {other}"),
+    })
+    .with_tools(&["get_task_status", "list_tasks"]);
+    let run = || {
+        block_on(crate::sweep::reconcile::run_if_due(
+            &w.store, &w.clock, &w.entropy, &NoLog, &w.config, &seller,
+        ))
+        .unwrap()
+    };
+    let r = run().expect("first run of the epoch");
+    assert_eq!(r.listed, 2);
+    assert_eq!(r.adopted.len(), 1, "only task types we run are adopted");
+    assert_eq!(r.repolled, ["op1"], "tracked but no longer listed");
+    assert!(
+        run().is_none(),
+        "one run per epoch, whichever replica claims it"
+    );
+    let adopted = r.adopted[0].clone();
+    assert_eq!(
+        w.status(&adopted),
+        OperationStatus::Seller(TaskStatus::Working)
+    );
+    w.run_for(2 * 60_000, &seller);
+    assert_eq!(
+        w.status(&adopted),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    // Adopted once: a later epoch sees the task as tracked.
+    w.advance(crate::sweep::reconcile::EPOCH_MS);
+    let r = run().unwrap();
+    assert!(r.adopted.is_empty());
+}
+
+#[test]
+fn a_submitted_operation_without_webhook_completes_by_polling_alone() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let polls = Cell::new(0);
+    let seller = ScriptSeller::new(move |tool, args| {
+        assert_eq!(tool, "get_task_status");
+        assert_eq!(args["include_result"], json!(true));
+        polls.set(polls.get() + 1);
+        Ok(if polls.get() < 3 {
+            json!({"task_id": "task_op1", "status": "submitted"})
+        } else {
+            json!({"task_id": "task_op1", "status": "completed", "result": {"media_buy_id": "mb_1"}})
+        })
+    });
+    w.run_for(3_600_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    assert_eq!(
+        seller.count("get_task_status"),
+        3,
+        "polling stops at the terminal status"
+    );
+    let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(op.result.unwrap()["media_buy_id"], "mb_1");
+}
+
+#[test]
+fn a_seller_outage_opens_the_breaker_and_the_operation_completes_after_it() {
+    let w = World::new();
+    for i in 0..3 {
+        w.op(
+            &format!("op{i}"),
+            OperationStatus::Seller(TaskStatus::Submitted),
+        );
+    }
+    let down = std::rc::Rc::new(Cell::new(true));
+    let d = down.clone();
+    let seller = ScriptSeller::new(move |_, args| {
+        if d.get() {
+            Err(CallFailure::Transport(TransportError::Connect(
+                "refused".into(),
+            )))
+        } else {
+            Ok(json!({"task_id": args["task_id"], "status": "completed", "result": {}}))
+        }
+    });
+    w.run_for(30 * 60_000, &seller);
+    let during = seller.calls.borrow().len();
+    let view = block_on(
+        crate::schedule::breaker::Breaker::new(&w.config.breaker, "t1", "s1")
+            .state(&w.store, w.clock.now_ms()),
+    )
+    .unwrap();
+    assert_ne!(format!("{:?}", view.state), "Closed", "breaker opened");
+    // With the breaker open, calls are deferred, not hammered: far fewer than ticks x ops.
+    assert!(during < 30, "{during} calls during the outage");
+    for i in 0..3 {
+        assert_eq!(
+            w.status(&format!("op{i}")),
+            OperationStatus::Seller(TaskStatus::Submitted)
+        );
+    }
+    down.set(false);
+    w.run_for(60 * 60_000, &seller);
+    for i in 0..3 {
+        assert_eq!(
+            w.status(&format!("op{i}")),
+            OperationStatus::Seller(TaskStatus::Completed),
+            "op{i}"
+        );
+    }
+}
+
+#[test]
+fn a_stored_but_undispatched_operation_is_redispatched_with_the_same_key() {
+    let w = World::new();
+    w.op("op1", OperationStatus::PendingDispatch);
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "create_media_buy" => {
+            Ok(json!({"status": "completed", "media_buy_id": "mb_1", "packages": []}))
+        }
+        other => panic!("unexpected {other}"),
+    });
+    w.run_for(120_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    let calls = seller.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].1["idempotency_key"], "k-0123456789abcdef");
+}
+
+#[test]
+fn exhausted_redispatch_looks_the_buy_up_before_failing() {
+    // found: completed with the buy; absent: failed; a partial answer (errors[]) proves
+    // nothing: still pending, looked up again later, never failed.
+    for case in ["found", "absent", "partial"] {
+        let w = World::new();
+        w.op("op1", OperationStatus::PendingDispatch);
+        let seller = ScriptSeller::new(move |tool, args| match tool {
+            "create_media_buy" => seller_busy(),
+            "get_media_buys" => Ok(match case {
+                "found" => json!({"media_buys": [{"media_buy_id": "mb_9",
+                    "context": {"operation_id": args["context"]["operation_id"]}}]}),
+                "absent" => json!({"media_buys": []}),
+                _ => json!({"media_buys": [], "errors": [{"code": "ACCOUNT_NOT_FOUND",
+                    "message": "account unavailable"}]}),
+            }),
+            other => panic!("unexpected {other}"),
+        });
+        w.run_for(6 * 3_600_000, &seller);
+        let expect = match case {
+            "found" => OperationStatus::Seller(TaskStatus::Completed),
+            "absent" => OperationStatus::Seller(TaskStatus::Failed),
+            _ => OperationStatus::PendingDispatch,
+        };
+        assert_eq!(w.status("op1"), expect, "{case}");
+        if case == "partial" {
+            assert!(seller.count("get_media_buys") > 1, "asked again");
+        } else {
+            assert_eq!(seller.count("get_media_buys"), 1, "{case}");
+        }
+        assert!(
+            seller.count("create_media_buy") as u32
+                <= crate::lifecycle::dispatch::MAX_DISPATCH_ATTEMPTS
+        );
+    }
+}
+
+#[test]
+fn a_rescheduling_cut_short_by_a_failed_write_never_orphans_the_operation() {
+    for failing_call in 1..=3 {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        let later = PollState {
+            next_at_ms: w.clock.now_ms() + 120_000,
+            ..Default::default()
+        };
+        w.store.fail_nth_call(failing_call);
+        let filed = block_on(schedule_at(&w.store, &w.clock, &w.config.due, "op1", later));
+        assert!(filed.is_err(), "call {failing_call} failed");
+        let seller = ScriptSeller::new(|_, _| {
+            Ok(json!({"task_id": "task_op1", "status": "completed", "result": {}}))
+        });
+        w.run_for(10 * 60_000, &seller);
+        assert_eq!(
+            w.status("op1"),
+            OperationStatus::Seller(TaskStatus::Completed),
+            "failing call {failing_call}"
+        );
+    }
+}
+
+#[test]
+fn the_look_up_by_context_reads_every_status_and_every_page() {
+    let w = World::new();
+    w.op("op1", OperationStatus::PendingDispatch);
+    let seller = ScriptSeller::new(|tool, args| match tool {
+        "create_media_buy" => seller_busy(),
+        "get_media_buys" => {
+            let statuses = args["status_filter"].as_array().unwrap();
+            assert!(statuses.contains(&json!("pending_start")), "{args}");
+            assert_eq!(statuses.len(), 7);
+            Ok(match args["pagination"]["cursor"].as_str() {
+                None => json!({"media_buys": [{"media_buy_id": "mb_other",
+                               "context": {"operation_id": "op_other"}}],
+                               "pagination": {"has_more": true, "cursor": "p2"}}),
+                Some(c) => {
+                    assert_eq!(c, "p2");
+                    json!({"media_buys": [{"media_buy_id": "mb_7", "status": "pending_start",
+                           "context": {"operation_id": "op1"}}],
+                           "pagination": {"has_more": false}})
+                }
+            })
+        }
+        other => panic!("unexpected {other}"),
+    });
+    w.run_for(6 * 3_600_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed),
+        "a pending buy on the second page is found, not reported failed"
+    );
+    assert_eq!(seller.count("get_media_buys"), 2);
+    let op = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(op.result.unwrap()["media_buy_id"], "mb_7");
+}
+
+#[test]
+fn an_operation_never_sent_by_its_deadline_times_out_unsent_and_is_looked_up() {
+    let w = World::new();
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "get_media_buys" => Ok(json!({"media_buys": []})),
+        other => panic!("nothing is sent past the deadline: {other}"),
+    });
+    w.tick(&seller); // places the sweep cursor
+    // Next due after its 24 h deadline (a redispatch backed off that far, say).
+    let late = w.clock.now_ms() + 25 * 3_600_000;
+    w.op_due_at("op1", OperationStatus::PendingDispatch, late);
+    w.advance(25 * 3_600_000);
+    w.run_for(2 * 3_600_000, &seller);
+    assert_eq!(w.status("op1"), OperationStatus::TimedOut);
+    assert!(
+        seller.count("get_media_buys") >= 1,
+        "looked up while timed out"
+    );
+}
+
+#[test]
+fn a_deadline_times_out_and_a_later_seller_outcome_replaces_it() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let done = std::rc::Rc::new(Cell::new(false));
+    let d = done.clone();
+    let seller = ScriptSeller::new(move |_, _| {
+        Ok(if d.get() {
+            json!({"task_id": "task_op1", "status": "completed", "result": {"media_buy_id": "mb_late"}})
+        } else {
+            json!({"task_id": "task_op1", "status": "submitted"})
+        })
+    });
+    w.run_for(25 * 3_600_000, &seller);
+    assert_eq!(w.status("op1"), OperationStatus::TimedOut);
+    done.set(true);
+    w.run_for(2 * 3_600_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    let history = block_on(journal::history(&w.store, &w.clock, "op1")).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|(_, e)| matches!(e, journal::Effect::Overrode(_)))
+    );
+}
+
+#[test]
+fn two_overlapping_ticks_never_poll_the_same_operation_twice() {
+    let w = World::new();
+    for i in 0..20 {
+        w.op(
+            &format!("op{i}"),
+            OperationStatus::Seller(TaskStatus::Working),
+        );
+    }
+    w.advance(30_000);
+    let seller =
+        ScriptSeller::new(|_, args| Ok(json!({"task_id": args["task_id"], "status": "working"})));
+    let env = SweepEnv {
+        store: &w.store,
+        clock: &w.clock,
+        entropy: &w.entropy,
+        log: &NoLog,
+        sealing: &w.sealing,
+        calls: &seller,
+        transport: &w.transport,
+        config: &w.config,
+    };
+    let (a, b) = block_on(async { futures::join!(tick(&env, "a", 0), tick(&env, "b", 0)) });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.touched + b.touched, 20, "{a:?} {b:?}");
+    let mut polled: Vec<String> = seller
+        .calls
+        .borrow()
+        .iter()
+        .map(|(_, args)| args["task_id"].as_str().unwrap().to_string())
+        .collect();
+    polled.sort();
+    polled.dedup();
+    assert_eq!(
+        polled.len(),
+        seller.calls.borrow().len(),
+        "an operation was polled twice"
+    );
+}

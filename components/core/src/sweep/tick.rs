@@ -1,0 +1,144 @@
+//! One tick: the due hints worked one by one under operation leases, then reconciliation
+//! once per epoch, and the tick's report.
+
+use super::SweepEnv;
+use super::memo::SellerMemo;
+use super::work::work_on;
+use crate::foundation::keys;
+use crate::foundation::log;
+use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::transport::Transport;
+use crate::records::notify;
+use crate::records::tick_report::TickReport;
+use crate::schedule::due;
+use crate::schedule::lease::{self, Claim};
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::guard::Guarded;
+use crate::seller::port::SellerCalls;
+
+/// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata). Every seller
+/// call goes through the seller's circuit breaker.
+pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    trigger: &str,
+    scheduled_at_ms: u64,
+) -> StoreResult<TickReport> {
+    let guarded = Guarded {
+        store: env.store,
+        clock: env.clock,
+        breaker: &env.config.breaker,
+        inner: env.calls,
+        seen: Default::default(),
+    };
+    let env = &SweepEnv {
+        store: env.store,
+        clock: env.clock,
+        entropy: env.entropy,
+        log: env.log,
+        sealing: env.sealing,
+        calls: &guarded,
+        transport: env.transport,
+        config: env.config,
+    };
+    let started = env.clock.now_ms();
+    let mut report = TickReport {
+        trigger: trigger.into(),
+        scheduled_at_ms,
+        started_at_ms: started,
+        ..Default::default()
+    };
+    let memo = SellerMemo::default();
+    let mut sweep = due::Sweep::begin(env.store, &env.config.due, started).await?;
+    let hints = sweep.hints().to_vec();
+    report.due = hints.len();
+    let budget = if env.config.budget_ms == 0 {
+        20_000
+    } else {
+        env.config.budget_ms
+    };
+    for hint in &hints {
+        let now = env.clock.now_ms();
+        if now.saturating_sub(started) > budget {
+            report.backlog = true;
+            break; // unsettled hints are filed again by the commit
+        }
+        let lease =
+            match lease::claim_operation(env.store, &env.config.lease, &hint.op_id, now).await? {
+                Claim::Held(l) => l,
+                Claim::Busy { retry_at_ms } => {
+                    report.busy += 1;
+                    sweep.defer(hint, retry_at_ms);
+                    continue;
+                }
+            };
+        let state: Option<PollState> = get_json(env.store, &keys::poll_state(&hint.op_id)).await?;
+        if state.as_ref().is_some_and(|s| s.next_at_ms > now) {
+            // Rescheduled later: a newer hint exists.
+            sweep.settle(hint);
+            lease.release(env.store).await?;
+            continue;
+        }
+        let outcome = if hint.op_id.starts_with("ntf_") {
+            report.notifications += 1;
+            retry_notification(env, &hint.op_id).await
+        } else {
+            work_on(env, &memo, &hint.op_id, state.unwrap_or_default(), now).await
+        };
+        match outcome {
+            Ok(touched) => {
+                report.touched += usize::from(touched);
+                sweep.settle(hint);
+            }
+            Err(e) => {
+                log::emit(
+                    env.log,
+                    &log::Event {
+                        ts_ms: env.clock.now_ms(),
+                        event: "sweep.error",
+                        operation_id: Some(&hint.op_id),
+                        detail: Some(log::capped(&e.to_string())),
+                        ..Default::default()
+                    },
+                );
+                sweep.defer(hint, now + 30_000);
+            }
+        }
+        lease.release(env.store).await?;
+    }
+    let index = sweep.commit(env.store, env.clock).await?;
+    // Once per epoch, across replicas: compare with the sellers' own task lists.
+    if let Some(r) = super::reconcile::run_if_due(
+        env.store,
+        env.clock,
+        env.entropy,
+        env.log,
+        env.config,
+        env.calls,
+    )
+    .await?
+    {
+        report.reconciled_tasks = r.listed;
+        report.adopted = r.adopted.len();
+        report.repolled = r.repolled.len();
+        report.purged = r.purged;
+    }
+    report.backlog |= index.backlog;
+    report.finished_at_ms = env.clock.now_ms();
+    set_json(env.store, keys::SWEEP_LAST, &report).await?;
+    Ok(report)
+}
+
+async fn retry_notification<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    id: &str,
+) -> StoreResult<bool> {
+    let n = notify::attempt(env.store, env.clock, env.transport, env.sealing, id).await?;
+    if let Some(at) = n.and_then(|n| n.next_attempt_at_ms) {
+        let state = PollState {
+            next_at_ms: at,
+            ..Default::default()
+        };
+        schedule_at(env.store, env.clock, &env.config.due, id, state).await?;
+    }
+    Ok(true)
+}

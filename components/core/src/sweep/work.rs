@@ -1,0 +1,317 @@
+//! The one thing a due operation needs now, chosen by [`next::step`]: a cancel follow-up,
+//! a deadline, a (re)dispatch, or a poll whose answer is folded in through the state
+//! machine.
+
+use super::SweepEnv;
+use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
+use super::memo::SellerMemo;
+use crate::foundation::keys;
+use crate::foundation::store::{Store, StoreResult, get_json};
+use crate::foundation::transport::Transport;
+use crate::lifecycle::next::{self, Step};
+use crate::lifecycle::{dispatch, effects, linked};
+use crate::model::operation::{Observation, Operation};
+use crate::model::payload::observation_from_task_status;
+use crate::model::state_machine::Outcome;
+use crate::model::status::{OperationStatus, TaskStatus};
+use crate::records::journal::EntryKind;
+use crate::records::seller;
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::port::{CallFailure, SellerCalls};
+use serde_json::json;
+
+/// Does the one thing the operation needs now. Returns whether it acted.
+pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op_id: &str,
+    state: PollState,
+    now: u64,
+) -> StoreResult<bool> {
+    // The snapshot alone chooses what to do (one read, no journal head): a poll re-reads
+    // the head after its seller call ([`current`]), a dispatch loads the operation itself,
+    // and every write catches up with the journal first. A snapshot behind the journal can
+    // only cost a poll that finds nothing new.
+    let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
+    let op = match snapshot {
+        Some(op) => op,
+        None => match effects::load(env.store, env.clock, env.log, op_id).await? {
+            Some(loaded) => loaded.operation,
+            None => return Ok(false),
+        },
+    };
+    match next::step(&op, now) {
+        Step::FollowUp => {
+            // A canceled create whose buy came into being anyway: cancel it at the seller.
+            let fresh = op.cancel.as_ref().is_some_and(|c| c.follow_up.is_none());
+            let started = linked::cancel_follow_up(
+                env.store,
+                env.clock,
+                env.entropy,
+                env.log,
+                env.config,
+                &op,
+            )
+            .await?;
+            Ok(fresh && started.is_some())
+        }
+        Step::Rest => Ok(false),
+        Step::AwaitDecision | Step::Expire => {
+            let op = expire_if_due(env, op, now).await?;
+            next::reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
+            Ok(true)
+        }
+        Step::Dispatch => {
+            let result =
+                dispatch::dispatch(env.store, env.clock, env.log, env.sealing, env.calls, op_id)
+                    .await?;
+            match result {
+                Some(dispatch::Dispatched::Deferred { until_ms }) => {
+                    // The breaker is open: nothing was sent; come back when it may close.
+                    let next = PollState {
+                        next_at_ms: until_ms,
+                        ..state
+                    };
+                    return schedule_at(env.store, env.clock, &env.config.due, op_id, next)
+                        .await
+                        .map(|_| false);
+                }
+                Some(dispatch::Dispatched::Failed {
+                    retry_at_ms: None,
+                    error,
+                }) => {
+                    // Attempts exhausted: the seller may still have the task. Look it up by
+                    // the context we sent before declaring a failure.
+                    give_up_dispatch(env, memo, &op, error).await?;
+                }
+                _ => {}
+            }
+            next::reschedule_after_change(
+                env.store,
+                env.clock,
+                env.log,
+                env.entropy,
+                env.config,
+                op_id,
+                state,
+            )
+            .await?;
+            Ok(true)
+        }
+        Step::Poll => {
+            let polled = poll(env, memo, &op).await?;
+            let op_now = polled.operation;
+            if op_now.status.is_authoritative_terminal() {
+                linked::cancel_follow_up(
+                    env.store,
+                    env.clock,
+                    env.entropy,
+                    env.log,
+                    env.config,
+                    &op_now,
+                )
+                .await?;
+            }
+            let op_now = if op_now.status.is_closed() {
+                op_now
+            } else {
+                expire_if_due(env, op_now, now).await?
+            };
+            let moved = polled.status.is_some_and(|s| state.last_status != Some(s));
+            let next = PollState {
+                attempts_since_change: if moved {
+                    0
+                } else {
+                    state.attempts_since_change + 1
+                },
+                last_status: polled.status.or(state.last_status),
+                retry_after_s: polled.retry_after_s,
+                ..state
+            };
+            next::reschedule(env.store, env.clock, env.entropy, env.config, &op_now, next).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Records our deadline's expiry if it has passed; returns the operation as it then stands.
+async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: Operation,
+    now: u64,
+) -> StoreResult<Operation> {
+    if now < op.deadline_at_ms {
+        return Ok(op);
+    }
+    let op_id = op.operation_id.clone();
+    let written = effects::record(
+        env.store,
+        env.clock,
+        env.log,
+        "deadline",
+        &op_id,
+        Some(op),
+        EntryKind::DeadlineExpired,
+    )
+    .await?;
+    written.recorded.operation.ok_or_else(|| vanished(&op_id))
+}
+
+/// What a poll found.
+struct Polled {
+    /// The status the seller reported, if it answered.
+    status: Option<OperationStatus>,
+    /// The seller's `retry_after`, if it asked for one.
+    retry_after_s: Option<u64>,
+    /// The operation as it stands after the poll: with the answer recorded, or re-read if
+    /// someone else changed it while the seller was asked.
+    operation: Operation,
+}
+
+/// Asks the seller where the task stands and folds the answer in. An answer that would
+/// change nothing (the same status again, or an older one) is not journaled: polls are not
+/// history, and a quiet task must cost few store calls per poll.
+async fn poll<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op: &Operation,
+) -> StoreResult<Polled> {
+    let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
+        return Ok(Polled {
+            status: None,
+            retry_after_s: None,
+            operation: op.clone(),
+        });
+    };
+    let tool = match &op.task_id {
+        Some(_) => {
+            memo.tools(env.store, env.clock, env.calls, &seller)
+                .await?
+                .poll
+        }
+        None => None,
+    };
+    let mut retry_after_s = None;
+    let obs = match (&op.task_id, tool) {
+        (Some(task_id), Some(tool)) => {
+            let mut args = json!({ "task_id": task_id, "include_result": true });
+            if let Some(account) = op.arguments.get("account") {
+                // A seller answers REFERENCE_NOT_FOUND for a task under another account.
+                args["account"] = account.clone();
+            }
+            match env.calls.call(&seller, &tool, args).await {
+                Ok(payload) => match observation_from_task_status(&payload) {
+                    Some(obs) => with_result(env, &seller, op, obs).await,
+                    None => None,
+                },
+                Err(CallFailure::Seller(e)) => {
+                    retry_after_s = e.retry_after_s.map(u64::from);
+                    None
+                }
+                Err(CallFailure::Transport(_) | CallFailure::Deferred { .. }) => None,
+            }
+        }
+        // No task to poll (or no tool to poll it with): look the buy up by its context.
+        _ => match lookup_by_context(env, &seller, op).await {
+            Lookup::Found(obs) => Some(*obs),
+            Lookup::Absent | Lookup::TooMany | Lookup::Unknown => None,
+        },
+    };
+    // The seller call took time: a webhook may have changed the record meanwhile.
+    let current = current(env, op).await?;
+    let Some(obs) = obs else {
+        return Ok(Polled {
+            status: None,
+            retry_after_s,
+            operation: current,
+        });
+    };
+    let status = Some(OperationStatus::Seller(obs.status));
+    let mut probe = current.clone();
+    let outcome = probe.observe(&obs, env.clock.now_ms());
+    if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == current {
+        return Ok(Polled {
+            status,
+            retry_after_s: None,
+            operation: current,
+        });
+    }
+    let id = current.operation_id.clone();
+    let written = effects::record(
+        env.store,
+        env.clock,
+        env.log,
+        "poll",
+        &id,
+        Some(current),
+        EntryKind::Observed {
+            observation: Box::new(obs),
+        },
+    )
+    .await?;
+    Ok(Polled {
+        status,
+        retry_after_s: None,
+        operation: written.recorded.operation.ok_or_else(|| vanished(&id))?,
+    })
+}
+
+/// The operation as it stands now: `op` itself unless the journal has moved past it (one
+/// counter read), then re-read.
+async fn current<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: &Operation,
+) -> StoreResult<Operation> {
+    let head = env
+        .store
+        .increment(&keys::operation_seq(&op.operation_id), 0)
+        .await?;
+    if u64::try_from(head).unwrap_or(0) <= op.version {
+        return Ok(op.clone());
+    }
+    Ok(
+        effects::load(env.store, env.clock, env.log, &op.operation_id)
+            .await?
+            .map_or_else(|| op.clone(), |l| l.operation),
+    )
+}
+
+fn vanished(op_id: &str) -> crate::foundation::error::StoreError {
+    crate::foundation::error::StoreError(format!("operation {op_id} vanished"))
+}
+
+/// A `completed` create without its result (AdCP 3.0 `tasks/get` carries none) is completed
+/// with the media buy found by `context.operation_id`; while that look-up has no answer the
+/// poll counts as not answered, so the completion is not recorded without its buy.
+async fn with_result<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    seller: &seller::Seller,
+    op: &Operation,
+    mut obs: Observation,
+) -> Option<Observation> {
+    if obs.status != TaskStatus::Completed || obs.result.is_some() || op.task != "create_media_buy"
+    {
+        return Some(obs);
+    }
+    match lookup_by_context(env, seller, op).await {
+        Lookup::Found(found) => {
+            obs.result = found.result;
+            Some(obs)
+        }
+        Lookup::Absent => {
+            obs.message = Some(
+                "the seller reports the task completed but get_media_buys has no buy for it".into(),
+            );
+            Some(obs)
+        }
+        Lookup::TooMany => {
+            // The seller says completed; its listing is too long to search. Record the
+            // outcome without its buy rather than never.
+            obs.message = Some(
+                "the seller reports the task completed; its buy was not found in the pages of get_media_buys read".into(),
+            );
+            Some(obs)
+        }
+        Lookup::Unknown => None,
+    }
+}

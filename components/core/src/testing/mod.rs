@@ -1,0 +1,17 @@
+//! Fixtures shared by the core's tests (compiled for tests only): clocks and randomness, a
+//! scripted transport and seller, a store that loses answers, a log that keeps its lines,
+//! sample operations.
+
+mod clock;
+mod log;
+mod operation;
+mod seller;
+mod store;
+mod transport;
+
+pub use clock::{SeededEntropy, TestClock};
+pub use log::Lines;
+pub use operation::{obs, sample};
+pub use seller::{FakeSeller, conformant_capabilities};
+pub use store::LossyStore;
+pub use transport::ScriptedTransport;
