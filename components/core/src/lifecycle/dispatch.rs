@@ -6,12 +6,14 @@
 //! after a lost answer is byte-identical and the seller's idempotency replays it.
 
 use super::effects;
-use super::governance::{Governed, govern};
+use super::governance::{self, Verdict};
 use crate::foundation::clock::Clock;
 use crate::foundation::log::Log;
 use crate::foundation::seal::SealingKey;
 use crate::foundation::store::{Store, StoreResult};
-use crate::model::operation::{Observation, Operation, OperationError, Source, WebhookMode};
+use crate::model::operation::{
+    Governance, LocalChange, Observation, Operation, OperationError, Source, WebhookMode,
+};
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::records::journal::{EntryKind, Recorded};
@@ -112,10 +114,10 @@ pub async fn dispatch(
             .await
             .map(Some);
     };
-    let op = if op.governance.as_ref().is_some_and(|g| !g.approved) {
-        match govern(store, clock, log, calls, op).await? {
-            Governed::Approved(op) => *op,
-            Governed::Settled(d) => return Ok(Some(d)),
+    let op = if let Some(g) = op.governance.clone().filter(|g| !g.approved) {
+        match governed(store, clock, log, calls, op, &g).await? {
+            Ok(op) => op,
+            Err(settled) => return Ok(Some(settled)),
         }
     } else {
         op
@@ -211,8 +213,51 @@ pub async fn dispatch(
     }
 }
 
+/// Asks governance before the seller hears of `op` and records its verdict: `Ok` with the
+/// approved operation to send, or `Err` with where the dispatch stops.
+async fn governed(
+    store: &impl Store,
+    clock: &dyn Clock,
+    log: &dyn Log,
+    calls: &impl SellerCalls,
+    op: Operation,
+    g: &Governance,
+) -> StoreResult<Result<Operation, Dispatched>> {
+    let now = clock.now_ms();
+    let change = match governance::check(store, calls, &op, g).await? {
+        Verdict::Change(change) => change,
+        Verdict::Failed(obs) => return answered(store, clock, log, op, *obs).await.map(Err),
+        Verdict::Retry {
+            error,
+            retry_after_s,
+        } => {
+            let retry = retry_at(&op, now, retry_after_s);
+            return fail(store, clock, log, &op, error, retry, false)
+                .await
+                .map(Err);
+        }
+        Verdict::Deferred { until_ms } => return Ok(Err(Dispatched::Deferred { until_ms })),
+    };
+    let approved = matches!(change, LocalChange::GovernanceApproved { .. });
+    let recorded = effects::record(
+        store,
+        clock,
+        log,
+        "governance",
+        &op.operation_id,
+        Some(op.clone()),
+        EntryKind::Local { change },
+    )
+    .await?
+    .recorded;
+    match recorded.operation {
+        Some(o) if approved && o.status == OperationStatus::PendingDispatch => Ok(Ok(o)),
+        _ => Ok(Err(Dispatched::Answered(Box::new(recorded)))),
+    }
+}
+
 /// Folds the seller's answer in and runs the effects of the change it made.
-pub(super) async fn answered(
+async fn answered(
     store: &impl Store,
     clock: &dyn Clock,
     log: &dyn Log,
@@ -229,7 +274,7 @@ pub(super) async fn answered(
 
 /// Next redispatch time: [`Backoff::REDISPATCH`] without jitter, never before the seller's
 /// `retry_after`; `None` once attempts are exhausted.
-pub(super) fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64> {
+fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64> {
     let attempt = op.dispatch_attempts + 1;
     if attempt >= MAX_DISPATCH_ATTEMPTS {
         return None;
@@ -239,7 +284,7 @@ pub(super) fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> 
     Some(now + backoff.max(hint))
 }
 
-pub(super) async fn fail(
+async fn fail(
     store: &impl Store,
     clock: &dyn Clock,
     log: &dyn Log,
