@@ -1,6 +1,8 @@
 //! `PUT/GET/DELETE /api/v1/callback`: where a tenant hears about its operations.
 
-use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use super::env::Env;
+use crate::foundation::error::FieldError;
+use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::keys;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::Transport;

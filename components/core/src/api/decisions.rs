@@ -6,8 +6,10 @@
 //! resolved is marked `canceled_locally` and the sweep keeps reconciling it, canceling its
 //! buy if the seller completes it anyway.
 
+use super::env::Env;
 use super::operations::{dispatch_now, load_owned, view};
-use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use crate::foundation::error::FieldError;
+use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;

@@ -6,53 +6,28 @@
 
 mod callback;
 mod decisions;
+mod env;
 mod operations;
 mod sellers;
 mod tenants;
 
-use crate::foundation::clock::{Clock, Entropy};
+pub use env::{ApiConfig, Env};
+
 pub use crate::foundation::error::FieldError;
 pub use crate::foundation::http::{ApiError, ApiResult, Request, Response, bearer, json_response};
-use crate::foundation::seal::{SealingKey, ct_eq};
+use crate::foundation::seal::ct_eq;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::records::tenant::{self, Tenant};
 use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The OpenAPI 3.1 description of this API, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Largest request body accepted anywhere in the API.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Configuration from Spin variables.
-#[derive(Debug)]
-pub struct ApiConfig {
-    pub admin_api_key: String,
-    /// Origin sellers reach us at, without a trailing slash.
-    pub public_base_url: String,
-    /// Bearer token for `POST /internal/sweep`.
-    pub sweep_token: String,
-    /// Bearer token for `GET /metrics`.
-    pub metrics_token: String,
-    pub sealing: SealingKey,
-}
-
-/// What a request handler works with.
-pub struct Env<'a, S: Store, C: SellerCalls, T: Transport> {
-    pub store: &'a S,
-    pub clock: &'a dyn Clock,
-    pub entropy: &'a dyn Entropy,
-    pub config: &'a ApiConfig,
-    pub log: &'a dyn crate::foundation::log::Log,
-    /// How operations reach their sellers.
-    pub calls: &'a C,
-    /// Plain outbound HTTP (buyer notifications).
-    pub transport: &'a T,
-    pub sweep: &'a crate::config::SweepConfig,
-}
 
 /// Routes one request. Never panics on input; every failure is an [`ApiError`] response.
 pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
@@ -216,34 +191,6 @@ async fn require_tenant<S: Store, C: SellerCalls, T: Transport>(
     tenant::authenticate(env.store, token)
         .await?
         .ok_or_else(ApiError::unauthorized)
-}
-
-/// Parses a JSON object body.
-pub(super) fn json_body(req: &Request) -> ApiResult<serde_json::Map<String, Value>> {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send `Content-Type: application/json`",
-        ));
-    }
-    match serde_json::from_slice::<Value>(req.body()).map_err(ApiError::bad_json)? {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            "request body must be a JSON object",
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! `/api/v1/operations`: durable creation, reads, listing and history.
 
-use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use super::env::Env;
 use crate::foundation::clock::random_hex;
+use crate::foundation::error::FieldError;
+use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::keys::{self, valid_id};
 use crate::foundation::log;
 use crate::foundation::seal::digest_hex;

@@ -1,6 +1,8 @@
 //! `PUT/GET/DELETE /api/v1/sellers/{seller_id}`.
 
-use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use super::env::Env;
+use crate::foundation::error::FieldError;
+use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::keys::valid_id;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;

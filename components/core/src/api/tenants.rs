@@ -1,6 +1,8 @@
 //! `POST /api/v1/tenants` (admin only).
 
-use super::{ApiError, ApiResult, Env, FieldError, Request, json_body, json_response};
+use super::env::Env;
+use crate::foundation::error::FieldError;
+use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::records::tenant;

@@ -1,9 +1,11 @@
 use super::*;
+use crate::foundation::seal::SealingKey;
 use crate::foundation::store::MemoryStore;
 use crate::testing::FakeSeller;
 use crate::testing::ScriptedTransport;
 use crate::{foundation::clock::FixedClock, testing::SeededEntropy};
 use futures::executor::block_on;
+use serde_json::Value;
 
 const SEAL_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const ADMIN: &str = "admin-secret-key";

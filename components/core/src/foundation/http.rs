@@ -113,3 +113,31 @@ pub fn bearer(req: &Request) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
+
+/// Parses a JSON object body.
+pub fn json_body(req: &Request) -> ApiResult<serde_json::Map<String, Value>> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send `Content-Type: application/json`",
+        ));
+    }
+    match serde_json::from_slice::<Value>(req.body()).map_err(ApiError::bad_json)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "request body must be a JSON object",
+        )),
+    }
+}

@@ -1,7 +1,7 @@
 //! Looking a media buy up at the seller by the `context.operation_id` its create carried,
 //! and deciding an exhausted dispatch by what the look-up finds.
 
-use super::SweepEnv;
+use super::env::SweepEnv;
 use super::memo::SellerMemo;
 use crate::foundation::store::{Store, StoreResult};
 use crate::foundation::transport::Transport;

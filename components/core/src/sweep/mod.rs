@@ -12,6 +12,7 @@
 //! and files the operation again at its next due time. Buyer notifications awaiting a retry
 //! are filed in the same index.
 
+mod env;
 mod lookup;
 mod memo;
 pub mod purge;
@@ -19,27 +20,8 @@ pub mod reconcile;
 mod tick;
 mod work;
 
+pub use env::SweepEnv;
 pub use tick::tick;
-
-use crate::config::SweepConfig;
-use crate::foundation::clock::{Clock, Entropy};
-use crate::foundation::log::Log;
-use crate::foundation::seal::SealingKey;
-use crate::foundation::store::Store;
-use crate::foundation::transport::Transport;
-use crate::seller::port::SellerCalls;
-
-/// What a tick needs.
-pub struct SweepEnv<'a, S: Store, C: SellerCalls, T: Transport> {
-    pub store: &'a S,
-    pub clock: &'a dyn Clock,
-    pub entropy: &'a dyn Entropy,
-    pub log: &'a dyn Log,
-    pub sealing: &'a SealingKey,
-    pub calls: &'a C,
-    pub transport: &'a T,
-    pub config: &'a SweepConfig,
-}
 
 #[cfg(test)]
 mod notification_tests;

@@ -1,7 +1,7 @@
 //! One tick: the due hints worked one by one under operation leases, then reconciliation
 //! once per epoch, and the tick's report.
 
-use super::SweepEnv;
+use super::env::SweepEnv;
 use super::memo::SellerMemo;
 use super::work::work_on;
 use crate::foundation::keys;

@@ -2,7 +2,7 @@
 //! a deadline, a (re)dispatch, or a poll whose answer is folded in through the state
 //! machine.
 
-use super::SweepEnv;
+use super::env::SweepEnv;
 use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
 use super::memo::SellerMemo;
 use crate::foundation::keys;
