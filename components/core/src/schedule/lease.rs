@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_lost_increment_answer_wedges_the_scope_for_one_slot_at_most() {
-        let s = LossyStore::new();
+        let s = LossyStore::default();
         block_on(async {
             s.lose_nth_answer(1);
             assert!(claim_operation(&s, &CFG, "op_1", 1_000).await.is_err());
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_lost_answer_on_the_second_slot_keeps_the_unknown_key_and_frees_the_first() {
-        let s = LossyStore::new();
+        let s = LossyStore::default();
         block_on(async {
             s.lose_nth_answer(2);
             assert!(claim(&s, &CFG, "x", 50_000).await.is_err());

@@ -6,6 +6,7 @@ use std::cell::Cell;
 
 /// A [`MemoryStore`] whose chosen call takes effect but then reports an error: the
 /// "lost answer" of a remote `increment` (spin#3563).
+#[derive(Default)]
 pub struct LossyStore {
     pub inner: MemoryStore,
     calls: Cell<u64>,
@@ -13,13 +14,6 @@ pub struct LossyStore {
 }
 
 impl LossyStore {
-    pub fn new() -> Self {
-        LossyStore {
-            inner: MemoryStore::new(),
-            calls: Cell::new(0),
-            lose_at: Cell::new(None),
-        }
-    }
     /// The `n`-th call from now (1 = the next) is applied, then answers an error.
     pub fn lose_nth_answer(&self, n: u64) {
         self.lose_at.set(Some(self.calls.get() + n));

@@ -1,0 +1,210 @@
+//! Authenticating a delivery in the mode its operation registered: RFC 9421 signatures,
+//! legacy HMAC, or Bearer, with the per-operation token echo.
+
+use super::env::IntakeEnv;
+use super::refusal::Refusal;
+use crate::auth::hmac_signature::{self, HmacError};
+use crate::auth::{jwks, rfc9421};
+use crate::foundation::http::Request;
+use crate::foundation::seal::ct_eq;
+use crate::foundation::store::Store;
+use crate::foundation::transport::Transport;
+use crate::model::operation::{Operation, WebhookMode};
+use crate::records::metrics::Rejection;
+use crate::records::seller;
+use http::{StatusCode, header};
+
+/// The authentication schemes a request presents.
+fn presented_mode(req: &Request) -> Option<WebhookMode> {
+    let h = req.headers();
+    if h.contains_key("signature-input") || h.contains_key("signature") {
+        Some(WebhookMode::Rfc9421)
+    } else if h.contains_key("x-adcp-signature") {
+        Some(WebhookMode::Hmac)
+    } else if h.contains_key(header::AUTHORIZATION) {
+        Some(WebhookMode::Bearer)
+    } else {
+        None
+    }
+}
+
+/// Checks the delivery in the registered mode. Returns the RFC 9421 nonce to remember.
+pub async fn authenticate<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    op: &Operation,
+    mode: WebhookMode,
+) -> Result<Option<crate::model::operation::NonceMark>, Refusal> {
+    match presented_mode(req) {
+        None => {
+            return Err(Refusal::unauthenticated(
+                "webhook_unauthenticated",
+                "no webhook credentials presented",
+            ));
+        }
+        Some(p) if p != mode => {
+            let mut r = Refusal::new(
+                Rejection::ModeMismatch,
+                StatusCode::UNAUTHORIZED,
+                "webhook_mode_mismatch",
+                "the delivery's authentication differs from the registered mode",
+            );
+            if mode == WebhookMode::Rfc9421 {
+                r.www_authenticate = Some("Signature error=\"webhook_mode_mismatch\"".into());
+            }
+            return Err(r);
+        }
+        Some(_) => {}
+    }
+    // The per-operation secret, opened only when the mode needs it.
+    let secret = || {
+        let sealed = op.webhook.as_ref().and_then(|w| w.secret.as_ref())?;
+        env.config
+            .sealing
+            .open(&format!("webhook:{}:secret", op.operation_id), sealed)
+            .ok()
+    };
+    match mode {
+        WebhookMode::Bearer => {
+            let presented = crate::foundation::http::bearer(req).unwrap_or("");
+            let secret = secret().ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "webhook_secret_unavailable",
+                    "no usable secret is registered for this operation",
+                )
+            })?;
+            if ct_eq(presented.as_bytes(), &secret) {
+                Ok(None)
+            } else {
+                Err(Refusal::unauthenticated(
+                    "webhook_bearer_invalid",
+                    "bearer credentials do not match",
+                ))
+            }
+        }
+        WebhookMode::Hmac => {
+            let secret = secret().ok_or_else(|| {
+                Refusal::unauthenticated(
+                    "webhook_secret_unavailable",
+                    "no usable secret is registered for this operation",
+                )
+            })?;
+            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+            let now_s = (env.clock.now_ms() / 1000) as i64;
+            match hmac_signature::verify(
+                &[&secret],
+                header("x-adcp-signature"),
+                header("x-adcp-timestamp"),
+                req.body(),
+                now_s,
+            ) {
+                Ok(()) => Ok(None),
+                Err(HmacError::MalformedBody) => Err(Refusal::new(
+                    Rejection::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    HmacError::MalformedBody.code(),
+                    "the body repeats an object key",
+                )),
+                Err(e) => Err(Refusal::unauthenticated(
+                    e.code(),
+                    "the legacy HMAC signature does not verify",
+                )),
+            }
+        }
+        WebhookMode::Rfc9421 => verify_signature(env, req, op).await.map(Some),
+    }
+}
+
+/// RFC 9421 in AdCP's webhook profile, with the seller's published keys.
+async fn verify_signature<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    op: &Operation,
+) -> Result<crate::model::operation::NonceMark, Refusal> {
+    let refuse = |e: rfc9421::SignatureError| {
+        let reason = if e == rfc9421::SignatureError::Replayed {
+            Rejection::Replayed
+        } else {
+            Rejection::Unauthenticated
+        };
+        let mut r = Refusal::new(
+            reason,
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            "the webhook signature does not verify",
+        );
+        r.www_authenticate = Some(e.www_authenticate());
+        r
+    };
+    // The URI the seller signed: our public URL, whatever address the request came in on.
+    let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target_uri = format!(
+        "{}{}",
+        env.config.public_base_url.trim_end_matches('/'),
+        path_query
+    );
+    let now = env.clock.now_ms();
+    let signed = rfc9421::Request {
+        method: req.method().as_str(),
+        target_uri: &target_uri,
+        headers: req.headers(),
+        body: req.body(),
+        now_s: (now / 1000) as i64,
+    };
+    let mut keys = jwks::cached(env.store, &op.tenant_id, &op.seller_id).await?;
+    loop {
+        let trust = LedgerTrust {
+            keys: keys.as_ref(),
+            op,
+            now_ms: now,
+        };
+        let result = rfc9421::verify(&signed, &trust);
+        let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
+        if (unknown || keys.is_none()) && jwks::should_fetch(keys.as_ref(), unknown, now) {
+            let Some(s) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
+                return Err(refuse(rfc9421::SignatureError::KeyUnknown));
+            };
+            match jwks::refresh(
+                env.store,
+                env.transport,
+                &op.tenant_id,
+                &op.seller_id,
+                &s.mcp_url,
+                now,
+            )
+            .await?
+            {
+                Some(fresh) => {
+                    keys = Some(fresh);
+                    continue;
+                }
+                None => return Err(refuse(rfc9421::SignatureError::KeyUnknown)),
+            }
+        }
+        return result
+            .map(|v| crate::model::operation::NonceMark {
+                keyid: v.keyid,
+                nonce: v.nonce,
+                expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
+            })
+            .map_err(refuse);
+    }
+}
+
+/// Keys from the cache; nonces from the operation's delivery ledger (the signature covers the
+/// target URI, so a nonce can only be replayed against this operation).
+struct LedgerTrust<'a> {
+    keys: Option<&'a jwks::CachedKeys>,
+    op: &'a Operation,
+    now_ms: u64,
+}
+
+impl rfc9421::Trust for LedgerTrust<'_> {
+    fn key(&self, keyid: &str) -> Option<rfc9421::Jwk> {
+        self.keys.and_then(|k| k.key(keyid))
+    }
+
+    fn nonce_seen(&self, keyid: &str, nonce: &str) -> bool {
+        self.op.deliveries.nonce_seen(keyid, nonce, self.now_ms)
+    }
+}

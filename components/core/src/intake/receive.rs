@@ -1,0 +1,283 @@
+//! Receiving one delivery, cheapest and safest checks first, into the journal.
+
+use super::auth::authenticate;
+use super::env::{Answer, IntakeEnv, MAX_WEBHOOK_BYTES};
+use super::refusal::{Refusal, key_conflict};
+use crate::foundation::http::{ApiError, Request, json_response};
+use crate::foundation::keys::{self, valid_id};
+use crate::foundation::log::{self};
+use crate::foundation::seal::{ct_eq, digest_hex};
+use crate::foundation::store::{Store, get_json};
+use crate::foundation::transport::Transport;
+use crate::lifecycle::effects;
+use crate::model::operation::{Delivery, DeliveryCheck, Operation};
+use crate::model::payload::observation_from_webhook;
+use crate::records::journal::{Effect, EntryKind};
+use crate::records::metrics::{self, Rejection};
+use http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Request) -> Answer {
+    let op_hint = req
+        .uri()
+        .path()
+        .strip_prefix("/webhooks/adcp/")
+        .unwrap_or("")
+        .to_string();
+    match receive(env, &req).await {
+        Ok(answer) => answer,
+        Err(refusal) => {
+            let status = refusal.error.status;
+            // Store failures are ours, not the sender's: not counted as rejections.
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                let _ = metrics::webhook_rejected(env.store, refusal.reason).await;
+            }
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: env.clock.now_ms(),
+                    event: "webhook.refused",
+                    operation_id: valid_id(&op_hint).then_some(op_hint.as_str()),
+                    outcome: Some(refusal.error.code),
+                    detail: Some(refusal.reason.as_str().to_string()),
+                    ..Default::default()
+                },
+            );
+            let mut response = refusal.error.into_response();
+            if let Some(v) = refusal
+                .www_authenticate
+                .and_then(|v| header::HeaderValue::from_str(&v).ok())
+            {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            Answer {
+                response,
+                notification: None,
+            }
+        }
+    }
+}
+
+async fn receive<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+) -> Result<Answer, Refusal> {
+    let bad =
+        |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
+    if req.method() != Method::POST {
+        return Err(bad(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "webhooks are POST only",
+        ));
+    }
+    let json_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        return Err(bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "webhooks must be `Content-Type: application/json`",
+        ));
+    }
+    if req.body().len() > MAX_WEBHOOK_BYTES {
+        return Err(bad(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "webhook body exceeds 1 MB",
+        ));
+    }
+    let unknown = || {
+        Refusal::new(
+            Rejection::UnknownOperation,
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "operation not found",
+        )
+    };
+    let op_id = req
+        .uri()
+        .path()
+        .strip_prefix("/webhooks/adcp/")
+        .filter(|id| valid_id(id))
+        .ok_or_else(unknown)?
+        .to_string();
+    let op = load(env, &op_id).await?.ok_or_else(unknown)?;
+    let registration = op.webhook.as_ref().ok_or_else(|| {
+        Refusal::unauthenticated(
+            "webhook_not_registered",
+            "no webhook was registered for this operation",
+        )
+    })?;
+
+    let nonce = authenticate(env, req, &op, registration.mode).await?;
+
+    let payload: Value = serde_json::from_slice(req.body()).map_err(|e| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            &format!("webhook body is not JSON: {e}"),
+        )
+    })?;
+    let token = env
+        .config
+        .sealing
+        .open(&format!("webhook:{op_id}:token"), &registration.token)
+        .map_err(|_| {
+            Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
+        })?;
+    let echoed = payload.get("token").and_then(Value::as_str).unwrap_or("");
+    if !ct_eq(echoed.as_bytes(), &token) {
+        return Err(Refusal::unauthenticated(
+            "webhook_token_mismatch",
+            "payload token does not match the registration",
+        ));
+    }
+    let parsed = observation_from_webhook(&payload).map_err(|e| {
+        Refusal::new(
+            Rejection::BadRequest,
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            "the body is not a valid AdCP MCP webhook envelope",
+        )
+    })?;
+    if parsed.delivery_report {
+        // Delivery reports ride the same envelope but are not task status changes.
+        return Ok(accepted("delivery_report_ignored", None, None));
+    }
+    if parsed.operation_id.as_deref().is_some_and(|p| p != op_id) {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "operation_id_mismatch",
+            "payload operation_id does not match the URL",
+        ));
+    }
+    if let (Some(bound), Some(seen)) = (&op.task_id, &parsed.observation.task_id)
+        && bound != seen
+    {
+        return Err(Refusal::new(
+            Rejection::Conflict,
+            StatusCode::CONFLICT,
+            "task_id_mismatch",
+            "payload task_id differs from the operation's task",
+        ));
+    }
+    let payload_hash = canonical_hash(&payload);
+    let now = env.clock.now_ms();
+    match op.deliveries.check(&parsed.idempotency_key, &payload_hash) {
+        DeliveryCheck::Repeat => {
+            metrics::webhook_duplicate(env.store).await?;
+            return Ok(accepted("duplicate", None, None));
+        }
+        DeliveryCheck::Conflict => return Err(key_conflict()),
+        DeliveryCheck::New => {}
+    }
+    let mut observation = parsed.observation;
+    observation.delivery = Some(Delivery {
+        idempotency_key: parsed.idempotency_key.clone(),
+        payload_hash,
+        nonce,
+    });
+    let effects::Written {
+        recorded,
+        notification,
+    } = effects::record(
+        env.store,
+        env.clock,
+        env.log,
+        "webhook",
+        &op_id,
+        Some(op),
+        EntryKind::Observed {
+            observation: Box::new(observation),
+        },
+    )
+    .await?;
+    let Some(effect) = recorded.effect else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "in_flight",
+            "an earlier delivery is still being applied; retry",
+        );
+        e.retry_after_secs = Some(2);
+        return Err(Refusal {
+            error: e,
+            reason: Rejection::BadRequest,
+            www_authenticate: None,
+        });
+    };
+    match effect {
+        Effect::DeliveryConflict => return Err(key_conflict()),
+        Effect::RepeatedDelivery => metrics::webhook_duplicate(env.store).await?,
+        _ => {}
+    }
+    log::emit(
+        env.log,
+        &log::Event {
+            ts_ms: now,
+            event: "webhook.accepted",
+            operation_id: Some(&op_id),
+            tenant_id: recorded.operation.as_ref().map(|o| o.tenant_id.as_str()),
+            seller_id: recorded.operation.as_ref().map(|o| o.seller_id.as_str()),
+            task_id: recorded
+                .operation
+                .as_ref()
+                .and_then(|o| o.task_id.as_deref()),
+            outcome: Some(effect_name(effect)),
+            idempotency_key_prefix: Some(log::key_prefix(&parsed.idempotency_key)),
+            ..Default::default()
+        },
+    );
+    Ok(accepted(effect_name(effect), Some(effect), notification))
+}
+
+fn accepted(outcome: &str, effect: Option<Effect>, notification: Option<String>) -> Answer {
+    Answer {
+        response: json_response(
+            StatusCode::OK,
+            &json!({ "received": true, "outcome": outcome, "effect": effect }),
+        ),
+        notification,
+    }
+}
+
+fn effect_name(e: Effect) -> &'static str {
+    match e {
+        Effect::Applied(_) => "applied",
+        Effect::Overrode(_) => "overrode",
+        Effect::Recorded => "recorded",
+        Effect::Duplicate => "duplicate_status",
+        Effect::Stale => "stale",
+        Effect::Conflict => "conflict",
+        Effect::RepeatedDelivery => "duplicate",
+        Effect::DeliveryConflict => "idempotency_conflict",
+        Effect::Created | Effect::Orphaned => "ignored",
+    }
+}
+
+/// The operation as of its snapshot (one read); the full journal check only when the
+/// snapshot is missing (a creation interrupted between its two writes).
+async fn load<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    op_id: &str,
+) -> Result<Option<Operation>, Refusal> {
+    if let Some(op) = get_json::<Operation>(env.store, &keys::operation(op_id)).await? {
+        return Ok(Some(op));
+    }
+    Ok(
+        crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id)
+            .await?
+            .map(|l| l.operation),
+    )
+}
+
+/// Digest of the payload in a canonical form (sorted keys, compact), so a retry whose
+/// bytes differ only in whitespace or key order is the same delivery.
+pub fn canonical_hash(payload: &Value) -> String {
+    // serde_json's map is ordered by key (no `preserve_order` feature), so this is canonical.
+    digest_hex(&serde_json::to_vec(payload).unwrap_or_default())
+}

@@ -1,0 +1,210 @@
+use super::*;
+use crate::auth::rfc9421;
+use crate::foundation::http::Request;
+use crate::foundation::seal::SealingKey;
+use crate::model::operation::WebhookMode;
+use crate::records::journal::{self};
+use crate::schedule::due::DueConfig;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::foundation::clock::FixedClock;
+use crate::foundation::log::NoLog;
+use crate::foundation::store::MemoryStore;
+use crate::model::operation::WebhookRegistration;
+use crate::testing::ScriptedTransport;
+use crate::testing::SeededEntropy;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::Signer;
+use futures::executor::block_on;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const NOW_S: u64 = 1_776_520_800;
+
+fn signing_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+}
+
+fn jwk() -> Value {
+    let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
+    json!({"kid": "seller-key-1", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+           "key_ops": ["verify"], "adcp_use": "request-signing", "x": x})
+}
+
+fn world() -> (MemoryStore, IntakeConfig) {
+    let sealing = SealingKey::from_hex(KEY).unwrap();
+    let e = SeededEntropy::new(2);
+    let mut op = crate::testing::sample("op1");
+    op.webhook = Some(WebhookRegistration {
+        url: "https://orch.example/webhooks/adcp/op1".into(),
+        mode: WebhookMode::Rfc9421,
+        token: sealing.seal(&e, "webhook:op1:token", b"tok-0123456789abcdef"),
+        secret: None,
+    });
+    let store = MemoryStore::new();
+    block_on(async {
+        journal::create(&store, &FixedClock(1_000), &op)
+            .await
+            .unwrap();
+        crate::records::seller::put(
+            &store,
+            &crate::records::seller::Seller {
+                tenant_id: "t1".into(),
+                seller_id: "s1".into(),
+                mcp_url: "https://seller.example/mcp".into(),
+                credentials: None,
+                webhook_mode: None,
+                auth_scheme: Default::default(),
+                capabilities: None,
+                attention: None,
+                created_at_ms: 0,
+                updated_at_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    });
+    (
+        store,
+        IntakeConfig {
+            public_base_url: "https://orch.example".into(),
+            sealing,
+            due: DueConfig::default(),
+        },
+    )
+}
+
+/// Signs like a seller that addressed `https://orch.example/webhooks/adcp/op1`.
+fn signed(body: &str, nonce: &str) -> Request {
+    let digest = rfc9421::content_digest(body.as_bytes());
+    let params = format!(
+        "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={NOW_S};expires={};nonce=\"{nonce}\";keyid=\"seller-key-1\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
+        NOW_S + 300
+    );
+    let base = format!(
+        "\"@method\": POST\n\"@target-uri\": https://orch.example/webhooks/adcp/op1\n\"@authority\": orch.example\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
+    );
+    let sig = URL_SAFE_NO_PAD.encode(signing_key().sign(base.as_bytes()).to_bytes());
+    // Reached through a proxy: the listener's own address is not what was signed.
+    http::Request::post("http://10.0.0.7:3000/webhooks/adcp/op1")
+        .header("content-type", "application/json")
+        .header("content-digest", digest)
+        .header("signature-input", format!("sig1={params}"))
+        .header("signature", format!("sig1=:{sig}:"))
+        .body(body.as_bytes().to_vec())
+        .unwrap()
+}
+
+fn seller_keys(t: &ScriptedTransport) {
+    t.reply(200, &json!({"agents": [{"url": "https://seller.example/mcp", "jwks_uri": "https://seller.example/jwks.json"}]}).to_string());
+    t.reply(200, &json!({"keys": [jwk()]}).to_string());
+}
+
+fn send(
+    store: &MemoryStore,
+    config: &IntakeConfig,
+    t: &ScriptedTransport,
+    req: Request,
+) -> (StatusCode, Value, Option<String>) {
+    let env = IntakeEnv {
+        store,
+        clock: &FixedClock(NOW_S * 1000),
+        log: &NoLog,
+        config,
+        transport: t,
+    };
+    let a = block_on(handle(&env, req));
+    let www = a
+        .response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    (
+        a.response.status(),
+        serde_json::from_slice(a.response.body()).unwrap_or(Value::Null),
+        www,
+    )
+}
+
+fn body(key: &str, status: &str) -> String {
+    json!({"idempotency_key": key, "operation_id": "op1", "task_id": "t1", "task_type": "create_media_buy",
+           "status": status, "timestamp": "2026-04-18T14:00:00Z", "token": "tok-0123456789abcdef"}).to_string()
+}
+
+#[test]
+fn signed_deliveries_verify_against_discovered_keys_and_replays_are_refused() {
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    seller_keys(&t);
+    let b = body("whk_aaaaaaaaaaaaaaaa", "working");
+    let (s, v, _) = send(&store, &config, &t, signed(&b, "nonce-0000000001"));
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{v}"
+    );
+    assert_eq!(t.requests.borrow().len(), 2, "brand.json then JWKS");
+    // Keys are cached: the next delivery fetches nothing.
+    let b2 = body("whk_bbbbbbbbbbbbbbbb", "completed");
+    let (s, _, _) = send(&store, &config, &t, signed(&b2, "nonce-0000000002"));
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t.requests.borrow().len(), 2);
+    // The same signed request again: the nonce is known.
+    let (s, v, www) = send(&store, &config, &t, signed(&b2, "nonce-0000000002"));
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("webhook_signature_replayed"))
+    );
+    assert_eq!(
+        www.as_deref(),
+        Some("Signature error=\"webhook_signature_replayed\"")
+    );
+    // A genuine re-delivery with a fresh signature is a duplicate: 2xx, no change.
+    let (s, v, _) = send(&store, &config, &t, signed(&b2, "nonce-0000000003"));
+    assert_eq!(
+        (s, v["outcome"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+}
+
+#[test]
+fn tampered_and_wrong_mode_deliveries_are_refused_without_change() {
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    seller_keys(&t);
+    let mut req = signed(
+        &body("whk_cccccccccccccccc", "completed"),
+        "nonce-0000000004",
+    );
+    *req.body_mut() = body("whk_cccccccccccccccc", "failed").into_bytes();
+    let (s, v, www) = send(&store, &config, &t, req);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("webhook_signature_digest_mismatch")
+        ),
+        "{v}"
+    );
+    assert!(www.unwrap().contains("webhook_signature_digest_mismatch"));
+    let hmac = http::Request::post("/webhooks/adcp/op1")
+        .header("content-type", "application/json")
+        .header("x-adcp-signature", "sha256=00")
+        .header("x-adcp-timestamp", NOW_S.to_string())
+        .body(body("whk_dddddddddddddddd", "completed").into_bytes())
+        .unwrap();
+    let (s, v, _) = send(&store, &config, &t, hmac);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("webhook_mode_mismatch"))
+    );
+    let op = block_on(journal::load(&store, &FixedClock(NOW_S * 1000), "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(
+        op.status,
+        crate::model::status::OperationStatus::PendingDispatch
+    );
+}

@@ -1,0 +1,328 @@
+use super::*;
+use crate::foundation::http::Request;
+use crate::foundation::keys::{self};
+use crate::foundation::seal::SealingKey;
+use crate::model::operation::WebhookMode;
+use crate::records::journal::{self, Effect};
+use crate::records::metrics::{self};
+use crate::schedule::due::DueConfig;
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::foundation::clock::FixedClock;
+use crate::foundation::log::NoLog;
+use crate::foundation::store::MemoryStore;
+use crate::model::operation::WebhookRegistration;
+use crate::model::status::OperationStatus;
+use crate::model::status::TaskStatus;
+use crate::testing::SeededEntropy;
+use futures::executor::block_on;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const TOKEN: &str = "tok-0123456789abcdef";
+const SECRET: &str = "bearer-secret-0123456789abcdef-0123456789";
+
+struct World {
+    store: MemoryStore,
+    config: IntakeConfig,
+}
+
+impl World {
+    fn new(mode: WebhookMode) -> World {
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        let e = SeededEntropy::new(2);
+        let mut op = crate::testing::sample("op1");
+        op.webhook = Some(WebhookRegistration {
+            url: "https://orch.example/webhooks/adcp/op1".into(),
+            mode,
+            token: sealing.seal(&e, "webhook:op1:token", TOKEN.as_bytes()),
+            secret: Some(sealing.seal(&e, "webhook:op1:secret", SECRET.as_bytes())),
+        });
+        let store = MemoryStore::new();
+        block_on(journal::create(&store, &FixedClock(1_000), &op)).unwrap();
+        World {
+            store,
+            config: IntakeConfig {
+                public_base_url: "https://orch.example".into(),
+                sealing,
+                due: DueConfig::default(),
+            },
+        }
+    }
+
+    fn send(&self, req: Request) -> (StatusCode, Value) {
+        let env = IntakeEnv {
+            store: &self.store,
+            clock: &FixedClock(2_000),
+            log: &NoLog,
+            config: &self.config,
+            transport: &crate::testing::ScriptedTransport::default(),
+        };
+        let a = block_on(handle(&env, req));
+        let status = a.response.status();
+        (
+            status,
+            serde_json::from_slice(a.response.body()).unwrap_or(Value::Null),
+        )
+    }
+
+    fn status(&self) -> OperationStatus {
+        block_on(journal::load(&self.store, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .unwrap()
+            .operation
+            .status
+    }
+}
+
+fn payload(status: &str, key: &str) -> Value {
+    json!({"idempotency_key": key, "operation_id": "op1", "task_id": "task_1", "task_type": "create_media_buy",
+           "status": status, "timestamp": "2026-11-22T10:00:00Z", "token": TOKEN,
+           "result": {"media_buy_id": "mb_1"}})
+}
+
+fn bearer(body: &Value) -> Request {
+    http::Request::post("/webhooks/adcp/op1")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {SECRET}"))
+        .body(body.to_string().into_bytes())
+        .unwrap()
+}
+
+#[test]
+fn a_genuine_delivery_is_applied_once_and_repeats_change_nothing() {
+    let w = World::new(WebhookMode::Bearer);
+    let body = payload("completed", "whk_aaaaaaaaaaaaaaaa");
+    let (s, b) = w.send(bearer(&body));
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{b}"
+    );
+    assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Completed));
+    let entries = block_on(journal::history(&w.store, &FixedClock(3_000), "op1"))
+        .unwrap()
+        .len();
+    let (s, b) = w.send(bearer(&body));
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (StatusCode::OK, Some("duplicate"))
+    );
+    assert_eq!(
+        block_on(journal::history(&w.store, &FixedClock(3_000), "op1"))
+            .unwrap()
+            .len(),
+        entries
+    );
+    // Same key, different payload: the sender must stop.
+    let (s, b) = w.send(bearer(&payload("failed", "whk_aaaaaaaaaaaaaaaa")));
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+    // A new stale delivery is acknowledged without change.
+    let (s, b) = w.send(bearer(&payload("working", "whk_bbbbbbbbbbbbbbbb")));
+    assert_eq!((s, b["outcome"].as_str()), (StatusCode::OK, Some("stale")));
+    assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Completed));
+}
+
+#[test]
+fn twenty_concurrent_copies_change_the_state_once() {
+    let w = World::new(WebhookMode::Bearer);
+    let body = payload("completed", "whk_cccccccccccccccc");
+    let env = IntakeEnv {
+        store: &w.store,
+        clock: &FixedClock(2_000),
+        log: &NoLog,
+        config: &w.config,
+        transport: &crate::testing::ScriptedTransport::default(),
+    };
+    let answers = block_on(futures::future::join_all(
+        (0..20).map(|_| handle(&env, bearer(&body))),
+    ));
+    let mut applied = 0;
+    for a in &answers {
+        let s = a.response.status();
+        assert!(
+            s == StatusCode::OK || s == StatusCode::SERVICE_UNAVAILABLE,
+            "{s}"
+        );
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(a.response.headers().contains_key(header::RETRY_AFTER));
+        }
+        let v: Value = serde_json::from_slice(a.response.body()).unwrap();
+        applied += usize::from(v["outcome"] == "applied");
+    }
+    assert_eq!(applied, 1);
+    let history = block_on(journal::history(&w.store, &FixedClock(3_000), "op1")).unwrap();
+    let changes = history
+        .iter()
+        .filter(|(_, e)| matches!(e, Effect::Applied(_)))
+        .count();
+    assert_eq!(changes, 1);
+    // Retries of the 503s now answer 2xx.
+    let (s, _) = w.send(bearer(&body));
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[test]
+fn refusals_change_nothing_and_are_counted() {
+    let w = World::new(WebhookMode::Bearer);
+    let body = payload("completed", "whk_dddddddddddddddd");
+    let before = w.store.keys();
+    let post = |path: &str, ctype: &str, auth: Option<String>, body: Vec<u8>| {
+        let mut b = http::Request::post(path).header("content-type", ctype);
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(body).unwrap()
+    };
+    let ok_auth = || Some(format!("Bearer {SECRET}"));
+    let bytes = body.to_string().into_bytes();
+    let mut tampered = body.clone();
+    tampered["token"] = json!("tok-forged-forged-forged");
+    let cases = vec![
+        (
+            http::Request::get("/webhooks/adcp/op1")
+                .body(vec![])
+                .unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            post("/webhooks/adcp/op1", "text/plain", ok_auth(), bytes.clone()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op1",
+                "application/json",
+                ok_auth(),
+                vec![b' '; MAX_WEBHOOK_BYTES + 1],
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op_nope",
+                "application/json",
+                ok_auth(),
+                bytes.clone(),
+            ),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op1",
+                "application/json",
+                None,
+                bytes.clone(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "webhook_unauthenticated",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op1",
+                "application/json",
+                Some("Bearer wrong".into()),
+                bytes.clone(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "webhook_bearer_invalid",
+        ),
+        (
+            http::Request::post("/webhooks/adcp/op1")
+                .header("content-type", "application/json")
+                .header("x-adcp-signature", "sha256=00")
+                .header("x-adcp-timestamp", "1")
+                .body(bytes.clone())
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "webhook_mode_mismatch",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op1",
+                "application/json",
+                ok_auth(),
+                tampered.to_string().into_bytes(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "webhook_token_mismatch",
+        ),
+        (
+            post(
+                "/webhooks/adcp/op1",
+                "application/json",
+                ok_auth(),
+                b"[1,2]".to_vec(),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "webhook_token_mismatch",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let (s, b) = w.send(req);
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{b}");
+    }
+    let mut after = w.store.keys();
+    after.retain(|k| !k.starts_with("m:"));
+    assert_eq!(after, before, "refusals write nothing but counters");
+    let text = block_on(metrics::render(&w.store, &Default::default(), 0)).unwrap();
+    assert!(
+        text.contains("adcp_webhook_rejections_total{reason=\"unauthenticated\"} 4"),
+        "{text}"
+    );
+    assert!(text.contains("adcp_webhook_rejections_total{reason=\"mode_mismatch\"} 1"));
+    assert!(text.contains("adcp_webhook_rejections_total{reason=\"unknown_operation\"} 1"));
+}
+
+#[test]
+/// With the callback's notification and the per-change effects claim (which lets a
+/// crashed writer's change still be counted and announced): 13, whatever the number of
+/// operations.
+fn an_accepted_webhook_costs_at_most_thirteen_store_calls() {
+    let w = World::new(WebhookMode::Bearer);
+    // A tenant callback is registered, so the notification path is included.
+    let e = SeededEntropy::new(4);
+    let cb = crate::records::notify::Callback {
+        url: "https://buyer.example/hook".into(),
+        secret: w.config.sealing.seal(
+            &e,
+            &crate::records::notify::secret_purpose("t1"),
+            b"whsec_x",
+        ),
+        enabled: true,
+        disabled_reason: None,
+    };
+    block_on(crate::foundation::store::set_json(
+        &w.store,
+        &keys::callback("t1"),
+        &cb,
+    ))
+    .unwrap();
+    // The usual case: the seller already answered `submitted` (the first status with a
+    // task id also indexes the task for reconciliation; that is not the webhook's cost).
+    let submitted = crate::testing::obs(TaskStatus::Submitted, Some("task_1"));
+    block_on(journal::record(
+        &w.store,
+        &FixedClock(1_500),
+        "op1",
+        journal::EntryKind::Observed {
+            observation: Box::new(submitted),
+        },
+    ))
+    .unwrap();
+    w.store.reset_counts();
+    let (s, _) = w.send(bearer(&payload("completed", "whk_eeeeeeeeeeeeeeee")));
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        w.store.total_ops() <= 13,
+        "{} store calls",
+        w.store.total_ops()
+    );
+}
