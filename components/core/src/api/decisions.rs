@@ -18,7 +18,7 @@ use crate::lifecycle::linked;
 use crate::lifecycle::next::reschedule_after_change;
 use crate::model::operation::{LocalChange, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
-use crate::model::task::{self, TaskKind};
+use crate::model::task::{self};
 use crate::records::journal::EntryKind;
 use crate::records::tenant::Tenant;
 use crate::schedule::poll::PollState;
@@ -171,7 +171,7 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
             )],
         ));
     };
-    let task = TaskKind::parse(&op.task).ok_or_else(|| ApiError::not_found("operation"))?;
+    let task = op.task;
     let mut args: Map<String, Value> = op.arguments.as_object().cloned().unwrap_or_default();
     args.remove("idempotency_key");
     if let Some(Value::Object(ctx)) = args.get_mut("context") {
@@ -215,7 +215,8 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
             conditions: None,
             ..g
         });
-    let child = linked::store(env.store, env.clock, env.log, &env.sweep.due, &child).await?;
+    let child =
+        linked::store_derived(env.store, env.clock, env.log, &env.sweep.due, &child).await?;
     let child_id = child.operation_id.clone();
     let op = record(
         env,

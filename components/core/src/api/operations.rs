@@ -9,12 +9,15 @@ use crate::foundation::log;
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
+use crate::lifecycle::create::{Stored, store_new};
 use crate::lifecycle::dispatch;
 use crate::lifecycle::next::reschedule_after_change;
-use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
+use crate::model::operation::{
+    NewOperation, Operation, WebhookMode, WebhookRegistration, sent_arguments,
+};
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
-use crate::records::journal::{self, JournalError};
+use crate::records::journal::{self};
 use crate::records::seller;
 use crate::records::tenant::Tenant;
 use crate::schedule::poll::{PollState, schedule_at};
@@ -98,52 +101,40 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     let now = env.clock.now_ms();
     let idempotency_key = crate::foundation::clock::uuid_v4(env.entropy);
-    let mut arguments = input.arguments;
-    arguments.insert(
-        "idempotency_key".into(),
-        Value::String(idempotency_key.clone()),
-    );
-    let context = arguments
-        .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(ctx) = context {
-        ctx.insert("operation_id".into(), Value::String(operation_id.clone()));
-    }
     let webhook = input.webhook.then(|| {
         let mode = seller.webhook_mode.unwrap_or_else(|| caps.webhook_mode());
         webhook_registration(env, &operation_id, mode)
     });
-    let op = Operation {
+    let new = NewOperation {
+        arguments: sent_arguments(input.arguments, &idempotency_key, &operation_id),
         operation_id: operation_id.clone(),
         tenant_id: tid.clone(),
         seller_id: input.seller_id,
-        task: input.task.name().to_string(),
-        arguments: Value::Object(arguments),
+        task: input.task,
         idempotency_key,
-        task_id: None,
-        context_id: None,
         status: OperationStatus::PendingDispatch,
-        result: None,
-        error: None,
+        task_id: None,
         message: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        next_poll_at_ms: Some(now),
-        deadline_at_ms: now + env.sweep.deadlines.for_task_ms(input.task.name()),
-        seller_at_ms: None,
-        webhook,
-        request_digest: Some(request_digest.clone()),
-        dispatch_attempts: 0,
-        outcome_unknown: false,
-        deliveries: Default::default(),
-        governance,
-        cancel: None,
+        deadline_ms: env.sweep.deadlines.for_task_ms(input.task.name()),
         linked_from: None,
-        version: 0,
     };
-    match journal::create(env.store, env.clock, &op).await {
-        Ok(op) => {
-            crate::records::indexes::count_and_list(env.store, &op).await?;
+    let mut op = Operation::new(new, now);
+    op.webhook = webhook;
+    op.request_digest = Some(request_digest.clone());
+    op.governance = governance;
+    // Filed for a redispatch in case this request dies before the seller answers.
+    let safety_net = now + REDISPATCH_SAFETY_NET_MS;
+    match store_new(
+        env.store,
+        env.clock,
+        env.log,
+        &env.sweep.due,
+        &op,
+        safety_net,
+    )
+    .await?
+    {
+        Stored::Created(op) => {
             log::emit(
                 env.log,
                 &log::Event {
@@ -158,14 +149,11 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                 },
             );
             // Stored and indexed: now, and only now, the seller hears of it.
-            let op = dispatch_now(env, &op.operation_id).await?.unwrap_or(op);
+            let op = send_now(env, &op.operation_id).await?.unwrap_or(op);
             Ok(json_response(StatusCode::CREATED, &view(&op)))
         }
-        Err(JournalError::Exists) => {
-            let Some(existing) =
-                crate::lifecycle::effects::load(env.store, env.clock, env.log, &operation_id)
-                    .await?
-            else {
+        Stored::Existing(existing) => {
+            let Some(existing) = existing else {
                 // The first request is still writing its creation entry.
                 let mut e = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -175,9 +163,8 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                 e.retry_after_secs = Some(1);
                 return Err(e);
             };
-            replayed(existing.operation, tid, &request_digest)
+            replayed(existing, tid, &request_digest)
         }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -339,13 +326,6 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     op_id: &str,
 ) -> ApiResult<Option<Operation>> {
-    let guarded = Guarded {
-        store: env.store,
-        clock: env.clock,
-        breaker: &env.sweep.breaker,
-        inner: env.calls,
-        seen: Default::default(),
-    };
     let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
     schedule_at(
         env.store,
@@ -358,6 +338,22 @@ pub(super) async fn dispatch_now<S: Store, C: SellerCalls, T: Transport>(
         },
     )
     .await?;
+    send_now(env, op_id).await
+}
+
+/// Dispatches a stored operation at once (behind the seller's breaker) and files it for
+/// what it needs next. Returns the operation as it then stands.
+async fn send_now<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    op_id: &str,
+) -> ApiResult<Option<Operation>> {
+    let guarded = Guarded {
+        store: env.store,
+        clock: env.clock,
+        breaker: &env.sweep.breaker,
+        inner: env.calls,
+        seen: Default::default(),
+    };
     dispatch::dispatch(
         env.store,
         env.clock,
@@ -599,7 +595,7 @@ impl Query {
 
     fn matches(&self, op: &Operation) -> bool {
         self.status.is_none_or(|s| s == op.status)
-            && self.task.as_deref().is_none_or(|t| t == op.task)
+            && self.task.as_deref().is_none_or(|t| t == op.task.name())
             && self.seller_id.as_deref().is_none_or(|s| s == op.seller_id)
     }
 }

@@ -131,7 +131,7 @@ pub async fn dispatch(
         }
     };
     let now = clock.now_ms();
-    match calls.call(&seller, &op.task, args).await {
+    match calls.call(&seller, op.task.name(), args).await {
         Ok(payload)
             if payload
                 .pointer("/context/operation_id")

@@ -112,7 +112,7 @@ async fn apply(
         // The first seller status with a task handle: index the task for reconciliation.
         crate::records::indexes::track(store, op).await?;
     }
-    metrics::transition(store, &op.task, from, to, op.created_at_ms, now).await?;
+    metrics::transition(store, op.task.name(), from, to, op.created_at_ms, now).await?;
     log::emit(
         log,
         &log::Event {

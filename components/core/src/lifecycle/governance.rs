@@ -48,7 +48,7 @@ pub async fn check(
     if let Value::Object(m) = &mut payload {
         m.remove("idempotency_key");
     }
-    let phase = if op.task == TaskKind::CreateMediaBuy.name() {
+    let phase = if op.task == TaskKind::CreateMediaBuy {
         "purchase"
     } else {
         "modification"

@@ -3,19 +3,19 @@
 //! the re-plan of an operation a seller held in `input-required`. Each is an ordinary
 //! operation (stored before sent, tracked, redispatched by the sweep) linked to its parent.
 
+use super::create::{Stored, store_new};
 use crate::foundation::clock::uuid_v4;
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::log::Log;
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::{Store, StoreResult};
 use crate::lifecycle::effects;
-use crate::model::operation::{LocalChange, Operation};
+use crate::model::operation::{LocalChange, NewOperation, Operation, sent_arguments};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
-use crate::records::indexes::count_and_list;
-use crate::records::journal::{self, EntryKind, JournalError};
+use crate::records::journal::EntryKind;
 use crate::schedule::backoff::Deadlines;
-use crate::schedule::poll::{PollState, schedule_at};
+use crate::schedule::due::DueConfig;
 use serde_json::{Map, Value, json};
 
 /// The id of the operation derived from `parent` for `purpose`: deterministic, so racing
@@ -33,78 +33,46 @@ pub fn new_operation(
     parent: &Operation,
     operation_id: String,
     task: TaskKind,
-    mut arguments: Map<String, Value>,
+    arguments: Map<String, Value>,
     deadlines: &Deadlines,
     entropy: &dyn Entropy,
     now: u64,
 ) -> Operation {
     let idempotency_key = uuid_v4(entropy);
-    arguments.insert("idempotency_key".into(), json!(idempotency_key));
-    let context = arguments
-        .entry("context")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if let Value::Object(ctx) = context {
-        ctx.insert("operation_id".into(), json!(operation_id));
-    }
-    Operation {
+    let new = NewOperation {
+        arguments: sent_arguments(arguments, &idempotency_key, &operation_id),
         operation_id,
         tenant_id: parent.tenant_id.clone(),
         seller_id: parent.seller_id.clone(),
-        task: task.name().to_string(),
-        arguments: Value::Object(arguments),
+        task,
         idempotency_key,
-        task_id: None,
-        context_id: None,
         status: OperationStatus::PendingDispatch,
-        result: None,
-        error: None,
+        task_id: None,
         message: None,
-        created_at_ms: now,
-        updated_at_ms: now,
-        next_poll_at_ms: Some(now),
-        deadline_at_ms: now + deadlines.for_task_ms(task.name()),
-        seller_at_ms: None,
-        webhook: None,
-        request_digest: None,
-        dispatch_attempts: 0,
-        outcome_unknown: false,
-        deliveries: Default::default(),
-        governance: None,
-        cancel: None,
+        deadline_ms: deadlines.for_task_ms(task.name()),
         linked_from: Some(parent.operation_id.clone()),
-        version: 0,
-    }
+    };
+    Operation::new(new, now)
 }
 
-/// Stores a derived operation (idempotently), lists it for its tenant and files it due now
-/// for the sweep. Returns the stored operation (the existing one if it was already there).
-pub async fn store(
+/// Stores a derived operation (idempotently) and files it due now for the sweep. Returns
+/// the stored operation (the existing one if it was already there).
+pub async fn store_derived(
     store: &impl Store,
     clock: &dyn Clock,
     log: &dyn Log,
-    due: &crate::schedule::due::DueConfig,
+    due: &DueConfig,
     op: &Operation,
 ) -> StoreResult<Operation> {
-    match journal::create(store, clock, op).await {
-        Ok(created) => {
-            count_and_list(store, &created).await?;
-            let state = PollState {
-                next_at_ms: clock.now_ms(),
-                ..Default::default()
-            };
-            schedule_at(store, clock, due, &created.operation_id, state).await?;
-            Ok(created)
-        }
-        Err(JournalError::Exists) => Ok(effects::load(store, clock, log, &op.operation_id)
-            .await?
-            .map_or_else(|| op.clone(), |l| l.operation)),
-        Err(e) => Err(e.into()),
+    match store_new(store, clock, log, due, op, clock.now_ms()).await? {
+        Stored::Created(created) | Stored::Existing(Some(created)) => Ok(created),
+        Stored::Existing(None) => Ok(op.clone()),
     }
 }
 
 /// The media buy a completed `create_media_buy` made, if any.
 pub fn media_buy_id(op: &Operation) -> Option<&str> {
-    (op.task == TaskKind::CreateMediaBuy.name()
+    (op.task == TaskKind::CreateMediaBuy
         && op.status == OperationStatus::Seller(TaskStatus::Completed))
     .then(|| op.result.as_ref()?.get("media_buy_id")?.as_str())
     .flatten()
@@ -113,7 +81,7 @@ pub fn media_buy_id(op: &Operation) -> Option<&str> {
 /// For a canceled operation whose media buy exists at the seller: starts (once) the
 /// `update_media_buy` with `canceled: true` that cancels it. Returns that operation.
 pub async fn cancel_follow_up(
-    st: &impl Store,
+    store: &impl Store,
     clock: &dyn Clock,
     entropy: &dyn Entropy,
     log: &dyn Log,
@@ -148,10 +116,10 @@ pub async fn cancel_follow_up(
         entropy,
         clock.now_ms(),
     );
-    let stored = store(st, clock, log, &config.due, &child).await?;
+    let stored = store_derived(store, clock, log, &config.due, &child).await?;
     if cancel.follow_up.is_none() {
         effects::record(
-            st,
+            store,
             clock,
             log,
             "cancel",

@@ -2,6 +2,7 @@
 //! dispatch, governance, derived operations (cancel follow-ups, re-plans), and deciding
 //! what the operation needs next.
 
+pub mod create;
 pub mod dispatch;
 pub mod effects;
 pub mod governance;

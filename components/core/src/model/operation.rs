@@ -2,8 +2,9 @@
 
 use crate::model::state_machine::{self, Event, Outcome};
 use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 /// One AdCP task the orchestrator is responsible for.
 ///
@@ -15,7 +16,7 @@ pub struct Operation {
     pub tenant_id: String,
     pub seller_id: String,
     /// The AdCP tool, e.g. `create_media_buy`.
-    pub task: String,
+    pub task: TaskKind,
     /// The tool arguments exactly as (re)sent to the seller, including our
     /// `idempotency_key`, `context` and `push_notification_config`.
     pub arguments: Value,
@@ -294,7 +295,75 @@ pub struct Observation {
     pub delivery: Option<Delivery>,
 }
 
+/// What a new operation is made of; everything else starts empty.
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub operation_id: String,
+    pub tenant_id: String,
+    pub seller_id: String,
+    pub task: TaskKind,
+    /// The tool arguments as sent (see [`sent_arguments`]).
+    pub arguments: Value,
+    pub idempotency_key: String,
+    /// `pending_dispatch`, or the seller's status of a task adopted from it.
+    pub status: OperationStatus,
+    pub task_id: Option<String>,
+    pub message: Option<String>,
+    /// How long the seller may take (the task's deadline).
+    pub deadline_ms: u64,
+    pub linked_from: Option<String>,
+}
+
+/// The tool arguments as sent: the buyer's plus our AdCP `idempotency_key` and
+/// `context.operation_id`, the natural key the buy can be looked up by.
+pub fn sent_arguments(
+    mut arguments: Map<String, Value>,
+    idempotency_key: &str,
+    operation_id: &str,
+) -> Value {
+    arguments.insert("idempotency_key".into(), json!(idempotency_key));
+    let context = arguments
+        .entry("context")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(ctx) = context {
+        ctx.insert("operation_id".into(), json!(operation_id));
+    }
+    Value::Object(arguments)
+}
+
 impl Operation {
+    /// The one way an operation comes into being, created at `now`.
+    pub fn new(new: NewOperation, now: u64) -> Operation {
+        Operation {
+            operation_id: new.operation_id,
+            tenant_id: new.tenant_id,
+            seller_id: new.seller_id,
+            task: new.task,
+            arguments: new.arguments,
+            idempotency_key: new.idempotency_key,
+            task_id: new.task_id,
+            context_id: None,
+            status: new.status,
+            result: None,
+            error: None,
+            message: new.message,
+            created_at_ms: now,
+            updated_at_ms: now,
+            next_poll_at_ms: Some(now),
+            deadline_at_ms: now.saturating_add(new.deadline_ms),
+            seller_at_ms: None,
+            webhook: None,
+            request_digest: None,
+            dispatch_attempts: 0,
+            outcome_unknown: false,
+            deliveries: DeliveryLedger::default(),
+            governance: None,
+            cancel: None,
+            linked_from: new.linked_from,
+            version: 0,
+        }
+    }
+
     /// Folds an observation carried by journal entry `seq`: first its delivery identity
     /// (a repeat or a conflicting reuse of a key changes nothing), then its status.
     pub fn fold_observation(

@@ -1,10 +1,13 @@
 //! The AdCP tasks the orchestrator runs as operations, and what each requires.
 
 use crate::foundation::error::FieldError;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::fmt;
 
-/// A seller tool the orchestrator tracks as an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A seller tool the orchestrator tracks as an operation (stored and sent as its tool name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     CreateMediaBuy,
     UpdateMediaBuy,
@@ -32,6 +35,12 @@ impl TaskKind {
 
     pub fn names() -> Vec<&'static str> {
         TaskKind::ALL.iter().map(|t| t.name()).collect()
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

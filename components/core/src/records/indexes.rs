@@ -8,7 +8,7 @@ use crate::model::operation::Operation;
 /// What every newly stored operation gets, whoever created it: the created counter and an
 /// entry in its tenant's listing.
 pub async fn count_and_list(store: &impl Store, op: &Operation) -> StoreResult<()> {
-    super::metrics::operation_created(store, &op.task).await?;
+    super::metrics::operation_created(store, op.task.name()).await?;
     let n = store
         .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
         .await?;

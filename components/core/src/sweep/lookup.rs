@@ -10,6 +10,7 @@ use crate::lifecycle::next::LOOKUP_EVERY_MS;
 use crate::model::operation::{Observation, Operation, OperationError, Source};
 use crate::model::payload::MEDIA_BUY_STATUSES;
 use crate::model::status::TaskStatus;
+use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
 use crate::records::seller;
 use crate::schedule::poll::{PollState, schedule_at};
@@ -39,7 +40,7 @@ pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     seller: &seller::Seller,
     op: &Operation,
 ) -> Lookup {
-    if op.task != "create_media_buy" {
+    if op.task != TaskKind::CreateMediaBuy {
         return Lookup::Absent;
     }
     let mut args = json!({

@@ -13,11 +13,10 @@ use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
 use crate::foundation::log::{self, Log};
 use crate::foundation::store::{Store, StoreResult, get_json, set_json};
-use crate::model::operation::Operation;
+use crate::lifecycle::create::{Stored, store_new};
+use crate::model::operation::{NewOperation, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
-use crate::records::indexes::track;
-use crate::records::journal::{self, JournalError};
 use crate::records::seller::{self, Seller};
 use crate::schedule::due::DueConfig;
 use crate::schedule::poll::{PollState, schedule_at};
@@ -176,44 +175,23 @@ async fn adopt(
         &format!("adopt:{}:{}", seller.tenant_id, seller.seller_id),
         task_id,
     );
-    let op = Operation {
+    let new = NewOperation {
         operation_id: id.clone(),
         tenant_id: seller.tenant_id.clone(),
         seller_id: seller.seller_id.clone(),
-        task: kind.name().to_string(),
+        task: kind,
         arguments: json!({}),
         // Never dispatched: the seller already holds the task.
         idempotency_key: crate::foundation::clock::uuid_v4(entropy),
-        task_id: Some(task_id.to_string()),
-        context_id: None,
         status: OperationStatus::Seller(status),
-        result: None,
-        error: None,
+        task_id: Some(task_id.to_string()),
         message: Some("adopted from the seller's list_tasks".into()),
-        created_at_ms: now,
-        updated_at_ms: now,
-        next_poll_at_ms: Some(now),
-        deadline_at_ms: now + config.deadlines.for_task_ms(kind.name()),
-        seller_at_ms: None,
-        webhook: None,
-        request_digest: None,
-        dispatch_attempts: 0,
-        outcome_unknown: false,
-        deliveries: Default::default(),
-        governance: None,
-        cancel: None,
+        deadline_ms: config.deadlines.for_task_ms(kind.name()),
         linked_from: None,
-        version: 0,
     };
-    match journal::create(store, clock, &op).await {
-        Ok(created) => {
-            crate::records::indexes::count_and_list(store, &created).await?;
-            track(store, &created).await?;
-            let state = PollState {
-                next_at_ms: now,
-                ..Default::default()
-            };
-            schedule_at(store, clock, &config.due, &id, state).await?;
+    let op = Operation::new(new, now);
+    match store_new(store, clock, log, &config.due, &op, now).await? {
+        Stored::Created(_) => {
             log::emit(
                 log,
                 &log::Event {
@@ -228,8 +206,7 @@ async fn adopt(
             );
             Ok(Some(id))
         }
-        Err(JournalError::Exists) => Ok(None),
-        Err(e) => Err(e.into()),
+        Stored::Existing(_) => Ok(None),
     }
 }
 
@@ -340,6 +317,8 @@ mod tests {
     use crate::foundation::clock::FixedClock;
     use crate::foundation::log::NoLog;
     use crate::foundation::store::MemoryStore;
+    use crate::records::indexes::track;
+    use crate::records::journal;
     use crate::records::journal::EntryKind;
     use crate::testing::{obs, sample};
     use futures::executor::block_on;

@@ -14,6 +14,7 @@ use crate::model::operation::{Observation, Operation};
 use crate::model::payload::observation_from_task_status;
 use crate::model::state_machine::Outcome;
 use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
 use crate::records::seller;
 use crate::schedule::poll::{PollState, schedule_at};
@@ -289,7 +290,9 @@ async fn with_result<S: Store, C: SellerCalls, T: Transport>(
     op: &Operation,
     mut obs: Observation,
 ) -> Option<Observation> {
-    if obs.status != TaskStatus::Completed || obs.result.is_some() || op.task != "create_media_buy"
+    if obs.status != TaskStatus::Completed
+        || obs.result.is_some()
+        || op.task != TaskKind::CreateMediaBuy
     {
         return Some(obs);
     }

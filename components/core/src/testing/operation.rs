@@ -2,6 +2,7 @@
 
 use crate::model::operation::{DeliveryLedger, Observation, Operation, Source};
 use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::task::TaskKind;
 use serde_json::json;
 
 pub fn sample(op: &str) -> Operation {
@@ -9,7 +10,7 @@ pub fn sample(op: &str) -> Operation {
         operation_id: op.into(),
         tenant_id: "t1".into(),
         seller_id: "s1".into(),
-        task: "create_media_buy".into(),
+        task: TaskKind::CreateMediaBuy,
         arguments: json!({"idempotency_key": "k-0123456789abcdef"}),
         idempotency_key: "k-0123456789abcdef".into(),
         task_id: None,
