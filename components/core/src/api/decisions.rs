@@ -273,7 +273,7 @@ async fn reload<S: Store, C: SellerCalls, T: Transport>(
     op: Operation,
 ) -> ApiResult<Operation> {
     Ok(
-        effects::load(env.store, env.clock, env.log, &op.operation_id)
+        effects::load_and_adopt(env.store, env.clock, env.log, &op.operation_id)
             .await?
             .map_or(op, |l| l.operation),
     )

@@ -65,7 +65,8 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     if idem.is_some()
         && let Some(existing) =
-            crate::lifecycle::effects::load(env.store, env.clock, env.log, &operation_id).await?
+            crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, &operation_id)
+                .await?
     {
         return replayed(existing.operation, tid, &request_digest);
     }
@@ -252,7 +253,8 @@ pub async fn list<S: Store, C: SellerCalls, T: Transport>(
         if let Some(id) = env.store.get(&keys::tenant_ops_entry(tid, n)).await? {
             let id = String::from_utf8_lossy(&id).into_owned();
             if let Some(loaded) =
-                crate::lifecycle::effects::load(env.store, env.clock, env.log, &id).await?
+                crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, &id)
+                    .await?
             {
                 let op = loaded.operation;
                 if q.matches(&op) {
@@ -277,7 +279,7 @@ pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     if !valid_id(op_id) {
         return Err(ApiError::not_found("operation"));
     }
-    match crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id).await? {
+    match crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id).await? {
         // Another tenant's operation answers exactly like a missing one.
         Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
         _ => Err(ApiError::not_found("operation")),
@@ -291,12 +293,11 @@ pub(super) fn webhook_registration<S: Store, C: SellerCalls, T: Transport>(
     operation_id: &str,
     mode: WebhookMode,
 ) -> WebhookRegistration {
-    let purpose = webhook_purpose(operation_id);
     let token = random_hex(env.entropy, 32);
     let secret = (mode != WebhookMode::Rfc9421).then(|| {
         env.config.sealing.seal(
             env.entropy,
-            &format!("{purpose}:secret"),
+            &WebhookRegistration::secret_purpose(operation_id),
             random_hex(env.entropy, 32).as_bytes(),
         )
     });
@@ -306,17 +307,13 @@ pub(super) fn webhook_registration<S: Store, C: SellerCalls, T: Transport>(
             env.config.public_base_url.trim_end_matches('/')
         ),
         mode,
-        token: env
-            .config
-            .sealing
-            .seal(env.entropy, &format!("{purpose}:token"), token.as_bytes()),
+        token: env.config.sealing.seal(
+            env.entropy,
+            &WebhookRegistration::token_purpose(operation_id),
+            token.as_bytes(),
+        ),
         secret,
     }
-}
-
-/// Sealing purposes for an operation's webhook token and secret.
-pub fn webhook_purpose(operation_id: &str) -> String {
-    format!("webhook:{operation_id}")
 }
 
 /// Dispatches a stored operation at once (after filing a safety net for the sweep, so a
@@ -374,7 +371,7 @@ async fn send_now<S: Store, C: SellerCalls, T: Transport>(
     )
     .await?;
     Ok(
-        crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id)
+        crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id)
             .await?
             .map(|l| l.operation),
     )

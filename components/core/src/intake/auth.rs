@@ -9,7 +9,7 @@ use crate::foundation::http::Request;
 use crate::foundation::seal::ct_eq;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
-use crate::model::operation::{Operation, WebhookMode};
+use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
 use crate::records::metrics::Rejection;
 use crate::records::seller;
 use http::{StatusCode, header};
@@ -61,7 +61,10 @@ pub async fn authenticate<S: Store, T: Transport>(
         let sealed = op.webhook.as_ref().and_then(|w| w.secret.as_ref())?;
         env.config
             .sealing
-            .open(&format!("webhook:{}:secret", op.operation_id), sealed)
+            .open(
+                &WebhookRegistration::secret_purpose(&op.operation_id),
+                sealed,
+            )
             .ok()
     };
     match mode {

@@ -10,7 +10,7 @@ use crate::foundation::seal::{ct_eq, digest_hex};
 use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::effects;
-use crate::model::operation::{Delivery, DeliveryCheck, Operation};
+use crate::model::operation::{Delivery, DeliveryCheck, Operation, WebhookRegistration};
 use crate::model::payload::observation_from_webhook;
 use crate::records::journal::{Effect, EntryKind};
 use crate::records::metrics::{self, Rejection};
@@ -126,7 +126,10 @@ async fn receive<S: Store, T: Transport>(
     let token = env
         .config
         .sealing
-        .open(&format!("webhook:{op_id}:token"), &registration.token)
+        .open(
+            &WebhookRegistration::token_purpose(&op_id),
+            &registration.token,
+        )
         .map_err(|_| {
             Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
         })?;
@@ -269,7 +272,7 @@ async fn load<S: Store, T: Transport>(
         return Ok(Some(op));
     }
     Ok(
-        crate::lifecycle::effects::load(env.store, env.clock, env.log, op_id)
+        crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id)
             .await?
             .map(|l| l.operation),
     )

@@ -35,7 +35,7 @@ pub async fn store_new(
     let created = match journal::create(store, clock, op).await {
         Ok(created) => created,
         Err(JournalError::Exists) => {
-            let existing = effects::load(store, clock, log, &op.operation_id).await?;
+            let existing = effects::load_and_adopt(store, clock, log, &op.operation_id).await?;
             return Ok(Stored::Existing(existing.map(|l| l.operation)));
         }
         Err(e) => return Err(e),

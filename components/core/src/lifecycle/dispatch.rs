@@ -13,6 +13,7 @@ use crate::foundation::seal::SealingKey;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::{
     Governance, LocalChange, Observation, Operation, OperationError, Source, WebhookMode,
+    WebhookRegistration,
 };
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
@@ -46,19 +47,24 @@ pub const MAX_DISPATCH_ATTEMPTS: u32 = 8;
 pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, OperationError> {
     let mut args: Map<String, Value> = op.arguments.as_object().cloned().unwrap_or_default();
     if let Some(w) = &op.webhook {
-        let purpose = format!("webhook:{}", op.operation_id);
         let unreadable = |_| OperationError {
             code: "SEALED_SECRET_UNREADABLE".into(),
             message: "the webhook secret cannot be opened with the configured encryption_key"
                 .into(),
         };
         let token = sealing
-            .open_string(&format!("{purpose}:token"), &w.token)
+            .open_string(
+                &WebhookRegistration::token_purpose(&op.operation_id),
+                &w.token,
+            )
             .map_err(unreadable)?;
         let mut config = json!({ "url": w.url, "operation_id": op.operation_id, "token": token });
         if let Some(secret) = &w.secret {
             let credentials = sealing
-                .open_string(&format!("{purpose}:secret"), secret)
+                .open_string(
+                    &WebhookRegistration::secret_purpose(&op.operation_id),
+                    secret,
+                )
                 .map_err(unreadable)?;
             let scheme = match w.mode {
                 WebhookMode::Hmac => "HMAC-SHA256",
@@ -87,7 +93,7 @@ pub async fn dispatch(
     calls: &impl SellerCalls,
     op_id: &str,
 ) -> StoreResult<Option<Dispatched>> {
-    let Some(loaded) = effects::load(store, clock, log, op_id).await? else {
+    let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
         return Ok(None);
     };
     let op = loaded.operation;

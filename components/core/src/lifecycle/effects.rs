@@ -20,7 +20,7 @@ use serde_json::json;
 pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 
 /// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted.
-pub async fn load(
+pub async fn load_and_adopt(
     store: &impl Store,
     clock: &dyn Clock,
     log: &dyn Log,
@@ -223,13 +223,16 @@ mod tests {
             .unwrap();
             // Two readers race over the orphaned entry (neither sees the other's snapshot).
             let (a, b) = futures::join!(
-                load(&store, &clock, &NoLog, "op1"),
-                load(&store, &clock, &NoLog, "op1")
+                load_and_adopt(&store, &clock, &NoLog, "op1"),
+                load_and_adopt(&store, &clock, &NoLog, "op1")
             );
             assert_eq!(a.unwrap().unwrap().adopted.len(), 1);
             assert_eq!(b.unwrap().unwrap().adopted.len(), 1);
             // The snapshot moved past the entry: later readers adopt nothing.
-            let c = load(&store, &clock, &NoLog, "op1").await.unwrap().unwrap();
+            let c = load_and_adopt(&store, &clock, &NoLog, "op1")
+                .await
+                .unwrap()
+                .unwrap();
             assert!(c.adopted.is_empty());
         });
         assert_eq!(completed_count(&store), 1);

@@ -109,7 +109,7 @@ pub async fn reschedule_after_change(
     op_id: &str,
     state: PollState,
 ) -> StoreResult<()> {
-    let Some(loaded) = effects::load(store, clock, log, op_id).await? else {
+    let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
         return Ok(());
     };
     reschedule(store, clock, entropy, config, &loaded.operation, state).await

@@ -248,6 +248,18 @@ pub struct WebhookRegistration {
     pub secret: Option<crate::foundation::seal::Sealed>,
 }
 
+impl WebhookRegistration {
+    /// The sealing purpose the operation's webhook token is bound to.
+    pub fn token_purpose(operation_id: &str) -> String {
+        format!("webhook:{operation_id}:token")
+    }
+
+    /// The sealing purpose the operation's legacy HMAC or Bearer secret is bound to.
+    pub fn secret_purpose(operation_id: &str) -> String {
+        format!("webhook:{operation_id}:secret")
+    }
+}
+
 /// Why an operation failed or what went wrong last, with AdCP's error `code` when the
 /// seller gave one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

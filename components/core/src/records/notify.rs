@@ -65,7 +65,7 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: u64, body: &[u8]) -> String {
 /// The state of one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Delivery {
+pub enum DeliveryState {
     Pending,
     Delivered,
     /// Given up (schedule exhausted, callback gone or disabled).
@@ -79,7 +79,7 @@ pub struct Notification {
     pub tenant_id: String,
     pub operation_id: String,
     pub body: Value,
-    pub state: Delivery,
+    pub state: DeliveryState,
     pub attempts: u32,
     pub next_attempt_at_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +110,7 @@ pub async fn enqueue(
         tenant_id: tenant_id.to_string(),
         operation_id: operation_id.to_string(),
         body,
-        state: Delivery::Pending,
+        state: DeliveryState::Pending,
         attempts: 0,
         next_attempt_at_ms: Some(clock.now_ms()),
         last_error: None,
@@ -131,7 +131,7 @@ pub async fn attempt(
         return Ok(None);
     };
     let now = clock.now_ms();
-    if n.state != Delivery::Pending || n.next_attempt_at_ms.is_some_and(|t| t > now) {
+    if n.state != DeliveryState::Pending || n.next_attempt_at_ms.is_some_and(|t| t > now) {
         return Ok(Some(n));
     }
     let callback: Option<Callback> = get_json(store, &keys::callback(&n.tenant_id)).await?;
@@ -142,7 +142,7 @@ pub async fn attempt(
         Some((c.url.clone(), secret_key(&secret)?))
     });
     let Some((url, key)) = key else {
-        n.state = Delivery::Failed;
+        n.state = DeliveryState::Failed;
         n.last_error = Some("callback missing or disabled".into());
         n.next_attempt_at_ms = None;
         set_json(store, &keys::notification(id), &n).await?;
@@ -176,7 +176,7 @@ pub async fn attempt(
     };
     match outcome {
         Ok(()) => {
-            n.state = Delivery::Delivered;
+            n.state = DeliveryState::Delivered;
             n.next_attempt_at_ms = None;
             n.last_error = None;
         }
@@ -188,7 +188,7 @@ pub async fn attempt(
             {
                 Some(at) => n.next_attempt_at_ms = Some(at),
                 None => {
-                    n.state = Delivery::Failed;
+                    n.state = DeliveryState::Failed;
                     n.next_attempt_at_ms = None;
                 }
             }
@@ -287,7 +287,7 @@ mod delivery_tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(done.state, Delivery::Delivered);
+            assert_eq!(done.state, DeliveryState::Delivered);
             // Delivered notifications are not sent again.
             attempt(&s, &FixedClock(99_000), &t, &sealing, &n.id)
                 .await
@@ -321,7 +321,10 @@ mod delivery_tests {
                     .await
                     .unwrap()
                     .unwrap();
-                assert_eq!((n.state, n.attempts), (Delivery::Pending, i as u32 + 1));
+                assert_eq!(
+                    (n.state, n.attempts),
+                    (DeliveryState::Pending, i as u32 + 1)
+                );
                 assert_eq!(n.next_attempt_at_ms, Some(now + delay * 1000));
                 // Not due yet: no attempt.
                 attempt(&s, &FixedClock(now + delay * 1000 - 1), &t, &sealing, &n.id)
@@ -334,7 +337,7 @@ mod delivery_tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(n.state, Delivery::Failed);
+            assert_eq!(n.state, DeliveryState::Failed);
             assert_eq!(t.requests.borrow().len(), RETRY_SCHEDULE.0.len() + 1);
         });
     }
@@ -355,7 +358,7 @@ mod delivery_tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(n.state, Delivery::Failed);
+            assert_eq!(n.state, DeliveryState::Failed);
             let cb: Callback = get_json(&s, &keys::callback("t1")).await.unwrap().unwrap();
             assert!(!cb.enabled);
             assert!(

@@ -101,5 +101,5 @@ fn queued_notifications_are_delivered_by_the_sweep_after_the_receiver_returns() 
     let n: notify::Notification = block_on(get_json(&store, &keys::notification(&id)))
         .unwrap()
         .unwrap();
-    assert_eq!(n.state, notify::Delivery::Delivered);
+    assert_eq!(n.state, notify::DeliveryState::Delivered);
 }

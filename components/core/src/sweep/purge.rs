@@ -71,7 +71,7 @@ pub async fn purge_tenant(
             None => true,
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
-                match crate::lifecycle::effects::load(store, clock, log, &id).await? {
+                match crate::lifecycle::effects::load_and_adopt(store, clock, log, &id).await? {
                     None => {
                         store.delete(&entry_key).await?;
                         true

@@ -254,7 +254,7 @@ async fn repoll_missing(
             None => n <= mark.counted,
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
-                match crate::lifecycle::effects::load(store, clock, log, &id).await? {
+                match crate::lifecycle::effects::load_and_adopt(store, clock, log, &id).await? {
                     Some(l) if !l.operation.status.is_closed() => {
                         let op = l.operation;
                         let open =

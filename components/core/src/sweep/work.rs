@@ -36,7 +36,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
     let op = match snapshot {
         Some(op) => op,
-        None => match effects::load(env.store, env.clock, env.log, op_id).await? {
+        None => match effects::load_and_adopt(env.store, env.clock, env.log, op_id).await? {
             Some(loaded) => loaded.operation,
             None => return Ok(false),
         },
@@ -271,7 +271,7 @@ async fn current<S: Store, C: SellerCalls, T: Transport>(
         return Ok(op.clone());
     }
     Ok(
-        effects::load(env.store, env.clock, env.log, &op.operation_id)
+        effects::load_and_adopt(env.store, env.clock, env.log, &op.operation_id)
             .await?
             .map_or_else(|| op.clone(), |l| l.operation),
     )
