@@ -38,7 +38,7 @@ impl SpinStore {
 }
 
 fn kv_err(e: impl std::fmt::Debug) -> StoreError {
-    StoreError(format!("{e:?}"))
+    StoreError::Unavailable(format!("{e:?}"))
 }
 
 impl Store for SpinStore {

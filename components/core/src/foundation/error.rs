@@ -2,14 +2,32 @@
 
 use std::fmt;
 
-/// A failure of the key-value store. Always retryable from the caller's point of view:
-/// nothing the core writes is left half-applied in a way a retry cannot finish.
+/// A failure of the key-value store, split by what the caller can do about it. (A
+/// conflict with what is stored, such as an operation id already taken, is the journal's
+/// `JournalError::Exists`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store failed, did not answer, or a concurrent writer held the way. Retryable:
+    /// nothing the core writes is left half-applied in a way a retry cannot finish.
+    Unavailable(String),
+    /// A stored value is not what the code expects (not JSON of its type, not a counter).
+    /// Retrying reads the same bytes: the value needs an operator, the caller moves on.
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "key-value store: {}", self.0)
+        match self {
+            StoreError::Unavailable(m) => write!(f, "key-value store: {m}"),
+            StoreError::Corrupt(m) => write!(f, "key-value store: corrupt value: {m}"),
+        }
     }
 }
 

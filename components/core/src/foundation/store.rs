@@ -67,7 +67,7 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StoreError(format!("corrupt value at `{key}`: {e}"))),
+            .map_err(|e| StoreError::Corrupt(format!("at `{key}`: {e}"))),
     }
 }
 
@@ -76,8 +76,8 @@ pub async fn set_json<T: serde::Serialize>(
     key: &str,
     value: &T,
 ) -> StoreResult<()> {
-    let bytes =
-        serde_json::to_vec(value).map_err(|e| StoreError(format!("encode `{key}`: {e}")))?;
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| StoreError::Corrupt(format!("encode `{key}`: {e}")))?;
     store.set(key, &bytes).await
 }
 
@@ -145,7 +145,7 @@ impl MemoryStore {
         *inner.ops.entry(op).or_default() += 1;
         if inner.fail_at_call == Some(inner.calls) {
             inner.fail_at_call = None;
-            return Err(StoreError("injected fault".into()));
+            return Err(StoreError::Unavailable("injected fault".into()));
         }
         Ok(inner)
     }
@@ -188,7 +188,7 @@ impl Store for MemoryStore {
             Some(v) => i64::from_le_bytes(
                 v.as_slice()
                     .try_into()
-                    .map_err(|_| StoreError(format!("`{key}` is not a counter")))?,
+                    .map_err(|_| StoreError::Corrupt(format!("`{key}` is not a counter")))?,
             ),
         };
         let next = current.wrapping_add(delta);

@@ -102,20 +102,17 @@ pub async fn dispatch(
     }
     if op.dispatch_attempts >= MAX_DISPATCH_ATTEMPTS {
         // Exhausted: only reconciliation may decide now (see `sweep`).
-        let error = op.error.clone().unwrap_or(OperationError {
-            code: "DISPATCH_EXHAUSTED".into(),
-            message: "dispatch attempts exhausted".into(),
-        });
+        let error = op.error.clone().unwrap_or(OperationError::new(
+            "DISPATCH_EXHAUSTED",
+            "dispatch attempts exhausted",
+        ));
         return Ok(Some(Dispatched::Failed {
             retry_at_ms: None,
             error,
         }));
     }
     let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
-        let error = OperationError {
-            code: "SELLER_NOT_REGISTERED".into(),
-            message: "the seller was removed".into(),
-        };
+        let error = OperationError::new("SELLER_NOT_REGISTERED", "the seller was removed");
         return fail(store, clock, log, &op, error, None, false)
             .await
             .map(Some);
@@ -147,10 +144,10 @@ pub async fn dispatch(
             // The seller echoes our context: an answer naming another operation is not
             // ours (a crossed answer in a shared session). Never fold it; resend the same
             // bytes, which the seller's idempotency replays.
-            let error = OperationError {
-                code: "MISROUTED_ANSWER".into(),
-                message: "the answer echoed another operation's context".into(),
-            };
+            let error = OperationError::new(
+                "MISROUTED_ANSWER",
+                "the answer echoed another operation's context",
+            );
             let retry = retry_at(&op, now, None);
             fail(store, clock, log, &op, error, retry, true)
                 .await
@@ -171,20 +168,14 @@ pub async fn dispatch(
         Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
         Err(CallFailure::Transport(e)) => {
             let unknown = e.outcome_unknown();
-            let error = OperationError {
-                code: "TRANSPORT".into(),
-                message: e.to_string(),
-            };
+            let error = OperationError::new("TRANSPORT", e.to_string());
             let retry = retry_at(&op, now, None);
             fail(store, clock, log, &op, error, retry, unknown)
                 .await
                 .map(Some)
         }
         Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
-            let error = OperationError {
-                code: se.code.clone(),
-                message: se.message.clone(),
-            };
+            let error = OperationError::new(se.code.clone(), se.message.clone());
             let retry = retry_at(&op, now, se.retry_after_s);
             fail(store, clock, log, &op, error, retry, false)
                 .await
@@ -201,18 +192,9 @@ pub async fn dispatch(
                 .await?;
             }
             let obs = Observation {
-                source: Source::Dispatch,
-                status: TaskStatus::Failed,
-                at_ms: None,
-                task_id: None,
-                context_id: None,
                 message: Some(se.message.clone()),
-                result: None,
-                error: Some(OperationError {
-                    code: se.code,
-                    message: se.message,
-                }),
-                delivery: None,
+                error: Some(OperationError::new(se.code, se.message)),
+                ..Observation::of(Source::Dispatch, TaskStatus::Failed)
             };
             answered(store, clock, log, op, obs).await.map(Some)
         }

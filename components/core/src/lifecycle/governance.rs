@@ -38,10 +38,10 @@ pub async fn check(
     g: &Governance,
 ) -> StoreResult<Verdict> {
     let Some(agent) = seller::get(store, &op.tenant_id, &g.agent_id).await? else {
-        let error = OperationError {
-            code: "GOVERNANCE_AGENT_NOT_REGISTERED".into(),
-            message: format!("no agent registered as `{}`", g.agent_id),
-        };
+        let error = OperationError::new(
+            "GOVERNANCE_AGENT_NOT_REGISTERED",
+            format!("no agent registered as `{}`", g.agent_id),
+        );
         return Ok(failed(error, None));
     };
     let mut payload = op.arguments.clone();
@@ -61,27 +61,18 @@ pub async fn check(
         Ok(a) => a,
         Err(CallFailure::Deferred { until_ms }) => return Ok(Verdict::Deferred { until_ms }),
         Err(CallFailure::Seller(se)) if se.recovery != Recovery::Transient => {
-            let error = OperationError {
-                code: se.code,
-                message: se.message,
-            };
+            let error = OperationError::new(se.code, se.message);
             return Ok(failed(error, None));
         }
         Err(CallFailure::Seller(se)) => {
             return Ok(Verdict::Retry {
-                error: OperationError {
-                    code: se.code,
-                    message: se.message,
-                },
+                error: OperationError::new(se.code, se.message),
                 retry_after_s: se.retry_after_s,
             });
         }
         Err(other) => {
             return Ok(Verdict::Retry {
-                error: OperationError {
-                    code: "GOVERNANCE_UNAVAILABLE".into(),
-                    message: format!("{other:?}"),
-                },
+                error: OperationError::new("GOVERNANCE_UNAVAILABLE", format!("{other:?}")),
                 retry_after_s: None,
             });
         }
@@ -106,17 +97,17 @@ fn read_verdict(answer: Value) -> Verdict {
             conditions: answer.get("conditions").cloned(),
         }),
         "denied" => {
-            let error = OperationError {
-                code: "GOVERNANCE_DENIED".into(),
-                message: text("explanation").unwrap_or_else(|| "denied by governance".into()),
-            };
+            let error = OperationError::new(
+                "GOVERNANCE_DENIED",
+                text("explanation").unwrap_or_else(|| "denied by governance".into()),
+            );
             failed(error, Some(answer))
         }
         other => Verdict::Retry {
-            error: OperationError {
-                code: "GOVERNANCE_INVALID_RESPONSE".into(),
-                message: format!("check_governance answered verdict `{other}`"),
-            },
+            error: OperationError::new(
+                "GOVERNANCE_INVALID_RESPONSE",
+                format!("check_governance answered verdict `{other}`"),
+            ),
             retry_after_s: None,
         },
     }
@@ -124,14 +115,9 @@ fn read_verdict(answer: Value) -> Verdict {
 
 fn failed(error: OperationError, verdict: Option<Value>) -> Verdict {
     Verdict::Failed(Box::new(Observation {
-        source: Source::Governance,
-        status: TaskStatus::Failed,
-        at_ms: None,
-        task_id: None,
-        context_id: None,
         message: Some(error.message.clone()),
         result: verdict,
         error: Some(error),
-        delivery: None,
+        ..Observation::of(Source::Governance, TaskStatus::Failed)
     }))
 }

@@ -268,6 +268,15 @@ pub struct OperationError {
     pub message: String,
 }
 
+impl OperationError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        OperationError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Where an observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -305,6 +314,23 @@ pub struct Observation {
     /// Set for webhook deliveries: their identity for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+}
+
+impl Observation {
+    /// A report of `status` from `source` that carries nothing else (yet).
+    pub fn of(source: Source, status: TaskStatus) -> Self {
+        Observation {
+            source,
+            status,
+            at_ms: None,
+            task_id: None,
+            context_id: None,
+            message: None,
+            result: None,
+            error: None,
+            delivery: None,
+        }
+    }
 }
 
 /// What a new operation is made of; everything else starts empty.

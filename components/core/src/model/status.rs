@@ -128,11 +128,6 @@ impl OperationStatus {
                 OperationStatus::TimedOut | OperationStatus::CanceledLocally
             )
     }
-
-    /// Still expected to move: the sweep keeps polling or redispatching it.
-    pub fn is_open(self) -> bool {
-        !self.is_authoritative_terminal()
-    }
 }
 
 impl fmt::Display for OperationStatus {

@@ -133,7 +133,7 @@ impl From<JournalError> for StoreError {
     fn from(e: JournalError) -> Self {
         match e {
             JournalError::Store(e) => e,
-            other => StoreError(other.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
         }
     }
 }
@@ -217,8 +217,8 @@ pub async fn append(
 ) -> JournalResult<Entry> {
     let started = clock.now_ms();
     let seq = store.increment(&keys::operation_seq(op_id), 1).await?;
-    let seq =
-        u64::try_from(seq).map_err(|_| StoreError(format!("negative sequence for {op_id}")))?;
+    let seq = u64::try_from(seq)
+        .map_err(|_| StoreError::Corrupt(format!("negative sequence for {op_id}")))?;
     if clock.now_ms().saturating_sub(started) > WRITE_GUARD_MS {
         return Err(JournalError::Abandoned);
     }

@@ -232,16 +232,6 @@ impl Schedule {
         self.delay_ms(failed_attempts)
             .map(|d| failed_at_ms.saturating_add(d))
     }
-
-    /// Attempts in total, the first one included.
-    pub fn max_attempts(&self) -> u32 {
-        self.0.len() as u32 + 1
-    }
-
-    /// The time from the first attempt to the last one.
-    pub fn horizon_ms(&self) -> u64 {
-        self.0.iter().sum::<u64>() * SECOND_MS
-    }
 }
 
 /// How long each task type may stay unresolved before we declare it `timed_out`.

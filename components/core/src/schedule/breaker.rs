@@ -301,15 +301,6 @@ impl Permit {
     pub fn is_clean(&self) -> bool {
         self.clean
     }
-
-    /// A permit for a call made without asking (e.g. a webhook-triggered fetch whose
-    /// outcome should still be counted).
-    pub fn unchecked() -> Permit {
-        Permit {
-            probe_key: None,
-            clean: false,
-        }
-    }
 }
 
 /// The breaker as the API shows it.

@@ -119,11 +119,6 @@ impl DueConfig {
         (bucket + 1).saturating_mul(self.bucket_ms.max(1))
     }
 
-    /// The bucket has ended, so every entry in it is due.
-    pub fn is_due(&self, bucket: u64, now_ms: u64) -> bool {
-        self.bucket_end_ms(bucket) <= now_ms
-    }
-
     /// The bucket ended more than the grace period ago: no writer appends to it any more.
     pub fn is_closed(&self, bucket: u64, now_ms: u64) -> bool {
         self.bucket_end_ms(bucket).saturating_add(self.grace_ms) <= now_ms
@@ -169,7 +164,7 @@ pub async fn schedule(
         let bucket = filing_bucket(cfg, due_at_ms, started);
         let n = store.increment(&keys::due_count(bucket), 1).await?;
         let n = u64::try_from(n)
-            .map_err(|_| StoreError(format!("due count {n} of bucket {bucket}")))?;
+            .map_err(|_| StoreError::Corrupt(format!("due count {n} of bucket {bucket}")))?;
         store
             .set(&keys::due_entry(bucket, n), op_id.as_bytes())
             .await?;
@@ -185,20 +180,9 @@ pub async fn schedule(
             });
         }
     }
-    Err(StoreError(format!(
+    Err(StoreError::Unavailable(format!(
         "due index: filing `{op_id}` exceeded the write guard {MAX_FILING_ATTEMPTS} times"
     )))
-}
-
-/// Files `op_id` as due now (it goes to the current bucket and is handed out once that
-/// bucket ends).
-pub async fn schedule_now(
-    store: &impl Store,
-    cfg: &DueConfig,
-    clock: &dyn Clock,
-    op_id: &str,
-) -> StoreResult<Filed> {
-    schedule(store, cfg, clock, op_id, clock.now_ms()).await
 }
 
 /// One entry read from the index: `op_id` was filed in `bucket` at slot `n`.
@@ -220,20 +204,6 @@ async fn read_entry(store: &impl Store, bucket: u64, n: u64) -> StoreResult<Opti
         .get(&keys::due_entry(bucket, n))
         .await?
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
-}
-
-/// Every entry of buckets `from..=to`, without a cursor (diagnostics, tests, re-indexing).
-/// One `increment` per bucket and one `get` per entry; empty slots are left out.
-pub async fn scan(store: &impl Store, from_bucket: u64, to_bucket: u64) -> StoreResult<Vec<Hint>> {
-    let mut hints = Vec::new();
-    for bucket in from_bucket..=to_bucket {
-        for n in 1..=bucket_count(store, bucket).await? {
-            if let Some(op_id) = read_entry(store, bucket, n).await? {
-                hints.push(Hint { bucket, n, op_id });
-            }
-        }
-    }
-    Ok(hints)
 }
 
 /// How far a bucket has been read.
@@ -475,12 +445,6 @@ impl Sweep {
     pub fn settle(&mut self, hint: &Hint) {
         self.deferred.remove(&(hint.bucket, hint.n));
         self.settled.insert((hint.bucket, hint.n));
-    }
-
-    pub fn settle_all(&mut self) {
-        let all: Vec<(u64, u64)> = self.hints.iter().map(|h| (h.bucket, h.n)).collect();
-        self.deferred.clear();
-        self.settled.extend(all);
     }
 
     /// The hint's operation could not be handled now; file it again as due at `due_at_ms`

@@ -94,13 +94,6 @@ impl Lease {
         now_ms.saturating_add(self.margin_ms) < self.expires_at_ms
     }
 
-    /// How long the holder may still act.
-    pub fn remaining_ms(&self, now_ms: u64) -> u64 {
-        self.expires_at_ms
-            .saturating_sub(self.margin_ms)
-            .saturating_sub(now_ms)
-    }
-
     pub fn scope(&self) -> &str {
         &self.scope
     }

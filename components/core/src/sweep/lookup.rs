@@ -74,15 +74,9 @@ pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
         });
         if let Some(buy) = mine {
             return Lookup::Found(Box::new(Observation {
-                source: Source::Reconcile,
-                status: TaskStatus::Completed,
-                at_ms: None,
-                task_id: None,
-                context_id: None,
                 message: Some("found through get_media_buys by context.operation_id".into()),
                 result: Some(buy.clone()),
-                error: None,
-                delivery: None,
+                ..Observation::of(Source::Reconcile, TaskStatus::Completed)
             }));
         }
         let has_more = payload
@@ -119,17 +113,11 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     let obs = match lookup_by_context(env, &seller, op).await {
         Lookup::Found(found) => *found,
         Lookup::Absent => Observation {
-            source: Source::Reconcile,
-            status: TaskStatus::Failed,
-            at_ms: None,
-            task_id: None,
-            context_id: None,
             message: Some(
                 "dispatch attempts exhausted and the seller has no record of the request".into(),
             ),
-            result: None,
             error: Some(error),
-            delivery: None,
+            ..Observation::of(Source::Reconcile, TaskStatus::Failed)
         },
         // No answer: ask again soon.
         Lookup::Unknown => return look_again(env, op, LOOKUP_RETRY_MS).await,

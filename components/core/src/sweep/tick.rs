@@ -8,6 +8,7 @@ use crate::foundation::keys;
 use crate::foundation::log;
 use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use crate::foundation::transport::Transport;
+use crate::lifecycle::next::LOOKUP_EVERY_MS;
 use crate::records::notify;
 use crate::records::tick_report::TickReport;
 use crate::schedule::due;
@@ -100,7 +101,14 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
                         ..Default::default()
                     },
                 );
-                sweep.defer(hint, now + 30_000);
+                // A store that failed is tried again soon; a value that cannot be read reads
+                // the same next time, so it waits for an operator's look (hourly).
+                let wait = if e.is_retryable() {
+                    30_000
+                } else {
+                    LOOKUP_EVERY_MS
+                };
+                sweep.defer(hint, now + wait);
             }
         }
         lease.release(env.store).await?;

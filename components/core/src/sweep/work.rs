@@ -278,7 +278,7 @@ async fn current<S: Store, C: SellerCalls, T: Transport>(
 }
 
 fn vanished(op_id: &str) -> crate::foundation::error::StoreError {
-    crate::foundation::error::StoreError(format!("operation {op_id} vanished"))
+    crate::foundation::error::StoreError::Corrupt(format!("operation {op_id} vanished"))
 }
 
 /// A `completed` create without its result (AdCP 3.0 `tasks/get` carries none) is completed

@@ -22,7 +22,7 @@ impl LossyStore {
         self.calls.set(self.calls.get() + 1);
         if self.lose_at.get() == Some(self.calls.get()) {
             self.lose_at.set(None);
-            return Err(StoreError("answer lost".into()));
+            return Err(StoreError::Unavailable("answer lost".into()));
         }
         r
     }

@@ -23,7 +23,6 @@ fn exactly_one_of_many_concurrent_claimants_holds() {
         assert_eq!(held[0].expires_at_ms, 60_000);
         assert!(held[0].valid_at(54_999));
         assert!(!held[0].valid_at(55_000));
-        assert_eq!(held[0].remaining_ms(50_000), 5_000);
         // Another scope is independent.
         assert!(matches!(
             claim_operation(&s, &CFG, "op_2", 1_000).await.unwrap(),

@@ -37,16 +37,20 @@ impl KvStore {
 
 impl Store for KvStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.0.get(STORE, key).map_err(StoreError)
+        self.0.get(STORE, key).map_err(StoreError::Unavailable)
     }
     async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.0.set(STORE, key, value).map_err(StoreError)
+        self.0
+            .set(STORE, key, value)
+            .map_err(StoreError::Unavailable)
     }
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.0.delete(STORE, key).map_err(StoreError)
+        self.0.delete(STORE, key).map_err(StoreError::Unavailable)
     }
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
-        self.0.increment(STORE, key, delta).map_err(StoreError)
+        self.0
+            .increment(STORE, key, delta)
+            .map_err(StoreError::Unavailable)
     }
     async fn compare_and_swap(
         &self,
@@ -54,13 +58,16 @@ impl Store for KvStore {
         expected: Option<&[u8]>,
         new: &[u8],
     ) -> StoreResult<bool> {
-        let current = self.0.cas_current(STORE, key).map_err(StoreError)?;
+        let current = self
+            .0
+            .cas_current(STORE, key)
+            .map_err(StoreError::Unavailable)?;
         if current.as_deref() != expected {
             return Ok(false);
         }
         self.0
             .cas_swap(STORE, key, current.as_deref(), new)
-            .map_err(StoreError)
+            .map_err(StoreError::Unavailable)
     }
 }
 
