@@ -13,16 +13,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use orchestrator_core::api::{ApiConfig, Env, handle};
+use orchestrator_core::config::SweepConfig;
+use orchestrator_core::foundation::log::NoLog;
+use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::foundation::store::MemoryStore;
+use orchestrator_core::foundation::transport::TransportError;
+use orchestrator_core::records::seller::Seller;
 use orchestrator_core::seller::port::CallFailure;
 use orchestrator_core::seller::port::Recovery;
 use orchestrator_core::seller::port::SellerCalls;
 use orchestrator_core::seller::port::SellerError;
-use orchestrator_core::foundation::log::NoLog;
-use orchestrator_core::foundation::seal::SealingKey;
-use orchestrator_core::records::seller::Seller;
-use orchestrator_core::foundation::store::MemoryStore;
-use orchestrator_core::config::SweepConfig;
-use orchestrator_core::foundation::transport::TransportError;
 use orchestrator_fuzz::{
     CounterEntropy, NOW_MS, Raw, ScriptedTransport, StepClock, assert_error_contract, block_on,
     first_line, sections,

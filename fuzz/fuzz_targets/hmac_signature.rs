@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::auth::hmac_signature::{HmacError, WINDOW_S, has_duplicate_keys, sign, verify};
+use orchestrator_core::auth::hmac_signature::{
+    HmacError, WINDOW_S, has_duplicate_keys, sign, verify,
+};
 use orchestrator_fuzz::{NOW_S, first_line};
 
 const SECRET: &[u8] = b"fuzz-secret-0123456789abcdef-0123456789";

@@ -11,19 +11,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::foundation::clock::FixedClock;
 use orchestrator_core::auth::hmac_signature;
-use orchestrator_core::intake::{IntakeConfig, IntakeEnv, handle};
-use orchestrator_core::records::journal;
 use orchestrator_core::auth::jwks::CachedKeys;
+use orchestrator_core::foundation::clock::FixedClock;
 use orchestrator_core::foundation::keys;
 use orchestrator_core::foundation::log::NoLog;
-use orchestrator_core::model::operation::{DeliveryLedger, Operation, WebhookMode, WebhookRegistration};
-use orchestrator_core::schedule::due::DueConfig;
 use orchestrator_core::foundation::seal::SealingKey;
-use orchestrator_core::records::seller::{self, Seller};
-use orchestrator_core::model::status::{OperationStatus, TaskStatus};
 use orchestrator_core::foundation::store::{MemoryStore, set_json};
+use orchestrator_core::intake::{IntakeConfig, IntakeEnv, handle};
+use orchestrator_core::model::operation::{
+    DeliveryLedger, Operation, WebhookMode, WebhookRegistration,
+};
+use orchestrator_core::model::status::{OperationStatus, TaskStatus};
+use orchestrator_core::records::journal;
+use orchestrator_core::records::seller::{self, Seller};
+use orchestrator_core::schedule::due::DueConfig;
 use orchestrator_fuzz::{
     CounterEntropy, NOW_MS, NOW_S, Raw, ScriptedTransport, assert_error_contract, block_on,
     sections, set_header, sign_fresh, signers,
@@ -49,7 +51,7 @@ fn world(control: u8, store: &MemoryStore, sealing: &SealingKey) {
         operation_id: "op1".into(),
         tenant_id: "t1".into(),
         seller_id: "s1".into(),
-        task: "create_media_buy".into(),
+        task: orchestrator_core::model::task::TaskKind::CreateMediaBuy,
         arguments: json!({"idempotency_key": "k-0123456789abcdef"}),
         idempotency_key: "k-0123456789abcdef".into(),
         task_id: (control & 16 != 0).then(|| "task_456".into()),
@@ -154,7 +156,8 @@ fuzz_target!(|data: &[u8]| {
                 }
                 _ => {
                     // Identical bodies share a nonce, so repeats exercise replay refusal.
-                    let nonce = orchestrator_core::foundation::clock::hex(&Sha256::digest(&body)[..12]);
+                    let nonce =
+                        orchestrator_core::foundation::clock::hex(&Sha256::digest(&body)[..12]);
                     let signer = &signers[usize::from(control & 64 != 0)];
                     sign_fresh(&method, &target, &mut parts.headers, &body, signer, &nonce);
                 }

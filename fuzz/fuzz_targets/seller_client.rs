@@ -8,14 +8,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orchestrator_core::records::capabilities::Capabilities;
 use orchestrator_core::foundation::clock::FixedClock;
-use orchestrator_core::seller::port::CallFailure;
-use orchestrator_core::seller::port::SellerCalls;
 use orchestrator_core::foundation::seal::SealingKey;
+use orchestrator_core::foundation::store::MemoryStore;
+use orchestrator_core::records::capabilities::Capabilities;
 use orchestrator_core::records::seller::Seller;
 use orchestrator_core::seller::mcp::{McpSellerCalls, extract_success};
-use orchestrator_core::foundation::store::MemoryStore;
+use orchestrator_core::seller::port::CallFailure;
+use orchestrator_core::seller::port::SellerCalls;
 use orchestrator_fuzz::{NOW_MS, Raw, ScriptedTransport, block_on};
 use serde_json::{Value, json};
 

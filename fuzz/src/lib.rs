@@ -6,8 +6,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use orchestrator_core::foundation::clock::{Clock, Entropy};
 use orchestrator_core::auth::rfc9421::{self, Jwk};
+use orchestrator_core::foundation::clock::{Clock, Entropy};
 use orchestrator_core::foundation::transport::{
     InboundResponse, Limits, OutboundRequest, Transport, TransportError,
 };

@@ -17,6 +17,7 @@ use crate::model::operation::{
 };
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
+use crate::records::journal::JournalResult;
 use crate::records::journal::{EntryKind, Recorded};
 use crate::records::seller::{self, Seller};
 use crate::schedule::backoff::Backoff;
@@ -92,7 +93,7 @@ pub async fn dispatch(
     sealing: &SealingKey,
     calls: &impl SellerCalls,
     op_id: &str,
-) -> StoreResult<Option<Dispatched>> {
+) -> JournalResult<Option<Dispatched>> {
     let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
         return Ok(None);
     };
@@ -210,7 +211,7 @@ async fn governed(
     calls: &impl SellerCalls,
     op: Operation,
     g: &Governance,
-) -> StoreResult<Result<Operation, Dispatched>> {
+) -> JournalResult<Result<Operation, Dispatched>> {
     let now = clock.now_ms();
     let change = match governance::check(store, calls, &op, g).await? {
         Verdict::Change(change) => change,
@@ -251,7 +252,7 @@ async fn answered(
     log: &dyn Log,
     op: Operation,
     obs: Observation,
-) -> StoreResult<Dispatched> {
+) -> JournalResult<Dispatched> {
     let op_id = op.operation_id.clone();
     let kind = EntryKind::Observed {
         observation: Box::new(obs),
@@ -280,7 +281,7 @@ async fn fail(
     error: OperationError,
     retry_at_ms: Option<u64>,
     outcome_unknown: bool,
-) -> StoreResult<Dispatched> {
+) -> JournalResult<Dispatched> {
     effects::record(
         store,
         clock,

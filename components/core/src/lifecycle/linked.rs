@@ -8,12 +8,13 @@ use crate::foundation::clock::uuid_v4;
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::log::Log;
 use crate::foundation::seal::digest_hex;
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::Store;
 use crate::lifecycle::effects;
 use crate::model::operation::{LocalChange, NewOperation, Operation, sent_arguments};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
+use crate::records::journal::JournalResult;
 use crate::schedule::backoff::Deadlines;
 use crate::schedule::due::DueConfig;
 use serde_json::{Map, Value, json};
@@ -63,7 +64,7 @@ pub async fn store_derived(
     log: &dyn Log,
     due: &DueConfig,
     op: &Operation,
-) -> StoreResult<Operation> {
+) -> JournalResult<Operation> {
     match store_new(store, clock, log, due, op, clock.now_ms()).await? {
         Stored::Created(created) | Stored::Existing(Some(created)) => Ok(created),
         Stored::Existing(None) => Ok(op.clone()),
@@ -87,7 +88,7 @@ pub async fn cancel_follow_up(
     log: &dyn Log,
     config: &crate::config::SweepConfig,
     op: &Operation,
-) -> StoreResult<Option<Operation>> {
+) -> JournalResult<Option<Operation>> {
     let (Some(cancel), Some(buy)) = (&op.cancel, media_buy_id(op)) else {
         return Ok(None);
     };

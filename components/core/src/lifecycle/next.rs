@@ -6,9 +6,10 @@ use super::effects;
 use crate::config::SweepConfig;
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::log::Log;
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::Store;
 use crate::model::operation::Operation;
 use crate::model::status::OperationStatus;
+use crate::records::journal::JournalResult;
 use crate::schedule::backoff::PollInput;
 use crate::schedule::poll::{PollState, schedule_at};
 
@@ -108,7 +109,7 @@ pub async fn reschedule_after_change(
     config: &SweepConfig,
     op_id: &str,
     state: PollState,
-) -> StoreResult<()> {
+) -> JournalResult<()> {
     let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
         return Ok(());
     };
@@ -123,10 +124,10 @@ pub async fn reschedule(
     config: &SweepConfig,
     op: &Operation,
     mut state: PollState,
-) -> StoreResult<()> {
+) -> JournalResult<()> {
     let Some(next) = due_at_ms(op, &mut state, config, entropy, clock.now_ms()) else {
         return Ok(());
     };
     state.next_at_ms = next;
-    schedule_at(store, clock, &config.due, &op.operation_id, state).await
+    Ok(schedule_at(store, clock, &config.due, &op.operation_id, state).await?)
 }

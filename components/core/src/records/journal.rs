@@ -126,17 +126,18 @@ impl From<StoreError> for JournalError {
     }
 }
 
-pub type JournalResult<T> = Result<T, JournalError>;
-
-/// For callers that only speak store errors: journal conditions become their message.
-impl From<JournalError> for StoreError {
-    fn from(e: JournalError) -> Self {
-        match e {
-            JournalError::Store(e) => e,
-            other => StoreError::Unavailable(other.to_string()),
+impl JournalError {
+    /// Whether the same step may succeed if tried again (an id already taken never will).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JournalError::Store(e) => e.is_retryable(),
+            JournalError::Abandoned => true,
+            JournalError::Exists => false,
         }
     }
 }
+
+pub type JournalResult<T> = Result<T, JournalError>;
 
 /// Folds one entry into the record.
 pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {

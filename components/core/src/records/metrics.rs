@@ -160,7 +160,7 @@ pub async fn render(
     breaker: &crate::schedule::breaker::BreakerConfig,
     now_ms: u64,
 ) -> StoreResult<String> {
-    let mut out = String::new();
+    let mut out = Exposition::default();
     let read = |k: String| async move { store.increment(&k, 0).await };
     let tasks: Vec<&str> = TaskKind::ALL.iter().map(|t| t.name()).collect();
     let statuses: Vec<&str> = TaskStatus::ALL
@@ -174,22 +174,19 @@ pub async fn render(
         ])
         .collect();
 
-    family(
-        &mut out,
+    out.family(
         "adcp_operations_created_total",
         "counter",
         "Operations stored, by task.",
     );
     for t in &tasks {
-        sample(
-            &mut out,
+        out.sample(
             "adcp_operations_created_total",
             &[("task", t)],
             read(counter("created", &[t])).await?,
         );
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_operation_transitions_total",
         "counter",
         "Applied status changes, by task and new status.",
@@ -204,8 +201,7 @@ pub async fn render(
             if OperationStatus::parse(s).is_some_and(OperationStatus::is_closed) {
                 closed += v;
             }
-            sample(
-                &mut out,
+            out.sample(
                 "adcp_operation_transitions_total",
                 &[("task", t), ("status", s)],
                 v,
@@ -215,8 +211,7 @@ pub async fn render(
         let reopened = read(counter("reopened_closed", &[t])).await?;
         open.push((*t, created - closed + reopened));
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_operations",
         "gauge",
         "Operations currently in each status, by task.",
@@ -230,25 +225,22 @@ pub async fn render(
                 read(counter("transitions", &[t, st])).await?
             };
             let left = read(counter("left", &[t, st])).await?;
-            sample(
-                &mut out,
+            out.sample(
                 "adcp_operations",
                 &[("task", t), ("status", st)],
                 entered - left,
             );
         }
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_operations_open",
         "gauge",
         "Operations without an outcome yet (pending), by task.",
     );
     for (t, v) in open {
-        sample(&mut out, "adcp_operations_open", &[("task", t)], v);
+        out.sample("adcp_operations_open", &[("task", t)], v);
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_operation_outcome_seconds",
         "histogram",
         "Time from creation to the seller's terminal status.",
@@ -257,63 +249,54 @@ pub async fn render(
         let mut cumulative = 0;
         for le in APPROVAL_BUCKETS_S {
             cumulative += read(counter("approval_bucket", &[t, &le.to_string()])).await?;
-            sample(
-                &mut out,
+            out.sample(
                 "adcp_operation_outcome_seconds_bucket",
                 &[("task", t), ("le", &le.to_string())],
                 cumulative,
             );
         }
         let count = cumulative + read(counter("approval_bucket", &[t, "inf"])).await?;
-        sample(
-            &mut out,
+        out.sample(
             "adcp_operation_outcome_seconds_bucket",
             &[("task", t), ("le", "+Inf")],
             count,
         );
-        sample(
-            &mut out,
+        out.sample(
             "adcp_operation_outcome_seconds_sum",
             &[("task", t)],
             read(counter("approval_sum_s", &[t])).await?,
         );
-        sample(
-            &mut out,
+        out.sample(
             "adcp_operation_outcome_seconds_count",
             &[("task", t)],
             count,
         );
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_webhook_rejections_total",
         "counter",
         "Webhooks refused, by reason.",
     );
     for r in Rejection::ALL {
         let v = read(counter("webhook_rejected", &[r.as_str()])).await?;
-        sample(
-            &mut out,
+        out.sample(
             "adcp_webhook_rejections_total",
             &[("reason", r.as_str())],
             v,
         );
     }
-    family(
-        &mut out,
+    out.family(
         "adcp_webhook_duplicates_total",
         "counter",
         "Webhook deliveries that repeated an applied one.",
     );
-    sample(
-        &mut out,
+    out.sample(
         "adcp_webhook_duplicates_total",
         &[],
         read(counter("webhook_duplicates", &[])).await?,
     );
 
-    family(
-        &mut out,
+    out.family(
         "adcp_seller_errors_total",
         "counter",
         "Failed seller calls, by AdCP error code (TRANSPORT: no answer).",
@@ -326,12 +309,11 @@ pub async fn render(
         {
             let code = String::from_utf8_lossy(&code).into_owned();
             let v = read(counter("seller_errors", &[&code])).await?;
-            sample(&mut out, "adcp_seller_errors_total", &[("code", &code)], v);
+            out.sample("adcp_seller_errors_total", &[("code", &code)], v);
         }
     }
 
-    family(
-        &mut out,
+    out.family(
         "adcp_seller_breaker_state",
         "gauge",
         "Circuit breaker per seller: 0 closed, 1 half-open, 2 open.",
@@ -345,8 +327,7 @@ pub async fn render(
             crate::schedule::breaker::StateClass::HalfOpen => 1,
             crate::schedule::breaker::StateClass::Open => 2,
         };
-        sample(
-            &mut out,
+        out.sample(
             "adcp_seller_breaker_state",
             &[("tenant", &s.tenant_id), ("seller", &s.seller_id)],
             v,
@@ -355,75 +336,72 @@ pub async fn render(
 
     let last: Option<TickReport> = get_json(store, keys::SWEEP_LAST).await?;
     let last = last.unwrap_or_default();
-    family(
-        &mut out,
+    out.family(
         "adcp_sweep_last_finished_seconds",
         "gauge",
         "Unix time the last sweep tick finished.",
     );
-    sample(
-        &mut out,
+    out.sample(
         "adcp_sweep_last_finished_seconds",
         &[],
         (last.finished_at_ms / 1000) as i64,
     );
-    family(
-        &mut out,
+    out.family(
         "adcp_sweep_last_duration_seconds",
         "gauge",
         "Duration of the last sweep tick.",
     );
     let ms = last.finished_at_ms.saturating_sub(last.started_at_ms);
     let _ = writeln!(
-        out,
+        out.0,
         "adcp_sweep_last_duration_seconds {}.{:03}",
         ms / 1000,
         ms % 1000
     );
-    family(
-        &mut out,
+    out.family(
         "adcp_sweep_last_touched",
         "gauge",
         "Operations acted on by the last sweep tick.",
     );
-    sample(
-        &mut out,
-        "adcp_sweep_last_touched",
-        &[],
-        last.touched as i64,
-    );
-    family(
-        &mut out,
+    out.sample("adcp_sweep_last_touched", &[], last.touched as i64);
+    out.family(
         "adcp_sweep_last_due",
         "gauge",
         "Due entries read by the last sweep tick.",
     );
-    sample(&mut out, "adcp_sweep_last_due", &[], last.due as i64);
-    Ok(out)
+    out.sample("adcp_sweep_last_due", &[], last.due as i64);
+    Ok(out.0)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
+/// The Prometheus text exposition, written family by family.
+#[derive(Default)]
+struct Exposition(String);
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: i64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            let _ = write!(out, "{k}=\"{v}\"");
-        }
-        out.push('}');
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
     }
-    let _ = writeln!(out, " {value}");
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: i64) {
+        let out = &mut self.0;
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(out, "{k}=\"{v}\"");
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
 }
 
 #[cfg(test)]

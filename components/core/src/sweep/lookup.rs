@@ -3,7 +3,7 @@
 
 use super::env::SweepEnv;
 use super::memo::SellerMemo;
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::lifecycle::effects;
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
@@ -12,6 +12,7 @@ use crate::model::payload::MEDIA_BUY_STATUSES;
 use crate::model::status::TaskStatus;
 use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
+use crate::records::journal::JournalResult;
 use crate::records::seller;
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::port::SellerCalls;
@@ -106,7 +107,7 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     op: &Operation,
     error: OperationError,
-) -> StoreResult<()> {
+) -> JournalResult<()> {
     let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
         return Ok(());
     };
@@ -145,17 +146,17 @@ async fn look_again<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
     wait_ms: u64,
-) -> StoreResult<()> {
+) -> JournalResult<()> {
     let state = PollState {
         next_at_ms: env.clock.now_ms() + wait_ms,
         ..Default::default()
     };
-    schedule_at(
+    Ok(schedule_at(
         env.store,
         env.clock,
         &env.config.due,
         &op.operation_id,
         state,
     )
-    .await
+    .await?)
 }

@@ -1,7 +1,8 @@
 //! Seller records and tool lists, read once per tick.
 
 use crate::foundation::clock::Clock;
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::Store;
+use crate::records::journal::JournalResult;
 use crate::records::seller;
 use crate::seller::port::SellerCalls;
 use crate::seller::tools::{SellerTools, seller_tools};
@@ -22,7 +23,7 @@ impl SellerMemo {
         store: &impl Store,
         tenant: &str,
         seller_id: &str,
-    ) -> StoreResult<Option<seller::Seller>> {
+    ) -> JournalResult<Option<seller::Seller>> {
         let key = (tenant.to_string(), seller_id.to_string());
         if let Some(s) = self.sellers.borrow().get(&key) {
             return Ok(s.clone());
@@ -38,7 +39,7 @@ impl SellerMemo {
         clock: &dyn Clock,
         calls: &impl SellerCalls,
         seller: &seller::Seller,
-    ) -> StoreResult<SellerTools> {
+    ) -> JournalResult<SellerTools> {
         let key = (seller.tenant_id.clone(), seller.seller_id.clone());
         if let Some(t) = self.tools.borrow().get(&key) {
             return Ok(t.clone());

@@ -13,8 +13,9 @@
 use crate::foundation::clock::Clock;
 use crate::foundation::keys;
 use crate::foundation::log::{self, Log};
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::Store;
 use crate::model::operation::Operation;
+use crate::records::journal::JournalResult;
 use crate::records::notify;
 use crate::schedule::retention::Retention;
 use std::collections::BTreeSet;
@@ -28,7 +29,7 @@ pub async fn run(
     clock: &dyn Clock,
     log: &dyn Log,
     retention: &Retention,
-) -> StoreResult<usize> {
+) -> JournalResult<usize> {
     let tenants: BTreeSet<String> = crate::records::seller::all(store)
         .await?
         .into_iter()
@@ -48,7 +49,7 @@ pub async fn purge_tenant(
     log: &dyn Log,
     retention: &Retention,
     tenant: &str,
-) -> StoreResult<usize> {
+) -> JournalResult<usize> {
     let count = store
         .increment(&keys::tenant_ops_count(tenant), 0)
         .await?
@@ -123,7 +124,7 @@ pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
 
 /// Deletes every key of the operation; the snapshot last, so a crash midway leaves it
 /// findable and the next run finishes the job.
-async fn remove(store: &impl Store, op: &Operation, head: u64) -> StoreResult<()> {
+async fn remove(store: &impl Store, op: &Operation, head: u64) -> JournalResult<()> {
     let id = &op.operation_id;
     for seq in 1..=head {
         store.delete(&keys::operation_entry(id, seq)).await?;
@@ -141,7 +142,7 @@ async fn remove(store: &impl Store, op: &Operation, head: u64) -> StoreResult<()
     }
     store.delete(&keys::poll_state(id)).await?;
     store.delete(&keys::operation_seq(id)).await?;
-    store.delete(&keys::operation(id)).await
+    Ok(store.delete(&keys::operation(id)).await?)
 }
 
 #[cfg(test)]

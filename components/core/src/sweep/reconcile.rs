@@ -12,11 +12,12 @@ use crate::config::SweepConfig;
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
 use crate::foundation::log::{self, Log};
-use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::store::{Store, get_json, set_json};
 use crate::lifecycle::create::{Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
+use crate::records::journal::JournalResult;
 use crate::records::seller::{self, Seller};
 use crate::schedule::due::DueConfig;
 use crate::schedule::poll::{PollState, schedule_at};
@@ -51,7 +52,7 @@ pub async fn run_if_due(
     log: &dyn Log,
     config: &SweepConfig,
     calls: &impl SellerCalls,
-) -> StoreResult<Option<Reconciled>> {
+) -> JournalResult<Option<Reconciled>> {
     let epoch = clock.now_ms() / EPOCH_MS;
     if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
         return Ok(None);
@@ -83,7 +84,7 @@ pub async fn reconcile_seller(
     config: &SweepConfig,
     calls: &impl SellerCalls,
     seller: &Seller,
-) -> StoreResult<Reconciled> {
+) -> JournalResult<Reconciled> {
     let mut out = Reconciled::default();
     if !seller_tools(store, clock, calls, seller).await?.list_tasks {
         // Not every seller lists its tasks; those are left to polling.
@@ -156,7 +157,7 @@ async fn adopt(
     seller: &Seller,
     task_id: &str,
     listed: &Value,
-) -> StoreResult<Option<String>> {
+) -> JournalResult<Option<String>> {
     let Some(kind) = listed
         .get("task_type")
         .and_then(Value::as_str)
@@ -223,7 +224,7 @@ async fn repoll_missing(
     due: &DueConfig,
     seller: &Seller,
     listed: &HashSet<String>,
-) -> StoreResult<Vec<String>> {
+) -> JournalResult<Vec<String>> {
     let (t, s) = (&seller.tenant_id, &seller.seller_id);
     let count = store
         .increment(&keys::seller_tasks_count(t, s), 0)
@@ -304,7 +305,7 @@ struct LowMark {
     counted: u64,
 }
 
-async fn read_decimal(store: &impl Store, key: &str) -> StoreResult<Option<u64>> {
+async fn read_decimal(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
     Ok(store
         .get(key)
         .await?

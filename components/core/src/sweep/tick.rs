@@ -6,9 +6,10 @@ use super::memo::SellerMemo;
 use super::work::work_on;
 use crate::foundation::keys;
 use crate::foundation::log;
-use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
+use crate::records::journal::JournalResult;
 use crate::records::notify;
 use crate::records::tick_report::TickReport;
 use crate::schedule::due;
@@ -23,7 +24,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     trigger: &str,
     scheduled_at_ms: u64,
-) -> StoreResult<TickReport> {
+) -> JournalResult<TickReport> {
     let guarded = Guarded {
         store: env.store,
         clock: env.clock,
@@ -139,7 +140,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
 async fn retry_notification<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     id: &str,
-) -> StoreResult<bool> {
+) -> JournalResult<bool> {
     let n = notify::attempt(env.store, env.clock, env.transport, env.sealing, id).await?;
     if let Some(at) = n.and_then(|n| n.next_attempt_at_ms) {
         let state = PollState {

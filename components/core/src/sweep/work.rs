@@ -6,7 +6,7 @@ use super::env::SweepEnv;
 use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
 use super::memo::SellerMemo;
 use crate::foundation::keys;
-use crate::foundation::store::{Store, StoreResult, get_json};
+use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::{self, Step};
 use crate::lifecycle::{dispatch, effects, linked};
@@ -16,6 +16,7 @@ use crate::model::state_machine::Outcome;
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
+use crate::records::journal::JournalResult;
 use crate::records::seller;
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::port::{CallFailure, SellerCalls};
@@ -28,7 +29,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     op_id: &str,
     state: PollState,
     now: u64,
-) -> StoreResult<bool> {
+) -> JournalResult<bool> {
     // The snapshot alone chooses what to do (one read, no journal head): a poll re-reads
     // the head after its seller call ([`current`]), a dispatch loads the operation itself,
     // and every write catches up with the journal first. A snapshot behind the journal can
@@ -73,9 +74,8 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                         next_at_ms: until_ms,
                         ..state
                     };
-                    return schedule_at(env.store, env.clock, &env.config.due, op_id, next)
-                        .await
-                        .map(|_| false);
+                    schedule_at(env.store, env.clock, &env.config.due, op_id, next).await?;
+                    return Ok(false);
                 }
                 Some(dispatch::Dispatched::Failed {
                     retry_at_ms: None,
@@ -140,7 +140,7 @@ async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: Operation,
     now: u64,
-) -> StoreResult<Operation> {
+) -> JournalResult<Operation> {
     if now < op.deadline_at_ms {
         return Ok(op);
     }
@@ -155,7 +155,7 @@ async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
         EntryKind::DeadlineExpired,
     )
     .await?;
-    written.recorded.operation.ok_or_else(|| vanished(&op_id))
+    Ok(written.recorded.operation.ok_or_else(|| vanished(&op_id))?)
 }
 
 /// What a poll found.
@@ -176,7 +176,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     op: &Operation,
-) -> StoreResult<Polled> {
+) -> JournalResult<Polled> {
     let Some(seller) = memo.seller(env.store, &op.tenant_id, &op.seller_id).await? else {
         return Ok(Polled {
             status: None,
@@ -262,7 +262,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
 async fn current<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
-) -> StoreResult<Operation> {
+) -> JournalResult<Operation> {
     let head = env
         .store
         .increment(&keys::operation_seq(&op.operation_id), 0)
