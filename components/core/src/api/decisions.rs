@@ -55,10 +55,9 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
             },
         )
         .await?;
-        let child =
-            linked::cancel_follow_up(env.store, env.clock, env.entropy, env.log, env.sweep, &op)
-                .await?
-                .ok_or_else(|| ApiError::not_found("operation"))?;
+        let child = linked::cancel_follow_up(env.cx(), env.entropy, env.sweep, &op)
+            .await?
+            .ok_or_else(|| ApiError::not_found("operation"))?;
         let child = if child.status == OperationStatus::PendingDispatch {
             dispatch_now(env, &child.operation_id)
                 .await?
@@ -215,8 +214,7 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
             conditions: None,
             ..g
         });
-    let child =
-        linked::store_derived(env.store, env.clock, env.log, &env.sweep.due, &child).await?;
+    let child = linked::store_derived(env.cx(), &env.sweep.due, &child).await?;
     let child_id = child.operation_id.clone();
     let op = record(
         env,
@@ -246,9 +244,7 @@ async fn record<S: Store, C: SellerCalls, T: Transport>(
 ) -> ApiResult<Operation> {
     let op_id = op.operation_id.clone();
     effects::record(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         "api",
         &op_id,
         Some(op.clone()),
@@ -256,9 +252,7 @@ async fn record<S: Store, C: SellerCalls, T: Transport>(
     )
     .await?;
     reschedule_after_change(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         env.entropy,
         env.sweep,
         &op_id,
@@ -272,11 +266,9 @@ async fn reload<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     op: Operation,
 ) -> ApiResult<Operation> {
-    Ok(
-        effects::load_and_adopt(env.store, env.clock, env.log, &op.operation_id)
-            .await?
-            .map_or(op, |l| l.operation),
-    )
+    Ok(effects::load_and_adopt(env.cx(), &op.operation_id)
+        .await?
+        .map_or(op, |l| l.operation))
 }
 
 /// An empty body is an empty object.

@@ -3,6 +3,7 @@
 
 use crate::config::SweepConfig;
 use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::cx::Cx;
 use crate::foundation::log::Log;
 use crate::foundation::seal::SealingKey;
 use crate::foundation::store::Store;
@@ -34,4 +35,10 @@ pub struct Env<'a, S: Store, C: SellerCalls, T: Transport> {
     /// Plain outbound HTTP (buyer notifications).
     pub transport: &'a T,
     pub sweep: &'a SweepConfig,
+}
+
+impl<'a, S: Store, C: SellerCalls, T: Transport> Env<'a, S, C, T> {
+    pub fn cx(&self) -> Cx<'a, S> {
+        Cx::new(self.store, self.clock, self.log)
+    }
 }

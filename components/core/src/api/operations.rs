@@ -65,8 +65,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     };
     if idem.is_some()
         && let Some(existing) =
-            crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, &operation_id)
-                .await?
+            crate::lifecycle::effects::load_and_adopt(env.cx(), &operation_id).await?
     {
         return replayed(existing.operation, tid, &request_digest);
     }
@@ -125,16 +124,7 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     op.governance = governance;
     // Filed for a redispatch in case this request dies before the seller answers.
     let safety_net = now + REDISPATCH_SAFETY_NET_MS;
-    match store_new(
-        env.store,
-        env.clock,
-        env.log,
-        &env.sweep.due,
-        &op,
-        safety_net,
-    )
-    .await?
-    {
+    match store_new(env.cx(), &env.sweep.due, &op, safety_net).await? {
         Stored::Created(op) => {
             log::emit(
                 env.log,
@@ -252,10 +242,7 @@ pub async fn list<S: Store, C: SellerCalls, T: Transport>(
         budget -= 1;
         if let Some(id) = env.store.get(&keys::tenant_ops_entry(tid, n)).await? {
             let id = String::from_utf8_lossy(&id).into_owned();
-            if let Some(loaded) =
-                crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, &id)
-                    .await?
-            {
+            if let Some(loaded) = crate::lifecycle::effects::load_and_adopt(env.cx(), &id).await? {
                 let op = loaded.operation;
                 if q.matches(&op) {
                     out.push(view(&op));
@@ -279,7 +266,7 @@ pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     if !valid_id(op_id) {
         return Err(ApiError::not_found("operation"));
     }
-    match crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id).await? {
+    match crate::lifecycle::effects::load_and_adopt(env.cx(), op_id).await? {
         // Another tenant's operation answers exactly like a missing one.
         Some(l) if l.operation.tenant_id == tenant.tenant_id => Ok(l.operation),
         _ => Err(ApiError::not_found("operation")),
@@ -351,30 +338,18 @@ async fn send_now<S: Store, C: SellerCalls, T: Transport>(
         inner: env.calls,
         seen: Default::default(),
     };
-    dispatch::dispatch(
-        env.store,
-        env.clock,
-        env.log,
-        &env.config.sealing,
-        &guarded,
-        op_id,
-    )
-    .await?;
+    dispatch::dispatch(env.cx(), &env.config.sealing, &guarded, op_id).await?;
     reschedule_after_change(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         env.entropy,
         env.sweep,
         op_id,
         PollState::default(),
     )
     .await?;
-    Ok(
-        crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id)
-            .await?
-            .map(|l| l.operation),
-    )
+    Ok(crate::lifecycle::effects::load_and_adopt(env.cx(), op_id)
+        .await?
+        .map(|l| l.operation))
 }
 
 /// The buyer's view of an operation: no secrets, and only a prefix of the AdCP

@@ -3,6 +3,7 @@
 //! shared by the API and the webhook intake.
 
 pub mod clock;
+pub mod cx;
 pub mod error;
 pub mod http;
 pub mod keys;

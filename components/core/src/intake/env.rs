@@ -1,6 +1,7 @@
 //! What the webhook intake works with, and what it answers.
 
 use crate::foundation::clock::Clock;
+use crate::foundation::cx::Cx;
 use crate::foundation::http::Response;
 use crate::foundation::log::Log;
 use crate::foundation::seal::SealingKey;
@@ -26,6 +27,12 @@ pub struct IntakeEnv<'a, S: Store, T: Transport> {
     pub config: &'a IntakeConfig,
     /// For key discovery (brand.json, JWKS) when the cache cannot answer.
     pub transport: &'a T,
+}
+
+impl<'a, S: Store, T: Transport> IntakeEnv<'a, S, T> {
+    pub fn cx(&self) -> Cx<'a, S> {
+        Cx::new(self.store, self.clock, self.log)
+    }
 }
 
 /// The answer, plus a buyer notification the component may attempt after responding.

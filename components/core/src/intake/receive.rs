@@ -189,9 +189,7 @@ async fn receive<S: Store, T: Transport>(
         recorded,
         notification,
     } = effects::record(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         "webhook",
         &op_id,
         Some(op),
@@ -271,11 +269,9 @@ async fn load<S: Store, T: Transport>(
     if let Some(op) = get_json::<Operation>(env.store, &keys::operation(op_id)).await? {
         return Ok(Some(op));
     }
-    Ok(
-        crate::lifecycle::effects::load_and_adopt(env.store, env.clock, env.log, op_id)
-            .await?
-            .map(|l| l.operation),
-    )
+    Ok(crate::lifecycle::effects::load_and_adopt(env.cx(), op_id)
+        .await?
+        .map(|l| l.operation))
 }
 
 /// Digest of the payload in a canonical form (sorted keys, compact), so a retry whose

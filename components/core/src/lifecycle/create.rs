@@ -3,8 +3,7 @@
 //! is listed in, and its first due time in the sweep's index.
 
 use super::effects;
-use crate::foundation::clock::Clock;
-use crate::foundation::log::Log;
+use crate::foundation::cx::Cx;
 use crate::foundation::store::Store;
 use crate::model::operation::Operation;
 use crate::records::indexes;
@@ -25,17 +24,16 @@ pub enum Stored {
 /// Stores `op` under its id (idempotently: a taken id is not written again), lists it for
 /// its tenant (and its seller task, if it has one), and files it due at `due_at_ms`.
 pub async fn store_new(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     due: &DueConfig,
     op: &Operation,
     due_at_ms: u64,
 ) -> JournalResult<Stored> {
+    let Cx { store, clock, .. } = cx;
     let created = match journal::create(store, clock, op).await {
         Ok(created) => created,
         Err(JournalError::Exists) => {
-            let existing = effects::load_and_adopt(store, clock, log, &op.operation_id).await?;
+            let existing = effects::load_and_adopt(cx, &op.operation_id).await?;
             return Ok(Stored::Existing(existing.map(|l| l.operation)));
         }
         Err(e) => return Err(e),

@@ -7,8 +7,7 @@
 
 use super::effects;
 use super::governance::{self, Verdict};
-use crate::foundation::clock::Clock;
-use crate::foundation::log::Log;
+use crate::foundation::cx::Cx;
 use crate::foundation::seal::SealingKey;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::{
@@ -87,14 +86,13 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
 
 /// Dispatches one operation if it is still waiting for its seller.
 pub async fn dispatch(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     sealing: &SealingKey,
     calls: &impl SellerCalls,
     op_id: &str,
 ) -> JournalResult<Option<Dispatched>> {
-    let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
+    let Cx { store, clock, .. } = cx;
+    let Some(loaded) = effects::load_and_adopt(cx, op_id).await? else {
         return Ok(None);
     };
     let op = loaded.operation;
@@ -114,12 +112,10 @@ pub async fn dispatch(
     }
     let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
         let error = OperationError::new("SELLER_NOT_REGISTERED", "the seller was removed");
-        return fail(store, clock, log, &op, error, None, false)
-            .await
-            .map(Some);
+        return fail(cx, &op, error, None, false).await.map(Some);
     };
     let op = if let Some(g) = op.governance.clone().filter(|g| !g.approved) {
-        match governed(store, clock, log, calls, op, &g).await? {
+        match governed(cx, calls, op, &g).await? {
             Ok(op) => op,
             Err(settled) => return Ok(Some(settled)),
         }
@@ -129,9 +125,7 @@ pub async fn dispatch(
     let args = match wire_arguments(&op, sealing) {
         Ok(a) => a,
         Err(error) => {
-            return fail(store, clock, log, &op, error, None, false)
-                .await
-                .map(Some);
+            return fail(cx, &op, error, None, false).await.map(Some);
         }
     };
     let now = clock.now_ms();
@@ -150,9 +144,7 @@ pub async fn dispatch(
                 "the answer echoed another operation's context",
             );
             let retry = retry_at(&op, now, None);
-            fail(store, clock, log, &op, error, retry, true)
-                .await
-                .map(Some)
+            fail(cx, &op, error, retry, true).await.map(Some)
         }
         Ok(payload) => {
             let obs = observation_from_payload(&payload, Source::Dispatch);
@@ -164,23 +156,19 @@ pub async fn dispatch(
                 )
                 .await?;
             }
-            answered(store, clock, log, op, obs).await.map(Some)
+            answered(cx, op, obs).await.map(Some)
         }
         Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
         Err(CallFailure::Transport(e)) => {
             let unknown = e.outcome_unknown();
             let error = OperationError::new("TRANSPORT", e.to_string());
             let retry = retry_at(&op, now, None);
-            fail(store, clock, log, &op, error, retry, unknown)
-                .await
-                .map(Some)
+            fail(cx, &op, error, retry, unknown).await.map(Some)
         }
         Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
             let error = OperationError::new(se.code.clone(), se.message.clone());
             let retry = retry_at(&op, now, se.retry_after_s);
-            fail(store, clock, log, &op, error, retry, false)
-                .await
-                .map(Some)
+            fail(cx, &op, error, retry, false).await.map(Some)
         }
         Err(CallFailure::Seller(se)) => {
             // The seller refused this request as it is: an authoritative outcome.
@@ -197,7 +185,7 @@ pub async fn dispatch(
                 error: Some(OperationError::new(se.code, se.message)),
                 ..Observation::of(Source::Dispatch, TaskStatus::Failed)
             };
-            answered(store, clock, log, op, obs).await.map(Some)
+            answered(cx, op, obs).await.map(Some)
         }
     }
 }
@@ -205,33 +193,28 @@ pub async fn dispatch(
 /// Asks governance before the seller hears of `op` and records its verdict: `Ok` with the
 /// approved operation to send, or `Err` with where the dispatch stops.
 async fn governed(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     calls: &impl SellerCalls,
     op: Operation,
     g: &Governance,
 ) -> JournalResult<Result<Operation, Dispatched>> {
+    let Cx { store, clock, .. } = cx;
     let now = clock.now_ms();
     let change = match governance::check(store, calls, &op, g).await? {
         Verdict::Change(change) => change,
-        Verdict::Failed(obs) => return answered(store, clock, log, op, *obs).await.map(Err),
+        Verdict::Failed(obs) => return answered(cx, op, *obs).await.map(Err),
         Verdict::Retry {
             error,
             retry_after_s,
         } => {
             let retry = retry_at(&op, now, retry_after_s);
-            return fail(store, clock, log, &op, error, retry, false)
-                .await
-                .map(Err);
+            return fail(cx, &op, error, retry, false).await.map(Err);
         }
         Verdict::Deferred { until_ms } => return Ok(Err(Dispatched::Deferred { until_ms })),
     };
     let approved = matches!(change, LocalChange::GovernanceApproved { .. });
     let recorded = effects::record(
-        store,
-        clock,
-        log,
+        cx,
         "governance",
         &op.operation_id,
         Some(op.clone()),
@@ -247,9 +230,7 @@ async fn governed(
 
 /// Folds the seller's answer in and runs the effects of the change it made.
 async fn answered(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     op: Operation,
     obs: Observation,
 ) -> JournalResult<Dispatched> {
@@ -257,7 +238,7 @@ async fn answered(
     let kind = EntryKind::Observed {
         observation: Box::new(obs),
     };
-    let written = effects::record(store, clock, log, "dispatch", &op_id, Some(op), kind).await?;
+    let written = effects::record(cx, "dispatch", &op_id, Some(op), kind).await?;
     Ok(Dispatched::Answered(Box::new(written.recorded)))
 }
 
@@ -274,18 +255,14 @@ fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64>
 }
 
 async fn fail(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     op: &Operation,
     error: OperationError,
     retry_at_ms: Option<u64>,
     outcome_unknown: bool,
 ) -> JournalResult<Dispatched> {
     effects::record(
-        store,
-        clock,
-        log,
+        cx,
         "dispatch",
         &op.operation_id,
         Some(op.clone()),

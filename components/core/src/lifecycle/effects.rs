@@ -5,8 +5,8 @@
 //! entry next (the change is "adopted"). A claim per entry (`increment == 1`) decides who;
 //! the only loss left is a crash between taking the claim and finishing the effects.
 
-use crate::foundation::clock::Clock;
-use crate::foundation::log::{self, Log};
+use crate::foundation::cx::Cx;
+use crate::foundation::log;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::Operation;
 use crate::model::status::OperationStatus;
@@ -20,16 +20,12 @@ use serde_json::json;
 pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 
 /// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted.
-pub async fn load_and_adopt(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
-    op_id: &str,
-) -> JournalResult<Option<Loaded>> {
+pub async fn load_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResult<Option<Loaded>> {
+    let Cx { store, clock, .. } = cx;
     let loaded = journal::load(store, clock, op_id).await?;
     if let Some(l) = &loaded {
         for change in &l.adopted {
-            apply(store, clock, log, "adopted", change).await?;
+            apply(cx, "adopted", change).await?;
         }
     }
     Ok(loaded)
@@ -46,19 +42,18 @@ pub struct Written {
 /// over `known`, the record as the caller holds it, or the stored one) and runs the effects
 /// of what that changed. `source` names the writer in logs.
 pub async fn record(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     source: &str,
     op_id: &str,
     known: Option<Operation>,
     kind: EntryKind,
 ) -> JournalResult<Written> {
+    let Cx { store, clock, .. } = cx;
     let recorded = match known {
         Some(op) => journal::record_from(store, clock, op_id, Some(op), kind).await?,
         None => journal::record(store, clock, op_id, kind).await?,
     };
-    let notification = after_record(store, clock, log, source, &recorded).await?;
+    let notification = after_record(cx, source, &recorded).await?;
     Ok(Written {
         recorded,
         notification,
@@ -69,25 +64,22 @@ pub async fn record(
 /// changed the status. Returns the id of the buyer notification to attempt now, if the own
 /// entry queued one.
 async fn after_record(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     source: &str,
     recorded: &Recorded,
 ) -> StoreResult<Option<String>> {
     for change in &recorded.adopted {
-        apply(store, clock, log, "adopted", change).await?;
+        apply(cx, "adopted", change).await?;
     }
-    apply(store, clock, log, source, recorded).await
+    apply(cx, source, recorded).await
 }
 
 async fn apply(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     source: &str,
     recorded: &Recorded,
 ) -> StoreResult<Option<String>> {
+    let Cx { store, clock, log } = cx;
     let (Some(Effect::Applied(to) | Effect::Overrode(to)), Some(op), Some(from)) =
         (recorded.effect, &recorded.operation, recorded.previous)
     else {
@@ -223,13 +215,13 @@ mod tests {
             .unwrap();
             // Two readers race over the orphaned entry (neither sees the other's snapshot).
             let (a, b) = futures::join!(
-                load_and_adopt(&store, &clock, &NoLog, "op1"),
-                load_and_adopt(&store, &clock, &NoLog, "op1")
+                load_and_adopt(Cx::new(&store, &clock, &NoLog), "op1"),
+                load_and_adopt(Cx::new(&store, &clock, &NoLog), "op1")
             );
             assert_eq!(a.unwrap().unwrap().adopted.len(), 1);
             assert_eq!(b.unwrap().unwrap().adopted.len(), 1);
             // The snapshot moved past the entry: later readers adopt nothing.
-            let c = load_and_adopt(&store, &clock, &NoLog, "op1")
+            let c = load_and_adopt(Cx::new(&store, &clock, &NoLog), "op1")
                 .await
                 .unwrap()
                 .unwrap();

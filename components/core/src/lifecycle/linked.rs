@@ -4,9 +4,9 @@
 //! operation (stored before sent, tracked, redispatched by the sweep) linked to its parent.
 
 use super::create::{Stored, store_new};
+use crate::foundation::clock::Entropy;
 use crate::foundation::clock::uuid_v4;
-use crate::foundation::clock::{Clock, Entropy};
-use crate::foundation::log::Log;
+use crate::foundation::cx::Cx;
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::lifecycle::effects;
@@ -59,13 +59,12 @@ pub fn new_operation(
 /// Stores a derived operation (idempotently) and files it due now for the sweep. Returns
 /// the stored operation (the existing one if it was already there).
 pub async fn store_derived(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     due: &DueConfig,
     op: &Operation,
 ) -> JournalResult<Operation> {
-    match store_new(store, clock, log, due, op, clock.now_ms()).await? {
+    let Cx { clock, .. } = cx;
+    match store_new(cx, due, op, clock.now_ms()).await? {
         Stored::Created(created) | Stored::Existing(Some(created)) => Ok(created),
         Stored::Existing(None) => Ok(op.clone()),
     }
@@ -82,13 +81,12 @@ pub fn media_buy_id(op: &Operation) -> Option<&str> {
 /// For a canceled operation whose media buy exists at the seller: starts (once) the
 /// `update_media_buy` with `canceled: true` that cancels it. Returns that operation.
 pub async fn cancel_follow_up(
-    store: &impl Store,
-    clock: &dyn Clock,
+    cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
-    log: &dyn Log,
     config: &crate::config::SweepConfig,
     op: &Operation,
 ) -> JournalResult<Option<Operation>> {
+    let Cx { clock, .. } = cx;
     let (Some(cancel), Some(buy)) = (&op.cancel, media_buy_id(op)) else {
         return Ok(None);
     };
@@ -117,12 +115,10 @@ pub async fn cancel_follow_up(
         entropy,
         clock.now_ms(),
     );
-    let stored = store_derived(store, clock, log, &config.due, &child).await?;
+    let stored = store_derived(cx, &config.due, &child).await?;
     if cancel.follow_up.is_none() {
         effects::record(
-            store,
-            clock,
-            log,
+            cx,
             "cancel",
             &op.operation_id,
             None,

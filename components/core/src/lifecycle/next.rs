@@ -5,7 +5,7 @@
 use super::effects;
 use crate::config::SweepConfig;
 use crate::foundation::clock::{Clock, Entropy};
-use crate::foundation::log::Log;
+use crate::foundation::cx::Cx;
 use crate::foundation::store::Store;
 use crate::model::operation::Operation;
 use crate::model::status::OperationStatus;
@@ -102,15 +102,14 @@ pub fn due_at_ms(
 /// Files the operation again at its next due time, if it still needs looking at: after a
 /// dispatch, a poll, or any status change.
 pub async fn reschedule_after_change(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
     config: &SweepConfig,
     op_id: &str,
     state: PollState,
 ) -> JournalResult<()> {
-    let Some(loaded) = effects::load_and_adopt(store, clock, log, op_id).await? else {
+    let Cx { store, clock, .. } = cx;
+    let Some(loaded) = effects::load_and_adopt(cx, op_id).await? else {
         return Ok(());
     };
     reschedule(store, clock, entropy, config, &loaded.operation, state).await

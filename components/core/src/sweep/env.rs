@@ -2,6 +2,7 @@
 
 use crate::config::SweepConfig;
 use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::cx::Cx;
 use crate::foundation::log::Log;
 use crate::foundation::seal::SealingKey;
 use crate::foundation::store::Store;
@@ -19,4 +20,10 @@ pub struct SweepEnv<'a, S: Store, C: SellerCalls, T: Transport> {
     pub calls: &'a C,
     pub transport: &'a T,
     pub config: &'a SweepConfig,
+}
+
+impl<'a, S: Store, C: SellerCalls, T: Transport> SweepEnv<'a, S, C, T> {
+    pub fn cx(&self) -> Cx<'a, S> {
+        Cx::new(self.store, self.clock, self.log)
+    }
 }

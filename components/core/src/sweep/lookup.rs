@@ -127,9 +127,7 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
         Lookup::TooMany => return look_again(env, op, LOOKUP_EVERY_MS).await,
     };
     effects::record(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         "reconcile",
         &op.operation_id,
         None,

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::SweepConfig;
 use crate::foundation::clock::Clock;
+use crate::foundation::cx::Cx;
 use crate::foundation::keys;
 use crate::foundation::log::NoLog;
 use crate::foundation::seal::SealingKey;
@@ -54,9 +55,7 @@ fn queued_notifications_are_delivered_by_the_sweep_after_the_receiver_returns() 
     block_on(journal::create(&store, &clock, &op)).unwrap();
     let obs = crate::testing::obs(TaskStatus::Completed, Some("task_1"));
     let id = block_on(effects::record(
-        &store,
-        &clock,
-        &NoLog,
+        Cx::new(&store, &clock, &NoLog),
         "test",
         "op1",
         None,

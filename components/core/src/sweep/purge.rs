@@ -10,9 +10,9 @@
 //! `canceled_locally`) and idle for the whole period: by then no seller retry, look-up
 //! horizon (7 days) or de-duplication window (7 days) can still need it.
 
-use crate::foundation::clock::Clock;
+use crate::foundation::cx::Cx;
 use crate::foundation::keys;
-use crate::foundation::log::{self, Log};
+use crate::foundation::log::{self};
 use crate::foundation::store::Store;
 use crate::model::operation::Operation;
 use crate::records::journal::JournalResult;
@@ -24,12 +24,8 @@ use std::collections::BTreeSet;
 const CHECKS_PER_RUN: u64 = 500;
 
 /// Removes expired operations of every tenant that has a seller. Returns how many.
-pub async fn run(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
-    retention: &Retention,
-) -> JournalResult<usize> {
+pub async fn run(cx: Cx<'_, impl Store>, retention: &Retention) -> JournalResult<usize> {
+    let Cx { store, .. } = cx;
     let tenants: BTreeSet<String> = crate::records::seller::all(store)
         .await?
         .into_iter()
@@ -37,19 +33,18 @@ pub async fn run(
         .collect();
     let mut removed = 0;
     for t in tenants {
-        removed += purge_tenant(store, clock, log, retention, &t).await?;
+        removed += purge_tenant(cx, retention, &t).await?;
     }
     Ok(removed)
 }
 
 /// Walks the tenant's listing from its cursor (the first entry not yet removed).
 pub async fn purge_tenant(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     retention: &Retention,
     tenant: &str,
 ) -> JournalResult<usize> {
+    let Cx { store, clock, log } = cx;
     let count = store
         .increment(&keys::tenant_ops_count(tenant), 0)
         .await?
@@ -72,7 +67,7 @@ pub async fn purge_tenant(
             None => true,
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
-                match crate::lifecycle::effects::load_and_adopt(store, clock, log, &id).await? {
+                match crate::lifecycle::effects::load_and_adopt(cx, &id).await? {
                     None => {
                         store.delete(&entry_key).await?;
                         true
@@ -149,6 +144,7 @@ async fn remove(store: &impl Store, op: &Operation, head: u64) -> JournalResult<
 mod tests {
     use super::*;
     use crate::foundation::clock::FixedClock;
+    use crate::foundation::cx::Cx;
     use crate::foundation::log::NoLog;
     use crate::foundation::store::MemoryStore;
     use crate::model::status::TaskStatus;
@@ -205,7 +201,12 @@ mod tests {
         });
         let retention = Retention::default();
         let now = FixedClock(41 * DAY);
-        let removed = block_on(purge_tenant(&store, &now, &NoLog, &retention, "t1")).unwrap();
+        let removed = block_on(purge_tenant(
+            Cx::new(&store, &now, &NoLog),
+            &retention,
+            "t1",
+        ))
+        .unwrap();
         assert_eq!(removed, 1);
         let left: Vec<String> = store
             .keys()
@@ -233,12 +234,22 @@ mod tests {
         // The cursor passed the removed entry and stops at the open one; running again
         // removes nothing more until the others expire.
         assert_eq!(
-            block_on(purge_tenant(&store, &now, &NoLog, &retention, "t1")).unwrap(),
+            block_on(purge_tenant(
+                Cx::new(&store, &now, &NoLog),
+                &retention,
+                "t1"
+            ))
+            .unwrap(),
             0
         );
         let later = FixedClock(66 * DAY);
         assert_eq!(
-            block_on(purge_tenant(&store, &later, &NoLog, &retention, "t1")).unwrap(),
+            block_on(purge_tenant(
+                Cx::new(&store, &later, &NoLog),
+                &retention,
+                "t1"
+            ))
+            .unwrap(),
             1,
             "op_recent, 30 days after it failed; the open one stays"
         );

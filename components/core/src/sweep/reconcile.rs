@@ -9,9 +9,10 @@
 //! Tracked tasks are indexed when an operation first learns its task id ([`track`]).
 
 use crate::config::SweepConfig;
-use crate::foundation::clock::{Clock, Entropy};
+use crate::foundation::clock::Entropy;
+use crate::foundation::cx::Cx;
 use crate::foundation::keys;
-use crate::foundation::log::{self, Log};
+use crate::foundation::log::{self};
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::lifecycle::create::{Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
@@ -46,13 +47,12 @@ pub struct Reconciled {
 
 /// Runs reconciliation if this epoch's run is not claimed yet.
 pub async fn run_if_due(
-    store: &impl Store,
-    clock: &dyn Clock,
+    cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
-    log: &dyn Log,
     config: &SweepConfig,
     calls: &impl SellerCalls,
 ) -> JournalResult<Option<Reconciled>> {
+    let Cx { store, clock, .. } = cx;
     let epoch = clock.now_ms() / EPOCH_MS;
     if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
         return Ok(None);
@@ -63,11 +63,11 @@ pub async fn run_if_due(
         .delete(&keys::reconcile_claim(epoch.saturating_sub(1)))
         .await?;
     let mut total = Reconciled {
-        purged: super::purge::run(store, clock, log, &config.retention).await?,
+        purged: super::purge::run(cx, &config.retention).await?,
         ..Default::default()
     };
     for s in seller::all(store).await? {
-        let r = reconcile_seller(store, clock, entropy, log, config, calls, &s).await?;
+        let r = reconcile_seller(cx, entropy, config, calls, &s).await?;
         total.listed += r.listed;
         total.adopted.extend(r.adopted);
         total.repolled.extend(r.repolled);
@@ -77,14 +77,13 @@ pub async fn run_if_due(
 
 /// Reconciles one seller. A seller that cannot list its tasks is left to polling.
 pub async fn reconcile_seller(
-    store: &impl Store,
-    clock: &dyn Clock,
+    cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
-    log: &dyn Log,
     config: &SweepConfig,
     calls: &impl SellerCalls,
     seller: &Seller,
 ) -> JournalResult<Reconciled> {
+    let Cx { store, clock, .. } = cx;
     let mut out = Reconciled::default();
     if !seller_tools(store, clock, calls, seller).await?.list_tasks {
         // Not every seller lists its tasks; those are left to polling.
@@ -118,8 +117,7 @@ pub async fn reconcile_seller(
             out.listed += 1;
             let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
             if store.get(&key).await?.is_none()
-                && let Some(id) =
-                    adopt(store, clock, entropy, log, config, seller, task_id, t).await?
+                && let Some(id) = adopt(cx, entropy, config, seller, task_id, t).await?
             {
                 out.adopted.push(id);
             }
@@ -140,7 +138,7 @@ pub async fn reconcile_seller(
     }
     if complete {
         // Only a complete listing proves a task missing from it.
-        out.repolled = repoll_missing(store, clock, log, &config.due, seller, &listed).await?;
+        out.repolled = repoll_missing(cx, &config.due, seller, &listed).await?;
     }
     Ok(out)
 }
@@ -149,15 +147,14 @@ pub async fn reconcile_seller(
 /// it once). Only the task types this orchestrator runs are adopted.
 #[allow(clippy::too_many_arguments)]
 async fn adopt(
-    store: &impl Store,
-    clock: &dyn Clock,
+    cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
-    log: &dyn Log,
     config: &SweepConfig,
     seller: &Seller,
     task_id: &str,
     listed: &Value,
 ) -> JournalResult<Option<String>> {
+    let Cx { clock, log, .. } = cx;
     let Some(kind) = listed
         .get("task_type")
         .and_then(Value::as_str)
@@ -191,7 +188,7 @@ async fn adopt(
         linked_from: None,
     };
     let op = Operation::new(new, now);
-    match store_new(store, clock, log, &config.due, &op, now).await? {
+    match store_new(cx, &config.due, &op, now).await? {
         Stored::Created(_) => {
             log::emit(
                 log,
@@ -218,13 +215,12 @@ async fn adopt(
 /// be an open seller task again) or gone is deleted, and the first entry still present is
 /// kept as the index's low end, so walks skip what retention and outcomes left behind.
 async fn repoll_missing(
-    store: &impl Store,
-    clock: &dyn Clock,
-    log: &dyn Log,
+    cx: Cx<'_, impl Store>,
     due: &DueConfig,
     seller: &Seller,
     listed: &HashSet<String>,
 ) -> JournalResult<Vec<String>> {
+    let Cx { store, clock, .. } = cx;
     let (t, s) = (&seller.tenant_id, &seller.seller_id);
     let count = store
         .increment(&keys::seller_tasks_count(t, s), 0)
@@ -255,7 +251,7 @@ async fn repoll_missing(
             None => n <= mark.counted,
             Some(id) => {
                 let id = String::from_utf8_lossy(&id).into_owned();
-                match crate::lifecycle::effects::load_and_adopt(store, clock, log, &id).await? {
+                match crate::lifecycle::effects::load_and_adopt(cx, &id).await? {
                     Some(l) if !l.operation.status.is_closed() => {
                         let op = l.operation;
                         let open =
@@ -355,9 +351,7 @@ mod tests {
         .unwrap();
         let listed = listed.iter().map(|s| s.to_string()).collect();
         block_on(repoll_missing(
-            store,
-            &FixedClock(3_000),
-            &NoLog,
+            Cx::new(store, &FixedClock(3_000), &NoLog),
             &DueConfig::default(),
             &seller,
             &listed,

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::SweepConfig;
 use crate::foundation::clock::Clock;
+use crate::foundation::cx::Cx;
 use crate::foundation::keys;
 use crate::foundation::log::NoLog;
 use crate::foundation::seal::SealingKey;
@@ -537,7 +538,10 @@ fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
     .with_tools(&["get_task_status", "list_tasks"]);
     let run = || {
         block_on(crate::sweep::reconcile::run_if_due(
-            &w.store, &w.clock, &w.entropy, &NoLog, &w.config, &seller,
+            Cx::new(&w.store, &w.clock, &NoLog),
+            &w.entropy,
+            &w.config,
+            &seller,
         ))
         .unwrap()
     };

@@ -116,15 +116,8 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     }
     let index = sweep.commit(env.store, env.clock).await?;
     // Once per epoch, across replicas: compare with the sellers' own task lists.
-    if let Some(r) = super::reconcile::run_if_due(
-        env.store,
-        env.clock,
-        env.entropy,
-        env.log,
-        env.config,
-        env.calls,
-    )
-    .await?
+    if let Some(r) =
+        super::reconcile::run_if_due(env.cx(), env.entropy, env.config, env.calls).await?
     {
         report.reconciled_tasks = r.listed;
         report.adopted = r.adopted.len();

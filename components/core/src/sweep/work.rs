@@ -37,7 +37,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
     let op = match snapshot {
         Some(op) => op,
-        None => match effects::load_and_adopt(env.store, env.clock, env.log, op_id).await? {
+        None => match effects::load_and_adopt(env.cx(), op_id).await? {
             Some(loaded) => loaded.operation,
             None => return Ok(false),
         },
@@ -46,15 +46,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         Step::FollowUp => {
             // A canceled create whose buy came into being anyway: cancel it at the seller.
             let fresh = op.cancel.as_ref().is_some_and(|c| c.follow_up.is_none());
-            let started = linked::cancel_follow_up(
-                env.store,
-                env.clock,
-                env.entropy,
-                env.log,
-                env.config,
-                &op,
-            )
-            .await?;
+            let started = linked::cancel_follow_up(env.cx(), env.entropy, env.config, &op).await?;
             Ok(fresh && started.is_some())
         }
         Step::Rest => Ok(false),
@@ -64,9 +56,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             Ok(true)
         }
         Step::Dispatch => {
-            let result =
-                dispatch::dispatch(env.store, env.clock, env.log, env.sealing, env.calls, op_id)
-                    .await?;
+            let result = dispatch::dispatch(env.cx(), env.sealing, env.calls, op_id).await?;
             match result {
                 Some(dispatch::Dispatched::Deferred { until_ms }) => {
                     // The breaker is open: nothing was sent; come back when it may close.
@@ -87,31 +77,14 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                 }
                 _ => {}
             }
-            next::reschedule_after_change(
-                env.store,
-                env.clock,
-                env.log,
-                env.entropy,
-                env.config,
-                op_id,
-                state,
-            )
-            .await?;
+            next::reschedule_after_change(env.cx(), env.entropy, env.config, op_id, state).await?;
             Ok(true)
         }
         Step::Poll => {
             let polled = poll(env, memo, &op).await?;
             let op_now = polled.operation;
             if op_now.status.is_authoritative_terminal() {
-                linked::cancel_follow_up(
-                    env.store,
-                    env.clock,
-                    env.entropy,
-                    env.log,
-                    env.config,
-                    &op_now,
-                )
-                .await?;
+                linked::cancel_follow_up(env.cx(), env.entropy, env.config, &op_now).await?;
             }
             let op_now = if op_now.status.is_closed() {
                 op_now
@@ -146,9 +119,7 @@ async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
     }
     let op_id = op.operation_id.clone();
     let written = effects::record(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         "deadline",
         &op_id,
         Some(op),
@@ -239,9 +210,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     }
     let id = current.operation_id.clone();
     let written = effects::record(
-        env.store,
-        env.clock,
-        env.log,
+        env.cx(),
         "poll",
         &id,
         Some(current),
@@ -270,11 +239,9 @@ async fn current<S: Store, C: SellerCalls, T: Transport>(
     if u64::try_from(head).unwrap_or(0) <= op.version {
         return Ok(op.clone());
     }
-    Ok(
-        effects::load_and_adopt(env.store, env.clock, env.log, &op.operation_id)
-            .await?
-            .map_or_else(|| op.clone(), |l| l.operation),
-    )
+    Ok(effects::load_and_adopt(env.cx(), &op.operation_id)
+        .await?
+        .map_or_else(|| op.clone(), |l| l.operation))
 }
 
 fn vanished(op_id: &str) -> crate::foundation::error::StoreError {

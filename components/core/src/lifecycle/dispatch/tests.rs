@@ -1,5 +1,7 @@
 use super::*;
+use crate::foundation::clock::Clock;
 use crate::foundation::clock::FixedClock;
+use crate::foundation::cx::Cx;
 use crate::foundation::log::NoLog;
 use crate::foundation::store::MemoryStore;
 use crate::foundation::transport::TransportError;
@@ -109,9 +111,7 @@ fn a_kept_breaker_reading_saves_reads_while_calls_go_well_and_a_trip_elsewhere_i
 
 fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched {
     block_on(dispatch(
-        s,
-        &FixedClock(2_000),
-        &NoLog,
+        Cx::new(s, &FixedClock(2_000), &NoLog),
         sealing,
         seller,
         "op1",
