@@ -41,21 +41,59 @@ fn kv_err(e: impl std::fmt::Debug) -> StoreError {
     StoreError::Unavailable(format!("{e:?}"))
 }
 
+/// Pauses before each retry of a call the default SQLite store refused as locked: doubling
+/// from 2 ms, with full jitter, about 0.5 s in all, far inside the journal's write guard
+/// (`WRITE_GUARD_MS`, 10 s) so a retried journal write is never taken for abandoned.
+const BUSY_BACKOFF_MS: [u64; 8] = [2, 4, 8, 16, 32, 64, 128, 256];
+
+/// `spin up` runs the HTTP and cron triggers as two processes on one SQLite file; when both
+/// write at once, SQLite refuses one at once ("database is locked": a deferred transaction
+/// cannot upgrade its lock, and the busy timeout does not apply). The refused call was not
+/// applied (the transaction rolls back), so it is safe to send again, `increment` included.
+fn is_busy(e: &impl std::fmt::Debug) -> bool {
+    let text = format!("{e:?}");
+    text.contains("database is locked") || text.contains("DatabaseBusy")
+}
+
+/// Runs a store call, trying it again while the store answers busy.
+async fn riding_out_locks<T, E: std::fmt::Debug, F: Future<Output = Result<T, E>>>(
+    mut call: impl FnMut() -> F,
+) -> StoreResult<T> {
+    for pause_ms in BUSY_BACKOFF_MS {
+        match call().await {
+            Err(e) if is_busy(&e) => sleep_ms(jitter(pause_ms)),
+            other => return other.map_err(kv_err),
+        }
+    }
+    call().await.map_err(kv_err)
+}
+
+/// A uniformly drawn pause in `1..=max_ms`.
+fn jitter(max_ms: u64) -> u64 {
+    let mut b = [0u8; 8];
+    HostEntropy.fill(&mut b);
+    1 + u64::from_le_bytes(b) % max_ms
+}
+
+fn sleep_ms(ms: u64) {
+    wasip2::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+}
+
 impl Store for SpinStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.kv.get(key).await.map_err(kv_err)
+        riding_out_locks(|| self.kv.get(key)).await
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> StoreResult<()> {
-        self.kv.set(key, value).await.map_err(kv_err)
+        riding_out_locks(|| self.kv.set(key, value)).await
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
-        self.kv.delete(key).await.map_err(kv_err)
+        riding_out_locks(|| self.kv.delete(key)).await
     }
 
     async fn increment(&self, key: &str, delta: i64) -> StoreResult<i64> {
-        atomics::increment(&self.bucket, key, delta).map_err(kv_err)
+        riding_out_locks(|| async { atomics::increment(&self.bucket, key, delta) }).await
     }
 
     async fn compare_and_swap(

@@ -3,10 +3,17 @@
 //! `increment` as an 8-byte little-endian integer in a transaction, and compare-and-swap
 //! that compares the old value's bytes and upserts unconditionally when the key was absent.
 //! Every call is counted by kind, and a call can be made to fail on purpose.
+//!
+//! `spin up` runs each trigger type as its own process, each with its own connection to the
+//! same file: [`Kv::connect_again`] opens such a second connection (sharing the counts and
+//! faults), so lock conflicts between the HTTP and cron "processes" happen as on Spin.
+//! `Connection::open` applies rusqlite's 5 s busy timeout and `transaction()` is deferred,
+//! exactly as in Spin's `key-value-spin`: a deferred transaction that must upgrade its read
+//! lock while the other connection writes gets `database is locked` at once.
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -53,9 +60,16 @@ struct Fault {
     kind: Option<KvOp>,
 }
 
-/// The SQLite database shared by every component of one host.
+/// One connection to the SQLite database (one per trigger "process" of a host).
 pub struct Kv {
+    path: PathBuf,
     conn: Mutex<Connection>,
+    stats: Arc<Stats>,
+}
+
+/// Counts and injected faults, shared by every connection of one host.
+#[derive(Default)]
+struct Stats {
     counts: Mutex<BTreeMap<KvOp, u64>>,
     faults: Mutex<Vec<Fault>>,
     calls: AtomicU64,
@@ -65,6 +79,15 @@ pub type KvResult<T> = Result<T, String>;
 
 impl Kv {
     pub fn open(path: &Path) -> anyhow::Result<Arc<Kv>> {
+        Kv::connect(path, Arc::default())
+    }
+
+    /// Another connection to the same file, as a second trigger process has.
+    pub fn connect_again(&self) -> anyhow::Result<Arc<Kv>> {
+        Kv::connect(&self.path, self.stats.clone())
+    }
+
+    fn connect(path: &Path, stats: Arc<Stats>) -> anyhow::Result<Arc<Kv>> {
         let conn = Connection::open(path)?;
         conn.execute(
             "CREATE TABLE IF NOT EXISTS spin_key_value (
@@ -77,19 +100,24 @@ impl Kv {
             [],
         )?;
         Ok(Arc::new(Kv {
+            path: path.to_path_buf(),
             conn: Mutex::new(conn),
-            counts: Mutex::default(),
-            faults: Mutex::default(),
-            calls: AtomicU64::new(0),
+            stats,
         }))
     }
 
     pub fn counts(&self) -> KvCounts {
-        KvCounts(self.counts.lock().map(|c| c.clone()).unwrap_or_default())
+        KvCounts(
+            self.stats
+                .counts
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
+        )
     }
 
     pub fn reset_counts(&self) {
-        if let Ok(mut c) = self.counts.lock() {
+        if let Ok(mut c) = self.stats.counts.lock() {
             c.clear();
         }
     }
@@ -97,7 +125,7 @@ impl Kv {
     /// Makes the `nth` call from now (1 = the next one), optionally only counting calls of
     /// `kind`, fail with `other("injected fault")`.
     pub fn fail_call(&self, nth: u64, kind: Option<KvOp>) {
-        if let Ok(mut f) = self.faults.lock() {
+        if let Ok(mut f) = self.stats.faults.lock() {
             f.push(Fault {
                 remaining: nth.max(1),
                 kind,
@@ -107,12 +135,12 @@ impl Kv {
 
     /// Counts the call and decides whether an injected fault fires.
     fn enter(&self, op: KvOp) -> KvResult<()> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut c) = self.counts.lock() {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.stats.counts.lock() {
             *c.entry(op).or_default() += 1;
         }
         let mut fire = false;
-        if let Ok(mut faults) = self.faults.lock() {
+        if let Ok(mut faults) = self.stats.faults.lock() {
             faults.retain_mut(|f| {
                 if f.kind.is_some_and(|k| k != op) {
                     return true;

@@ -17,7 +17,8 @@
 //!   `spin:variables@3.0.0`, WASI 0.2 clocks, random and stdio (output captured), and the
 //!   `spin:cron@3.0.0` export.
 //! - **Key-value** on SQLite with Spin's table and quirks ([`kv`]); several hosts may share one
-//!   state file.
+//!   state file. Like `spin up`, which runs each trigger type as its own process, HTTP
+//!   requests and cron ticks use two separate connections to the file.
 //! - **Instances**: reused between requests by default (up to 128 requests, idle 1 s), or
 //!   fresh per request.
 //!
@@ -114,7 +115,10 @@ struct Shared {
     components: HashMap<String, Prepared>,
     router: routes::Router,
     cron: Vec<manifest::CronTrigger>,
+    /// The HTTP trigger's connection.
     kv: Arc<kv::Kv>,
+    /// The cron trigger's connection (its own process under `spin up`).
+    kv_cron: Arc<kv::Kv>,
     faults: Arc<Mutex<OutboundFaults>>,
     output: Arc<Mutex<String>>,
     reuse: bool,
@@ -172,13 +176,16 @@ impl TestHost {
         if let Some(parent) = opts.state_file.parent() {
             std::fs::create_dir_all(parent).ok();
         }
+        let kv = kv::Kv::open(&opts.state_file)?;
+        let kv_cron = kv.connect_again()?;
         let shared = Arc::new(Shared {
             engine,
             linker,
             components,
             router: routes::Router::build(&manifest.http)?,
             cron: manifest.cron.clone(),
-            kv: kv::Kv::open(&opts.state_file)?,
+            kv,
+            kv_cron,
             faults: Arc::default(),
             output: Arc::default(),
             reuse: opts.instance_reuse,
@@ -247,7 +254,7 @@ impl TestHost {
             .components
             .get(component)
             .ok_or_else(|| anyhow!("no component `{component}`"))?;
-        let (mut store, out, err) = shared.new_store(p);
+        let (mut store, out, err) = shared.new_store(p, &shared.kv_cron);
         let cron =
             bindings::cron::Cron::instantiate_async(&mut store, &p.component, &shared.linker)
                 .await?;
@@ -371,7 +378,11 @@ fn compiled(engine: &Engine, path: &Path) -> Result<Component> {
 }
 
 impl Shared {
-    fn new_store(&self, p: &Prepared) -> (Store<Ctx>, MemoryOutputPipe, MemoryOutputPipe) {
+    fn new_store(
+        &self,
+        p: &Prepared,
+        kv: &Arc<kv::Kv>,
+    ) -> (Store<Ctx>, MemoryOutputPipe, MemoryOutputPipe) {
         let out = MemoryOutputPipe::new(1 << 20);
         let err = MemoryOutputPipe::new(1 << 20);
         let wasi = WasiCtxBuilder::new()
@@ -386,7 +397,7 @@ impl Shared {
                 allowed: p.allowed.clone(),
                 faults: self.faults.clone(),
             },
-            spin: SpinState::new(self.kv.clone(), p.stores.clone(), p.variables.clone()),
+            spin: SpinState::new(kv.clone(), p.stores.clone(), p.variables.clone()),
         };
         (Store::new(&self.engine, ctx), out, err)
     }
@@ -427,7 +438,7 @@ impl Shared {
                 return Ok((i.store, i.service, i.uses, None));
             }
         }
-        let (mut store, out, err) = self.new_store(p);
+        let (mut store, out, err) = self.new_store(p, &self.kv);
         let service = Service::instantiate_async(&mut store, &p.component, &self.linker).await?;
         Ok((store, service, 0, Some((out, err))))
     }
