@@ -1,6 +1,6 @@
 //! First run in one command: `scripts/dev.sh` writes `.env` with fresh development secrets,
 //! and the app started with exactly those variables answers (a tenant is created with the
-//! admin key, `/metrics` opens with the metrics token).
+//! admin key, `/metrics` opens with the metrics token, `/readyz` reports the store ready).
 
 use e2e::{Api, repo_root};
 use serde_json::json;
@@ -82,4 +82,9 @@ async fn dev_sh_makes_an_env_the_app_runs_with_and_keeps_it_on_the_next_run() {
         .call("GET", "/metrics", Some(&vars["metrics_token"]), None)
         .await;
     assert_eq!(s, 200);
+    // Readiness: the store answers; no sweep has run yet.
+    let (s, ready) = api.call("GET", "/readyz", None, None).await;
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["store"], "ok");
+    assert_eq!(ready["sweep_last_finished_age_s"], serde_json::Value::Null);
 }

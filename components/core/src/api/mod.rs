@@ -1,4 +1,4 @@
-//! The buyer-facing HTTP API (`/api/v1`, `/healthz`), as a function from request to
+//! The buyer-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`), as a function from request to
 //! response over the store. The operations component only converts Spin's request type.
 //!
 //! Every error is JSON `{"code", "message"}` with a stable `code`, and no handler changes
@@ -15,10 +15,12 @@ pub use env::{ApiConfig, Env};
 
 pub use crate::foundation::error::FieldError;
 pub use crate::foundation::http::{ApiError, ApiResult, Request, Response, bearer, json_response};
+use crate::foundation::keys;
 use crate::foundation::seal::ct_eq;
-use crate::foundation::store::Store;
+use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
 use crate::records::tenant::{self, Tenant};
+use crate::records::tick_report::TickReport;
 use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode, header};
 use serde_json::json;
@@ -56,6 +58,10 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
     match segments.as_slice() {
         ["healthz"] => only(&method, &[Method::GET])
             .map(|_| json_response(StatusCode::OK, &json!({"status": "ok"}))),
+        ["readyz"] => {
+            only(&method, &[Method::GET])?;
+            Ok(readiness(env).await)
+        }
         ["internal", "sweep"] => {
             only(&method, &[Method::POST])?;
             require_token(&req, &env.config.sweep_token)?;
@@ -153,6 +159,22 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
             format!("no route for {path}"),
         )),
     }
+}
+
+/// Readiness: the store answers a read (one call), and how long ago the sweep last finished,
+/// so probes and a CronJob can tell a replica that cannot reach its store from one whose
+/// sweep stopped. Only the store decides the status: a stale sweep does not stop the API.
+async fn readiness<S: Store, C: SellerCalls, T: Transport>(env: &Env<'_, S, C, T>) -> Response {
+    let last: Result<Option<TickReport>, _> = get_json(env.store, keys::SWEEP_LAST).await;
+    let Ok(last) = last else {
+        let body = json!({"status": "unavailable", "store": "unavailable"});
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    };
+    let age_s = last
+        .filter(|l| l.finished_at_ms > 0)
+        .map(|l| env.clock.now_ms().saturating_sub(l.finished_at_ms) / 1000);
+    let body = json!({"status": "ready", "store": "ok", "sweep_last_finished_age_s": age_s});
+    json_response(StatusCode::OK, &body)
 }
 
 fn only(method: &Method, allowed: &[Method]) -> ApiResult<()> {

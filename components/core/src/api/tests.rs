@@ -435,6 +435,7 @@ fn openapi_is_served_and_documents_every_route() {
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
         ("/healthz", &["get"][..]),
+        ("/readyz", &["get"]),
         ("/api/v1/openapi.json", &["get"]),
         ("/api/v1/tenants", &["post"]),
         ("/api/v1/sellers/{seller_id}", &["put", "get", "delete"]),
@@ -452,6 +453,29 @@ fn openapi_is_served_and_documents_every_route() {
             assert!(paths[path].get(*m).is_some(), "{m} {path} undocumented");
         }
     }
+}
+
+#[test]
+fn readiness_reads_the_store_and_reports_the_sweep_age() {
+    let w = World::new();
+    let (s, body) = w.call("GET", "/readyz", None, None);
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["store"], "ok");
+    assert_eq!(
+        body["sweep_last_finished_age_s"],
+        Value::Null,
+        "no sweep yet"
+    );
+    w.call("POST", "/internal/sweep", Some("sweep-token"), None);
+    let (_, body) = w.call("GET", "/readyz", None, None);
+    assert_eq!(body["sweep_last_finished_age_s"], 0);
+    w.store.fail_nth_call(1);
+    let (s, body) = w.call("GET", "/readyz", None, None);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        json!({"status": "unavailable", "store": "unavailable"})
+    );
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! credentials, per-operation webhook secrets): XChaCha20-Poly1305 under a key from a
 //! secret Spin variable. Values that only need comparing (API keys, webhook tokens) are
 //! hashed instead, see [`digest_hex`].
+//!
+//! Rotation: the `encryption_key` variable holds one key, or several separated by commas,
+//! newest first (`NEW,OLD`). The first seals; each opens what it sealed. An old key can be
+//! dropped once nothing sealed under it is left (README, "Rotating the encryption key").
 
 use crate::foundation::clock::{Entropy, hex};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -10,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// The sealing key. Its `Debug` never shows the key.
+/// The sealing keys, newest first: the first seals, any opens. Its `Debug` never shows a key.
 #[derive(Clone)]
-pub struct SealingKey(XChaCha20Poly1305);
+pub struct SealingKey(Vec<XChaCha20Poly1305>);
 
 impl fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -23,7 +27,7 @@ impl fmt::Debug for SealingKey {
 /// Why a key or a sealed value was refused. Never carries secret material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SealError {
-    /// The configured key is not 64 hex characters (32 bytes).
+    /// A configured key is not 64 hex characters (32 bytes), or none is configured.
     BadKey,
     /// Tampered, truncated, sealed under another key, or sealed for another purpose.
     Unreadable,
@@ -54,14 +58,16 @@ impl fmt::Debug for Sealed {
 }
 
 impl SealingKey {
-    pub fn from_hex(key: &str) -> Result<SealingKey, SealError> {
-        let bytes = unhex(key.trim()).ok_or(SealError::BadKey)?;
-        if bytes.len() != 32 {
-            return Err(SealError::BadKey);
-        }
-        XChaCha20Poly1305::new_from_slice(&bytes)
+    /// One key, or several separated by commas, newest first.
+    pub fn from_hex(keys: &str) -> Result<SealingKey, SealError> {
+        keys.split(',')
+            .map(|key| {
+                let bytes = unhex(key.trim()).filter(|b| b.len() == 32);
+                XChaCha20Poly1305::new_from_slice(&bytes.ok_or(SealError::BadKey)?)
+                    .map_err(|_| SealError::BadKey)
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map(SealingKey)
-            .map_err(|_| SealError::BadKey)
     }
 
     /// Seals `secret`, bound to `purpose` (e.g. `"seller:t1:s1"`) so a sealed value copied
@@ -69,8 +75,7 @@ impl SealingKey {
     pub fn seal(&self, entropy: &dyn Entropy, purpose: &str, secret: &[u8]) -> Sealed {
         let mut nonce = [0u8; 24];
         entropy.fill(&mut nonce);
-        let ciphertext = self
-            .0
+        let ciphertext = self.0[0]
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -91,15 +96,14 @@ impl SealingKey {
             .filter(|n| n.len() == 24)
             .ok_or(SealError::Unreadable)?;
         let ct = unhex(&sealed.ciphertext).ok_or(SealError::Unreadable)?;
+        let payload = || Payload {
+            msg: &ct,
+            aad: purpose.as_bytes(),
+        };
         self.0
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: purpose.as_bytes(),
-                },
-            )
-            .map_err(|_| SealError::Unreadable)
+            .iter()
+            .find_map(|k| k.decrypt(XNonce::from_slice(&nonce), payload()).ok())
+            .ok_or(SealError::Unreadable)
     }
 
     pub fn open_string(&self, purpose: &str, sealed: &Sealed) -> Result<String, SealError> {
@@ -160,8 +164,43 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_key_seals_while_the_old_one_still_opens() {
+        let e = SeededEntropy::new(2);
+        let new = KEY.replace("00", "ee");
+        let old = SealingKey::from_hex(KEY).unwrap();
+        let before = old.seal(&e, "webhook:op1:secret", b"made before");
+        let rotated = SealingKey::from_hex(&format!("{new}, {KEY}")).unwrap();
+        assert_eq!(
+            rotated.open("webhook:op1:secret", &before).unwrap(),
+            b"made before"
+        );
+        let after = rotated.seal(&e, "webhook:op1:secret", b"made after");
+        let only_new = SealingKey::from_hex(&new).unwrap();
+        assert_eq!(
+            only_new.open("webhook:op1:secret", &after).unwrap(),
+            b"made after"
+        );
+        assert_eq!(
+            old.open("webhook:op1:secret", &after),
+            Err(SealError::Unreadable)
+        );
+        assert_eq!(
+            only_new.open("webhook:op1:secret", &before),
+            Err(SealError::Unreadable),
+            "dropping the old key too early makes its values unreadable"
+        );
+    }
+
+    #[test]
     fn bad_keys_are_refused() {
-        for k in ["", "zz", &KEY[..62], &format!("{KEY}00")] {
+        for k in [
+            "",
+            "zz",
+            &KEY[..62],
+            &format!("{KEY}00"),
+            &format!("{KEY},"),
+            &format!("{KEY},zz"),
+        ] {
             assert_eq!(SealingKey::from_hex(k).unwrap_err(), SealError::BadKey);
         }
     }
