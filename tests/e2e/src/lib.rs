@@ -5,6 +5,7 @@
 pub mod fake_seller;
 pub mod proxy;
 pub mod python_seller;
+pub mod redis_server;
 pub mod schema;
 pub mod task_seller;
 
@@ -37,6 +38,18 @@ pub fn variables(public_base_url: &str) -> BTreeMap<String, String> {
         // Plain-HTTP loopback sellers and callbacks are allowed only through this variable.
         ("extra_outbound_host".into(), "http://127.0.0.1:*".into()),
     ])
+}
+
+/// Starts one host of the application with its `default` store on a Redis server, as a
+/// replica does in production; several may share the server.
+pub async fn start_on_redis(redis_url: &str, public_base_url: Option<&str>) -> TestHost {
+    let opts = HostOptions {
+        manifest: repo_root().join("spin.toml"),
+        redis_url: Some(redis_url.to_string()),
+        variables: variables(public_base_url.unwrap_or("http://placeholder.invalid")),
+        ..HostOptions::default()
+    };
+    TestHost::start(opts).await.expect("test host starts")
 }
 
 /// Starts the application on a state file. `public_base_url` defaults to the host's own URL.

@@ -3,12 +3,15 @@
 //! operations announcing their outcome before their progress, while cron sweeps poll the
 //! same operations concurrently. Every operation must end in the seller's final state with
 //! exactly one terminal transition, every delivery must be applied once, and `/metrics`
-//! must equal the ground truth and the journals.
+//! must equal the ground truth and the journals. Run on one host with the default SQLite
+//! store, and on three hosts sharing one real Redis server.
 
+use e2e::redis_server::RedisServer;
 use e2e::task_seller::{TaskSeller, Webhook};
-use e2e::{Api, METRICS_TOKEN, python, start};
+use e2e::{Api, METRICS_TOKEN, python, start, start_on_redis};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use spin_test_host::TestHost;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,17 +137,35 @@ async fn drive(plan: Plan, seller: TaskSeller, http: reqwest::Client, base: Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_sweeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Arc::new(start(&dir.path().join("kv.db"), None).await);
+    storm(vec![host]).await;
+}
+
+/// The same storm against three replicas on one Redis server: creates and webhooks are
+/// spread over the three, and each fires its own cron ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_storm_converges_on_three_hosts_sharing_redis() {
+    let redis = RedisServer::start();
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(Arc::new(start_on_redis(&redis.url(), None).await));
+    }
+    storm(hosts).await;
+}
+
+async fn storm(hosts: Vec<Arc<TestHost>>) {
     let seed = std::env::var("STORM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_2026);
-    eprintln!("storm seed {seed}");
+    eprintln!("storm seed {seed} on {} host(s)", hosts.len());
     let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let host = Arc::new(start(&dir.path().join("kv.db"), None).await);
     let started = Instant::now();
-    let base = host.base_url();
+    let bases: Vec<String> = hosts.iter().map(|h| h.base_url()).collect();
+    let base = bases[0].clone();
     let api = Api::new(base.clone());
+    let apis: Vec<Api> = bases.iter().map(|b| Api::new(b.clone())).collect();
     let seller = TaskSeller::start().await;
     let key = api.tenant("Acme").await;
     let (s, b) = api
@@ -157,10 +178,11 @@ async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_
         .await;
     assert_eq!(s, 201, "{b}");
 
-    // 200 operations, 16 requests at a time; each is stored, sent and `submitted`.
+    // 200 operations, 16 requests at a time (spread over the hosts); each is stored, sent
+    // and `submitted`.
     let created: Vec<Value> = futures::stream::iter(0..OPS)
-        .map(|_| {
-            api.call(
+        .map(|i| {
+            apis[i % apis.len()].call(
                 "POST",
                 "/api/v1/operations",
                 Some(&key),
@@ -198,10 +220,15 @@ async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_
     // 24 h deadline; the webhooks start with the first poll.
     let t1 = now_s();
     let done = Arc::new(AtomicBool::new(false));
-    let sweepers: Vec<_> = [140, 155]
+    let offsets: Vec<(usize, u64)> = if hosts.len() == 1 {
+        vec![(0, 140), (0, 155)]
+    } else {
+        (0..hosts.len()).map(|i| (i, 140 + 10 * i as u64)).collect()
+    };
+    let sweepers: Vec<_> = offsets
         .into_iter()
-        .map(|offset| {
-            let (host, done) = (host.clone(), done.clone());
+        .map(|(i, offset)| {
+            let (host, done) = (hosts[i].clone(), done.clone());
             tokio::spawn(async move {
                 let mut at = t1 + offset;
                 let mut ticks = 0;
@@ -218,14 +245,22 @@ async fn two_hundred_operations_converge_under_duplicate_reordered_webhooks_and_
         .wait_for_calls("get_task_status", 1, Duration::from_secs(180))
         .await;
     let first_poll_in = started.elapsed() - created_in;
-    let answers: Vec<(String, String)> = futures::stream::iter(plans.clone())
-        .map(|p| drive(p, seller.clone(), api.http.clone(), base.clone()))
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let answers: Vec<(String, String)> =
+        futures::stream::iter(plans.clone().into_iter().enumerate())
+            .map(|(i, p)| {
+                drive(
+                    p,
+                    seller.clone(),
+                    api.http.clone(),
+                    bases[i % bases.len()].clone(),
+                )
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
     done.store(true, Ordering::SeqCst);
     let mut ticks = 0;
     for s in sweepers {

@@ -10,6 +10,12 @@
 //! `Connection::open` applies rusqlite's 5 s busy timeout and `transaction()` is deferred,
 //! exactly as in Spin's `key-value-spin`: a deferred transaction that must upgrade its read
 //! lock while the other connection writes gets `database is locked` at once.
+//!
+//! With a Redis URL ([`Kv::open_redis`]) the store is Spin's `key-value-redis` instead: the
+//! same commands (`GET`, `SET`, `DEL`, `EXISTS`, `KEYS *`, `INCRBY`, `MSET`), the store label
+//! ignored (a label is a database), and its compare-and-swap as measured on Spin 4.0.2: an
+//! uncontended swap writes the new value and then reports failure (contention is not
+//! emulated; the product uses no CAS).
 
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 use std::collections::BTreeMap;
@@ -60,11 +66,21 @@ struct Fault {
     kind: Option<KvOp>,
 }
 
-/// One connection to the SQLite database (one per trigger "process" of a host).
+/// One connection to the store (one per trigger "process" of a host).
 pub struct Kv {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    backend: Backend,
     stats: Arc<Stats>,
+}
+
+enum Backend {
+    Sqlite {
+        path: PathBuf,
+        conn: Mutex<Connection>,
+    },
+    Redis {
+        client: redis::Client,
+        conn: Mutex<redis::Connection>,
+    },
 }
 
 /// Counts and injected faults, shared by every connection of one host.
@@ -77,14 +93,37 @@ struct Stats {
 
 pub type KvResult<T> = Result<T, String>;
 
+fn poisoned<T>(_: T) -> String {
+    "key-value connection poisoned".to_string()
+}
+
 impl Kv {
     pub fn open(path: &Path) -> anyhow::Result<Arc<Kv>> {
         Kv::connect(path, Arc::default())
     }
 
-    /// Another connection to the same file, as a second trigger process has.
+    /// The `default` store on a Redis server, as a runtime config with `type = "redis"`.
+    pub fn open_redis(url: &str) -> anyhow::Result<Arc<Kv>> {
+        Kv::connect_redis(redis::Client::open(url)?, Arc::default())
+    }
+
+    fn connect_redis(client: redis::Client, stats: Arc<Stats>) -> anyhow::Result<Arc<Kv>> {
+        let conn = client.get_connection()?;
+        Ok(Arc::new(Kv {
+            backend: Backend::Redis {
+                client,
+                conn: Mutex::new(conn),
+            },
+            stats,
+        }))
+    }
+
+    /// Another connection to the same store, as a second trigger process has.
     pub fn connect_again(&self) -> anyhow::Result<Arc<Kv>> {
-        Kv::connect(&self.path, self.stats.clone())
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Kv::connect(path, self.stats.clone()),
+            Backend::Redis { client, .. } => Kv::connect_redis(client.clone(), self.stats.clone()),
+        }
     }
 
     fn connect(path: &Path, stats: Arc<Stats>) -> anyhow::Result<Arc<Kv>> {
@@ -100,8 +139,10 @@ impl Kv {
             [],
         )?;
         Ok(Arc::new(Kv {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite {
+                path: path.to_path_buf(),
+                conn: Mutex::new(conn),
+            },
             stats,
         }))
     }
@@ -161,12 +202,20 @@ impl Kv {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> KvResult<T> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| "key-value connection poisoned".to_string())?;
-        f(&mut conn).map_err(|e| e.to_string())
+    /// Runs the call on SQLite (`sqlite`) or Redis (`redis`), whichever backs this store.
+    fn on<T>(
+        &self,
+        sqlite: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        redis: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> KvResult<T> {
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => {
+                sqlite(&mut *conn.lock().map_err(poisoned)?).map_err(|e| e.to_string())
+            }
+            Backend::Redis { conn, .. } => {
+                redis(&mut *conn.lock().map_err(poisoned)?).map_err(|e| e.to_string())
+            }
+        }
     }
 
     pub fn open_store(&self) -> KvResult<()> {
@@ -175,61 +224,84 @@ impl Kv {
 
     pub fn get(&self, store: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
         self.enter(KvOp::Get)?;
-        self.with(|c| {
-            c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                .query_row([store, key], |r| r.get(0))
-                .optional()
-        })
+        self.on(
+            |c| {
+                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                    .query_row([store, key], |r| r.get(0))
+                    .optional()
+            },
+            |r| redis::cmd("GET").arg(key).query(r),
+        )
     }
 
     pub fn set(&self, store: &str, key: &str, value: &[u8]) -> KvResult<()> {
         self.enter(KvOp::Set)?;
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+        self.on(
+            |c| {
+                c.prepare_cached(
+                    "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
                      ON CONFLICT(store, key) DO UPDATE SET value=$3",
-            )?
-            .execute(params![store, key, value])
-            .map(drop)
-        })
+                )?
+                .execute(params![store, key, value])
+                .map(drop)
+            },
+            |r| redis::cmd("SET").arg(key).arg(value).exec(r),
+        )
     }
 
     pub fn delete(&self, store: &str, key: &str) -> KvResult<()> {
         self.enter(KvOp::Delete)?;
-        self.with(|c| {
-            c.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
-                .execute([store, key])
-                .map(drop)
-        })
+        self.on(
+            |c| {
+                c.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
+                    .execute([store, key])
+                    .map(drop)
+            },
+            |r| redis::cmd("DEL").arg(key).exec(r),
+        )
     }
 
     pub fn exists(&self, store: &str, key: &str) -> KvResult<bool> {
         self.enter(KvOp::Exists)?;
-        self.with(|c| {
-            c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                .query_row([store, key], |_| Ok(()))
-                .optional()
-                .map(|o| o.is_some())
-        })
+        self.on(
+            |c| {
+                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                    .query_row([store, key], |_| Ok(()))
+                    .optional()
+                    .map(|o| o.is_some())
+            },
+            |r| redis::cmd("EXISTS").arg(key).query(r),
+        )
     }
 
     pub fn keys(&self, store: &str) -> KvResult<Vec<String>> {
         self.enter(KvOp::GetKeys)?;
-        self.with(|c| {
-            c.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?
-                .query_map([store], |r| r.get(0))?
-                .collect()
-        })
+        self.on(
+            |c| {
+                c.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?
+                    .query_map([store], |r| r.get(0))?
+                    .collect()
+            },
+            |r| redis::cmd("KEYS").arg("*").query(r),
+        )
     }
 
     /// Spin panics the host thread on a non-8-byte value (`expect("incorrect length")`); a
     /// test host must not crash, so that case is an error here, reported loudly.
     pub fn increment(&self, store: &str, key: &str, delta: i64) -> KvResult<i64> {
         self.enter(KvOp::Increment)?;
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| "key-value connection poisoned".to_string())?;
+        let conn = match &self.backend {
+            Backend::Redis { conn, .. } => {
+                let mut r = conn.lock().map_err(poisoned)?;
+                return redis::cmd("INCRBY")
+                    .arg(key)
+                    .arg(delta)
+                    .query(&mut *r)
+                    .map_err(|e| e.to_string());
+            }
+            Backend::Sqlite { conn, .. } => conn,
+        };
+        let mut conn = conn.lock().map_err(poisoned)?;
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         let current: Option<Vec<u8>> = tx
             .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")
@@ -255,11 +327,14 @@ impl Kv {
     /// `Cas::current`: reads the value the swap will compare against.
     pub fn cas_current(&self, store: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
         self.enter(KvOp::CasCurrent)?;
-        self.with(|c| {
-            c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                .query_row([store, key], |r| r.get(0))
-                .optional()
-        })
+        self.on(
+            |c| {
+                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                    .query_row([store, key], |r| r.get(0))
+                    .optional()
+            },
+            |r| redis::cmd("GET").arg(key).query(r),
+        )
     }
 
     /// `swap`: `Ok(true)` when exactly one row changed. With no old value (the key was
@@ -272,7 +347,11 @@ impl Kv {
         new: &[u8],
     ) -> KvResult<bool> {
         self.enter(KvOp::CasSwap)?;
-        self.with(|c| {
+        // Spin 4.0.2 on Redis: the swap's transaction applies, then its reply fails to
+        // convert, so every uncontended swap reports `CasFailed` after writing.
+        let redis_swap =
+            |r: &mut redis::Connection| redis::cmd("SET").arg(key).arg(new).exec(r).map(|()| false);
+        self.on(|c| {
             let rows = match old {
                 Some(old) => c
                     .prepare_cached(
@@ -292,7 +371,7 @@ impl Kv {
                 }
             };
             Ok(rows == 1)
-        })
+        }, redis_swap)
     }
 
     pub fn get_many(
@@ -301,46 +380,69 @@ impl Kv {
         keys: &[String],
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         self.enter(KvOp::GetMany)?;
-        self.with(|c| {
-            let mut out = Vec::new();
-            for k in keys {
-                let v: Option<Vec<u8>> = c
-                    .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .query_row([store, k], |r| r.get(0))
-                    .optional()?;
-                // Spin's query returns only keys that exist.
-                if v.is_some() {
-                    out.push((k.clone(), v));
+        self.on(
+            |c| {
+                let mut out = Vec::new();
+                for k in keys {
+                    let v: Option<Vec<u8>> = c
+                        .prepare_cached(
+                            "SELECT value FROM spin_key_value WHERE store=$1 AND key=$2",
+                        )?
+                        .query_row([store, k], |r| r.get(0))
+                        .optional()?;
+                    // Spin's query returns only keys that exist.
+                    if v.is_some() {
+                        out.push((k.clone(), v));
+                    }
                 }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+            |r| {
+                // Spin 4.0.2 sends `KEYS k1 k2 …` here (not `MGET`); Redis refuses the arity.
+                redis::cmd("KEYS")
+                    .arg(keys)
+                    .query::<Vec<String>>(r)
+                    .map(|_| Vec::new())
+            },
+        )
     }
 
     pub fn set_many(&self, store: &str, kvs: &[(String, Vec<u8>)]) -> KvResult<()> {
         self.enter(KvOp::SetMany)?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            for (k, v) in kvs {
-                tx.prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+        self.on(
+            |c| {
+                let tx = c.transaction()?;
+                for (k, v) in kvs {
+                    tx.prepare_cached(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
                      ON CONFLICT(store, key) DO UPDATE SET value=$3",
-                )?
-                .execute(params![store, k, v])?;
-            }
-            tx.commit()
-        })
+                    )?
+                    .execute(params![store, k, v])?;
+                }
+                tx.commit()
+            },
+            |r| {
+                let mut cmd = redis::cmd("MSET");
+                for (k, v) in kvs {
+                    cmd.arg(k).arg(v);
+                }
+                cmd.exec(r)
+            },
+        )
     }
 
     pub fn delete_many(&self, store: &str, keys: &[String]) -> KvResult<()> {
         self.enter(KvOp::DeleteMany)?;
-        self.with(|c| {
-            let tx = c.transaction()?;
-            for k in keys {
-                tx.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .execute([store, k])?;
-            }
-            tx.commit()
-        })
+        self.on(
+            |c| {
+                let tx = c.transaction()?;
+                for k in keys {
+                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
+                        .execute([store, k])?;
+                }
+                tx.commit()
+            },
+            |r| redis::cmd("DEL").arg(keys).exec(r),
+        )
     }
 }

@@ -18,14 +18,16 @@
 //!   `spin:cron@3.0.0` export.
 //! - **Key-value** on SQLite with Spin's table and quirks ([`kv`]); several hosts may share one
 //!   state file. Like `spin up`, which runs each trigger type as its own process, HTTP
-//!   requests and cron ticks use two separate connections to the file.
+//!   requests and cron ticks use two separate connections to the file. Or on a Redis server
+//!   with Spin's Redis commands ([`HostOptions::redis_url`]), which several hosts may share.
 //! - **Instances**: reused between requests by default (up to 128 requests, idle 1 s), or
 //!   fresh per request.
 //!
 //! Deliberately not implemented (the product imports none of it): `fermyon:spin@2.0.0` and
-//! older interfaces, SQLite/Postgres/MySQL/Redis/MQTT/LLM, `wasi:config`, `wasi:otel`,
-//! static responses, `files`, service chaining (`*.spin.internal`, `self`), runtime-config
-//! files, `block_networks`, and concurrent use of one instance by several requests (Spin
+//! older interfaces, the SQLite/Postgres/MySQL/Redis/MQTT/LLM guest interfaces, `wasi:config`,
+//! `wasi:otel`, static responses, `files`, service chaining (`*.spin.internal`, `self`),
+//! runtime-config files (the Redis store is chosen by [`HostOptions::redis_url`]),
+//! `block_networks`, and concurrent use of one instance by several requests (Spin
 //! allows 16; here a busy instance is never shared, so per-instance state is never shared
 //! between concurrent requests).
 
@@ -71,6 +73,9 @@ pub struct HostOptions {
     pub manifest: PathBuf,
     /// The SQLite file of the `default` store; several hosts may share one.
     pub state_file: PathBuf,
+    /// The `default` store on this Redis server instead (`redis://127.0.0.1:6379/0`), as a
+    /// runtime config with `type = "redis"` gives it; several hosts may share it.
+    pub redis_url: Option<String>,
     /// Application variable values, as `SPIN_VARIABLE_<NAME>` would give them.
     pub variables: BTreeMap<String, String>,
     /// Reuse instances like Spin 4.0.2 does for p3 components (default), or use a fresh
@@ -87,6 +92,7 @@ impl Default for HostOptions {
         HostOptions {
             manifest: PathBuf::from("spin.toml"),
             state_file: PathBuf::from(".spin/sqlite_key_value.db"),
+            redis_url: None,
             variables: BTreeMap::new(),
             instance_reuse: true,
             build: true,
@@ -176,7 +182,10 @@ impl TestHost {
         if let Some(parent) = opts.state_file.parent() {
             std::fs::create_dir_all(parent).ok();
         }
-        let kv = kv::Kv::open(&opts.state_file)?;
+        let kv = match &opts.redis_url {
+            Some(url) => kv::Kv::open_redis(url)?,
+            None => kv::Kv::open(&opts.state_file)?,
+        };
         let kv_cron = kv.connect_again()?;
         let shared = Arc::new(Shared {
             engine,
