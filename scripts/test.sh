@@ -5,9 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-echo "==> toolchain (rust-toolchain.toml brings the wasm32-wasip2 target)"
+echo "==> toolchain and the wasm32-wasip2 target (rustup adds rust-toolchain.toml's targets only to a new toolchain)"
 rustup show active-toolchain >/dev/null
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2
+
+echo "==> redis-server (Debian's package) for the multi-replica tests"
+if ! command -v redis-server >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+fi
+redis-server --version
 
 echo "==> Python peers (official AdCP SDK) in .venv"
 if [ ! -x .venv/bin/python ]; then

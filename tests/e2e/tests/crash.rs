@@ -7,10 +7,14 @@
 //! - after a webhook's journal entry (its de-duplication claim) is appended and before the
 //!   record and effects are written;
 //! - in the middle of a sweep, a poll in flight.
+//!
+//! The create crashes also run on three replicas sharing one Redis server: one replica dies
+//! mid-call and the other two, each firing cron ticks, finish the work.
 
 use bytes::Bytes;
+use e2e::redis_server::RedisServer;
 use e2e::task_seller::{HoldAt, TaskSeller};
-use e2e::{Api, METRICS_TOKEN, python, start};
+use e2e::{Api, METRICS_TOKEN, python, start, start_on_redis};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use spin_test_host::kv::Kv;
@@ -34,7 +38,11 @@ fn create_body(webhook: bool) -> Value {
 
 /// A host on `db` with a tenant whose seller `ssp` is `seller`, asked for HMAC webhooks.
 async fn setup(db: &Path, seller: &TaskSeller) -> (TestHost, Api, String) {
-    let host = start(db, None).await;
+    setup_on(start(db, None).await, seller).await
+}
+
+/// [`setup`] on a host already started.
+async fn setup_on(host: TestHost, seller: &TaskSeller) -> (TestHost, Api, String) {
     let api = Api::new(host.base_url());
     let key = api.tenant("Acme").await;
     let (s, b) = api
@@ -81,11 +89,23 @@ fn transitions(events: &[Value]) -> Vec<String> {
 
 /// Kills the host while the seller holds its `create_media_buy` at `at`, restarts it on the
 /// same file and lets the sweep redispatch.
-async fn crash_during_create(at: HoldAt) {
+/// Where the application runs: one host on the SQLite file (restarted after the crash), or
+/// three replicas on one Redis server (one crashes, the other two carry on).
+#[derive(Clone, Copy, PartialEq)]
+enum Replicas {
+    OneOnSqlite,
+    ThreeOnRedis,
+}
+
+async fn crash_during_create(at: HoldAt, replicas: Replicas) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kv.db");
     let seller = TaskSeller::start().await;
-    let (host, api, key) = setup(&db, &seller).await;
+    let redis = (replicas == Replicas::ThreeOnRedis).then(RedisServer::start);
+    let (host, api, key) = match &redis {
+        None => setup(&db, &seller).await,
+        Some(r) => setup_on(start_on_redis(&r.url(), None).await, &seller).await,
+    };
     let mut hold = seller.hold("create_media_buy", at);
     let post = api
         .http
@@ -106,11 +126,15 @@ async fn crash_during_create(at: HoldAt) {
     let acted = seller.tasks_for(&id).len();
     assert_eq!(acted, usize::from(at == HoldAt::After));
 
-    let (host, api) = {
-        let host = start(&db, None).await;
-        let api = Api::new(host.base_url());
-        (host, api)
+    // After the crash: the same file restarted, or the two replicas that kept running.
+    let hosts = match &redis {
+        None => vec![start(&db, None).await],
+        Some(r) => vec![
+            start_on_redis(&r.url(), None).await,
+            start_on_redis(&r.url(), None).await,
+        ],
     };
+    let (host, api) = (&hosts[0], Api::new(hosts[0].base_url()));
     let op = get_op(&api, &key, &id).await;
     assert_eq!(
         op["status"], "pending_dispatch",
@@ -120,7 +144,9 @@ async fn crash_during_create(at: HoldAt) {
     let t = now_s();
     let mut op = op;
     for i in 0..10 {
-        host.cron_tick(t + 70 + 30 * i).await.unwrap();
+        for h in &hosts {
+            h.cron_tick(t + 70 + 30 * i).await.unwrap();
+        }
         op = get_op(&api, &key, &id).await;
         if op["status"] != "pending_dispatch" {
             break;
@@ -136,7 +162,8 @@ async fn crash_during_create(at: HoldAt) {
 
     seller.set_status(&tasks[0].task_id, "completed");
     let w = seller.webhook(&tasks[0].task_id, "completed", "2026-11-22T10:00:02Z");
-    let d = w.send(&api.http, &host.base_url()).await;
+    let last = hosts.last().unwrap();
+    let d = w.send(&api.http, &last.base_url()).await;
     assert_eq!(
         (d.status, d.body["outcome"].as_str()),
         (200, Some("applied"))
@@ -153,12 +180,22 @@ async fn crash_during_create(at: HoldAt) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_before_the_seller_acts_on_the_create_leaves_one_media_buy_after_restart() {
-    crash_during_create(HoldAt::Before).await;
+    crash_during_create(HoldAt::Before, Replicas::OneOnSqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_after_the_seller_acted_but_before_its_answer_leaves_one_media_buy() {
-    crash_during_create(HoldAt::After).await;
+    crash_during_create(HoldAt::After, Replicas::OneOnSqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_crashing_before_the_seller_acts_leaves_one_media_buy_on_redis() {
+    crash_during_create(HoldAt::Before, Replicas::ThreeOnRedis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_crashing_after_the_seller_acted_leaves_one_media_buy_on_redis() {
+    crash_during_create(HoldAt::After, Replicas::ThreeOnRedis).await;
 }
 
 /// What [`interrupted_webhook`] leaves behind.

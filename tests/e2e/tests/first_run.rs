@@ -88,3 +88,28 @@ async fn dev_sh_makes_an_env_the_app_runs_with_and_keeps_it_on_the_next_run() {
     assert_eq!(ready["store"], "ok");
     assert_eq!(ready["sweep_last_finished_age_s"], serde_json::Value::Null);
 }
+
+/// The shipped runtime configs say what the README says they do, in Spin's format.
+#[test]
+fn shipped_runtime_configs_point_the_store_at_redis_and_production_blocks_private_networks() {
+    let read = |name: &str| -> toml::Table {
+        let text = std::fs::read_to_string(repo_root().join("runtime-config").join(name)).unwrap();
+        text.parse().unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for name in ["redis.toml", "production.toml"] {
+        let store = &read(name)["key_value_store"]["default"];
+        assert_eq!(store["type"].as_str(), Some("redis"), "{name}");
+        assert!(
+            store["url"].as_str().unwrap().starts_with("redis://"),
+            "{name}"
+        );
+    }
+    let prod = read("production.toml");
+    assert_eq!(
+        prod["outbound_networking"]["block_networks"]
+            .as_array()
+            .unwrap(),
+        &[toml::Value::from("private")]
+    );
+    assert!(read("redis.toml").get("outbound_networking").is_none());
+}
