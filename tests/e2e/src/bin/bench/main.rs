@@ -7,6 +7,7 @@
 mod app;
 mod create;
 mod ingest;
+mod scale;
 mod seed;
 mod stats;
 mod sweep;
@@ -34,7 +35,12 @@ fn args() -> Args {
         creates: 300,
         pending: vec![1_000, 10_000],
         due: 100,
-        sections: vec!["ingest".into(), "create".into(), "sweep".into()],
+        sections: vec![
+            "ingest".into(),
+            "create".into(),
+            "sweep".into(),
+            "scale".into(),
+        ],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,7 +66,7 @@ fn args() -> Args {
             _ => {
                 println!(
                     "bench [--webhooks N per run (200)] [--concurrency 1,16,64] [--repeat 3] [--creates N per row (300)] \
-                     [--pending 1000,10000] [--due 100] [--only ingest,create,sweep]"
+                     [--pending 1000,10000] [--due 100] [--only ingest,create,sweep,scale]"
                 );
                 std::process::exit(2);
             }
@@ -86,6 +92,9 @@ async fn main() {
     }
     if a.sections.iter().any(|s| s == "sweep") {
         sweep(&a.pending, a.due).await;
+    }
+    if a.sections.iter().any(|s| s == "scale") {
+        scale(a.webhooks, a.due).await;
     }
     println!("\nload average at the end: {}", loadavg());
 }
@@ -201,6 +210,32 @@ async fn create(n: usize) {
             r.run.p99_ms(),
             r.kv_per_op,
             r.seller_calls_per_op
+        );
+    }
+}
+
+/// 1, 2 and 3 hosts on one real Redis, each configuration on a fresh server.
+async fn scale(webhooks: usize, due: usize) {
+    println!(
+        "\n## Replicas on one Redis ({webhooks} Bearer webhooks at concurrency 16 spread over the hosts; {due} due polls, all hosts ticking at once)\n"
+    );
+    println!(
+        "| hosts | webhooks/s | p50 ms | p99 ms | Redis calls/webhook | due polls/s | Redis calls/due op |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut base = None;
+    for hosts in [1, 2, 3] {
+        let r = scale::run(hosts, webhooks, due, 16).await;
+        let speedup = r.ingest.per_s / *base.get_or_insert(r.ingest.per_s);
+        println!(
+            "| {} | {:.0} ({speedup:.2}x) | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} |",
+            r.hosts,
+            r.ingest.per_s,
+            r.ingest.p50_ms(),
+            r.ingest.p99_ms(),
+            r.kv_per_webhook,
+            r.polls_per_s,
+            r.kv_per_due_op,
         );
     }
 }
