@@ -16,6 +16,7 @@ pub use env::{ApiConfig, Env};
 pub use crate::foundation::error::FieldError;
 pub use crate::foundation::http::{ApiError, ApiResult, Request, Response, bearer, json_response};
 use crate::foundation::keys;
+use crate::foundation::log;
 use crate::foundation::seal::ct_eq;
 use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
@@ -36,9 +37,22 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     req: Request,
 ) -> Response {
-    route(env, req)
-        .await
-        .unwrap_or_else(ApiError::into_response)
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    route(env, req).await.unwrap_or_else(|e| {
+        if let Some(internal) = &e.internal {
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: env.clock.now_ms(),
+                    event: "api.error",
+                    outcome: Some(e.code),
+                    detail: Some(log::capped(&format!("{method} {path}: {internal}"))),
+                    ..Default::default()
+                },
+            );
+        }
+        e.into_response()
+    })
 }
 
 async fn route<S: Store, C: SellerCalls, T: Transport>(

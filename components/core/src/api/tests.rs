@@ -18,6 +18,7 @@ struct World {
     seller: FakeSeller,
     transport: ScriptedTransport,
     sweep: crate::config::SweepConfig,
+    log: crate::testing::Lines,
 }
 
 impl World {
@@ -29,6 +30,7 @@ impl World {
             seller: FakeSeller::default(),
             transport: ScriptedTransport::default(),
             sweep: Default::default(),
+            log: Default::default(),
             config: ApiConfig {
                 admin_api_key: ADMIN.into(),
                 public_base_url: "https://orch.example.com/".into(),
@@ -66,7 +68,7 @@ impl World {
             clock: &self.clock,
             entropy: &self.entropy,
             config: &self.config,
-            log: &crate::foundation::log::NoLog,
+            log: &self.log,
             calls: &self.seller,
             transport: &self.transport,
             sweep: &self.sweep,
@@ -608,6 +610,14 @@ fn a_store_failure_between_storing_and_calling_leaves_the_operation_waiting() {
         (s, e["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
         "{e}"
+    );
+    // The caller gets a fixed message; the store's own text is only in the log.
+    assert_eq!(e["message"], "the store is unavailable; retry");
+    assert!(!e.to_string().contains("injected"), "{e}");
+    let logged = w.log.0.borrow().join("\n");
+    assert!(
+        logged.contains("api.error") && logged.contains("injected fault"),
+        "{logged}"
     );
     assert!(
         w.seller.calls.borrow().is_empty(),

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub message: String,
     pub details: Option<Value>,
     pub retry_after_secs: Option<u64>,
+    /// What went wrong inside (a store's own error text, say): for the log line only, never
+    /// in the response, so callers learn nothing of the internals.
+    pub internal: Option<String>,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after_secs: None,
+            internal: None,
         }
     }
 
@@ -81,13 +85,15 @@ impl ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// A fixed answer: the store's text (SQLite's or Redis's own messages) goes to the log.
     fn from(e: StoreError) -> Self {
         let mut err = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            e.to_string(),
+            "the store is unavailable; retry",
         );
         err.retry_after_secs = Some(1);
+        err.internal = Some(e.to_string());
         err
     }
 }

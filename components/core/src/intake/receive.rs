@@ -39,7 +39,12 @@ pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Requ
                     event: "webhook.refused",
                     operation_id: valid_id(&op_hint).then_some(op_hint.as_str()),
                     outcome: Some(refusal.error.code),
-                    detail: Some(refusal.reason.as_str().to_string()),
+                    detail: Some(match &refusal.error.internal {
+                        Some(internal) => {
+                            log::capped(&format!("{}: {internal}", refusal.reason.as_str()))
+                        }
+                        None => refusal.reason.as_str().to_string(),
+                    }),
                     ..Default::default()
                 },
             );

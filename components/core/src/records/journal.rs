@@ -159,6 +159,11 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
         (Some(o), EntryKind::Local { change }) => o
             .apply_local(change, entry.recorded_at_ms)
             .map_or(Effect::Recorded, Effect::from),
+        // A failed attempt that reports after the seller's outcome is history, not state: a
+        // completed operation must never show a transport error.
+        (Some(o), EntryKind::DispatchFailed { .. }) if o.status.is_authoritative_terminal() => {
+            Effect::Recorded
+        }
         (
             Some(o),
             EntryKind::DispatchFailed {
@@ -450,9 +455,10 @@ impl From<JournalError> for crate::foundation::http::ApiError {
                 let mut err = crate::foundation::http::ApiError::new(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
-                    other.to_string(),
+                    "a concurrent write to this operation is in progress; retry",
                 );
                 err.retry_after_secs = Some(1);
+                err.internal = Some(other.to_string());
                 err
             }
         }

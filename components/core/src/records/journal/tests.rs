@@ -31,6 +31,40 @@ fn create_then_load_round_trips() {
 }
 
 #[test]
+fn a_dispatch_failure_recorded_after_the_outcome_changes_nothing() {
+    let s = MemoryStore::new();
+    let clock = FixedClock(5_000);
+    block_on(async {
+        create(&s, &clock, &sample("op1")).await.unwrap();
+        let mut done = obs(TaskStatus::Completed, Some("task_1"));
+        done.result = Some(serde_json::json!({"media_buy_id": "mb_1"}));
+        let kind = EntryKind::Observed {
+            observation: Box::new(done),
+        };
+        let completed = record(&s, &clock, "op1", kind)
+            .await
+            .unwrap()
+            .operation
+            .unwrap();
+        // A slow dispatcher's transport error lands after the seller's completion.
+        let failed = EntryKind::DispatchFailed {
+            error: crate::model::operation::OperationError::new("TRANSPORT", "connection reset"),
+            retry_at_ms: Some(60_000),
+            outcome_unknown: true,
+        };
+        let r = record(&s, &clock, "op1", failed).await.unwrap();
+        assert_eq!(r.effect, Some(Effect::Recorded));
+        let after = r.operation.unwrap();
+        assert_eq!(after.status, completed.status);
+        assert_eq!(after.result, completed.result);
+        assert_eq!(after.error, None);
+        assert_eq!(after.next_poll_at_ms, completed.next_poll_at_ms);
+        assert_eq!(after.dispatch_attempts, completed.dispatch_attempts);
+        assert!(!after.outcome_unknown);
+    });
+}
+
+#[test]
 fn record_applies_in_sequence_and_first_terminal_wins() {
     let s = MemoryStore::new();
     let clock = FixedClock(5_000);
