@@ -95,6 +95,22 @@ pub fn python(args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Unix seconds now (cron ticks take the fire time in seconds).
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A valid `create_media_buy` request to seller `ssp`.
+pub fn create_body() -> Value {
+    json!({"seller_id": "ssp", "task": "create_media_buy", "arguments": {
+        "account": {"account_id": "acc_1"}, "brand": {"domain": "acme.example"},
+        "start_time": "asap", "end_time": "2027-01-31T23:59:59Z",
+        "packages": [{"product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]}})
+}
+
 /// A JSON client bound to one host.
 pub struct Api {
     pub base: String,
@@ -135,6 +151,14 @@ impl Api {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Registers (or re-registers) seller `ssp` for the tenant; panics unless it is accepted.
+    pub async fn register_seller(&self, key: &str, registration: Value) {
+        let (s, b) = self
+            .call("PUT", "/api/v1/sellers/ssp", Some(key), Some(registration))
+            .await;
+        assert!(s == 200 || s == 201, "{s} {b}");
     }
 
     /// Creates a tenant and returns its API key.

@@ -5,7 +5,7 @@
 //! dropping the old key too early is reported, not hidden.
 
 use e2e::fake_seller::{Answer, FakeSeller};
-use e2e::{Api, ENCRYPTION_KEY, repo_root, variables};
+use e2e::{Api, ENCRYPTION_KEY, create_body, now_s, repo_root, variables};
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, TestHost};
 use std::path::Path;
@@ -23,20 +23,6 @@ async fn host(db: &Path, encryption_key: &str) -> TestHost {
     })
     .await
     .expect("test host starts")
-}
-
-fn create_body() -> Value {
-    json!({"seller_id": "ssp", "task": "create_media_buy", "arguments": {
-        "account": {"account_id": "acc_1"}, "brand": {"domain": "acme.example"},
-        "start_time": "asap", "end_time": "2027-01-31T23:59:59Z",
-        "packages": [{"product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]}})
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// The `push_notification_config` of every `create_media_buy` the seller received.
@@ -60,15 +46,9 @@ async fn secrets_sealed_before_a_rotation_still_open_after_it() {
     let before = host(&db, ENCRYPTION_KEY).await;
     let api = Api::new(before.base_url());
     let key = api.tenant("Acme").await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/sellers/ssp",
-            Some(&key),
-            Some(json!({"mcp_url": seller.url, "credentials": "seller-token-1", "webhook_mode": "hmac"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let registration =
+        json!({"mcp_url": seller.url, "credentials": "seller-token-1", "webhook_mode": "hmac"});
+    api.register_seller(&key, registration.clone()).await;
     seller.answer(Answer::Http(503));
     let (s, op) = api
         .call(
@@ -116,15 +96,7 @@ async fn secrets_sealed_before_a_rotation_still_open_after_it() {
 
     // The documented re-seal: registering the seller again seals its credentials under the
     // new key, so the old key can go; with the new key alone an operation is then sent.
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/sellers/ssp",
-            Some(&key),
-            Some(json!({"mcp_url": seller.url, "credentials": "seller-token-1", "webhook_mode": "hmac"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    api.register_seller(&key, registration).await;
     drop(rotated);
     let new_only = host(&db, NEW_KEY).await;
     seller.answer(Answer::Payload(

@@ -6,7 +6,7 @@
 //! now succeed.
 
 use e2e::task_seller::TaskSeller;
-use e2e::{Api, start};
+use e2e::{Api, create_body, now_s, start};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -16,20 +16,6 @@ use std::time::Duration;
 const BUYERS: usize = 8;
 const OPS: usize = 300;
 
-fn create_body() -> Value {
-    json!({"seller_id": "ssp", "task": "create_media_buy", "arguments": {
-        "account": {"account_id": "acc_1"}, "brand": {"domain": "acme.example"},
-        "start_time": "asap", "end_time": "2027-01-31T23:59:59Z",
-        "packages": [{"product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]}})
-}
-
-fn now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn buyers_webhooks_and_a_sweeping_cron_on_two_connections_all_succeed() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,15 +24,8 @@ async fn buyers_webhooks_and_a_sweeping_cron_on_two_connections_all_succeed() {
     let api = Api::new(base.clone());
     let seller = TaskSeller::start().await;
     let key = api.tenant("Acme").await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/sellers/ssp",
-            Some(&key),
-            Some(json!({"mcp_url": seller.url, "webhook_mode": "hmac"})),
-        )
+    api.register_seller(&key, json!({"mcp_url": seller.url, "webhook_mode": "hmac"}))
         .await;
-    assert_eq!(s, 201, "{b}");
 
     // A cron loop sweeps the whole time, on its own connection: every tick polls the
     // operations created so far (each is due for a backup poll two minutes on) and writes.

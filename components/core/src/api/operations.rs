@@ -331,13 +331,7 @@ async fn send_now<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     op_id: &str,
 ) -> ApiResult<Option<Operation>> {
-    let guarded = Guarded {
-        store: env.store,
-        clock: env.clock,
-        breaker: &env.sweep.breaker,
-        inner: env.calls,
-        seen: Default::default(),
-    };
+    let guarded = Guarded::new(env.store, env.clock, &env.sweep.breaker, env.calls);
     dispatch::dispatch(env.cx(), &env.config.sealing, &guarded, op_id).await?;
     reschedule_after_change(
         env.cx(),

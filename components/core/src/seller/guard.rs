@@ -59,7 +59,23 @@ fn seller_key(seller: &Seller) -> (String, String) {
     (seller.tenant_id.clone(), seller.seller_id.clone())
 }
 
-impl<S: Store, C: SellerCalls> Guarded<'_, S, C> {
+impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
+    /// `inner` behind each seller's breaker, with no kept readings yet.
+    pub fn new(
+        store: &'a S,
+        clock: &'a dyn Clock,
+        breaker: &'a BreakerConfig,
+        inner: &'a C,
+    ) -> Self {
+        Guarded {
+            store,
+            clock,
+            breaker,
+            inner,
+            seen: SeenBreakers::default(),
+        }
+    }
+
     /// The breaker's permission for one call, decided on the kept reading if there is one.
     async fn permit(&self, seller: &Seller, breaker: &Breaker<'_>) -> Result<Permit, CallFailure> {
         let store_down = |e: crate::foundation::error::StoreError| {

@@ -25,13 +25,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     trigger: &str,
     scheduled_at_ms: u64,
 ) -> JournalResult<TickReport> {
-    let guarded = Guarded {
-        store: env.store,
-        clock: env.clock,
-        breaker: &env.config.breaker,
-        inner: env.calls,
-        seen: Default::default(),
-    };
+    let guarded = Guarded::new(env.store, env.clock, &env.config.breaker, env.calls);
     let env = &SweepEnv {
         store: env.store,
         clock: env.clock,

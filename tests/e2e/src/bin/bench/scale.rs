@@ -5,10 +5,10 @@ use crate::app::create_body;
 use crate::stats::{self, Run};
 use e2e::fake_seller::{Answer, FakeSeller};
 use e2e::redis_server::RedisServer;
-use e2e::{Api, start_on_redis};
+use e2e::{Api, now_s, start_on_redis};
 use serde_json::json;
 use spin_test_host::TestHost;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// What one configuration measured.
 pub struct ScaleRun {
@@ -26,13 +26,6 @@ struct Waiting {
     task_id: String,
     token: String,
     secret: String,
-}
-
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
 }
 
 /// Creates `n` operations through the first host; the seller accepts each as `submitted`.
@@ -97,15 +90,11 @@ async fn replicas(redis: &RedisServer, n: usize) -> (Vec<TestHost>, Api, String,
     let api = Api::new(hosts[0].base_url());
     let seller = FakeSeller::start().await;
     let key = api.tenant("Bench").await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/sellers/ssp",
-            Some(&key),
-            Some(json!({"mcp_url": seller.url, "webhook_mode": "bearer"})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    api.register_seller(
+        &key,
+        json!({"mcp_url": seller.url, "webhook_mode": "bearer"}),
+    )
+    .await;
     (hosts, api, key, seller)
 }
 
