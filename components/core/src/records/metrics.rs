@@ -117,8 +117,9 @@ pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreRes
         .map(drop)
 }
 
-/// A seller call failed with this AdCP error code (or `TRANSPORT`). Codes form an open set,
-/// so each new one is recorded once in a small registry that rendering reads.
+/// A seller call failed with this label: an AdCP error code, `TRANSPORT` or `other` (the
+/// caller keeps the set closed, see `seller::guard`). Each label is recorded once in a small
+/// registry that rendering reads.
 pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
     let code: String = code
         .chars()

@@ -1,5 +1,6 @@
 //! Seller calls behind each seller's circuit breaker.
 
+use super::error_mapping::code_recovery;
 use super::port::{CallFailure, Recovery, SellerCalls};
 use crate::foundation::clock::Clock;
 use crate::foundation::store::Store;
@@ -127,8 +128,13 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
             _ => false,
         };
         let now = self.clock.now_ms();
+        // Metric labels from a closed set: the spec's codes, `TRANSPORT` for no answer, and
+        // `other` for whatever else a seller sends, so its input cannot grow the store.
         let code = match result {
-            Err(CallFailure::Seller(e)) => Some(e.code.as_str()),
+            Err(CallFailure::Seller(e)) if code_recovery(&e.code).is_some() => {
+                Some(e.code.as_str())
+            }
+            Err(CallFailure::Seller(_)) => Some("other"),
             Err(CallFailure::Transport(_)) => Some("TRANSPORT"),
             _ => None,
         };
@@ -145,5 +151,68 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         } else {
             breaker.record_success(self.store, permit, now).await
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::FixedClock;
+    use crate::foundation::store::MemoryStore;
+    use crate::seller::port::SellerError;
+    use crate::testing::FakeSeller;
+    use futures::executor::block_on;
+
+    #[test]
+    fn error_codes_a_seller_invents_are_counted_as_other_and_add_no_keys() {
+        let store = MemoryStore::new();
+        let clock = FixedClock(1_000);
+        let (config, calls) = (BreakerConfig::default(), FakeSeller::default());
+        let guarded = Guarded::new(&store, &clock, &config, &calls);
+        let seller = Seller {
+            tenant_id: "t1".into(),
+            seller_id: "s1".into(),
+            mcp_url: "https://seller.example/mcp".into(),
+            credentials: None,
+            webhook_mode: None,
+            auth_scheme: Default::default(),
+            capabilities: None,
+            attention: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let refuse = |code: &str| {
+            calls.answer(Err(CallFailure::Seller(SellerError {
+                code: code.into(),
+                message: "no".into(),
+                recovery: Recovery::Correctable,
+                retry_after_s: None,
+            })))
+        };
+        refuse("BUDGET_TOO_LOW");
+        for i in 0..50 {
+            refuse(&format!("MADE_UP_{i}"));
+        }
+        for _ in 0..51 {
+            let _ = block_on(guarded.call(&seller, "create_media_buy", Value::Null));
+        }
+        let metric_keys: Vec<String> = store
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains("seller_error"))
+            .collect();
+        assert!(
+            metric_keys.iter().all(|k| !k.contains("MADE_UP")),
+            "{metric_keys:?}"
+        );
+        let text = block_on(crate::records::metrics::render(&store, &config, 1_000)).unwrap();
+        assert!(
+            text.contains("adcp_seller_errors_total{code=\"other\"} 50"),
+            "{text}"
+        );
+        assert!(
+            text.contains("adcp_seller_errors_total{code=\"BUDGET_TOO_LOW\"} 1"),
+            "{text}"
+        );
     }
 }
