@@ -4,6 +4,7 @@ use super::env::Env;
 use crate::foundation::error::FieldError;
 use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::keys::valid_id;
+use crate::foundation::log;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::model::operation::WebhookMode;
@@ -61,7 +62,25 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                     record.capabilities = Some(c);
                     None
                 }
-                Err(e) => Some(e.to_string()),
+                Err(e) => {
+                    if let FetchError::Unavailable {
+                        detail: Some(d), ..
+                    } = &e
+                    {
+                        log::emit(
+                            env.log,
+                            &log::Event {
+                                ts_ms: now,
+                                event: "seller.capabilities_unavailable",
+                                tenant_id: Some(tid),
+                                seller_id: Some(seller_id),
+                                detail: Some(log::capped(d)),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                    Some(e.to_string())
+                }
             };
             seller::put(env.store, &record).await?;
             // A re-registration may point at another agent: forget what we learned of the old.
@@ -141,11 +160,15 @@ pub async fn ensure_capabilities<S: Store, C: SellerCalls, T: Transport>(
             seller::put(env.store, record).await?;
             Ok(c)
         }
-        Err(FetchError::Unavailable(m)) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "seller_unavailable",
-            format!("the seller's get_adcp_capabilities could not be called: {m}"),
-        )),
+        Err(FetchError::Unavailable { message, detail }) => {
+            let mut e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "seller_unavailable",
+                format!("the seller's get_adcp_capabilities could not be called: {message}"),
+            );
+            e.internal = detail;
+            Err(e)
+        }
         Err(FetchError::Invalid(m)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "seller_capabilities_invalid",

@@ -8,8 +8,13 @@ use serde_json::json;
 /// Why capabilities could not be had.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FetchError {
-    /// No usable answer (seller down, breaker open): worth retrying.
-    Unavailable(String),
+    /// No usable answer (seller down, breaker open): worth retrying. The message is safe
+    /// to show the tenant; for a transport failure it is a fixed category, and what the
+    /// network said is in `detail`, for logs only (it would reveal which addresses answer).
+    Unavailable {
+        message: String,
+        detail: Option<String>,
+    },
     /// The seller answered something that is not a capabilities document.
     Invalid(String),
 }
@@ -17,7 +22,9 @@ pub enum FetchError {
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FetchError::Unavailable(m) => write!(f, "capabilities unavailable: {m}"),
+            FetchError::Unavailable { message, .. } => {
+                write!(f, "capabilities unavailable: {message}")
+            }
             FetchError::Invalid(m) => write!(f, "invalid capabilities: {m}"),
         }
     }
@@ -33,11 +40,19 @@ pub async fn fetch(
         .call(seller, "get_adcp_capabilities", json!({}))
         .await
         .map_err(|e| match e {
-            CallFailure::Transport(t) => FetchError::Unavailable(t.to_string()),
-            CallFailure::Deferred { .. } => {
-                FetchError::Unavailable("the seller's circuit breaker is open".into())
-            }
-            CallFailure::Seller(s) => FetchError::Unavailable(format!("{}: {}", s.code, s.message)),
+            CallFailure::Transport(t) => FetchError::Unavailable {
+                message: "the seller could not be reached".into(),
+                detail: Some(t.to_string()),
+            },
+            CallFailure::Deferred { .. } => FetchError::Unavailable {
+                message: "the seller's circuit breaker is open".into(),
+                detail: None,
+            },
+            // The seller's own AdCP answer: its tenant may see it.
+            CallFailure::Seller(s) => FetchError::Unavailable {
+                message: format!("{}: {}", s.code, s.message),
+                detail: None,
+            },
         })?;
     Capabilities::parse(&payload, now_ms).map_err(FetchError::Invalid)
 }
