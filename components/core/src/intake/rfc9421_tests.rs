@@ -47,23 +47,9 @@ fn world() -> (MemoryStore, IntakeConfig) {
         journal::create(&store, &FixedClock(1_000), &op)
             .await
             .unwrap();
-        crate::records::seller::put(
-            &store,
-            &crate::records::seller::Seller {
-                tenant_id: "t1".into(),
-                seller_id: "s1".into(),
-                mcp_url: "https://seller.example/mcp".into(),
-                credentials: None,
-                webhook_mode: None,
-                auth_scheme: Default::default(),
-                capabilities: None,
-                attention: None,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-            },
-        )
-        .await
-        .unwrap();
+        crate::records::seller::put(&store, &crate::testing::sample_seller())
+            .await
+            .unwrap();
     });
     (
         store,

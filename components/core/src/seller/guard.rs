@@ -169,18 +169,7 @@ mod tests {
         let clock = FixedClock(1_000);
         let (config, calls) = (BreakerConfig::default(), FakeSeller::default());
         let guarded = Guarded::new(&store, &clock, &config, &calls);
-        let seller = Seller {
-            tenant_id: "t1".into(),
-            seller_id: "s1".into(),
-            mcp_url: "https://seller.example/mcp".into(),
-            credentials: None,
-            webhook_mode: None,
-            auth_scheme: Default::default(),
-            capabilities: None,
-            attention: None,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        };
+        let seller = crate::testing::sample_seller();
         let refuse = |code: &str| {
             calls.answer(Err(CallFailure::Seller(SellerError {
                 code: code.into(),

@@ -124,23 +124,9 @@ impl World {
         op.created_at_ms = self.clock.now_ms();
         op.deadline_at_ms = op.created_at_ms + 86_400_000;
         block_on(async {
-            crate::records::seller::put(
-                &self.store,
-                &Seller {
-                    tenant_id: "t1".into(),
-                    seller_id: "s1".into(),
-                    mcp_url: "https://seller.example/mcp".into(),
-                    credentials: None,
-                    webhook_mode: None,
-                    auth_scheme: Default::default(),
-                    capabilities: None,
-                    attention: None,
-                    created_at_ms: 0,
-                    updated_at_ms: 0,
-                },
-            )
-            .await
-            .unwrap();
+            crate::records::seller::put(&self.store, &crate::testing::sample_seller())
+                .await
+                .unwrap();
             journal::create(&self.store, &self.clock, &op)
                 .await
                 .unwrap();

@@ -1,8 +1,9 @@
-//! Sample operations and observations.
+//! Sample operations, observations and the seller record they belong to.
 
 use crate::model::operation::{NewOperation, Observation, Operation, Source};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
+use crate::records::seller::Seller;
 use serde_json::json;
 
 /// A `create_media_buy` waiting for dispatch, created at 1 s with a one-day deadline.
@@ -27,5 +28,21 @@ pub fn obs(status: TaskStatus, task_id: Option<&str>) -> Observation {
     Observation {
         task_id: task_id.map(str::to_string),
         ..Observation::of(Source::Webhook, status)
+    }
+}
+
+/// Seller `s1` of tenant `t1`, registered without credentials or capabilities.
+pub fn sample_seller() -> Seller {
+    Seller {
+        tenant_id: "t1".into(),
+        seller_id: "s1".into(),
+        mcp_url: "https://seller.example/mcp".into(),
+        credentials: None,
+        webhook_mode: None,
+        auth_scheme: Default::default(),
+        capabilities: None,
+        attention: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
     }
 }
