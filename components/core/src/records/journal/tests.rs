@@ -294,3 +294,74 @@ fn recording_an_observation_costs_four_store_calls() {
         assert_eq!(s.total_ops(), 4);
     });
 }
+
+#[test]
+fn no_local_event_changes_the_outcome_of_a_terminal_record() {
+    let local_events = [
+        EntryKind::DeadlineExpired,
+        EntryKind::DispatchFailed {
+            error: crate::model::operation::OperationError::new("TRANSPORT", "connection reset"),
+            retry_at_ms: Some(60_000),
+            outcome_unknown: true,
+        },
+        EntryKind::Local {
+            change: crate::model::operation::LocalChange::GovernanceHold {
+                explanation: Some("needs review".into()),
+                conditions: None,
+            },
+        },
+        EntryKind::Local {
+            change: crate::model::operation::LocalChange::Approved,
+        },
+        EntryKind::Local {
+            change: crate::model::operation::LocalChange::CancelRequested {
+                reason: Some("late".into()),
+                superseded_by: None,
+            },
+        },
+    ];
+    let terminals = TaskStatus::ALL
+        .into_iter()
+        .filter(|s| OperationStatus::Seller(*s).is_authoritative_terminal());
+    for status in terminals {
+        let mut outcome = obs(status, Some("task_1"));
+        outcome.result = Some(serde_json::json!({"media_buy_id": "mb_1"}));
+        outcome.message = Some("seller's last word".into());
+        let mut op = Some(sample("op1"));
+        fold(
+            &mut op,
+            &Entry {
+                seq: 2,
+                recorded_at_ms: 10,
+                kind: EntryKind::Observed {
+                    observation: Box::new(outcome),
+                },
+            },
+        );
+        let terminal = op.clone().unwrap();
+        assert_eq!(terminal.status, OperationStatus::Seller(status));
+        for (i, kind) in local_events.iter().enumerate() {
+            let mut after = op.clone();
+            let entry = Entry {
+                seq: 3 + i as u64,
+                recorded_at_ms: 20,
+                kind: kind.clone(),
+            };
+            fold(&mut after, &entry);
+            let after = after.unwrap();
+            let outcome_of = |o: &crate::model::operation::Operation| {
+                (
+                    o.status,
+                    o.result.clone(),
+                    o.error.clone(),
+                    o.message.clone(),
+                )
+            };
+            assert_eq!(
+                outcome_of(&after),
+                outcome_of(&terminal),
+                "{status:?} then {kind:?}"
+            );
+        }
+    }
+}
