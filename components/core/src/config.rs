@@ -7,7 +7,7 @@ use crate::schedule::lease::LeaseConfig;
 use crate::schedule::retention::Retention;
 use serde::{Deserialize, Serialize};
 
-/// Tunables of the sweep, all with production defaults.
+/// All with production defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SweepConfig {
@@ -22,8 +22,7 @@ pub struct SweepConfig {
 }
 
 impl SweepConfig {
-    /// The configuration in the `sweep_config` Spin variable: JSON overriding any of the
-    /// defaults (`{}` keeps them all), e.g.
+    /// `sweep_config` is JSON overriding any defaults (`{}` keeps all), e.g.
     /// `{"deadlines": {"tasks": {"create_media_buy": 7200000}}, "breaker": {"failure_threshold": 3}}`.
     /// Unknown fields and values that would stop the sweep from working are refused.
     pub fn parse(json: &str) -> Result<SweepConfig, String> {

@@ -3,28 +3,18 @@
 
 use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
 use orchestrator_core::config::SweepConfig;
-use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
-    HostClock, HostEntropy, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
+    HostClock, HostEntropy, SpinTransport, StderrLog, accept, into_spin_response, public_base_url,
+    sealing_key, variable,
 };
-use spin_sdk::http::{IntoResponse, Request, StatusCode};
+use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let (config, sweep) = match config().await {
-        Ok(c) => c,
-        Err(message) => {
-            return Ok(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "misconfigured",
-                &message,
-            ));
-        }
-    };
-    let (req, store) = match accept(req, MAX_BODY_BYTES).await {
-        Ok(r) => r,
+    let ((config, sweep), req, store) = match accept(req, MAX_BODY_BYTES, config().await).await {
+        Ok(accepted) => accepted,
         Err(response) => return Ok(response),
     };
     let env = Env {
@@ -48,14 +38,11 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
 }
 
 async fn config() -> Result<(ApiConfig, SweepConfig), String> {
-    let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
-        .map_err(|e| e.to_string())?;
+    let sealing = sealing_key().await?;
     let sweep = SweepConfig::parse(&variable("sweep_config").await.unwrap_or_default())?;
     let api = ApiConfig {
         admin_api_key: variable("admin_api_key").await.unwrap_or_default(),
-        public_base_url: variable("public_base_url")
-            .await
-            .ok_or("public_base_url is not set")?,
+        public_base_url: public_base_url().await?,
         sweep_token: variable("sweep_token").await.unwrap_or_default(),
         metrics_token: variable("metrics_token").await.unwrap_or_default(),
         sealing,

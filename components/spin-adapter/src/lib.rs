@@ -6,6 +6,7 @@
 use futures::StreamExt;
 use orchestrator_core::foundation::clock::{Clock, Entropy};
 use orchestrator_core::foundation::error::StoreError;
+use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::foundation::store::{Store, StoreResult};
 use orchestrator_core::foundation::transport::{
     InboundResponse, Limits, OutboundRequest, Transport, TransportError,
@@ -242,33 +243,53 @@ pub async fn read_request(
     Ok(http::Request::from_parts(parts, buf))
 }
 
-/// What every HTTP component does first: read the body (at most `cap` bytes) and open the
-/// store. A failure is already the JSON error response to send.
-pub async fn accept(
+/// What every HTTP component does first: check its configuration, read the body (at most
+/// `cap` bytes) and open the store. A failure is already the JSON error response to send;
+/// what the transport or the store said goes to the log only.
+pub async fn accept<C>(
     req: spin_sdk::http::Request,
     cap: usize,
-) -> Result<(http::Request<Vec<u8>>, SpinStore), Response<String>> {
-    let req = match read_request(req, cap).await {
-        Ok(r) => r,
-        Err(BodyError::TooLarge) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("request body exceeds {cap} bytes"),
-            ));
+    config: Result<C, String>,
+) -> Result<(C, http::Request<Vec<u8>>, SpinStore), Response<String>> {
+    let config =
+        config.map_err(|m| error(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", &m))?;
+    let req = read_request(req, cap).await.map_err(|e| match e {
+        BodyError::TooLarge => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("request body exceeds {cap} bytes"),
+        ),
+        BodyError::Transport(e) => {
+            eprintln!("request.unreadable: {e}");
+            error(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read",
+            )
         }
-        Err(BodyError::Transport(e)) => {
-            return Err(error(StatusCode::BAD_REQUEST, "body_unreadable", &e));
-        }
-    };
-    match SpinStore::open().await {
-        Ok(store) => Ok((req, store)),
-        Err(e) => Err(error(
+    })?;
+    let store = SpinStore::open().await.map_err(|e| {
+        eprintln!("store.unavailable: {e:#}");
+        error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            &format!("{e:#}"),
-        )),
-    }
+            "the store is unavailable",
+        )
+    })?;
+    Ok((config, req, store))
+}
+
+/// The `encryption_key` variable: the key that seals, then any older keys that still open.
+pub async fn sealing_key() -> Result<SealingKey, String> {
+    SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
+        .map_err(|e| e.to_string())
+}
+
+/// The `public_base_url` variable, which webhook URLs and signature targets are built from.
+pub async fn public_base_url() -> Result<String, String> {
+    variable("public_base_url")
+        .await
+        .ok_or_else(|| "public_base_url is not set".into())
 }
 
 /// Converts the core's response into one Spin can send.

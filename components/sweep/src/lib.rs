@@ -3,10 +3,11 @@
 
 use orchestrator_core::config::SweepConfig;
 use orchestrator_core::foundation::clock::Clock;
-use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::seller::mcp::McpSellerCalls;
 use orchestrator_core::sweep::{self, SweepEnv};
-use spin_adapter::{HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, variable};
+use spin_adapter::{
+    HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, sealing_key, variable,
+};
 
 spin_sdk::wit_bindgen::generate!({
     world: "spin-cron",
@@ -31,8 +32,7 @@ struct Sweep;
 impl Guest for Sweep {
     async fn handle_cron_event(metadata: Metadata) -> Result<(), Error> {
         let fail = |e: String| Error::Other(e);
-        let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
-            .map_err(|e| fail(e.to_string()))?;
+        let sealing = sealing_key().await.map_err(fail)?;
         let store = SpinStore::open()
             .await
             .map_err(|e| fail(format!("{e:#}")))?;

@@ -3,29 +3,18 @@
 //! after answering makes the first attempt of any buyer notification the change produced
 //! (already stored and filed for retry, so losing this attempt loses nothing).
 
-use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
 use spin_adapter::{
-    HostClock, SpinTransport, StderrLog, accept, error, into_spin_response, variable,
+    HostClock, SpinTransport, StderrLog, accept, into_spin_response, public_base_url, sealing_key,
 };
-use spin_sdk::http::{IntoResponse, Request, StatusCode};
+use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
 
 #[http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    let config = match config().await {
-        Ok(c) => c,
-        Err(message) => {
-            return Ok(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "misconfigured",
-                &message,
-            ));
-        }
-    };
-    let (req, store) = match accept(req, MAX_WEBHOOK_BYTES).await {
-        Ok(r) => r,
+    let (config, req, store) = match accept(req, MAX_WEBHOOK_BYTES, config().await).await {
+        Ok(accepted) => accepted,
         Err(response) => return Ok(response),
     };
     let env = IntakeEnv {
@@ -46,13 +35,9 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
 }
 
 async fn config() -> Result<IntakeConfig, String> {
-    let sealing = SealingKey::from_hex(&variable("encryption_key").await.unwrap_or_default())
-        .map_err(|e| e.to_string())?;
     Ok(IntakeConfig {
-        public_base_url: variable("public_base_url")
-            .await
-            .ok_or("public_base_url is not set")?,
-        sealing,
+        public_base_url: public_base_url().await?,
+        sealing: sealing_key().await?,
         due: Default::default(),
     })
 }

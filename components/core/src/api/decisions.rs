@@ -13,14 +13,11 @@ use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_resp
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
-use crate::lifecycle::effects;
-use crate::lifecycle::linked;
-use crate::lifecycle::next::reschedule_after_change;
+use crate::lifecycle::{effects, linked, next::reschedule_after_change};
 use crate::model::operation::{LocalChange, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::{self};
-use crate::records::journal::EntryKind;
-use crate::records::tenant::Tenant;
+use crate::records::{journal::EntryKind, tenant::Tenant};
 use crate::schedule::poll::PollState;
 use crate::seller::port::SellerCalls;
 use http::StatusCode;

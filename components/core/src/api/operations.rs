@@ -17,12 +17,9 @@ use crate::model::operation::{
 };
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
-use crate::records::journal::{self};
-use crate::records::seller;
-use crate::records::tenant::Tenant;
+use crate::records::{journal, seller, tenant::Tenant};
 use crate::schedule::poll::{PollState, schedule_at};
-use crate::seller::guard::Guarded;
-use crate::seller::port::SellerCalls;
+use crate::seller::{guard::Guarded, port::SellerCalls};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 

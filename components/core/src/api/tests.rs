@@ -1,8 +1,6 @@
 use super::*;
-use crate::foundation::seal::SealingKey;
-use crate::foundation::store::MemoryStore;
-use crate::testing::FakeSeller;
-use crate::testing::ScriptedTransport;
+use crate::foundation::{seal::SealingKey, store::MemoryStore};
+use crate::testing::{FakeSeller, ScriptedTransport};
 use crate::{foundation::clock::FixedClock, testing::SeededEntropy};
 use futures::executor::block_on;
 use serde_json::Value;

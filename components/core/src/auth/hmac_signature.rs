@@ -9,7 +9,7 @@ use sha2::Sha256;
 use std::collections::HashSet;
 use std::fmt;
 
-/// The allowed clock difference between sender and receiver.
+/// Allowed sender/receiver clock difference.
 pub const WINDOW_S: i64 = 300;
 /// Shortest secret accepted (AdCP: at least 32 bytes).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -57,8 +57,8 @@ pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 /// Verifies a delivery against any of `secrets` (current, then previous during rotation).
-/// `signature` and `timestamp` are the header values, if present (header names are
-/// matched case-insensitively by the caller's header map).
+/// `signature`/`timestamp` are the header values, if present (the caller matches names
+/// case-insensitively).
 pub fn verify(
     secrets: &[&[u8]],
     signature: Option<&str>,

@@ -15,7 +15,6 @@ pub const TTL_MS: u64 = 10 * 60_000;
 /// At most one refetch per this long, however many unknown kids arrive.
 pub const COOLDOWN_MS: u64 = 30_000;
 
-/// A seller's keys as cached.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedKeys {
     pub jwks_uri: String,
@@ -63,7 +62,7 @@ pub fn jwks_uri_from_brand(brand: &Value, agent_url: &str) -> Option<String> {
     })
 }
 
-/// Parses a JWKS, keeping the keys that parse.
+/// Keeps the keys that parse.
 pub fn parse_jwks(v: &Value) -> Vec<Jwk> {
     v.get("keys")
         .and_then(Value::as_array)
@@ -75,7 +74,6 @@ pub fn parse_jwks(v: &Value) -> Vec<Jwk> {
         .unwrap_or_default()
 }
 
-/// Reads the cached keys of a seller.
 pub async fn cached(
     store: &impl Store,
     tenant: &str,

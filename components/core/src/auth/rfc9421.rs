@@ -1,13 +1,12 @@
-//! RFC 9421 HTTP message signatures, AdCP's webhook profile (`adcp/webhook-signing/v1`):
-//! the verifier checklist of the spec's security guide, step by step, with its
-//! `webhook_signature_*` error codes.
+//! RFC 9421 HTTP message signatures, AdCP's webhook profile (`adcp/webhook-signing/v1`): the
+//! security guide's verifier checklist, step by step, with its `webhook_signature_*` codes.
 //!
 //! Profile: covered components `("@method" "@target-uri" "@authority" "content-type"
-//! "content-digest")`, parameters `created`, `expires`, `nonce`, `keyid`, `alg`, `tag`;
-//! algorithms `ed25519` and `ecdsa-p256-sha256` (IEEE P1363 `r||s`); a window of at most
-//! 300 s with 60 s of clock skew; `Signature` values in unpadded base64url (the webhook
-//! profile's legacy binary encoding, which is *not* an RFC 8941 byte sequence, so that one
-//! header is split by hand; `Signature-Input` and `Content-Digest` go through `sfv`).
+//! "content-digest")`; parameters `created`, `expires`, `nonce`, `keyid`, `alg`, `tag`;
+//! algorithms `ed25519` and `ecdsa-p256-sha256` (IEEE P1363 `r||s`); a window ≤ 300 s with 60 s
+//! skew; `Signature` in unpadded base64url (the profile's legacy encoding, *not* an RFC 8941
+//! byte sequence, so that header is split by hand; `Signature-Input` and `Content-Digest` use
+//! `sfv`).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -71,7 +70,6 @@ impl SignatureError {
     }
 }
 
-/// A public key from a JWKS.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Jwk {
     pub kid: String,
@@ -135,7 +133,6 @@ fn header(h: &http::HeaderMap, name: &str) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-/// Runs the verifier checklist.
 pub fn verify(req: &Request<'_>, trust: &dyn Trust) -> Result<Verified, SignatureError> {
     use SignatureError::*;
     // Step 1: both headers, well formed, the `sig1` label (else the first) in both.

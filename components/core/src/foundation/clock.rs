@@ -10,8 +10,7 @@ pub trait Entropy {
     fn fill(&self, buf: &mut [u8]);
 }
 
-/// A clock that always answers the same instant: the value a handler captured at its start,
-/// or a test's chosen time.
+/// Always the same instant: what a handler captured at its start, or a test's chosen time.
 #[derive(Debug, Clone, Copy)]
 pub struct FixedClock(pub u64);
 
@@ -28,7 +27,6 @@ pub fn random_hex(entropy: &dyn Entropy, n: usize) -> String {
     hex(&buf)
 }
 
-/// Lower-case hex encoding.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);

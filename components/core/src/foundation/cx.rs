@@ -1,9 +1,7 @@
 //! What a step that reads and writes operations runs with: the store, the time and the log,
 //! passed as one value.
 
-use super::clock::Clock;
-use super::log::Log;
-use super::store::Store;
+use super::{clock::Clock, log::Log, store::Store};
 
 pub struct Cx<'a, S: Store> {
     pub store: &'a S,

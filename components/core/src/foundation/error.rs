@@ -2,9 +2,8 @@
 
 use std::fmt;
 
-/// A failure of the key-value store, split by what the caller can do about it. (A
-/// conflict with what is stored, such as an operation id already taken, is the journal's
-/// `JournalError::Exists`.)
+/// A key-value store failure, split by what the caller can do. (A conflict with what is
+/// stored, such as a taken operation id, is the journal's `JournalError::Exists`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// The store failed, did not answer, or a concurrent writer held the way. Retryable:
@@ -16,7 +15,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the same call may succeed if tried again.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

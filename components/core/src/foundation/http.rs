@@ -16,8 +16,7 @@ pub struct ApiError {
     pub message: String,
     pub details: Option<Value>,
     pub retry_after_secs: Option<u64>,
-    /// What went wrong inside (a store's own error text, say): for the log line only, never
-    /// in the response, so callers learn nothing of the internals.
+    /// Internal detail (e.g. a store's error text): logged, never in the response.
     pub internal: Option<String>,
 }
 
@@ -110,7 +109,6 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-/// The bearer token of a request, if it carries one.
 pub fn bearer(req: &Request) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -120,7 +118,6 @@ pub fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Parses a JSON object body.
 pub fn json_body(req: &Request) -> ApiResult<serde_json::Map<String, Value>> {
     let is_json = req
         .headers()

@@ -1,9 +1,7 @@
-//! Every key the orchestrator writes, in one place.
-//!
-//! All components share one Spin key-value store (`default`), so this module is the
-//! schema. Keys are ASCII, at most ~200 bytes (hosted Spin caps keys at 255 bytes);
-//! values stay far below 1 MB. No key is ever listed with `get_keys` on a hot path:
-//! everything is found from an id, a counter or an index bucket.
+//! Every key the orchestrator writes: the schema of the one Spin key-value store (`default`)
+//! all components share. Keys are ASCII, ≤ ~200 bytes (hosted Spin caps them at 255); values
+//! stay far below 1 MB. No hot path lists keys (`get_keys`): all is found from an id, a counter
+//! or an index bucket.
 //!
 //! | key | value | written by |
 //! |---|---|---|
@@ -42,12 +40,10 @@
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
 //!
-//! Sequence numbers are allocated with `increment`, so concurrent writers never
-//! rewrite the same key; snapshots may be overwritten by a stale writer, which only
-//! costs a longer fold on the next read, never correctness.
+//! Sequence numbers come from `increment`, so concurrent writers never rewrite one key; a stale
+//! writer may overwrite a snapshot, which only costs a longer fold on the next read.
 
-/// Operation ids are minted by us; still, every id arriving in a URL is checked with
-/// [`valid_id`] before it becomes part of a key.
+/// Operation ids are ours; still, every id from a URL passes [`valid_id`] before use in a key.
 pub fn operation(op: &str) -> String {
     format!("op:{op}")
 }
@@ -56,7 +52,7 @@ pub fn operation_seq(op: &str) -> String {
     format!("op:{op}:seq")
 }
 
-/// Zero-padded so that keys of one operation sort in journal order in a KV browser.
+/// Zero-padded so an operation's keys sort in journal order in a KV browser.
 pub fn operation_entry(op: &str, seq: u64) -> String {
     format!("op:{op}:ev:{seq:010}")
 }
@@ -105,7 +101,7 @@ pub fn mcp_session(tenant: &str, seller: &str) -> String {
     format!("mcp:{tenant}:{seller}")
 }
 
-/// The seller's polling tool as discovered from `tools/list`, with when it was learned.
+/// The seller's polling tool from `tools/list`, with when it was learned.
 pub fn poll_tool(tenant: &str, seller: &str) -> String {
     format!("polltool:{tenant}:{seller}")
 }
@@ -188,7 +184,6 @@ pub fn reconcile_claim(epoch: u64) -> String {
     format!("reconcile:{epoch}")
 }
 
-/// The first listing entry of the tenant not yet removed by retention.
 pub fn purge_cursor(tenant: &str) -> String {
     format!("purge:cursor:{tenant}")
 }

@@ -17,7 +17,6 @@ impl Log for NoLog {
     fn line(&self, _: &str) {}
 }
 
-/// One event.
 #[derive(Debug, Default, Serialize)]
 pub struct Event<'a> {
     pub ts_ms: u64,
@@ -43,7 +42,6 @@ pub struct Event<'a> {
     pub detail: Option<String>,
 }
 
-/// The loggable form of an idempotency key.
 pub fn key_prefix(key: &str) -> String {
     key.chars().take(8).collect()
 }

@@ -1,11 +1,8 @@
-//! Encryption at rest for secrets the orchestrator must be able to read back (seller
-//! credentials, per-operation webhook secrets): XChaCha20-Poly1305 under a key from a
-//! secret Spin variable. Values that only need comparing (API keys, webhook tokens) are
-//! hashed instead, see [`digest_hex`].
-//!
-//! Rotation: the `encryption_key` variable holds one key, or several separated by commas,
-//! newest first (`NEW,OLD`). The first seals; each opens what it sealed. An old key can be
-//! dropped once nothing sealed under it is left (README, "Rotating the encryption key").
+//! Encryption at rest (XChaCha20-Poly1305, key from a secret Spin variable) for secrets we must
+//! read back (seller credentials, webhook secrets); values only compared (API keys, webhook
+//! tokens) are hashed ([`digest_hex`]). Rotation: `encryption_key` holds one key or several,
+//! comma-separated, newest first (`NEW,OLD`); the first seals, each opens what it sealed, and
+//! an old key goes once nothing sealed under it is left (README, "Rotating the encryption key").
 
 use crate::foundation::clock::{Entropy, hex};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};

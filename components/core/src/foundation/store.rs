@@ -1,10 +1,8 @@
-//! The storage contract the core relies on, and an in-memory implementation for tests.
-//!
-//! The contract is deliberately the weakest one every Spin key-value backend honours
-//! (SQLite, Redis, DynamoDB): plain get/set/delete with last-writer-wins, plus an atomic
-//! `increment`. Correctness never depends on compare-and-swap: on Spin 4.0.2 SQLite CAS
-//! cannot create a key atomically and Redis CAS reports failure after writing. CAS is
-//! exposed, with SQLite's exact semantics, only for optimisations that tolerate it.
+//! The storage contract the core relies on, and an in-memory implementation for tests: the
+//! weakest contract every Spin KV backend (SQLite, Redis, DynamoDB) honours: last-writer-wins
+//! get/set/delete plus an atomic `increment`. Correctness never depends on compare-and-swap:
+//! on Spin 4.0.2 SQLite CAS cannot create a key atomically and Redis CAS reports failure after
+//! writing. CAS is exposed, with SQLite's semantics, only for optimisations that tolerate it.
 
 use crate::foundation::error::StoreError;
 use std::cell::RefCell;
@@ -12,10 +10,8 @@ use std::collections::BTreeMap;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// An async key-value store (Spin's `spin:key-value` plus `wasi:keyvalue/atomics`).
-///
-/// Futures are not `Send`: components are single-threaded Wasm, and native tests drive
-/// concurrency by interleaving futures on one thread.
+/// An async key-value store (Spin's `spin:key-value` plus `wasi:keyvalue/atomics`). Futures
+/// are not `Send`: components are single-threaded Wasm; tests interleave futures on one thread.
 #[allow(async_fn_in_trait)]
 pub trait Store {
     async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
@@ -92,10 +88,8 @@ pub enum StoreOp {
 }
 
 /// In-memory [`Store`] with SQLite's semantics (8-byte little-endian counters, value-compare
-/// CAS that upserts a missing key), call counting and fault injection.
-///
-/// Every call yields to the executor once before it takes effect, so futures joined on one
-/// thread interleave at each store call the way concurrent requests do on a real host.
+/// CAS that upserts a missing key), call counting and fault injection. Each call yields once
+/// before taking effect, so futures joined on one thread interleave like concurrent requests.
 #[derive(Default)]
 pub struct MemoryStore {
     inner: RefCell<MemoryInner>,

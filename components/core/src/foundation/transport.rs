@@ -7,7 +7,6 @@ use std::fmt;
 pub type OutboundRequest = http::Request<Vec<u8>>;
 pub type InboundResponse = http::Response<Vec<u8>>;
 
-/// Bounds for one outbound call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub connect_timeout_ms: u64,
@@ -81,7 +80,6 @@ impl fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
-/// Sends HTTP requests.
 #[allow(async_fn_in_trait)]
 pub trait Transport {
     async fn send(

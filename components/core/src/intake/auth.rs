@@ -1,17 +1,12 @@
 //! Authenticating a delivery in the mode its operation registered: RFC 9421 signatures,
 //! legacy HMAC, or Bearer, with the per-operation token echo.
 
-use super::env::IntakeEnv;
-use super::refusal::Refusal;
+use super::{env::IntakeEnv, refusal::Refusal};
 use crate::auth::hmac_signature::{self, HmacError};
 use crate::auth::{jwks, rfc9421};
-use crate::foundation::http::Request;
-use crate::foundation::seal::ct_eq;
-use crate::foundation::store::Store;
-use crate::foundation::transport::Transport;
+use crate::foundation::{http::Request, seal::ct_eq, store::Store, transport::Transport};
 use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
-use crate::records::metrics::Rejection;
-use crate::records::seller;
+use crate::records::{metrics::Rejection, seller};
 use http::{StatusCode, header};
 
 /// The authentication schemes a request presents.
@@ -58,24 +53,20 @@ pub async fn authenticate<S: Store, T: Transport>(
     }
     // The per-operation secret, opened only when the mode needs it.
     let secret = || {
-        let sealed = op.webhook.as_ref().and_then(|w| w.secret.as_ref())?;
-        env.config
-            .sealing
-            .open(
-                &WebhookRegistration::secret_purpose(&op.operation_id),
-                sealed,
-            )
-            .ok()
+        let purpose = WebhookRegistration::secret_purpose(&op.operation_id);
+        (op.webhook.as_ref().and_then(|w| w.secret.as_ref()))
+            .and_then(|sealed| env.config.sealing.open(&purpose, sealed).ok())
+    };
+    let no_secret = || {
+        Refusal::unauthenticated(
+            "webhook_secret_unavailable",
+            "no usable secret is registered for this operation",
+        )
     };
     match mode {
         WebhookMode::Bearer => {
             let presented = crate::foundation::http::bearer(req).unwrap_or("");
-            let secret = secret().ok_or_else(|| {
-                Refusal::unauthenticated(
-                    "webhook_secret_unavailable",
-                    "no usable secret is registered for this operation",
-                )
-            })?;
+            let secret = secret().ok_or_else(no_secret)?;
             if ct_eq(presented.as_bytes(), &secret) {
                 Ok(None)
             } else {
@@ -86,12 +77,7 @@ pub async fn authenticate<S: Store, T: Transport>(
             }
         }
         WebhookMode::Hmac => {
-            let secret = secret().ok_or_else(|| {
-                Refusal::unauthenticated(
-                    "webhook_secret_unavailable",
-                    "no usable secret is registered for this operation",
-                )
-            })?;
+            let secret = secret().ok_or_else(no_secret)?;
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
             let now_s = (env.clock.now_ms() / 1000) as i64;
             match hmac_signature::verify(

@@ -1,15 +1,12 @@
 use super::*;
 use crate::auth::hmac_signature::{self};
-use crate::foundation::seal::SealingKey;
+use crate::foundation::{clock::FixedClock, log::NoLog, seal::SealingKey, store::MemoryStore};
 use crate::model::operation::WebhookMode;
 use crate::records::journal::{self};
 use crate::schedule::due::DueConfig;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::foundation::clock::FixedClock;
-use crate::foundation::log::NoLog;
-use crate::foundation::store::MemoryStore;
 use crate::model::operation::WebhookRegistration;
 use crate::testing::SeededEntropy;
 use futures::executor::block_on;

@@ -1,8 +1,7 @@
 //! A refused delivery: its HTTP answer and the counted reason.
 
 use crate::foundation::http::ApiError;
-use crate::records::journal::{self};
-use crate::records::metrics::Rejection;
+use crate::records::{journal, metrics::Rejection};
 use http::StatusCode;
 
 /// A refused delivery: the HTTP answer and the counted reason.

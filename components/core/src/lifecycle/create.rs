@@ -3,8 +3,7 @@
 //! is listed in, and its first due time in the sweep's index.
 
 use super::effects;
-use crate::foundation::cx::Cx;
-use crate::foundation::store::Store;
+use crate::foundation::{cx::Cx, store::Store};
 use crate::model::operation::Operation;
 use crate::records::indexes;
 use crate::records::journal::{self, JournalError, JournalResult};

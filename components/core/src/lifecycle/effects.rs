@@ -8,8 +8,7 @@
 use crate::foundation::cx::Cx;
 use crate::foundation::log;
 use crate::foundation::store::{Store, StoreResult};
-use crate::model::operation::Operation;
-use crate::model::status::OperationStatus;
+use crate::model::{operation::Operation, status::OperationStatus};
 use crate::records::journal::{self, Effect, EntryKind, JournalResult, Loaded, Recorded};
 use crate::records::metrics;
 use crate::records::notify;

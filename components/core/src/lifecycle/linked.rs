@@ -15,8 +15,7 @@ use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
 use crate::records::journal::JournalResult;
-use crate::schedule::backoff::Deadlines;
-use crate::schedule::due::DueConfig;
+use crate::schedule::{backoff::Deadlines, due::DueConfig};
 use serde_json::{Map, Value, json};
 
 /// The id of the operation derived from `parent` for `purpose`: deterministic, so racing

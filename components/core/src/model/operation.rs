@@ -6,10 +6,8 @@ use crate::model::task::TaskKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-/// One AdCP task the orchestrator is responsible for.
-///
-/// It is the fold of the operation's journal ([`crate::records::journal`]): `version` is the
-/// sequence number of the last entry folded in.
+/// One AdCP task the orchestrator is responsible for: the fold of its journal
+/// ([`crate::records::journal`]), `version` being the seq of the last entry folded in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub operation_id: String,
@@ -17,10 +15,10 @@ pub struct Operation {
     pub seller_id: String,
     /// The AdCP tool, e.g. `create_media_buy`.
     pub task: TaskKind,
-    /// The tool arguments exactly as (re)sent to the seller, including our
-    /// `idempotency_key`, `context` and `push_notification_config`.
+    /// Exactly as (re)sent, including our `idempotency_key`, `context` and
+    /// `push_notification_config`.
     pub arguments: Value,
-    /// The AdCP request `idempotency_key`: the same on every resend of this operation.
+    /// The same on every resend of this operation.
     pub idempotency_key: String,
     /// The seller's task handle, once the seller returned or announced one.
     pub task_id: Option<String>,
@@ -41,8 +39,8 @@ pub struct Operation {
     /// How the seller was asked to announce progress, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookRegistration>,
-    /// Digest of the buyer's API request, to tell a retry from a different request that
-    /// reuses its `Idempotency-Key`.
+    /// Digest of the buyer's API request: a retry vs a different request reusing its
+    /// `Idempotency-Key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_digest: Option<String>,
     /// Dispatch attempts that got no usable answer.
@@ -57,7 +55,6 @@ pub struct Operation {
     /// The governance plan checked (`check_governance`) before the seller is called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub governance: Option<Governance>,
-    /// Set once the buyer asked to cancel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<Cancel>,
     /// The operation this one was derived from (a re-plan, or a cancel of its media buy).
@@ -66,7 +63,6 @@ pub struct Operation {
     pub version: u64,
 }
 
-/// A governance plan and where its check stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Governance {
     /// The registered agent (a seller registration) that answers `check_governance`.
@@ -87,7 +83,6 @@ pub struct Governance {
     pub conditions: Option<Value>,
 }
 
-/// The buyer's cancel request and what it led to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancel {
     pub requested_at_ms: u64,
@@ -123,16 +118,14 @@ pub enum LocalChange {
     CancelFollowUp { operation_id: String },
 }
 
-/// How long delivery marks are kept: the longest seller retry horizon AdCP allows (7 days),
-/// which is above the 24 h floor.
+/// How long delivery marks are kept: AdCP's longest seller retry horizon (7 days, above the
+/// 24 h floor).
 pub const DELIVERY_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
 
-/// Webhook deliveries and RFC 9421 nonces already folded into an operation.
-///
-/// It lives in the record and is updated by the journal fold, so it is exactly as durable
-/// and as shared as the operation itself, and two racing copies of one delivery resolve to
-/// one application: the fold applies the first entry carrying a key and marks later ones
-/// as repeats. Deliveries are scoped to the operation, whose sender is its one seller.
+/// Webhook deliveries and RFC 9421 nonces already folded into an operation. Kept in the record
+/// by the journal fold, so it is as durable and shared as the operation, and two racing copies
+/// of a delivery apply once: the first entry with a key applies, later ones are repeats.
+/// Scoped to the operation, whose sender is its one seller.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryLedger {
     pub deliveries: Vec<DeliveryMark>,
@@ -157,7 +150,6 @@ pub struct NonceMark {
     pub expires_at_ms: u64,
 }
 
-/// How a delivery relates to those already folded in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryCheck {
     New,
@@ -211,10 +203,8 @@ pub struct Delivery {
     pub nonce: Option<NonceMark>,
 }
 
-/// What folding an observation did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observed {
-    /// The state machine's verdict.
     State(Outcome),
     /// A delivery already folded in (same key and payload): nothing changes.
     RepeatedDelivery,
@@ -222,7 +212,6 @@ pub enum Observed {
     DeliveryConflict,
 }
 
-/// The webhook authentication a seller must use for one operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookMode {
@@ -234,9 +223,9 @@ pub enum WebhookMode {
     Bearer,
 }
 
-/// What we registered in `push_notification_config` for one operation. The token and
-/// secret are sealed ([`crate::foundation::seal`]); they are re-inserted into the arguments only when
-/// the request is sent, so stored arguments hold no secret.
+/// What we registered in `push_notification_config`. Token and secret are sealed
+/// ([`crate::foundation::seal`]) and put into the arguments only when sending, so stored
+/// arguments hold no secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookRegistration {
     pub url: String,
@@ -249,12 +238,11 @@ pub struct WebhookRegistration {
 }
 
 impl WebhookRegistration {
-    /// The sealing purpose the operation's webhook token is bound to.
+    /// Sealing purposes the token and secret are bound to.
     pub fn token_purpose(operation_id: &str) -> String {
         format!("webhook:{operation_id}:token")
     }
 
-    /// The sealing purpose the operation's legacy HMAC or Bearer secret is bound to.
     pub fn secret_purpose(operation_id: &str) -> String {
         format!("webhook:{operation_id}:secret")
     }
@@ -277,7 +265,6 @@ impl OperationError {
     }
 }
 
-/// Where an observation came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -293,7 +280,7 @@ pub enum Source {
     Governance,
 }
 
-/// A seller status report, whatever channel carried it.
+/// A seller status report, whatever the channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
     pub source: Source,
@@ -340,14 +327,14 @@ pub struct NewOperation {
     pub tenant_id: String,
     pub seller_id: String,
     pub task: TaskKind,
-    /// The tool arguments as sent (see [`sent_arguments`]).
+    /// See [`sent_arguments`].
     pub arguments: Value,
     pub idempotency_key: String,
     /// `pending_dispatch`, or the seller's status of a task adopted from it.
     pub status: OperationStatus,
     pub task_id: Option<String>,
     pub message: Option<String>,
-    /// How long the seller may take (the task's deadline).
+    /// How long the seller may take (a duration, not an instant).
     pub deadline_ms: u64,
     pub linked_from: Option<String>,
 }
@@ -402,8 +389,8 @@ impl Operation {
         }
     }
 
-    /// Folds an observation carried by journal entry `seq`: first its delivery identity
-    /// (a repeat or a conflicting reuse of a key changes nothing), then its status.
+    /// Folds journal entry `seq`'s observation: first its delivery identity (a repeat or a
+    /// conflicting key reuse changes nothing), then its status.
     pub fn fold_observation(
         &mut self,
         obs: &Observation,
@@ -420,9 +407,8 @@ impl Operation {
         Observed::State(self.observe(obs, recorded_at_ms))
     }
 
-    /// Folds a seller observation in. Returns the state machine's verdict; the record
-    /// changes only as the verdict says (plus binding a first `task_id`/`context_id`,
-    /// which is identity, not state).
+    /// Folds a seller observation in; the record changes only as the verdict says (plus
+    /// binding a first `task_id`/`context_id`, which is identity, not state).
     pub fn observe(&mut self, obs: &Observation, recorded_at_ms: u64) -> Outcome {
         if let (Some(bound), Some(seen)) = (&self.task_id, &obs.task_id)
             && bound != seen

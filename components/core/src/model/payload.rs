@@ -1,9 +1,7 @@
 //! Reading every AdCP answer shape into an [`Observation`]: a tool call's answer
-//! ([`observation_from_payload`]), a task-status poll ([`observation_from_task_status`]) and
-//! a webhook envelope ([`observation_from_webhook`]: which format it is, MCP envelope or A2A
-//! task, whether the MCP envelope is complete, and the task data it carries; AdCP
-//! `webhooks.mdx`, "Format detection" and "Payload anatomy"). [`error_of`] is the one
-//! reading of an AdCP `{code, message}` error.
+//! ([`observation_from_payload`]), a task-status poll ([`observation_from_task_status`]) and a
+//! webhook ([`observation_from_webhook`]; AdCP `webhooks.mdx`, "Format detection" and "Payload
+//! anatomy"). [`error_of`] is the one reading of an AdCP `{code, message}` error.
 
 use crate::model::operation::{Observation, OperationError, Source};
 use crate::model::status::TaskStatus;
@@ -76,7 +74,6 @@ impl Envelope {
     }
 }
 
-/// Validates an MCP envelope.
 pub fn envelope(payload: &Value) -> Result<Envelope, EnvelopeError> {
     let obj = payload
         .as_object()
@@ -187,10 +184,9 @@ pub(crate) const MEDIA_BUY_STATUSES: [&str; 7] = [
 /// What a tool's answer says about the task (AdCP flat MCP shape).
 pub fn observation_from_payload(payload: &Value, source: Source) -> Observation {
     let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
-    // No `status` means completed (flat wire rule); a 3.0 media-buy status in `status`
-    // (e.g. "active") also means the task completed.
-    // A 3.0 success branch (a media buy, no task handle, no errors) whose `status` is the
-    // buy's lifecycle status: `canceled` there is a canceled *buy*, a completed task.
+    // No `status` means completed (flat wire rule), and so does a 3.0 media-buy status (e.g.
+    // "active"). In a 3.0 success branch (a buy, no task handle, no errors) `status` is the
+    // buy's: `canceled` there is a canceled *buy*, a completed task.
     let buy_success = payload.get("media_buy_id").is_some()
         && payload.get("task_id").is_none()
         && payload.get("errors").is_none()

@@ -1,9 +1,8 @@
 //! The operation state machine: one table, reviewed as a whole.
 //!
-//! States are grouped into classes (see [`StateClass`]); events into [`EventClass`]. The
-//! [`TRANSITIONS`] table gives exactly one [`Rule`] for every (state class, event class)
-//! pair, and [`decide`] is nothing but a lookup in it plus the rule's comparison. The spec's
-//! normative rules (AdCP async-identity and convergence) are all in the table:
+//! [`TRANSITIONS`] gives exactly one [`Rule`] per ([`StateClass`], [`EventClass`]) pair, and
+//! [`decide`] is a lookup in it plus the rule's comparison. The spec's normative rules (AdCP
+//! async-identity and convergence) are all in the table:
 //! - the first authoritative terminal status wins; a different terminal afterwards is a
 //!   protocol conflict, recorded but not applied;
 //! - a non-terminal status after a terminal one is acknowledged as stale;
@@ -34,20 +33,16 @@ pub enum StateClass {
     Terminal,
 }
 
-/// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventClass {
     /// The seller reported a non-terminal status (including `unknown`).
     SellerProgress,
     /// The seller reported a terminal status.
     SellerTerminal,
-    /// Our deadline for the task passed.
     DeadlineExpired,
     /// Governance answered `conditions`: hold for a human.
     GovernanceHold,
-    /// A human approved a held operation.
     Approved,
-    /// The buyer canceled the operation.
     CancelRequested,
 }
 
@@ -66,12 +61,10 @@ pub enum Rule {
     Record,
     /// Acknowledged, no change.
     Stale,
-    /// Already in this state.
     Duplicate,
 }
 
-/// The whole state machine. Every (state class, event class) pair appears exactly once;
-/// a test enforces it.
+/// The whole state machine. Every (state class, event class) pair appears exactly once (tested).
 pub const TRANSITIONS: &[(StateClass, EventClass, Rule)] = {
     use EventClass::*;
     use Rule::*;
@@ -116,11 +109,10 @@ pub const TRANSITIONS: &[(StateClass, EventClass, Rule)] = {
     ]
 };
 
-/// An event as the state machine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A seller status with the seller's own timestamp (payload `timestamp` or the poll's
-    /// `updated_at`), in Unix milliseconds, when it gave one.
+    /// A seller status with the seller's timestamp (payload `timestamp` or poll `updated_at`,
+    /// Unix ms), if given.
     Seller {
         status: TaskStatus,
         at_ms: Option<u64>,
@@ -134,7 +126,6 @@ pub enum Event {
 /// The verdict for one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The status changes to this one.
     Applied(OperationStatus),
     /// A seller terminal status replaced `timed_out`.
     Overrode(OperationStatus),
@@ -147,7 +138,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The status after the event, if it changed.
     pub fn new_status(self) -> Option<OperationStatus> {
         match self {
             Outcome::Applied(s) | Outcome::Overrode(s) => Some(s),

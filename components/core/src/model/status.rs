@@ -70,14 +70,10 @@ impl fmt::Display for TaskStatus {
     }
 }
 
-/// Where an operation stands, from the orchestrator's point of view.
-///
-/// It is either one of the seller's task statuses or one of the local states the seller
-/// never reports: `pending_dispatch` (stored, not yet accepted by the seller),
-/// `awaiting_decision` (governance answered `conditions`: a human approves or rejects),
-/// `timed_out` (our deadline passed without a seller terminal status) and
-/// `canceled_locally` (the buyer canceled before the seller resolved the task). The last two
-/// are not authoritative: a later seller terminal status replaces them.
+/// Where an operation stands for the orchestrator: a seller task status or a local state the
+/// seller never reports: `pending_dispatch` (not yet accepted by the seller),
+/// `awaiting_decision` (governance answered `conditions`: a human decides), `timed_out` and
+/// `canceled_locally`; the last two are not authoritative: a later seller terminal replaces them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum OperationStatus {

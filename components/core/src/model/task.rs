@@ -65,8 +65,8 @@ const RESERVED: [&str; 5] = [
     "governance_context",
 ];
 
-/// Checks what the spec requires of a task's arguments (required fields and their JSON
-/// types), before anything is stored or sent.
+/// Checks the spec's required fields and JSON types of a task's arguments, before anything is
+/// stored or sent.
 pub fn validate_arguments(task: TaskKind, args: &Map<String, Value>) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for r in RESERVED {
@@ -178,8 +178,7 @@ fn brand_ref(v: &Value) -> bool {
         && v.get("brand_id").is_none_or(Value::is_string)
 }
 
-/// The schema's domain pattern: lower-case labels of `[a-z0-9-]`, not starting or ending
-/// with a hyphen, separated by dots.
+/// The schema's domain pattern: dot-separated lower-case `[a-z0-9-]` labels, no edge hyphen.
 fn is_domain(d: &str) -> bool {
     !d.is_empty()
         && d.split('.').all(|label| {
@@ -243,8 +242,7 @@ fn total_budget(v: &Value) -> bool {
     })
 }
 
-/// A creative needs `creative_id`, `name`, `assets`, and exactly one of `format_id` /
-/// `format_kind`.
+/// A creative needs `creative_id`, `name`, `assets`, and exactly one of `format_id`/`format_kind`.
 fn creative_asset(c: &Value) -> Option<&'static str> {
     let o = c.as_object()?;
     let ok = o.get("creative_id").is_some_and(Value::is_string)

@@ -1,7 +1,6 @@
-//! What a seller declares in `get_adcp_capabilities`, kept in its record, and the decisions
-//! we take from it: whether mutating calls are safe to retry (the idempotency replay window;
-//! AdCP clients MUST fail closed when it is undeclared) and which webhook authentication to
-//! request.
+//! A seller's `get_adcp_capabilities`, kept in its record, and what we decide from it: whether
+//! mutating calls are safe to retry (the replay window; AdCP clients MUST fail closed when it
+//! is undeclared) and which webhook authentication to request.
 
 use crate::model::operation::WebhookMode;
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,6 @@ use serde_json::Value;
 const REPLAY_TTL_MIN_S: u64 = 3_600;
 const REPLAY_TTL_MAX_S: u64 = 604_800;
 
-/// The parts of a seller's capabilities the orchestrator acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     pub major_versions: Vec<u64>,
@@ -19,8 +17,8 @@ pub struct Capabilities {
     pub supported_versions: Vec<String>,
     #[serde(default)]
     pub supported_protocols: Vec<String>,
-    /// The idempotency replay window; `None` when the seller declares no replay protection
-    /// (or an out-of-range window): mutating calls are then refused.
+    /// `None` when the seller declares no replay protection (or an out-of-range window):
+    /// mutating calls are then refused.
     pub replay_ttl_seconds: Option<u64>,
     /// The seller signs webhooks with the AdCP RFC 9421 profile.
     pub webhook_signing: bool,
@@ -84,9 +82,9 @@ impl Capabilities {
         })
     }
 
-    /// The webhook authentication to request when the registration does not force one:
-    /// AdCP's default RFC 9421 when the seller signs, else legacy HMAC (a per-operation
-    /// secret that also authenticates the body), which every legacy sender supports.
+    /// When the registration does not force one: AdCP's default RFC 9421 if the seller signs,
+    /// else legacy HMAC (a per-operation secret that also authenticates the body), which every
+    /// legacy sender supports.
     pub fn webhook_mode(&self) -> WebhookMode {
         if self.webhook_signing {
             WebhookMode::Rfc9421

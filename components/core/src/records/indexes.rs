@@ -5,8 +5,7 @@ use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::Operation;
 
-/// What every newly stored operation gets, whoever created it: the created counter and an
-/// entry in its tenant's listing.
+/// For every newly stored operation, whoever created it: the created counter and a listing entry.
 pub async fn count_and_list(store: &impl Store, op: &Operation) -> StoreResult<()> {
     super::metrics::operation_created(store, op.task.name()).await?;
     let n = store

@@ -1,18 +1,15 @@
-//! The operation journal: an append-only log per operation, and the operation record as
-//! its fold.
+//! The operation journal: an append-only log per operation, and the operation record as its fold.
 //!
-//! Writers never rewrite a shared value. Each change is a new entry at
-//! `op:{op}:ev:{seq}`, where `seq` comes from an atomic `increment` of `op:{op}:seq` (atomic
-//! on every Spin backend). The record at `op:{op}` is only a cache of the fold: a reader
-//! folds whatever entries lie beyond the cached version, so a lost or stale snapshot write
-//! costs reads, never correctness. Decisions (which terminal status came first) are made by
-//! the fold, in sequence order, so every reader reaches the same verdict.
+//! Writers never rewrite a shared value: each change is a new entry at `op:{op}:ev:{seq}`,
+//! `seq` from an atomic `increment` of `op:{op}:seq`. The record at `op:{op}` only caches the
+//! fold: readers fold entries beyond its version, so a lost or stale snapshot write costs
+//! reads, never correctness. The fold decides (e.g. which terminal came first) in sequence
+//! order, so every reader reaches the same verdict.
 //!
-//! **Holes.** A writer that crashes between allocating a sequence number and writing its
-//! entry leaves a hole. Writers give up on an allocation older than [`WRITE_GUARD_MS`]
-//! (they answer "retry" instead of writing late), so once a *later* entry is older than
-//! [`HOLE_AGE_MS`] the hole can never fill and the fold skips it. Until then the fold stops
-//! before it, and the operation shows its state as of the last settled entry.
+//! **Holes.** A writer crashing between allocating a seq and writing its entry leaves a hole.
+//! Writers abandon an allocation older than [`WRITE_GUARD_MS`] (answering "retry" rather than
+//! writing late), so once a *later* entry is older than [`HOLE_AGE_MS`] the hole can never fill
+//! and the fold skips it. Until then the fold stops before it, showing the last settled state.
 
 use crate::foundation::clock::Clock;
 use crate::foundation::error::StoreError;
@@ -24,14 +21,12 @@ use crate::model::status::OperationStatus;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A writer that needed longer than this between allocating a sequence number and writing
-/// its entry abandons the entry.
+/// A writer slower than this between allocating a seq and writing its entry abandons it.
 pub const WRITE_GUARD_MS: u64 = 10_000;
 /// A missing entry followed by an entry at least this old is a permanent hole. Leaves a wide
 /// margin over `2 * WRITE_GUARD_MS` for clock skew between replicas.
 pub const HOLE_AGE_MS: u64 = 60_000;
 
-/// One journal entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: u64,
@@ -102,7 +97,6 @@ pub enum JournalError {
     Store(StoreError),
     /// The writer was too slow to write its allocated entry and abandoned it; retry.
     Abandoned,
-    /// The operation id is already taken.
     Exists,
 }
 
@@ -139,7 +133,6 @@ impl JournalError {
 
 pub type JournalResult<T> = Result<T, JournalError>;
 
-/// Folds one entry into the record.
 pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
     let effect = match (&mut *op, &entry.kind) {
         (None, EntryKind::Created { operation }) => {
@@ -186,9 +179,8 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
     effect
 }
 
-/// Stores a new operation: its creation entry (sequence 1), then its snapshot.
-///
-/// Operation ids are fresh random values, so a non-1 sequence means the id was used before.
+/// Stores a new operation: its creation entry (seq 1), then its snapshot. Ids are fresh
+/// random values, so a seq other than 1 means the id was used before.
 pub async fn create(
     store: &impl Store,
     clock: &dyn Clock,
@@ -237,20 +229,17 @@ pub async fn append(
     Ok(entry)
 }
 
-/// The result of reading an operation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub operation: Operation,
-    /// The highest allocated sequence number; greater than `operation.version` while an
-    /// entry is in flight.
+    /// The highest allocated seq; above `operation.version` while an entry is in flight.
     pub head: u64,
-    /// Status changes this read folded from entries beyond the snapshot (see
-    /// [`Recorded::adopted`]).
+    /// Status changes folded from entries beyond the snapshot (see [`Recorded::adopted`]).
     pub adopted: Vec<Recorded>,
 }
 
-/// Reads an operation: the cached snapshot plus any newer entries, folded. Refreshes the
-/// snapshot when the fold got further than it.
+/// Reads an operation: the snapshot plus newer entries, folded; refreshes the snapshot if the
+/// fold got further.
 pub async fn load(
     store: &impl Store,
     clock: &dyn Clock,
@@ -304,10 +293,8 @@ fn adopter(
     }
 }
 
-/// What [`record`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
-    /// The record after folding as far as possible.
     pub operation: Option<Operation>,
     /// The status just before the new entry was folded in.
     pub previous: Option<crate::model::status::OperationStatus>,
@@ -315,14 +302,13 @@ pub struct Recorded {
     /// is durable either way and the next reader folds it).
     pub effect: Option<Effect>,
     pub seq: u64,
-    /// Status changes made by earlier entries beyond the snapshot, folded here for the first
-    /// time as far as this writer knows. Their own writer normally runs their effects; if it
-    /// crashed after appending, these are how the change still gets counted and announced.
+    /// Status changes of earlier entries beyond the snapshot, first folded here as far as this
+    /// writer knows. Their own writer normally runs their effects; if it crashed after
+    /// appending, this is how the change still gets counted and announced.
     /// [`crate::lifecycle::effects`] claims each change once, whoever sees it.
     pub adopted: Vec<Recorded>,
 }
 
-/// Appends an entry and folds the operation up to and including it.
 pub async fn record(
     store: &impl Store,
     clock: &dyn Clock,
@@ -371,7 +357,7 @@ pub async fn record_from(
     })
 }
 
-/// The whole history with each entry's effect, folded from the start (for the events API).
+/// Every entry with its effect, folded from the start (for the events API).
 pub async fn history(
     store: &impl Store,
     clock: &dyn Clock,
@@ -428,7 +414,6 @@ async fn catch_up(
     finish(store, op_id, op, start, folded_to, missing.is_empty()).await
 }
 
-/// Saves the snapshot if the fold advanced, and reports whether it reached the head.
 async fn finish(
     store: &impl Store,
     op_id: &str,

@@ -1,11 +1,8 @@
-//! Metrics: counters kept with atomic `increment` as things happen, and the Prometheus
-//! text rendering of `GET /metrics`.
-//!
-//! Nothing here scans the store. Counters are bumped only by the writer that applied a
-//! transition (the writer whose own journal entry the fold applied), so duplicate
-//! deliveries and re-runs never count twice. Label values come from closed sets (task
-//! kinds, statuses, rejection reasons) or from a small registry of seller error codes, so
-//! rendering knows every key to read.
+//! Metrics: `increment` counters bumped as things happen, rendered for `GET /metrics` in
+//! Prometheus text. Nothing scans the store. Only the writer whose own journal entry the fold
+//! applied bumps a transition, so duplicates and re-runs never count twice. Labels come from
+//! closed sets (task kinds, statuses, rejection reasons) or a small registry of seller error
+//! codes, so rendering knows every key to read.
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult, get_json};
@@ -61,7 +58,6 @@ fn counter(name: &str, labels: &[&str]) -> String {
     k
 }
 
-/// An operation was stored.
 pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()> {
     store
         .increment(&counter("created", &[task]), 1)
@@ -87,8 +83,7 @@ pub async fn transition(
         .increment(&counter("left", &[task, from.as_str()]), 1)
         .await?;
     if from.is_closed() && to.is_closed() {
-        // Already closed (timed out, canceled locally): keeps the open gauge from counting
-        // it twice.
+        // Already closed (timed out, canceled locally): the open gauge must not count it twice.
         store
             .increment(&counter("reopened_closed", &[task]), 1)
             .await?;
@@ -109,7 +104,6 @@ pub async fn transition(
     Ok(())
 }
 
-/// A webhook was refused.
 pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreResult<()> {
     store
         .increment(&counter("webhook_rejected", &[reason.as_str()]), 1)
@@ -147,7 +141,6 @@ pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
         .map(drop)
 }
 
-/// A webhook repeated a delivery already applied.
 pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
     store
         .increment(&counter("webhook_duplicates", &[]), 1)
@@ -155,7 +148,6 @@ pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
         .map(drop)
 }
 
-/// Renders the Prometheus text exposition format.
 pub async fn render(
     store: &impl Store,
     breaker: &crate::schedule::breaker::BreakerConfig,

@@ -1,11 +1,8 @@
-//! Buyer notifications: every status change of a tenant's operations, delivered to the
-//! tenant's callback URL, signed with the Standard Webhooks scheme, from an outbox in the
-//! store.
-//!
-//! An outbox entry is written (idempotently: its id is derived from the journal entry it
-//! announces) before any attempt, so nothing is lost when the callback is down. The first
-//! attempt follows the change; retries follow [`RETRY_SCHEDULE`]; a 2xx stops, a 410
-//! disables the callback, and exhausting the schedule records the failure.
+//! Buyer notifications: every status change of a tenant's operations, sent from a store outbox
+//! to the tenant's callback URL, signed with Standard Webhooks. The outbox entry is written
+//! first (idempotently: its id derives from the journal entry), so nothing is lost while the
+//! callback is down. Retries follow [`RETRY_SCHEDULE`]; a 2xx stops, a 410 disables the
+//! callback, and exhausting the schedule records the failure.
 
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
@@ -20,13 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
-/// Delays after a failed attempt, as data: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
 pub const RETRY_SCHEDULE: Schedule = Schedule::BUYER_NOTIFICATIONS;
 
 /// Standard Webhooks' tolerance for the timestamp, used by receivers.
 pub const TOLERANCE_S: u64 = 300;
 
-/// A tenant's callback registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Callback {
     pub url: String,
@@ -62,7 +57,6 @@ pub fn sign(key: &[u8], msg_id: &str, timestamp: u64, body: &[u8]) -> String {
     format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
 }
 
-/// The state of one notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
@@ -72,7 +66,6 @@ pub enum DeliveryState {
     Failed,
 }
 
-/// One outbox entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     pub id: String,
@@ -86,8 +79,7 @@ pub struct Notification {
     pub last_error: Option<String>,
 }
 
-/// The notification id for journal entry `seq` of an operation: stable, so re-running the
-/// writer that enqueues it cannot produce a second notification.
+/// Stable per journal entry, so re-running the enqueuing writer cannot make a second one.
 pub fn notification_id(operation_id: &str, seq: u64) -> String {
     format!("ntf_{operation_id}_{seq}")
 }

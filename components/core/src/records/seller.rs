@@ -7,7 +7,6 @@ use crate::model::operation::WebhookMode;
 use crate::records::capabilities::Capabilities;
 use serde::{Deserialize, Serialize};
 
-/// One seller agent as registered by one tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seller {
     pub tenant_id: String,
@@ -17,7 +16,6 @@ pub struct Seller {
     /// The credential we send in `Authorization`, sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Sealed>,
-    /// How the credential is sent.
     #[serde(default)]
     pub auth_scheme: AuthScheme,
     /// The webhook authentication to request; `None` lets capabilities decide.
@@ -33,7 +31,6 @@ pub struct Seller {
     pub updated_at_ms: u64,
 }
 
-/// How the orchestrator authenticates to a seller's MCP endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthScheme {
@@ -61,8 +58,8 @@ pub async fn delete(store: &impl Store, tenant: &str, seller: &str) -> StoreResu
     store.delete(&keys::seller(tenant, seller)).await
 }
 
-/// Records a newly registered seller in the append-only seller index (for per-seller
-/// metrics). Entries of deleted sellers stay and are skipped by readers.
+/// Appends a new seller to the seller index (for per-seller metrics); deleted sellers' entries
+/// stay and readers skip them.
 pub async fn index(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<()> {
     let n = store.increment(keys::SELLERS_COUNT, 1).await?;
     store

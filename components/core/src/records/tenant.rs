@@ -1,6 +1,5 @@
-//! Tenants: the buyer organisations sharing one orchestrator, each with its own API key.
-//!
-//! API keys are shown once at creation and stored only as SHA-256 digests.
+//! Tenants: the buyer organisations sharing one orchestrator, each with its own API key, shown
+//! once at creation and stored only as a SHA-256 digest.
 
 use crate::foundation::clock::{Clock, Entropy, random_hex};
 use crate::foundation::keys;
@@ -42,8 +41,8 @@ pub async fn create(
     Ok((tenant, api_key))
 }
 
-/// The tenant an API key belongs to. Lookup is by digest, so no timing comparison of the
-/// key itself happens here.
+/// The tenant an API key belongs to. Lookup is by digest, so the key itself is never compared
+/// (no timing leak).
 pub async fn authenticate(store: &impl Store, api_key: &str) -> StoreResult<Option<Tenant>> {
     if !api_key.starts_with(API_KEY_PREFIX) {
         return Ok(None);

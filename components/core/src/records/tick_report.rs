@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What one tick did, kept at `sweep:last` and returned to HTTP callers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickReport {
     pub trigger: String,
@@ -15,7 +14,6 @@ pub struct TickReport {
     pub touched: usize,
     /// Hints skipped because another sweep held the operation.
     pub busy: usize,
-    /// Notification attempts made.
     pub notifications: usize,
     pub backlog: bool,
     /// Seller tasks listed by reconciliation in this tick (0 when it was not this tick's turn).

@@ -1,31 +1,25 @@
-//! Retry and poll schedules as data.
-//!
-//! A Spin handler cannot sleep for minutes, so a "retry" is a persisted `next_*_at_ms`
-//! computed here by a pure function and picked up by the sweep through the due index.
+//! Retry and poll schedules as data. A Spin handler cannot sleep for minutes, so a "retry" is
+//! a persisted `next_*_at_ms` computed here by a pure function and picked up through the due index.
 //!
 //! - [`Backoff`]: exponential backoff with **full jitter** (Brooker, "Exponential Backoff And
 //!   Jitter", AWS 2015; Step Functions `JitterStrategy: FULL`):
-//!   `delay = random_between(0, min(cap, base * 2^attempt))`, then raised to a floor so that
-//!   polling never turns into a busy loop. `attempt` counts polls (or failures) since the
-//!   status last moved, so a status change resets the schedule: it is a pure function of
-//!   that count and the entropy.
-//! - [`PollPolicy`]: the poll cadence of an operation, with a slower *backup* cadence when
-//!   the seller was asked to push webhooks (AdCP: "always implement polling as backup … e.g.
-//!   every 2 minutes"), and the seller's `retry_after` honoured.
-//! - `retry_after`: AdCP `error.retry_after` (seconds, 3.2 producers send integers 1–3600)
-//!   and HTTP `Retry-After` (delay-seconds or an IMF-fixdate) are rounded up and clamped to
-//!   1..=3600 s ([`clamp_retry_after_s`]); the next attempt is never earlier than that.
-//! - [`Schedule`]: fixed schedules (`&'static [u64]` seconds), e.g. buyer-notification
-//!   retries 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
-//! - [`Deadlines`]: how long each task type may stay unresolved (create 24 h, update 12 h,
-//!   sync_creatives 48 h, others 24 h), configurable with serde.
+//!   `delay = random_between(0, min(cap, base * 2^attempt))`, raised to a floor so polling never
+//!   busy-loops. `attempt` counts polls (or failures) since the status last moved, so a status
+//!   change resets the schedule.
+//! - [`PollPolicy`]: an operation's poll cadence, slower *backup* cadence when the seller was
+//!   asked to push webhooks (AdCP: "always implement polling as backup … e.g. every 2
+//!   minutes"), and the seller's `retry_after` honoured.
+//! - `retry_after`: AdCP `error.retry_after` (seconds, 3.2 producers send integers 1–3600) and
+//!   HTTP `Retry-After` (delay-seconds or IMF-fixdate) are rounded up and clamped to 1..=3600 s
+//!   ([`clamp_retry_after_s`]); the next attempt is never earlier.
+//! - [`Schedule`]: fixed schedules (`&'static [u64]` seconds), e.g. buyer notifications.
+//! - [`Deadlines`]: how long each task type may stay unresolved, configurable with serde.
 
 use super::{DAY_MS, MINUTE_MS, SECOND_MS, random_between};
 use crate::foundation::clock::Entropy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Full-jitter exponential backoff with a floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
@@ -42,16 +36,14 @@ impl Backoff {
         cap_ms: 15 * MINUTE_MS,
         floor_ms: SECOND_MS,
     };
-    /// The backup cadence when a webhook is registered: 2 min doubling up to 30 min, never
-    /// below 1 min.
+    /// The backup cadence when a webhook is registered: 2 min doubling up to 30 min, floor 1 min.
     pub const BACKUP_POLL: Backoff = Backoff {
         base_ms: 2 * MINUTE_MS,
         cap_ms: 30 * MINUTE_MS,
         floor_ms: MINUTE_MS,
     };
-    /// Redispatching a stored operation after a failed attempt: 30 s doubling up to 30 min.
-    /// Used without jitter ([`Backoff::ceiling_ms`]): each operation has its own attempt
-    /// count, so resends of many operations do not line up anyway.
+    /// Redispatch after a failed attempt: 30 s doubling up to 30 min, without jitter
+    /// ([`Backoff::ceiling_ms`]): per-operation attempt counts keep resends from lining up.
     pub const REDISPATCH: Backoff = Backoff {
         base_ms: 30 * SECOND_MS,
         cap_ms: 30 * MINUTE_MS,
@@ -76,8 +68,7 @@ impl Backoff {
 pub const RETRY_AFTER_MIN_S: u64 = 1;
 pub const RETRY_AFTER_MAX_S: u64 = 3_600;
 
-/// Rounds a seller's `retry_after` up and clamps it to 1..=3600 s. Nonsense (NaN,
-/// negative) counts as the minimum.
+/// Rounds a seller's `retry_after` up and clamps it to 1..=3600 s; NaN or negative is the minimum.
 pub fn clamp_retry_after_s(seconds: f64) -> u64 {
     if seconds.is_nan() || seconds <= RETRY_AFTER_MIN_S as f64 {
         return RETRY_AFTER_MIN_S;
@@ -140,9 +131,8 @@ fn parse_imf_fixdate(v: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
-/// Combines our own delay with the seller's hint: never earlier than the (clamped) hint;
-/// when the hint dominates, up to 10 % is added so that many operations told the same
-/// `retry_after` do not return in one burst.
+/// Our delay, but never earlier than the (clamped) hint; when the hint dominates, up to 10 % is
+/// added so operations told the same `retry_after` do not return in one burst.
 pub fn honour_retry_after(
     own_delay_ms: u64,
     retry_after_s: Option<u64>,
@@ -195,7 +185,6 @@ impl Default for PollPolicy {
 }
 
 impl PollPolicy {
-    /// The delay until the next poll.
     pub fn delay_ms(&self, input: PollInput, entropy: &dyn Entropy) -> u64 {
         let own = match (input.webhook_registered, input.attempts_since_change) {
             (false, n) => self.poll.delay_ms(n, entropy),
@@ -205,14 +194,12 @@ impl PollPolicy {
         honour_retry_after(own, input.retry_after_s, entropy)
     }
 
-    /// When to poll next, as Unix ms.
     pub fn next_poll_at_ms(&self, now_ms: u64, input: PollInput, entropy: &dyn Entropy) -> u64 {
         now_ms.saturating_add(self.delay_ms(input, entropy))
     }
 }
 
-/// A fixed retry schedule: the delays, in seconds, after the 1st, 2nd, … failed attempt;
-/// after the last one, give up.
+/// A fixed retry schedule: delays in seconds after the 1st, 2nd, … failure; then give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule(pub &'static [u64]);
 
@@ -220,14 +207,13 @@ impl Schedule {
     /// Buyer notifications: 1 min, 5 min, 30 min, 2 h, 5 h, 10 h, then give up.
     pub const BUYER_NOTIFICATIONS: Schedule = Schedule(&[60, 300, 1_800, 7_200, 18_000, 36_000]);
 
-    /// The delay after `failed_attempts` failures (1 = after the first attempt failed), or
-    /// `None` when the schedule is exhausted (or nothing failed yet).
+    /// The delay after `failed_attempts` failures (1 = the first), or `None` when exhausted
+    /// (or nothing failed yet).
     pub fn delay_ms(&self, failed_attempts: u32) -> Option<u64> {
         let i = (failed_attempts as usize).checked_sub(1)?;
         self.0.get(i).map(|s| s * SECOND_MS)
     }
 
-    /// When to try again after the `failed_attempts`-th failure at `failed_at_ms`.
     pub fn next_attempt_at_ms(&self, failed_attempts: u32, failed_at_ms: u64) -> Option<u64> {
         self.delay_ms(failed_attempts)
             .map(|d| failed_at_ms.saturating_add(d))

@@ -1,40 +1,37 @@
-//! A per-seller circuit breaker kept in the store (Fowler/Nygard: closed → open →
-//! half-open), for the sweep and the dispatcher to stop hammering a seller that is down.
+//! A per-seller circuit breaker kept in the store (Fowler/Nygard: closed → open → half-open),
+//! so the sweep and the dispatcher stop hammering a seller that is down.
 //!
 //! # The machine
 //!
-//! [`TRANSITIONS`] lists one [`Rule`] for every (state, event) pair, and [`transition`] is
-//! that lookup plus the rule's arithmetic; a test walks every edge. In words:
-//! - **closed**: calls go through; a failure counts, and the `failure_threshold`-th
-//!   consecutive one trips the breaker; a success clears the count.
+//! [`TRANSITIONS`] lists one [`Rule`] per (state, event) pair; [`transition`] is that lookup
+//! plus the rule's arithmetic, and a test walks every edge:
+//! - **closed**: calls go through; the `failure_threshold`-th consecutive failure trips the
+//!   breaker; a success clears the count.
 //! - **open** for `reset_timeout_ms` after the trip: calls are deferred to the end of it.
-//! - **half-open** afterwards: one probe call per `probe_window_ms` goes through; its
-//!   success closes the breaker, its failure reopens it (timer restarted). Ordinary calls'
-//!   late answers (started before the trip) change nothing while open or half-open.
+//! - **half-open** afterwards: one probe per `probe_window_ms`; its success closes the breaker,
+//!   its failure reopens it (timer restarted). Late answers of calls started before the trip
+//!   change nothing while open or half-open.
 //!
 //! # Persistence without lost-update hazards
 //!
-//! Several sweeps and handlers update one seller's breaker at once, and the store has no
-//! usable compare-and-swap, so the state is never read-modified-written as a whole:
+//! Sweeps and handlers update one breaker concurrently and the store has no usable
+//! compare-and-swap, so the state is never read-modified-written as a whole:
 //! - `breaker:{t}:{s}:failures` counts every failure ever, with `increment` (atomic);
 //! - `breaker:{t}:{s}:mark` (plain) is the failure count at the last closing success, so
 //!   consecutive failures are `failures - mark`;
-//! - `breaker:{t}:{s}:opened` (plain) is when it last tripped, written by the one recorder
-//!   whose increment crossed the threshold (increments are unique, so exactly one does), or
-//!   by a failed probe;
+//! - `breaker:{t}:{s}:opened` (plain) is the last trip time, written by the one recorder whose
+//!   (unique) increment crossed the threshold, or by a failed probe;
 //! - half-open probes are claimed with `increment` on `…:probe:{half_open_since}:{window}`:
-//!   the first claimant in a window probes, so a probe that never reports (crash) blocks
-//!   the seller for one window only.
+//!   the first claimant probes, so a probe that never reports (crash) blocks one window only.
 //!
-//! Every race degrades to a harmless outcome: a lost `opened` write reads as half-open (one
-//! early probe, whose failure rewrites it); a lost or stale `mark` write makes the count a
-//! little high or low (the breaker trips a few failures early or late); a success racing a
-//! failure may absorb it. None of them can wedge the breaker: the next probe window always
-//! comes. This is the counter design the brief suggested, minus per-window failure keys: one
-//! monotonic counter plus a mark gives *consecutive* failures and leaves no garbage.
+//! Every race is harmless: a lost `opened` write reads as half-open (one early probe, whose
+//! failure rewrites it); a lost or stale `mark` trips the breaker a few failures early or
+//! late; a success racing a failure may absorb it. None can wedge the breaker: the next probe
+//! window always comes. Unlike per-window failure keys, one monotonic counter plus a mark gives
+//! *consecutive* failures and leaves no garbage.
 //!
-//! Costs: [`Breaker::allow`] is 2 store calls while closed (the counter and the mark), 3–4
-//! when open or half-open; a success of a clean call is free; a failure is 2–3 calls.
+//! Costs: [`Breaker::allow`] is 2 store calls while closed, 3–4 when open or half-open; a
+//! success of a clean call is free; a failure is 2–3 calls.
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
@@ -45,7 +42,6 @@ use serde::{Deserialize, Serialize};
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker.
     pub failure_threshold: u32,
-    /// How long it stays open before probing.
     pub reset_timeout_ms: u64,
     /// One probe is let through per window while half-open.
     pub probe_window_ms: u64,
@@ -62,7 +58,6 @@ impl Default for BreakerConfig {
     }
 }
 
-/// The breaker's state at an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Closed {
@@ -297,13 +292,11 @@ impl Permit {
         self.probe_key.is_some()
     }
 
-    /// Allowed with no failures counted: a success changes nothing in the store.
     pub fn is_clean(&self) -> bool {
         self.clean
     }
 }
 
-/// The breaker as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerView {
     pub state: StateClass,
@@ -316,7 +309,6 @@ pub struct BreakerView {
     pub retry_at_ms: Option<u64>,
 }
 
-/// One seller's breaker.
 #[derive(Debug, Clone, Copy)]
 pub struct Breaker<'a> {
     pub cfg: &'a BreakerConfig,
@@ -417,7 +409,6 @@ impl<'a> Breaker<'a> {
         }
     }
 
-    /// May a call to the seller be made at `now_ms`?
     pub async fn allow(&self, store: &impl Store, now_ms: u64) -> StoreResult<Decision> {
         let snap = self.read(store).await?;
         self.allow_on(store, &snap, now_ms).await
@@ -516,7 +507,6 @@ impl<'a> Breaker<'a> {
         Ok(next)
     }
 
-    /// The breaker as the API shows it.
     pub async fn state(&self, store: &impl Store, now_ms: u64) -> StoreResult<BreakerView> {
         let snap = self.snapshot(store, None).await?;
         let state = derive(self.cfg, &snap, now_ms);

@@ -2,71 +2,62 @@
 //!
 //! # Layout
 //!
-//! Time is cut into buckets of [`DueConfig::bucket_ms`] (10 s). Filing an operation due at
-//! `t` ([`schedule`]) appends it to the bucket of `max(t, now)` (something due in the past
-//! goes to the current bucket, see [`filing_bucket`]):
+//! Time is cut into buckets of [`DueConfig::bucket_ms`] (10 s). [`schedule`] files an operation
+//! due at `t` in the bucket of `max(t, now)` ([`filing_bucket`]):
 //!
 //! ```text
 //! n = increment("due:{bucket}:n", 1)      -- a fresh slot, atomic on every backend
 //! set("due:{bucket}:{n}", op_id)          -- written once, by the slot's owner
 //! ```
 //!
-//! No value is shared by several writers and every value is tiny. An entry is only a
-//! **hint**: the operation's own record (`next_poll_at_ms`) decides whether it is due, so
-//! rescheduling files a new entry and never deletes the old one (a stale hint is skipped by
-//! the caller), and duplicates are harmless (a tick hands out one hint per operation).
+//! No value has several writers and every value is tiny. An entry is only a **hint**: the
+//! record's `next_poll_at_ms` decides whether it is due, so rescheduling files a new entry and
+//! never deletes the old one (the caller skips stale hints), and duplicates are harmless (a
+//! tick hands out one hint per operation).
 //!
 //! # Sweeping
 //!
-//! A bucket is *due* once it has ended (`end <= now`): every entry in it was due before
-//! `now`, so nothing read is early and nothing needs to be put back for being early. The cost
-//! is up to one bucket of latency, far below a cron tick.
+//! A bucket is *due* once it has ended (`end <= now`), so nothing read is early and nothing is
+//! put back for being early, at the cost of up to one bucket of latency.
 //!
-//! The sweep cursor (`sweep:cursor`, a small JSON [`Cursor`]) remembers the first bucket not
-//! yet *finished*, and, for the few buckets after it that were partly read, how far they were
-//! read and which slots were still empty ("holes"). A tick ([`Sweep::begin`]) reads, from the
-//! cursor on, each due bucket's count with `increment(key, 0)` and only the entries it has
-//! not read before, so an entry is read once, plus re-reads of holes.
+//! The cursor (`sweep:cursor`, a small JSON [`Cursor`]) holds the first bucket not yet
+//! *finished* and, for partly read buckets after it, how far they were read and which slots
+//! were still empty ("holes"). A tick ([`Sweep::begin`]) reads each due bucket's count with
+//! `increment(key, 0)` and only entries not read before, plus re-reads of holes.
 //!
-//! A writer may still be appending to a bucket whose time has just passed, and a reader may
-//! see a slot whose `increment` happened but whose `set` has not yet landed. So a bucket is
-//! **finished** only when it ended more than [`DueConfig::grace_ms`] (60 s) ago, its count
-//! was read after that moment, all its entries were read, and no hole remains; a hole in a
-//! bucket past its grace is permanent (its writer crashed) and is skipped. Writers make that
-//! sound with a **write guard**: [`schedule`] checks the clock once its entry is written and,
-//! if that is later than [`DueConfig::write_guard_ms`] (20 s) after the bucket's end, files
-//! the entry again in the then-current bucket. Replicas' clocks may differ by up to
-//! `grace - write_guard` (40 s). So an entry is either visible before its bucket can finish,
-//! or filed again.
+//! A writer may still append to a bucket whose time has just passed, and a slot's `increment`
+//! may be visible before its `set`. So a bucket is **finished** only when it ended more than
+//! [`DueConfig::grace_ms`] (60 s) ago, its count was read after that, all entries were read and
+//! no hole remains; a hole past the grace is permanent (its writer crashed) and is skipped.
+//! The **write guard** makes that sound: [`schedule`] checks the clock after writing and, if
+//! that is later than [`DueConfig::write_guard_ms`] (20 s) after the bucket's end, files the
+//! entry again in the current bucket. Replica clocks may differ by up to `grace - write_guard`
+//! (40 s). So an entry is either visible before its bucket can finish, or filed again.
 //!
-//! The caller handles each [`Hint`] and marks it settled ([`Sweep::settle`]); hints left
-//! unsettled (the operation was leased by another sweep, the tick ran out of time) are
-//! filed again, due now or at a time given with [`Sweep::defer`], before the cursor moves
-//! past them ([`Sweep::commit`]). A crash before the commit only means the next tick reads
-//! the same entries again.
+//! The caller settles each [`Hint`] ([`Sweep::settle`]); unsettled ones (leased by another
+//! sweep, tick out of time) are filed again, due now or at [`Sweep::defer`]'s time, before
+//! [`Sweep::commit`] moves the cursor past them. A crash before the commit only means the next
+//! tick reads the same entries again.
 //!
 //! # Concurrent sweeps
 //!
-//! Overlapping ticks are safe without any lock (a sweep lease only avoids duplicate reads):
-//! each tick moves the cursor only past entries it handled itself, and the commit merges its
-//! cursor with the stored one (union of what was read; [`Cursor::merge`]). The cursor is a
-//! plain `set`, so a concurrent commit can still overwrite a newer cursor with an older one;
-//! that only makes a later tick read some entries again, and the operation leases and records
-//! make re-reads harmless.
+//! Overlapping ticks need no lock (a sweep lease only avoids duplicate reads): each moves the
+//! cursor only past entries it handled and merges with the stored cursor ([`Cursor::merge`]).
+//! The cursor is a plain `set`, so a concurrent commit may overwrite a newer cursor with an
+//! older one; that only causes re-reads, which operation leases and records make harmless.
 //!
 //! # Retention
 //!
 //! Buckets finished more than [`DueConfig::retain_ms`] (10 min) ago are deleted, entries and
-//! count (tracked by `Cursor::purged`), so the index holds only the future plus ~10 minutes.
-//! Reading a count with `increment(key, 0)` creates it; the purge removes those too. A tick
-//! slower than the retention window could re-create a purged count (8 bytes, never read
-//! again); sweep ticks are bounded far below that by their lease.
+//! count (tracked by `Cursor::purged`); this includes counts created by `increment(key, 0)`. A
+//! tick slower than the retention window could re-create a purged count (8 bytes, never read
+//! again); the sweep lease bounds ticks far below that.
 //!
 //! # Limits
 //!
 //! A tick reads at most [`DueConfig::max_buckets`] buckets and [`DueConfig::max_entries`]
-//! entries, and continues where it stopped on the next tick ([`SweepReport::backlog`]). With
-//! no cursor yet, sweeping starts [`DueConfig::initial_lookback_ms`] (1 h) in the past.
+//! entries and continues on the next tick ([`SweepReport::backlog`]). With no cursor yet,
+//! sweeping starts [`DueConfig::initial_lookback_ms`] (1 h) in the past.
 
 use crate::foundation::clock::Clock;
 use crate::foundation::error::StoreError;
@@ -86,10 +77,8 @@ pub struct DueConfig {
     pub write_guard_ms: u64,
     /// Finished buckets are deleted this long after they end.
     pub retain_ms: u64,
-    /// Buckets read (and purged) per tick at most; at least the buckets of a grace period
-    /// plus two.
+    /// Buckets read (and purged) per tick at most; at least a grace period's buckets plus two.
     pub max_buckets: u64,
-    /// Entries read per tick at most.
     pub max_entries: usize,
     /// Where sweeping starts when there is no cursor yet.
     pub initial_lookback_ms: u64,
@@ -147,11 +136,9 @@ pub struct Filed {
 
 const MAX_FILING_ATTEMPTS: u32 = 3;
 
-/// Files `op_id` as due at `due_at_ms`. Two store calls, more only when a call was so slow
-/// that the entry might have missed its bucket (see the module doc).
-///
-/// `clock` must be live (the host clock), not a [`crate::foundation::clock::FixedClock`] captured when
-/// the request started, or the write guard cannot see a stall.
+/// Files `op_id` as due at `due_at_ms`: two store calls, more only if the entry may have missed
+/// its bucket. `clock` must be live, not a [`crate::foundation::clock::FixedClock`] captured at
+/// request start, or the write guard cannot see a stall.
 pub async fn schedule(
     store: &impl Store,
     cfg: &DueConfig,
@@ -193,7 +180,6 @@ pub struct Hint {
     pub op_id: String,
 }
 
-/// Reads a bucket's count (`increment(key, 0)`).
 pub async fn bucket_count(store: &impl Store, bucket: u64) -> StoreResult<u64> {
     let n = store.increment(&keys::due_count(bucket), 0).await?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -206,7 +192,6 @@ async fn read_entry(store: &impl Store, bucket: u64, n: u64) -> StoreResult<Opti
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
-/// How far a bucket has been read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     /// Slots `1..=read` were read (except `holes`).
@@ -257,7 +242,6 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The cursor of an index never swept before.
     pub fn initial(cfg: &DueConfig, now_ms: u64) -> Cursor {
         let bucket = cfg.bucket_of(now_ms.saturating_sub(cfg.initial_lookback_ms));
         Cursor {
@@ -298,7 +282,6 @@ impl Cursor {
     }
 }
 
-/// What a tick did with the index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweepReport {
     /// Entries handed out.
@@ -429,13 +412,11 @@ impl Sweep {
         }
     }
 
-    /// The entries to look at, in due order, one per operation. Each names an operation whose record decides
-    /// whether it is really due.
+    /// The entries to look at, in due order, one per operation; its record decides if it is due.
     pub fn hints(&self) -> &[Hint] {
         &self.hints
     }
 
-    /// The time the tick runs at.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
@@ -520,7 +501,6 @@ impl Sweep {
     }
 }
 
-/// Deletes a finished bucket: its entries and its count.
 async fn purge_bucket(store: &impl Store, bucket: u64) -> StoreResult<()> {
     for n in 1..=bucket_count(store, bucket).await? {
         store.delete(&keys::due_entry(bucket, n)).await?;

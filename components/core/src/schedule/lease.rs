@@ -1,28 +1,25 @@
-//! Leases from `increment` alone: at most one holder at a time, and a crashed holder's
-//! lease lapses on its own.
+//! Leases from `increment` alone: at most one holder at a time, and a crashed holder's lease
+//! lapses on its own.
 //!
-//! Time is cut into slots of [`LeaseConfig::slot_ms`]. A lease on a scope (an operation, or
-//! the sweep tick) for slot `s` is the counter `lease:{scope}:{s}`; a claimant increments
-//! it and holds the slot iff the answer is 1. `increment` is atomic on every Spin backend,
-//! so exactly one claimant per slot sees 1; no compare-and-swap is involved.
+//! Time is cut into slots of [`LeaseConfig::slot_ms`]. A lease on a scope (an operation, or the
+//! sweep tick) for slot `s` is the counter `lease:{scope}:{s}`; a claimant increments it and
+//! holds the slot iff the answer is 1. `increment` is atomic on every Spin backend, so exactly
+//! one claimant per slot sees 1; no compare-and-swap is involved.
 //!
-//! A claim made at `now` covers every slot from `now` to `now + min_hold_ms` (one slot, or
-//! two near a slot's end), claimed in order; it succeeds only if it won all of them, and it
-//! is valid until the end of the last one. **Exclusivity:** if two holders were valid at the
-//! same instant `t`, both claims cover the slot containing `t`, so both saw 1 from the same
-//! counter, which `increment` rules out. A holder checks [`Lease::valid_at`] (which keeps a
-//! safety margin for clock skew between replicas) before each step it takes.
+//! A claim at `now` covers every slot from `now` to `now + min_hold_ms` (one, or two near a
+//! slot's end), claimed in order; it succeeds only if it won all of them, and is valid until
+//! the end of the last. **Exclusivity:** two holders valid at one instant `t` would both have
+//! seen 1 from the counter of `t`'s slot, which `increment` rules out. A holder checks
+//! [`Lease::valid_at`] (with a safety margin for replica clock skew) before each step.
 //!
-//! **Expiry.** Nothing needs to be cleaned up for a lease to end: the next slot is a fresh
-//! counter. A holder that crashes, or whose `increment` answer is lost (the increment
-//! applied, the caller saw an error; spin#3563), blocks the scope until its slot ends, never
-//! longer.
+//! **Expiry.** Nothing needs cleaning up for a lease to end: the next slot is a fresh counter.
+//! A holder that crashes, or whose `increment` answer is lost (applied, but the caller saw an
+//! error; spin#3563), blocks the scope until its slot ends, never longer.
 //!
-//! **Release and garbage.** A holder that is done deletes its keys ([`Lease::release`]);
-//! a claimant arriving later in the same slot then wins the fresh counter, which is right:
-//! the previous holder has stopped. A claim that wins its first slot but loses the second
-//! deletes what it won. Keys survive only crashes and lost answers (8 bytes each);
-//! [`purge`] deletes a scope's keys over a range of past slots.
+//! **Release and garbage.** A finished holder deletes its keys ([`Lease::release`]), so a later
+//! claimant in the same slot wins the fresh counter, rightly. A claim that wins its first slot
+//! but loses the second deletes what it won. Keys survive only crashes and lost answers (8
+//! bytes each); [`purge`] deletes a scope's keys over past slots.
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
@@ -33,8 +30,8 @@ use serde::{Deserialize, Serialize};
 pub struct LeaseConfig {
     /// Slot length: the longest a crashed holder can block a scope.
     pub slot_ms: u64,
-    /// A fresh lease is valid for at least this long (it spills into the next slot when
-    /// claimed near a slot's end). At most `slot_ms`.
+    /// A fresh lease is valid at least this long (spilling into the next slot when claimed
+    /// near a slot's end). At most `slot_ms`.
     pub min_hold_ms: u64,
     /// A holder stops acting this long before its lease ends (clock skew between replicas).
     pub margin_ms: u64,
@@ -56,7 +53,6 @@ impl LeaseConfig {
     }
 }
 
-/// A held lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a lease should be released when the work is done"]
 pub struct Lease {
@@ -89,7 +85,6 @@ impl Claim {
 }
 
 impl Lease {
-    /// The holder may still act at `now_ms`.
     pub fn valid_at(&self, now_ms: u64) -> bool {
         now_ms.saturating_add(self.margin_ms) < self.expires_at_ms
     }
@@ -154,7 +149,7 @@ async fn undo(store: &impl Store, scope: &str, first: u64, until: u64) {
     }
 }
 
-/// Claims the operation `op` (scope `op:{op}`).
+/// Scope `op:{op}`.
 pub async fn claim_operation(
     store: &impl Store,
     cfg: &LeaseConfig,
@@ -164,16 +159,14 @@ pub async fn claim_operation(
     claim(store, cfg, &keys::lease_scope_operation(op), now_ms).await
 }
 
-/// Claims the sweep tick, so that overlapping ticks (several replicas, a slow tick) leave
-/// the work to one of them. The due index and operation leases stay correct without it;
-/// it only saves duplicate reads.
+/// Lets one of overlapping ticks (several replicas, a slow tick) do the work. Only saves
+/// duplicate reads: the due index and operation leases stay correct without it.
 pub async fn claim_sweep(store: &impl Store, cfg: &LeaseConfig, now_ms: u64) -> StoreResult<Claim> {
     claim(store, cfg, keys::LEASE_SCOPE_SWEEP, now_ms).await
 }
 
-/// Deletes a scope's lease counters for `slots` (retention for keys left by crashed
-/// holders or lost answers). Only pass slots that have ended: deleting the current slot's
-/// counter would let a second claimant in.
+/// Deletes a scope's counters for `slots` (keys left by crashed holders or lost answers). Only
+/// pass ended slots: deleting the current slot's counter would let a second claimant in.
 pub async fn purge(
     store: &impl Store,
     scope: &str,

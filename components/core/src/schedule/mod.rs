@@ -1,13 +1,10 @@
 //! Scheduling primitives the poll sweep is built from.
 //!
-//! - [`due`]: the due index. Operations are filed under time buckets; a sweep tick reads
-//!   only the buckets whose time has come, so it costs O(due work), never O(all keys).
-//! - [`lease`]: exclusive, self-expiring claims built on `increment` alone, so that
-//!   overlapping sweeps never work on the same operation at once.
-//! - [`backoff`]: retry and poll schedules as data (full-jitter exponential backoff,
-//!   `retry_after` handling, fixed schedules, per-task deadlines).
-//! - [`breaker`]: a per-seller circuit breaker kept in the store, whose transitions are one
-//!   reviewable table.
+//! - [`due`]: the due index: time buckets, so a tick costs O(due work), never O(all keys).
+//! - [`lease`]: exclusive, self-expiring claims on `increment` alone, so overlapping sweeps
+//!   never work on one operation at once.
+//! - [`backoff`]: retry and poll schedules as data.
+//! - [`breaker`]: a per-seller circuit breaker whose transitions are one reviewable table.
 //! - [`retention`]: how long de-duplication records, nonces and finished operations are kept.
 //!
 //! # How a sweep tick uses them
@@ -29,9 +26,9 @@
 //! `schedule/tests.rs` runs exactly this against the in-memory store: about 9 store calls per
 //! due operation plus ~15 per tick, and overlapping ticks poll each operation once.
 //!
-//! Everything is sans-I/O: the store, the time and the randomness are passed in. None of it
-//! relies on compare-and-swap (see [`crate::foundation::store`]); shared state is either an `increment`
-//! counter or a plain value whose lost updates only cost extra work.
+//! Everything is sans-I/O: store, time and randomness are passed in. Nothing relies on
+//! compare-and-swap (see [`crate::foundation::store`]); shared state is an `increment` counter
+//! or a plain value whose lost updates only cost extra work.
 
 pub mod backoff;
 pub mod breaker;

@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 pub struct PollState {
     /// When the operation is next due; a hint for an earlier time is stale.
     pub next_at_ms: u64,
-    /// Polls since the status last moved.
     pub attempts_since_change: u32,
-    /// The status seen at the last poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status: Option<OperationStatus>,
     /// The seller's `retry_after` from the last poll, honoured by the next scheduling.
@@ -24,12 +22,10 @@ pub struct PollState {
     pub retry_after_s: Option<u64>,
 }
 
-/// Files an operation (or a notification, by its `ntf_` id) as due at `at_ms`, recording the
-/// time in its poll state so that earlier hints become stale.
-///
-/// The hint is filed before the poll state: a crash between the two leaves the old state,
-/// which the new hint (or an older one) still acts on. The other order could leave a state
-/// naming a time no hint will ever bring, and an operation nobody looks at again.
+/// Files an operation (or a notification, by its `ntf_` id) as due at `state.next_at_ms` and
+/// records that time in its poll state, so earlier hints become stale. The hint goes first: a
+/// crash in between leaves the old state, which the new (or an older) hint still acts on; the
+/// other order could name a time no hint brings, and nobody would look at the operation again.
 pub async fn schedule_at(
     store: &impl Store,
     clock: &dyn Clock,

@@ -6,8 +6,7 @@
 //!   the signature's own `expires` when it is later.
 //! - Operations in a terminal status: 30 days after they finished.
 //!
-//! The due index and leases keep their own (much shorter) retention: see
-//! the due index ([`super::due`]) and [`super::lease::purge`].
+//! The due index ([`super::due`]) and leases ([`super::lease::purge`]) have their own, shorter.
 
 use super::{DAY_MS, HOUR_MS, SECOND_MS};
 use serde::{Deserialize, Serialize};
@@ -44,12 +43,10 @@ fn past(recorded_at_ms: u64, keep_ms: u64, now_ms: u64) -> bool {
 }
 
 impl Retention {
-    /// `max(24 h, seller retry horizon)`.
     pub fn dedup_window_ms(&self) -> u64 {
         self.dedup_min_ms.max(self.seller_retry_horizon_ms)
     }
 
-    /// A de-duplication record made at `recorded_at_ms` may be dropped.
     pub fn dedup_expired(&self, recorded_at_ms: u64, now_ms: u64) -> bool {
         past(recorded_at_ms, self.dedup_window_ms(), now_ms)
     }
@@ -60,7 +57,6 @@ impl Retention {
         past(seen_at_ms, self.nonce_ms, now_ms) && expires_at_ms.is_none_or(|e| e < now_ms)
     }
 
-    /// An operation that reached a terminal status at `finished_at_ms` may be deleted.
     pub fn terminal_expired(&self, finished_at_ms: u64, now_ms: u64) -> bool {
         past(finished_at_ms, self.terminal_operation_ms, now_ms)
     }

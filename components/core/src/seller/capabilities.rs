@@ -1,8 +1,7 @@
 //! Fetching a seller's capabilities (`get_adcp_capabilities`).
 
 use super::port::{CallFailure, SellerCalls};
-use crate::records::capabilities::Capabilities;
-use crate::records::seller::Seller;
+use crate::records::{capabilities::Capabilities, seller::Seller};
 use serde_json::json;
 
 /// Why capabilities could not be had.

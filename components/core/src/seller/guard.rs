@@ -2,9 +2,7 @@
 
 use super::error_mapping::code_recovery;
 use super::port::{CallFailure, Recovery, SellerCalls};
-use crate::foundation::clock::Clock;
-use crate::foundation::store::Store;
-use crate::foundation::transport::TransportError;
+use crate::foundation::{clock::Clock, store::Store, transport::TransportError};
 use crate::records::seller::Seller;
 use crate::schedule::breaker::{Breaker, BreakerConfig, Decision, Permit, Snapshot};
 use serde_json::Value;

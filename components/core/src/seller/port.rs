@@ -37,7 +37,7 @@ pub enum Recovery {
 }
 
 /// Calls a seller's tool and returns the extracted AdCP payload (MCP `structuredContent`
-/// or its text equivalent). Implemented over MCP by `seller_client`.
+/// or its text equivalent). Implemented over MCP by [`crate::seller::mcp::McpSellerCalls`].
 #[allow(async_fn_in_trait)]
 pub trait SellerCalls {
     async fn call(

@@ -1,12 +1,9 @@
 //! Looking a media buy up at the seller by the `context.operation_id` its create carried,
 //! and deciding an exhausted dispatch by what the look-up finds.
 
-use super::env::SweepEnv;
-use super::memo::SellerMemo;
-use crate::foundation::store::Store;
-use crate::foundation::transport::Transport;
-use crate::lifecycle::effects;
-use crate::lifecycle::next::LOOKUP_EVERY_MS;
+use super::{env::SweepEnv, memo::SellerMemo};
+use crate::foundation::{store::Store, transport::Transport};
+use crate::lifecycle::{effects, next::LOOKUP_EVERY_MS};
 use crate::model::operation::{Observation, Operation, OperationError, Source};
 use crate::model::payload::MEDIA_BUY_STATUSES;
 use crate::model::status::TaskStatus;

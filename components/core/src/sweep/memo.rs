@@ -1,9 +1,7 @@
 //! Seller records and tool lists, read once per tick.
 
-use crate::foundation::clock::Clock;
-use crate::foundation::store::Store;
-use crate::records::journal::JournalResult;
-use crate::records::seller;
+use crate::foundation::{clock::Clock, store::Store};
+use crate::records::{journal::JournalResult, seller};
 use crate::seller::port::SellerCalls;
 use crate::seller::tools::{SellerTools, seller_tools};
 use std::cell::RefCell;

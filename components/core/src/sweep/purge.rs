@@ -10,13 +10,9 @@
 //! `canceled_locally`) and idle for the whole period: by then no seller retry, look-up
 //! horizon (7 days) or de-duplication window (7 days) can still need it.
 
-use crate::foundation::cx::Cx;
-use crate::foundation::keys;
-use crate::foundation::log::{self};
-use crate::foundation::store::Store;
+use crate::foundation::{cx::Cx, keys, log, store::Store};
 use crate::model::operation::Operation;
-use crate::records::journal::JournalResult;
-use crate::records::notify;
+use crate::records::{journal::JournalResult, notify};
 use crate::schedule::retention::Retention;
 use std::collections::BTreeSet;
 

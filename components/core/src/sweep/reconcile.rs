@@ -6,13 +6,14 @@
 //! - a task we track as open that the seller no longer lists is polled now rather than at
 //!   its backed-off time.
 //!
-//! Tracked tasks are indexed when an operation first learns its task id ([`track`]).
+//! Tracked tasks are indexed when an operation first learns its task id
+//! ([`crate::records::indexes::track`]).
 
 use crate::config::SweepConfig;
 use crate::foundation::clock::Entropy;
 use crate::foundation::cx::Cx;
 use crate::foundation::keys;
-use crate::foundation::log::{self};
+use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::lifecycle::create::{Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
@@ -22,8 +23,7 @@ use crate::records::journal::JournalResult;
 use crate::records::seller::{self, Seller};
 use crate::schedule::due::DueConfig;
 use crate::schedule::poll::{PollState, schedule_at};
-use crate::seller::port::SellerCalls;
-use crate::seller::tools::seller_tools;
+use crate::seller::{port::SellerCalls, tools::seller_tools};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashSet;

@@ -1,22 +1,17 @@
 //! One tick: the due hints worked one by one under operation leases, then reconciliation
 //! once per epoch, and the tick's report.
 
-use super::env::SweepEnv;
-use super::memo::SellerMemo;
-use super::work::work_on;
+use super::{env::SweepEnv, memo::SellerMemo, work::work_on};
 use crate::foundation::keys;
 use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
-use crate::records::journal::JournalResult;
-use crate::records::notify;
-use crate::records::tick_report::TickReport;
+use crate::records::{journal::JournalResult, notify, tick_report::TickReport};
 use crate::schedule::due;
 use crate::schedule::lease::{self, Claim};
 use crate::schedule::poll::{PollState, schedule_at};
-use crate::seller::guard::Guarded;
-use crate::seller::port::SellerCalls;
+use crate::seller::{guard::Guarded, port::SellerCalls};
 
 /// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata). Every seller
 /// call goes through the seller's circuit breaker.

@@ -10,8 +10,7 @@ use crate::records::journal;
 use crate::schedule::breaker::{Breaker, BreakerConfig};
 use crate::seller::guard::{BREAKER_READING_MS, Guarded};
 use crate::seller::port::SellerError;
-use crate::testing::FakeSeller;
-use crate::testing::SeededEntropy;
+use crate::testing::{FakeSeller, SeededEntropy};
 use futures::executor::block_on;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";

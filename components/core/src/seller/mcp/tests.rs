@@ -1,5 +1,5 @@
 use super::*;
-use crate::testing::SeededEntropy;
+use crate::testing::{ScriptedTransport, SeededEntropy};
 
 #[test]
 fn mcp_response_extraction_vectors() {
@@ -19,7 +19,6 @@ fn mcp_response_extraction_vectors() {
     }
 }
 use crate::foundation::store::MemoryStore;
-use crate::testing::ScriptedTransport;
 use futures::executor::block_on;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
