@@ -1,6 +1,5 @@
 //! The only place that touches Spin: the core's [`Store`] over Spin key-value and
 //! `wasi:keyvalue` atomics, the host clock and CSPRNG, variables, and HTTP response helpers.
-//!
 //! Kept thin on purpose: anything that decides something belongs in `orchestrator-core`.
 
 use futures::StreamExt;
@@ -42,21 +41,18 @@ fn kv_err(e: impl std::fmt::Debug) -> StoreError {
     StoreError::Unavailable(format!("{e:?}"))
 }
 
-/// Pauses before each retry of a call the default SQLite store refused as locked: doubling
-/// from 2 ms, with full jitter, about 0.5 s in all, far inside the journal's write guard
-/// (`WRITE_GUARD_MS`, 10 s) so a retried journal write is never taken for abandoned.
+/// Pauses (full jitter) before retrying a call SQLite refused as locked: about 0.5 s in all, far
+/// inside the journal's write guard (`WRITE_GUARD_MS`, 10 s), so no retried write looks abandoned.
 const BUSY_BACKOFF_MS: [u64; 8] = [2, 4, 8, 16, 32, 64, 128, 256];
 
-/// `spin up` runs the HTTP and cron triggers as two processes on one SQLite file; when both
-/// write at once, SQLite refuses one at once ("database is locked": a deferred transaction
-/// cannot upgrade its lock, and the busy timeout does not apply). The refused call was not
-/// applied (the transaction rolls back), so it is safe to send again, `increment` included.
+/// `spin up` runs the HTTP and cron triggers as two processes on one SQLite file, which refuses
+/// one of two concurrent writers at once ("database is locked": a deferred transaction cannot
+/// upgrade its lock; no busy timeout). The refused call rolled back: resend it, `increment` too.
 fn is_busy(e: &impl std::fmt::Debug) -> bool {
     let text = format!("{e:?}");
     text.contains("database is locked") || text.contains("DatabaseBusy")
 }
 
-/// Runs a store call, trying it again while the store answers busy.
 async fn riding_out_locks<T, E: std::fmt::Debug, F: Future<Output = Result<T, E>>>(
     mut call: impl FnMut() -> F,
 ) -> StoreResult<T> {
@@ -216,7 +212,6 @@ pub async fn variable(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Why a request body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
     /// More than the cap arrived; reading stopped there.
@@ -224,8 +219,7 @@ pub enum BodyError {
     Transport(String),
 }
 
-/// Converts Spin's request into the core's `http::Request<Vec<u8>>`, reading at most `cap`
-/// body bytes (a larger body is refused without buffering it whole).
+/// Reads at most `cap` body bytes: a larger body is refused without buffering it whole.
 pub async fn read_request(
     req: spin_sdk::http::Request,
     cap: usize,
@@ -243,9 +237,8 @@ pub async fn read_request(
     Ok(http::Request::from_parts(parts, buf))
 }
 
-/// What every HTTP component does first: check its configuration, read the body (at most
-/// `cap` bytes) and open the store. A failure is already the JSON error response to send;
-/// what the transport or the store said goes to the log only.
+/// Every HTTP component's first steps: check its configuration, read at most `cap` body bytes,
+/// open the store. A failure is the JSON error to send; transport/store details go to the log.
 pub async fn accept<C>(
     req: spin_sdk::http::Request,
     cap: usize,
@@ -292,14 +285,12 @@ pub async fn public_base_url() -> Result<String, String> {
         .ok_or_else(|| "public_base_url is not set".into())
 }
 
-/// Converts the core's response into one Spin can send.
 pub fn into_spin_response(resp: http::Response<Vec<u8>>) -> Response<String> {
     let (parts, body) = resp.into_parts();
     // Every body the core produces is JSON or Prometheus text.
     Response::from_parts(parts, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A JSON response with the given status.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<String> {
     let mut resp = Response::new(body.to_string());
     *resp.status_mut() = status;

@@ -1,7 +1,6 @@
-//! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`.
-//! All behaviour is in `orchestrator_core::intake`; this only converts the request, and
-//! after answering makes the first attempt of any buyer notification the change produced
-//! (already stored and filed for retry, so losing this attempt loses nothing).
+//! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`, all handled
+//! by `orchestrator_core::intake`. After answering it makes the first attempt of any buyer
+//! notification the change produced (stored and filed for retry, so losing it loses nothing).
 
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;

@@ -1,15 +1,11 @@
-//! Webhook intake: `POST /webhooks/adcp/{operation_id}` from sellers.
-//!
-//! Order of work, cheapest and safest first: method, content type and size (before any
-//! verification), then the operation, then authentication in the mode the operation
-//! registered (a delivery in another mode is refused: the mode is a switch, never a
-//! fallback), then the payload, then de-duplication and the state machine through the
-//! journal. Nothing is written before authentication passes, and a refused delivery only
-//! bumps a counter and writes a log line, so forged traffic cannot evict real history.
-//!
-//! De-duplication lives in the operation record itself ([`crate::model::operation::DeliveryLedger`]):
-//! a repeat of an applied delivery answers 2xx, the same key with another payload 409, and a
-//! delivery whose fold waits on an entry still in flight 503 with `Retry-After`.
+//! Webhook intake: `POST /webhooks/adcp/{operation_id}` from sellers. Cheapest and safest first:
+//! method, content type and size (before any verification), the operation, authentication in the
+//! mode the operation registered (another mode is refused: a switch, never a fallback), payload,
+//! then de-duplication and the state machine through the journal. Nothing is written before
+//! authentication passes, and a refusal only bumps a counter and logs, so forged traffic cannot
+//! evict real history. De-duplication lives in the operation record
+//! ([`crate::model::operation::DeliveryLedger`]): a repeat of an applied delivery answers 2xx, the
+//! same key with another payload 409, one whose fold awaits an in-flight entry 503 + `Retry-After`.
 
 mod auth;
 mod env;

@@ -279,9 +279,8 @@ async fn load<S: Store, T: Transport>(
         .map(|l| l.operation))
 }
 
-/// Digest of the payload in a canonical form (sorted keys, compact), so a retry whose
-/// bytes differ only in whitespace or key order is the same delivery.
+/// Digest of the payload compacted with sorted keys (serde_json without `preserve_order`), so a
+/// retry whose bytes differ only in whitespace or key order is the same delivery.
 pub fn canonical_hash(payload: &Value) -> String {
-    // serde_json's map is ordered by key (no `preserve_order` feature), so this is canonical.
     digest_hex(&serde_json::to_vec(payload).unwrap_or_default())
 }

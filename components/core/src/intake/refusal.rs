@@ -4,7 +4,6 @@ use crate::foundation::http::ApiError;
 use crate::records::{journal, metrics::Rejection};
 use http::StatusCode;
 
-/// A refused delivery: the HTTP answer and the counted reason.
 pub struct Refusal {
     pub error: ApiError,
     pub reason: Rejection,
@@ -37,8 +36,7 @@ impl Refusal {
 
 impl From<crate::foundation::error::StoreError> for Refusal {
     fn from(e: crate::foundation::error::StoreError) -> Self {
-        // Not the sender's fault: a 503 it will retry. Counted as a bad request would be
-        // wrong; the reason here only labels the log line.
+        // A 503 the sender will retry, not counted as its fault: the reason only labels the log.
         Refusal {
             error: e.into(),
             reason: Rejection::BadRequest,

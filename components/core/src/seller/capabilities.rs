@@ -4,7 +4,6 @@ use super::port::{CallFailure, SellerCalls};
 use crate::records::{capabilities::Capabilities, seller::Seller};
 use serde_json::json;
 
-/// Why capabilities could not be had.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FetchError {
     /// No usable answer (seller down, breaker open): worth retrying. The message is safe

@@ -147,10 +147,9 @@ impl Action {
     }
 }
 
-/// The `adcp_error` object of a failed response, searched in the spec's order: MCP
-/// `structuredContent.adcp_error` (with `isError`), A2A artifact data parts, A2A status
-/// message data parts, JSON-RPC `error.data.adcp_error`, then MCP text content parsed as
-/// JSON (with `isError`). An object without a non-empty string `code` is not an AdCP error.
+/// The `adcp_error` of a failed response, in the spec's order: MCP `structuredContent.adcp_error`
+/// (with `isError`), A2A artifact then status message data parts, JSON-RPC `error.data.adcp_error`,
+/// MCP text content parsed as JSON (with `isError`). It needs a non-empty string `code`.
 pub fn find_error(response: &Value) -> Option<Value> {
     let is_error = response
         .get("isError")

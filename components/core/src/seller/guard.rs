@@ -20,11 +20,10 @@ pub struct Guarded<'a, S: Store, C: SellerCalls> {
 }
 
 /// The last breaker reading per seller, reused for [`BREAKER_READING_MS`] while it shows no
-/// failures: a sweep polling many tasks of one healthy seller reads its breaker every few
-/// seconds instead of at every call. A reading with failures counted is never kept (an open
-/// or half-open breaker is always decided on the store), and any failure or probe here
-/// forgets the kept one. A trip by another replica or an operator is seen within
-/// [`BREAKER_READING_MS`], or at this instance's next failure.
+/// failures, so a sweep polling many tasks of a healthy seller reads it every few seconds, not per
+/// call. Readings with failures are never kept (open or half-open is decided on the store), any
+/// failure or probe here forgets the kept one, and a trip by another replica or an operator is seen
+/// within [`BREAKER_READING_MS`] or at this instance's next failure.
 #[derive(Debug, Default)]
 pub struct SeenBreakers(std::cell::RefCell<HashMap<(String, String), (Snapshot, u64)>>);
 
@@ -59,7 +58,6 @@ fn seller_key(seller: &Seller) -> (String, String) {
 }
 
 impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
-    /// `inner` behind each seller's breaker, with no kept readings yet.
     pub fn new(
         store: &'a S,
         clock: &'a dyn Clock,
@@ -111,8 +109,7 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         }
     }
 
-    /// Counts the call's error and feeds the breaker: no answer, or a transient error, is a
-    /// failure; anything else shows the seller is up.
+    /// Counts the call's error and feeds the breaker; anything but a failure shows the seller up.
     async fn settle<V>(
         &self,
         seller: &Seller,

@@ -1,9 +1,7 @@
-//! Calling a seller's AdCP tools over MCP (JSON-RPC over Streamable HTTP).
-//!
-//! Session handling: `initialize`, then `notifications/initialized`, then `tools/call`,
-//! echoing `Mcp-Session-Id` when the server issued one. The session id is cached per seller
-//! in the store; a 404 on a request that carried one means it expired, so the client
-//! re-initializes once and retries. Every tool call carries AdCP's version envelope.
+//! A seller's AdCP tools over MCP (JSON-RPC over Streamable HTTP): `initialize`,
+//! `notifications/initialized`, then `tools/call`, echoing any `Mcp-Session-Id`. The session id
+//! is cached per seller in the store; a 404 on a request carrying one means it expired, so the
+//! client re-initializes once and retries. Every tool call carries AdCP's version envelope.
 
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
@@ -19,14 +17,11 @@ use crate::seller::port::SellerCalls;
 use crate::seller::port::SellerError;
 use serde_json::{Value, json};
 
-/// The MCP protocol revision we speak.
 pub const MCP_PROTOCOL_VERSION: &str = "2025-06-18";
-/// AdCP version envelope sent on every tool call (a seller built on the official SDK treats
-/// a call without it as AdCP 3.0).
+/// Sent on every tool call: a seller built on the official SDK takes a call without it as 3.0.
 pub const ADCP_VERSION: &str = "3.1";
 pub const ADCP_MAJOR_VERSION: u64 = 3;
 
-/// [`SellerCalls`] over MCP.
 pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub store: &'a S,
     pub transport: &'a T,
@@ -121,12 +116,10 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
     }
 }
 
-/// Pages of `tools/list` followed at most.
 const MAX_TOOL_PAGES: usize = 10;
 
 impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
-    /// One JSON-RPC request in the seller's MCP session: handshake when no session is
-    /// cached, and one re-handshake when the server forgot the session (404).
+    /// One JSON-RPC request in the seller's session: handshake if none is cached, again on 404.
     async fn exchange(
         &self,
         seller: &Seller,
@@ -178,7 +171,6 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
             .post(seller, auth.as_deref(), session.as_deref(), &body)
             .await?;
         if resp.status() == http::StatusCode::NOT_FOUND && session.is_some() {
-            // The server forgot our session: start a new one and retry once.
             let fresh = self
                 .initialize(seller, auth.as_deref(), &session_key)
                 .await?;
@@ -248,8 +240,7 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
     }
 }
 
-/// The `Authorization` value for the seller's scheme. Basic credentials are stored as
-/// `user:password` and encoded here (RFC 7617).
+/// Basic credentials are stored as `user:password` and encoded here (RFC 7617).
 fn authorization(scheme: AuthScheme, credentials: &str) -> String {
     use base64::Engine as _;
     match scheme {
@@ -295,8 +286,7 @@ fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
     })
 }
 
-/// Turns the seller's HTTP answer into the AdCP payload or a classified failure. The AdCP
-/// error is found wherever the transport put it ([`error_mapping::find_error`]).
+/// The seller's AdCP payload, or its classified failure ([`error_mapping::find_error`]).
 fn interpret(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
     let message = rpc_message(resp, id, now_ms)?;
     let result = message
@@ -321,8 +311,7 @@ fn interpret(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, C
     }
 }
 
-/// The JSON-RPC answer to our request, or the failure it reports (HTTP status, JSON-RPC
-/// error with or without an AdCP error in `data`).
+/// The JSON-RPC answer to our request, or the failure it reports (HTTP, JSON-RPC or AdCP).
 fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value, CallFailure> {
     if !resp.status().is_success() {
         return Err(http_failure(resp, now_ms));
@@ -335,8 +324,7 @@ fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value,
     let message = if is_sse {
         sse_response(resp.body(), id)
     } else {
-        // A plain answer must be to this request: an answer carrying another id belongs to
-        // a concurrent request in the same session and must not be read as ours.
+        // Only an answer to this request: another id is a concurrent request's in our session.
         serde_json::from_slice::<Value>(resp.body())
             .ok()
             .filter(|m| m.get("id").is_none_or(|i| i.is_null() || i == id))
@@ -368,10 +356,9 @@ fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value,
     Ok(message)
 }
 
-/// The first error of a response's error branch: `errors[]` with none of the fields a
-/// success or submitted branch requires (e.g. `CreateMediaBuyError`, whose schema forbids
-/// `media_buy_id`, `packages` and `status: submitted`). Success payloads that report partial
-/// failures alongside their data are not errors.
+/// The first error of an error branch: `errors[]` with none of the fields a success or
+/// submitted branch requires (`CreateMediaBuyError` forbids `media_buy_id`, `packages` and
+/// `status: submitted`). Success payloads reporting partial failures beside data are not errors.
 fn error_branch(payload: &Value) -> Option<&Value> {
     const SUCCESS_FIELDS: [&str; 7] = [
         "status",
@@ -387,9 +374,8 @@ fn error_branch(payload: &Value) -> Option<&Value> {
     (!SUCCESS_FIELDS.iter().any(|f| obj.contains_key(*f))).then_some(first)
 }
 
-/// AdCP's success extraction (`mcp-response-extraction`): nothing on `isError`; else
-/// `structuredContent` when it is an object, else the first `content[].text` that parses
-/// as an object; and nothing when what was found holds only an `adcp_error`.
+/// AdCP's success extraction (`mcp-response-extraction`): `extract`, but nothing on `isError`
+/// or when what was found holds only an `adcp_error`.
 pub fn extract_success(result: &Value) -> Option<Value> {
     if result
         .get("isError")
@@ -421,8 +407,7 @@ fn extract(result: &Value) -> Option<Value> {
     })
 }
 
-/// The JSON-RPC response to request `id` in a server-sent event stream (the server may
-/// send notifications and requests of its own first; those are skipped).
+/// The response to `id` in an SSE stream, skipping the server's own notifications and requests.
 fn sse_response(body: &[u8], id: &Value) -> Option<Value> {
     let text = std::str::from_utf8(body).ok()?;
     text.replace("\r\n", "\n").split("\n\n").find_map(|event| {
@@ -451,8 +436,7 @@ fn malformed(message: &str) -> CallFailure {
     })
 }
 
-/// An AdCP error object, classified as the spec's transport-error mapping says: its own
-/// `recovery`, else the code's class, else a human (an unknown class is not retried blindly).
+/// An AdCP error object, classified by [`error_mapping::action`].
 fn seller_error(e: &Value) -> CallFailure {
     let recovery = match error_mapping::action(Some(e)) {
         Action::Retry => Recovery::Transient,

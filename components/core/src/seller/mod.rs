@@ -1,5 +1,4 @@
-//! Talking to sellers: the port (`SellerCalls`, how a call can fail), the circuit-breaker
-//! guard, the MCP client, AdCP error mapping, capability fetching and tool discovery.
+//! Talking to sellers: call port, breaker guard, MCP client, error mapping, capabilities, tools.
 
 pub mod capabilities;
 pub mod error_mapping;

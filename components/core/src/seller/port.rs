@@ -1,5 +1,4 @@
-//! The seller-call port: how the core asks a seller (or a governance agent) to run a tool,
-//! and how such a call can fail, split by what the caller must do next.
+//! The seller-call port: how the core asks a seller (or a governance agent) to run a tool.
 
 use crate::foundation::transport::TransportError;
 use crate::records::seller::Seller;
@@ -47,8 +46,7 @@ pub trait SellerCalls {
         arguments: Value,
     ) -> Result<Value, CallFailure>;
 
-    /// The names of the seller's tools (MCP `tools/list`). Sellers that cannot list are
-    /// assumed to offer the 3.1 polling tool.
+    /// The seller's tool names (MCP `tools/list`); if it cannot list, the 3.1 polling tool.
     async fn list_tools(&self, _seller: &Seller) -> Result<Vec<String>, CallFailure> {
         Ok(vec!["get_task_status".into()])
     }

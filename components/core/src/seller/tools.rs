@@ -1,5 +1,4 @@
-//! Which seller tools poll a task and list tasks, discovered from `tools/list` and cached
-//! per seller.
+//! Which seller tools poll a task and list tasks, discovered from `tools/list`.
 
 use super::port::SellerCalls;
 use crate::foundation::clock::Clock;
@@ -27,8 +26,7 @@ pub struct SellerTools {
     pub assumed: bool,
 }
 
-/// The seller's tools as discovered from `tools/list`, cached per seller. When the list
-/// cannot be had now, the 3.1 polling tool and no `list_tasks` are assumed (not cached).
+/// Cached per seller; when `tools/list` has no answer now, the 3.1 defaults are assumed, uncached.
 pub async fn seller_tools(
     store: &impl Store,
     clock: &dyn Clock,

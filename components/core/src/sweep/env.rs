@@ -9,8 +9,6 @@ use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::seller::port::SellerCalls;
 
-/// The store, clock, randomness, log, sealing key, seller calls, transport and tunables a
-/// tick works with.
 pub struct SweepEnv<'a, S: Store, C: SellerCalls, T: Transport> {
     pub store: &'a S,
     pub clock: &'a dyn Clock,

@@ -15,7 +15,6 @@ use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::port::SellerCalls;
 use serde_json::{Value, json};
 
-/// The answer of a look-up by context.
 pub enum Lookup {
     Found(Box<Observation>),
     /// The seller answered and has no such buy.
@@ -26,13 +25,11 @@ pub enum Lookup {
     Unknown,
 }
 
-/// Pages of `get_media_buys` read by one look-up (100 buys each); past them the answer is
-/// "too many to tell", never "absent".
+/// Pages of `get_media_buys` per look-up (100 buys each); past them "too many", never "absent".
 const LOOKUP_PAGES: usize = 20;
 
-/// Looks a media buy up by the `context.operation_id` the create carried (`get_media_buys`
-/// over the operation's account, every status, page by page). "Absent" only when the
-/// seller listed everything and none is ours.
+/// `get_media_buys` over the operation's account, every status, page by page; "absent" only
+/// when the seller listed everything and none is ours.
 pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     seller: &seller::Seller,
@@ -117,10 +114,8 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
             error: Some(error),
             ..Observation::of(Source::Reconcile, TaskStatus::Failed)
         },
-        // No answer: ask again soon.
         Lookup::Unknown => return look_again(env, op, LOOKUP_RETRY_MS).await,
-        // Too many buys to tell: never declare a failure we cannot prove; look again hourly
-        // until the deadline makes it `timed_out`.
+        // Declare no unprovable failure; look hourly until the deadline makes it `timed_out`.
         Lookup::TooMany => return look_again(env, op, LOOKUP_EVERY_MS).await,
     };
     effects::record(
@@ -136,7 +131,6 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     Ok(())
 }
 
-/// Files the operation for another look-up in `wait_ms`.
 async fn look_again<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,

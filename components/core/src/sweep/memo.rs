@@ -7,8 +7,7 @@ use crate::seller::tools::{SellerTools, seller_tools};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// Seller records and tool lists, read once per tick: a tick polls many operations of few
-/// sellers. A registration changed during the tick is seen by the next one.
+/// A tick polls many operations of few sellers; a registration changed mid-tick is seen next.
 #[derive(Default)]
 pub struct SellerMemo {
     sellers: RefCell<HashMap<(String, String), Option<seller::Seller>>>,

@@ -13,8 +13,7 @@ use crate::schedule::lease::{self, Claim};
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::{guard::Guarded, port::SellerCalls};
 
-/// Runs one tick. `scheduled_at_ms` is the trigger's own time (cron metadata). Every seller
-/// call goes through the seller's circuit breaker.
+/// `scheduled_at_ms` is the trigger's own time (cron metadata). Seller calls go through breakers.
 pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     trigger: &str,
@@ -104,7 +103,6 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         lease.release(env.store).await?;
     }
     let index = sweep.commit(env.store, env.clock).await?;
-    // Once per epoch, across replicas: compare with the sellers' own task lists.
     if let Some(r) =
         super::reconcile::run_if_due(env.cx(), env.entropy, env.config, env.calls).await?
     {

@@ -1,6 +1,5 @@
-//! The one thing a due operation needs now, chosen by [`next::step`]: a cancel follow-up,
-//! a deadline, a (re)dispatch, or a poll whose answer is folded in through the state
-//! machine.
+//! The one thing a due operation needs now, chosen by [`next::step`]: a cancel follow-up, a
+//! deadline, a (re)dispatch, or a poll whose answer is folded in through the state machine.
 
 use super::env::SweepEnv;
 use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
@@ -30,10 +29,9 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     state: PollState,
     now: u64,
 ) -> JournalResult<bool> {
-    // The snapshot alone chooses what to do (one read, no journal head): a poll re-reads
-    // the head after its seller call ([`current`]), a dispatch loads the operation itself,
-    // and every write catches up with the journal first. A snapshot behind the journal can
-    // only cost a poll that finds nothing new.
+    // The snapshot alone chooses (one read, no journal head): a poll re-reads the head after its
+    // seller call ([`current`]), a dispatch loads the operation itself, and every write catches up
+    // with the journal first, so a stale snapshot only costs a poll that finds nothing new.
     let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
     let op = match snapshot {
         Some(op) => op,
@@ -129,20 +127,15 @@ async fn expire_if_due<S: Store, C: SellerCalls, T: Transport>(
     Ok(written.recorded.operation.ok_or_else(|| vanished(&op_id))?)
 }
 
-/// What a poll found.
 struct Polled {
-    /// The status the seller reported, if it answered.
     status: Option<OperationStatus>,
-    /// The seller's `retry_after`, if it asked for one.
     retry_after_s: Option<u64>,
-    /// The operation as it stands after the poll: with the answer recorded, or re-read if
-    /// someone else changed it while the seller was asked.
+    /// After the poll: with the answer recorded, or re-read if changed while the seller was asked.
     operation: Operation,
 }
 
-/// Asks the seller where the task stands and folds the answer in. An answer that would
-/// change nothing (the same status again, or an older one) is not journaled: polls are not
-/// history, and a quiet task must cost few store calls per poll.
+/// Asks the seller where the task stands and folds the answer in; the same or an older status is
+/// not journaled: polls are not history, and a quiet task must cost few store calls per poll.
 async fn poll<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
@@ -226,8 +219,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     })
 }
 
-/// The operation as it stands now: `op` itself unless the journal has moved past it (one
-/// counter read), then re-read.
+/// The operation now: `op` unless the journal has moved past it (one counter read), else re-read.
 async fn current<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
@@ -275,8 +267,7 @@ async fn with_result<S: Store, C: SellerCalls, T: Transport>(
             Some(obs)
         }
         Lookup::TooMany => {
-            // The seller says completed; its listing is too long to search. Record the
-            // outcome without its buy rather than never.
+            // Completed, listing too long to search: record it without its buy rather than never.
             obs.message = Some(
                 "the seller reports the task completed; its buy was not found in the pages of get_media_buys read".into(),
             );
