@@ -18,6 +18,7 @@ use crate::model::operation::{
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
 use crate::records::{journal, seller, tenant::Tenant};
+use crate::schedule::lease::{self, Claim};
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::{guard::Guarded, port::SellerCalls};
 use http::StatusCode;
@@ -329,7 +330,17 @@ async fn send_now<S: Store, C: SellerCalls, T: Transport>(
     op_id: &str,
 ) -> ApiResult<Option<Operation>> {
     let guarded = Guarded::new(env.store, env.clock, &env.sweep.breaker, env.calls);
-    dispatch::dispatch(env.cx(), &env.config.sealing, &guarded, op_id).await?;
+    // The sweep's redispatch takes the same lease: one dispatcher at a time. When it is
+    // held, its holder dispatches and the answer shows the operation as stored.
+    let now = env.clock.now_ms();
+    if let Claim::Held(lease) =
+        lease::claim_operation(env.store, &env.sweep.lease, op_id, now).await?
+    {
+        let dispatched =
+            dispatch::dispatch(env.cx(), &lease, &env.config.sealing, &guarded, op_id).await;
+        lease.release(env.store).await?;
+        dispatched?;
+    }
     reschedule_after_change(
         env.cx(),
         env.entropy,

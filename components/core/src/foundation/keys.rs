@@ -14,7 +14,8 @@
 //! | `apikey:{sha256}` | tenant id owning the API key with that digest | operations API |
 //! | `seller:{tenant}:{seller}` | seller registration (JSON, credentials sealed) | operations API |
 //! | `tenant:{tenant}:ops:n` | counter: operations created by the tenant | `increment` only |
-//! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operations API |
+//! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operation's creator |
+//! | `op:{op}:listed` | the operation's position `n` in its tenant's listing (decimal) | operation's creator |
 //! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
@@ -110,6 +111,10 @@ pub fn poll_tool(tenant: &str, seller: &str) -> String {
 /// (`increment == 1` wins), so the writer or a later reader runs them exactly once.
 pub fn effects_claim(op: &str, seq: u64) -> String {
     format!("op:{op}:fx:{seq}")
+}
+
+pub fn operation_listed(op: &str) -> String {
+    format!("op:{op}:listed")
 }
 
 pub fn seller_jwks(tenant: &str, seller: &str) -> String {

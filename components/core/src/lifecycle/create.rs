@@ -3,7 +3,7 @@
 //! is listed in, and its first due time in the sweep's index.
 
 use super::effects;
-use crate::foundation::{cx::Cx, store::Store};
+use crate::foundation::{cx::Cx, keys, store::Store, store::StoreResult};
 use crate::model::operation::Operation;
 use crate::records::indexes;
 use crate::records::journal::{self, JournalError, JournalResult};
@@ -15,13 +15,14 @@ use crate::schedule::poll::{PollState, schedule_at};
 pub enum Stored {
     /// Newly stored, indexed and filed due.
     Created(Operation),
-    /// The id was taken: the operation as it stands, or `None` while its first writer is
-    /// still writing the creation entry.
+    /// The id was taken: the operation as it stands (its indexing and filing finished if its
+    /// creator died before them), or `None` while an earlier creator may still be writing.
     Existing(Option<Operation>),
 }
 
 /// Stores `op` under its id (idempotently: a taken id is not written again), lists it for
-/// its tenant (and its seller task, if it has one), and files it due at `due_at_ms`.
+/// its tenant (and its seller task, if it has one), and files it due at `due_at_ms`. Every
+/// step can be re-run: a retry, or any creator of the same id, finishes what a failure left.
 pub async fn store_new(
     cx: Cx<'_, impl Store>,
     due: &DueConfig,
@@ -29,20 +30,48 @@ pub async fn store_new(
     due_at_ms: u64,
 ) -> JournalResult<Stored> {
     let Cx { store, clock, .. } = cx;
-    let created = match journal::create(store, clock, op).await {
-        Ok(created) => created,
+    match journal::create(store, clock, op).await {
+        Ok(created) => {
+            file(cx, due, &created, due_at_ms, true).await?;
+            Ok(Stored::Created(created))
+        }
         Err(JournalError::Exists) => {
             let existing = effects::load_and_adopt(cx, &op.operation_id).await?;
-            return Ok(Stored::Existing(existing.map(|l| l.operation)));
+            let existing = existing.map(|l| l.operation);
+            if let Some(existing) = &existing {
+                file(cx, due, existing, due_at_ms, false).await?;
+            }
+            Ok(Stored::Existing(existing))
         }
-        Err(e) => return Err(e),
-    };
-    indexes::count_and_list(store, &created).await?;
-    indexes::track(store, &created).await?;
-    let state = PollState {
-        next_at_ms: due_at_ms,
-        ..Default::default()
-    };
-    schedule_at(store, clock, due, &created.operation_id, state).await?;
-    Ok(Stored::Created(created))
+        Err(JournalError::InFlight) => Ok(Stored::Existing(None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Lists, tracks and files a stored operation. `fresh`: just created, so nothing of this was
+/// done yet; otherwise each step checks first and does only what is missing.
+async fn file(
+    cx: Cx<'_, impl Store>,
+    due: &DueConfig,
+    op: &Operation,
+    due_at_ms: u64,
+    fresh: bool,
+) -> StoreResult<()> {
+    let Cx { store, clock, .. } = cx;
+    indexes::list(store, op, fresh).await?;
+    indexes::track(store, op).await?;
+    // `schedule_at` writes the poll state last: once it exists, the operation was filed.
+    if fresh
+        || store
+            .get(&keys::poll_state(&op.operation_id))
+            .await?
+            .is_none()
+    {
+        let state = PollState {
+            next_at_ms: due_at_ms,
+            ..Default::default()
+        };
+        schedule_at(store, clock, due, &op.operation_id, state).await?;
+    }
+    Ok(())
 }

@@ -16,10 +16,9 @@ use crate::model::operation::{
 };
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
-use crate::records::journal::JournalResult;
-use crate::records::journal::{EntryKind, Recorded};
+use crate::records::journal::{EntryKind, JournalResult, Recorded};
 use crate::records::seller::{self, Seller};
-use crate::schedule::backoff::Backoff;
+use crate::schedule::{backoff::Backoff, lease::Lease};
 use crate::seller::port::{CallFailure, Recovery, SellerCalls};
 use serde_json::{Map, Value, json};
 
@@ -33,7 +32,7 @@ pub enum Dispatched {
         retry_at_ms: Option<u64>,
         error: OperationError,
     },
-    /// Not sent: the seller's breaker is open; nothing was recorded, nothing is lost.
+    /// Not sent (the seller's breaker is open, or our lease ran out); nothing was recorded.
     Deferred { until_ms: u64 },
     /// Nothing to do: the operation is no longer waiting for dispatch.
     NotPending,
@@ -84,9 +83,11 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
     Ok(Value::Object(args))
 }
 
-/// Dispatches one operation if it is still waiting for its seller.
+/// Dispatches one operation if it is still waiting for its seller. The caller holds the
+/// operation's `lease` (one dispatcher at a time); no call is started once it ran out.
 pub async fn dispatch(
     cx: Cx<'_, impl Store>,
+    lease: &Lease,
     sealing: &SealingKey,
     calls: &impl SellerCalls,
     op_id: &str,
@@ -114,7 +115,14 @@ pub async fn dispatch(
         let error = OperationError::new("SELLER_NOT_REGISTERED", "the seller was removed");
         return fail(cx, &op, error, None, false).await.map(Some);
     };
+    // Past our lease, the next holder may already be calling: nothing is sent, nothing lost.
+    let expired = || Dispatched::Deferred {
+        until_ms: lease.expires_at_ms,
+    };
     let op = if let Some(g) = op.governance.clone().filter(|g| !g.approved) {
+        if !lease.valid_at(clock.now_ms()) {
+            return Ok(Some(expired()));
+        }
         match governed(cx, calls, op, &g).await? {
             Ok(op) => op,
             Err(settled) => return Ok(Some(settled)),
@@ -129,6 +137,9 @@ pub async fn dispatch(
         }
     };
     let now = clock.now_ms();
+    if !lease.valid_at(now) {
+        return Ok(Some(expired()));
+    }
     match calls.call(&seller, op.task.name(), args).await {
         Ok(payload)
             if payload
@@ -222,8 +233,17 @@ async fn governed(
     )
     .await?
     .recorded;
-    match recorded.operation {
-        Some(o) if approved && o.status == OperationStatus::PendingDispatch => Ok(Ok(o)),
+    // Sent only as the journal has it, settled: the first approval's context, whoever
+    // recorded it, so every resend under the one `idempotency_key` has the same bytes.
+    match &recorded.operation {
+        Some(o)
+            if approved
+                && recorded.effect.is_some()
+                && o.status == OperationStatus::PendingDispatch
+                && o.governance.as_ref().is_some_and(|g| g.approved) =>
+        {
+            Ok(Ok(o.clone()))
+        }
         _ => Ok(Err(Dispatched::Answered(Box::new(recorded)))),
     }
 }

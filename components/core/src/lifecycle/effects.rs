@@ -1,9 +1,12 @@
-//! What follows an applied status change: counters, a log line and the buyer notification.
+//! What follows an applied status change: the buyer notification, the cancel follow-up's
+//! scheduling, the task index, then counters and a log line.
 //!
-//! Run for each journal entry that changed the status, exactly once: by its writer, or, if
-//! that writer died between appending the entry and running them, by whoever folds the
-//! entry next (the change is "adopted"). A claim per entry (`increment == 1`) decides who;
-//! the only loss left is a crash between taking the claim and finishing the effects.
+//! Run for each journal entry that changed the status, by its writer and, if that writer
+//! failed or died before finishing them, by whoever folds the entry next (the change is
+//! "adopted"): the snapshot moves past an entry only after its effects ran, so until then
+//! every reader folds it again. The notification, scheduling and indexing are idempotent
+//! and come first; the counters and the log line follow a claim per entry
+//! (`increment == 1`), so they run at most once (a lost claim answer costs one count).
 
 use crate::foundation::cx::Cx;
 use crate::foundation::log;
@@ -25,6 +28,9 @@ pub async fn load_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResul
     if let Some(l) = &loaded {
         for change in &l.adopted {
             apply(cx, "adopted", change).await?;
+        }
+        if l.behind {
+            journal::save(store, &l.operation).await?;
         }
     }
     Ok(loaded)
@@ -53,6 +59,9 @@ pub async fn record(
         None => journal::record(store, clock, op_id, kind).await?,
     };
     let notification = after_record(cx, source, &recorded).await?;
+    if let (true, Some(op)) = (recorded.behind, &recorded.operation) {
+        journal::save(store, op).await?;
+    }
     Ok(Written {
         recorded,
         notification,
@@ -84,10 +93,6 @@ async fn apply(
     else {
         return Ok(None);
     };
-    let claim = crate::foundation::keys::effects_claim(&op.operation_id, recorded.seq);
-    if store.increment(&claim, 1).await? != 1 {
-        return Ok(None);
-    }
     let now = clock.now_ms();
     if from == OperationStatus::CanceledLocally && to.is_authoritative_terminal() {
         // The seller resolved a task the buyer had canceled: the sweep cancels a media buy
@@ -102,6 +107,11 @@ async fn apply(
     if op.task_id.is_some() && !matches!(from, OperationStatus::Seller(_)) {
         // The first seller status with a task handle: index the task for reconciliation.
         crate::records::indexes::track(store, op).await?;
+    }
+    let notification = announce(store, clock, op, from, to, recorded.seq).await?;
+    let claim = crate::foundation::keys::effects_claim(&op.operation_id, recorded.seq);
+    if store.increment(&claim, 1).await? != 1 {
+        return Ok(notification);
     }
     metrics::transition(store, op.task.name(), from, to, op.created_at_ms, now).await?;
     log::emit(
@@ -119,6 +129,19 @@ async fn apply(
             ..Default::default()
         },
     );
+    Ok(notification)
+}
+
+/// Queues the buyer notification of the change (once per entry: [`notify::enqueue`] keeps
+/// one that exists) and files it due. Returns its id while it is still to be delivered.
+async fn announce(
+    store: &impl Store,
+    clock: &dyn crate::foundation::clock::Clock,
+    op: &Operation,
+    from: OperationStatus,
+    to: OperationStatus,
+    seq: u64,
+) -> StoreResult<Option<String>> {
     let body = json!({
         "type": "operation.status_changed",
         "operation_id": op.operation_id,
@@ -129,26 +152,22 @@ async fn apply(
         "task_id": op.task_id,
         "result": op.result,
         "error": op.error,
-        "sequence": recorded.seq,
+        "sequence": seq,
         "changed_at_ms": op.updated_at_ms,
     });
-    let Some(queued) = notify::enqueue(
-        store,
-        clock,
-        &op.tenant_id,
-        &op.operation_id,
-        recorded.seq,
-        body,
-    )
-    .await?
+    let Some(queued) =
+        notify::enqueue(store, clock, &op.tenant_id, &op.operation_id, seq, body).await?
     else {
         return Ok(None);
     };
+    if queued.state != notify::DeliveryState::Pending {
+        return Ok(None);
+    }
     // Filed before any attempt, so the sweep delivers it even if no one else tries (a
     // webhook's component makes an immediate attempt; API and sweep changes rely on this).
     let due = crate::schedule::due::DueConfig::default();
-    crate::schedule::due::schedule(store, &due, clock, &queued.id, now + FIRST_ATTEMPT_GRACE_MS)
-        .await?;
+    let first_attempt = clock.now_ms() + FIRST_ATTEMPT_GRACE_MS;
+    crate::schedule::due::schedule(store, &due, clock, &queued.id, first_attempt).await?;
     Ok(Some(queued.id))
 }
 

@@ -13,8 +13,7 @@ use crate::lifecycle::effects;
 use crate::model::operation::{LocalChange, NewOperation, Operation, sent_arguments};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
-use crate::records::journal::EntryKind;
-use crate::records::journal::JournalResult;
+use crate::records::journal::{EntryKind, JournalError, JournalResult};
 use crate::schedule::{backoff::Deadlines, due::DueConfig};
 use serde_json::{Map, Value, json};
 
@@ -65,7 +64,8 @@ pub async fn store_derived(
     let Cx { clock, .. } = cx;
     match store_new(cx, due, op, clock.now_ms()).await? {
         Stored::Created(created) | Stored::Existing(Some(created)) => Ok(created),
-        Stored::Existing(None) => Ok(op.clone()),
+        // Never an unstored copy: the caller would report an operation that does not exist.
+        Stored::Existing(None) => Err(JournalError::InFlight),
     }
 }
 

@@ -8,3 +8,6 @@ pub mod effects;
 pub mod governance;
 pub mod linked;
 pub mod next;
+
+#[cfg(test)]
+mod crash_tests;

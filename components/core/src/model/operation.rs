@@ -454,7 +454,9 @@ impl Operation {
     pub fn apply_local(&mut self, change: &LocalChange, recorded_at_ms: u64) -> Option<Outcome> {
         let event = match change {
             LocalChange::GovernanceApproved { governance_context } => {
-                if let Some(g) = &mut self.governance {
+                // The first approval stands: a second dispatcher's context must not change
+                // the bytes already sent under this operation's `idempotency_key`.
+                if let Some(g) = self.governance.as_mut().filter(|g| !g.approved) {
                     g.approved = true;
                     g.governance_context = governance_context.clone();
                 }

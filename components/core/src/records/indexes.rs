@@ -5,21 +5,43 @@ use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::Operation;
 
-/// For every newly stored operation, whoever created it: the created counter and a listing entry.
-pub async fn count_and_list(store: &impl Store, op: &Operation) -> StoreResult<()> {
-    super::metrics::operation_created(store, op.task.name()).await?;
-    let n = store
-        .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
-        .await?;
+/// Lists a stored operation for its tenant, once: re-run after a failure anywhere, it
+/// finishes the listing without a second entry. The position is recorded before the entry so
+/// a rerun rewrites the same entry; a crash before that leaves an unused position, which
+/// listing readers skip. The created counter follows the listing: at most once per operation.
+/// `fresh`: the caller just created it, so it cannot be listed yet (saves a read).
+pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResult<()> {
+    let listed = keys::operation_listed(&op.operation_id);
+    let position = match fresh {
+        true => None,
+        false => (store.get(&listed).await?).and_then(|n| String::from_utf8(n).ok()?.parse().ok()),
+    };
+    let n = match position {
+        Some(n) => n,
+        None => {
+            let n = store
+                .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
+                .await?
+                .max(0) as u64;
+            store.set(&listed, n.to_string().as_bytes()).await?;
+            n
+        }
+    };
     store
         .set(
-            &keys::tenant_ops_entry(&op.tenant_id, n.max(0) as u64),
+            &keys::tenant_ops_entry(&op.tenant_id, n),
             op.operation_id.as_bytes(),
         )
-        .await
+        .await?;
+    if position.is_none() {
+        super::metrics::operation_created(store, op.task.name()).await?;
+    }
+    Ok(())
 }
 
-/// Records that `op` tracks its seller task (idempotent: the index key is per task).
+/// Records that `op` tracks its seller task. The task's key is written last, so a failure
+/// anywhere before it is finished by the next run; the index may then hold the operation
+/// twice, which its walkers tolerate (a second look at an open task).
 pub async fn track(store: &impl Store, op: &Operation) -> StoreResult<()> {
     let Some(task_id) = &op.task_id else {
         return Ok(());
@@ -28,7 +50,6 @@ pub async fn track(store: &impl Store, op: &Operation) -> StoreResult<()> {
     if store.get(&key).await?.is_some() {
         return Ok(());
     }
-    store.set(&key, op.operation_id.as_bytes()).await?;
     let n = store
         .increment(&keys::seller_tasks_count(&op.tenant_id, &op.seller_id), 1)
         .await?;
@@ -37,5 +58,6 @@ pub async fn track(store: &impl Store, op: &Operation) -> StoreResult<()> {
             &keys::seller_tasks_entry(&op.tenant_id, &op.seller_id, n.max(0) as u64),
             op.operation_id.as_bytes(),
         )
-        .await
+        .await?;
+    store.set(&key, op.operation_id.as_bytes()).await
 }

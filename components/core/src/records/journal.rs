@@ -14,7 +14,7 @@
 use crate::foundation::clock::Clock;
 use crate::foundation::error::StoreError;
 use crate::foundation::keys;
-use crate::foundation::store::{Store, get_json, set_json};
+use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use crate::model::operation::{Observation, Observed, Operation};
 use crate::model::state_machine::Outcome;
 use crate::model::status::OperationStatus;
@@ -98,6 +98,8 @@ pub enum JournalError {
     /// The writer was too slow to write its allocated entry and abandoned it; retry.
     Abandoned,
     Exists,
+    /// An earlier writer of this operation's first entries may still be writing; retry.
+    InFlight,
 }
 
 impl fmt::Display for JournalError {
@@ -108,6 +110,9 @@ impl fmt::Display for JournalError {
                 f.write_str("journal write abandoned after the write guard; retry")
             }
             JournalError::Exists => f.write_str("operation id already in use"),
+            JournalError::InFlight => {
+                f.write_str("an earlier write of this operation is in flight")
+            }
         }
     }
 }
@@ -125,7 +130,7 @@ impl JournalError {
     pub fn is_retryable(&self) -> bool {
         match self {
             JournalError::Store(e) => e.is_retryable(),
-            JournalError::Abandoned => true,
+            JournalError::Abandoned | JournalError::InFlight => true,
             JournalError::Exists => false,
         }
     }
@@ -179,8 +184,14 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
     effect
 }
 
-/// Stores a new operation: its creation entry (seq 1), then its snapshot. Ids are fresh
-/// random values, so a seq other than 1 means the id was used before.
+/// Stores a new operation: its creation entry, then its snapshot.
+///
+/// The first creation entry in sequence order creates the operation; later ones fold as
+/// duplicates. Each creator writes its entry at the seq it got, so a retry never leaves a
+/// hole of its own. A creator whose seq is not 1 is the creator only if every earlier seq is
+/// a permanent hole (its writer died): until a later entry proves that (see [`HOLE_AGE_MS`])
+/// it answers [`JournalError::InFlight`], and a retry after that finds its entry and gets
+/// [`JournalError::Exists`]. So an id whose first writer died is usable again, never bricked.
 pub async fn create(
     store: &impl Store,
     clock: &dyn Clock,
@@ -196,13 +207,20 @@ pub async fn create(
         },
     )
     .await?;
-    if entry.seq != 1 {
-        return Err(JournalError::Exists);
-    }
     let mut op = None;
+    if entry.seq > 1 {
+        let settled =
+            catch_up(store, clock, id, &mut op, entry.seq - 1, 0, |_, _, _, _| {}).await?;
+        if op.is_some() {
+            return Err(JournalError::Exists);
+        }
+        if !settled {
+            return Err(JournalError::InFlight);
+        }
+    }
     fold(&mut op, &entry);
-    let op = op.expect("a creation entry always yields a record");
-    set_json(store, &keys::operation(id), &op).await?;
+    let op = op.expect("a creation entry over no record yields one");
+    save(store, &op).await?;
     Ok(op)
 }
 
@@ -236,19 +254,23 @@ pub struct Loaded {
     pub head: u64,
     /// Status changes folded from entries beyond the snapshot (see [`Recorded::adopted`]).
     pub adopted: Vec<Recorded>,
+    /// The fold got past the stored snapshot: [`save`] it once the adopted effects ran.
+    pub behind: bool,
 }
 
-/// Reads an operation: the snapshot plus newer entries, folded; refreshes the snapshot if the
-/// fold got further.
+/// Reads an operation: the snapshot plus newer entries, folded. Does not write: the caller
+/// runs the effects of what it adopted, then [`save`]s, so a failure in between leaves the
+/// entries for the next reader to adopt again.
 pub async fn load(
     store: &impl Store,
     clock: &dyn Clock,
     op_id: &str,
 ) -> JournalResult<Option<Loaded>> {
     let snapshot: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
-    // Reading a counter creates it: look for the creation entry first, so probing unknown
-    // ids (random webhook URLs, say) leaves no keys behind.
-    if snapshot.is_none() && store.get(&keys::operation_entry(op_id, 1)).await?.is_none() {
+    // Reading a counter with `increment` creates it: look for it with `get` first, so probing
+    // unknown ids (random webhook URLs, say) leaves no keys behind. Not entry 1, which a
+    // creator that died after allocating it never wrote (see [`create`]).
+    if snapshot.is_none() && store.get(&keys::operation_seq(op_id)).await?.is_none() {
         return Ok(None);
     }
     let head = store
@@ -269,6 +291,7 @@ pub async fn load(
     )
     .await?;
     Ok(op.map(|operation| Loaded {
+        behind: operation.version > start,
         operation,
         head,
         adopted,
@@ -288,6 +311,7 @@ fn adopter(
                 effect: Some(effect),
                 seq: entry.seq,
                 adopted: Vec::new(),
+                behind: false,
             });
         }
     }
@@ -307,6 +331,8 @@ pub struct Recorded {
     /// appending, this is how the change still gets counted and announced.
     /// [`crate::lifecycle::effects`] claims each change once, whoever sees it.
     pub adopted: Vec<Recorded>,
+    /// The fold got past the snapshot the writer started from: [`save`] it after the effects.
+    pub behind: bool,
 }
 
 pub async fn record(
@@ -341,14 +367,9 @@ pub async fn record_from(
     )
     .await?;
     let previous = op.as_ref().map(|o| o.status);
-    let mut effect = None;
-    if settled {
-        effect = Some(fold(&mut op, &entry));
-        if let Some(o) = &op {
-            set_json(store, &keys::operation(op_id), o).await?;
-        }
-    }
+    let effect = settled.then(|| fold(&mut op, &entry));
     Ok(Recorded {
+        behind: op.as_ref().is_some_and(|o| o.version > start),
         operation: op,
         previous,
         effect,
@@ -377,7 +398,7 @@ pub async fn history(
 }
 
 /// Folds entries `start+1 ..= head` into `op`, skipping permanent holes and stopping at an
-/// entry still in flight. Writes the snapshot if it advanced past `start`.
+/// entry still in flight. Returns whether it reached `head`.
 async fn catch_up(
     store: &impl Store,
     clock: &dyn Clock,
@@ -389,7 +410,6 @@ async fn catch_up(
 ) -> JournalResult<bool> {
     let mut seq = start + 1;
     let mut missing: Vec<u64> = Vec::new();
-    let mut folded_to = start;
     while seq <= head {
         let entry: Option<Entry> = get_json(store, &keys::operation_entry(op_id, seq)).await?;
         match entry {
@@ -398,36 +418,24 @@ async fn catch_up(
                 if !missing.is_empty() {
                     // Entries before this one are missing: holes only if this one is old enough.
                     if clock.now_ms().saturating_sub(entry.recorded_at_ms) < HOLE_AGE_MS {
-                        return finish(store, op_id, op, start, folded_to, false).await;
+                        return Ok(false);
                     }
                     missing.clear();
                 }
                 let previous = op.as_ref().map(|o| o.status);
                 let effect = fold(op, &entry);
                 seen(&entry, effect, previous, op);
-                folded_to = seq;
             }
         }
         seq += 1;
     }
     // Trailing missing entries are in flight: nothing later proves them to be holes.
-    finish(store, op_id, op, start, folded_to, missing.is_empty()).await
+    Ok(missing.is_empty())
 }
 
-async fn finish(
-    store: &impl Store,
-    op_id: &str,
-    op: &Option<Operation>,
-    start: u64,
-    folded_to: u64,
-    settled: bool,
-) -> JournalResult<bool> {
-    if folded_to > start
-        && let Some(o) = op
-    {
-        set_json(store, &keys::operation(op_id), o).await?;
-    }
-    Ok(settled)
+/// Stores the fold as the operation's snapshot: the version its readers start from.
+pub async fn save(store: &impl Store, op: &Operation) -> StoreResult<()> {
+    set_json(store, &keys::operation(&op.operation_id), op).await
 }
 
 /// The journal's errors reach API callers as themselves: a store failure is retryable, a

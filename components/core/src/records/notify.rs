@@ -84,7 +84,8 @@ pub fn notification_id(operation_id: &str, seq: u64) -> String {
     format!("ntf_{operation_id}_{seq}")
 }
 
-/// Stores a notification unless the tenant has no enabled callback. Returns it when stored.
+/// Stores a notification unless the tenant has no enabled callback or it is stored already.
+/// Returns it as stored.
 pub async fn enqueue(
     store: &impl Store,
     clock: &dyn Clock,
@@ -97,8 +98,14 @@ pub async fn enqueue(
     if !callback.is_some_and(|c| c.enabled) {
         return Ok(None);
     }
+    let id = notification_id(operation_id, seq);
+    // Effects are re-run until the snapshot moves past their entry: never queue twice, and
+    // never revive a delivered notification.
+    if let Some(existing) = get_json::<Notification>(store, &keys::notification(&id)).await? {
+        return Ok(Some(existing));
+    }
     let n = Notification {
-        id: notification_id(operation_id, seq),
+        id,
         tenant_id: tenant_id.to_string(),
         operation_id: operation_id.to_string(),
         body,

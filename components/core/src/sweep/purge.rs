@@ -1,14 +1,10 @@
-//! Retention: operations closed for longer than the retention period (default 30 days
-//! after their last change) are removed with everything keyed by them: journal entries,
-//! effect claims, poll state, notifications, the task index entry and the tenant listing
-//! entry. Its entry in the seller's tracked-task list is dropped by reconciliation's walk,
-//! which drops every closed operation's entry; for a seller without `list_tasks` that list
-//! is never walked and keeps one small entry per task ever tracked. Runs with reconciliation, once per epoch, walking each tenant's listing from the
-//! oldest entry with a bounded number of checks per run.
-//!
-//! An operation is removed only when closed (a seller outcome, or our `timed_out` /
-//! `canceled_locally`) and idle for the whole period: by then no seller retry, look-up
-//! horizon (7 days) or de-duplication window (7 days) can still need it.
+//! Retention: operations closed (a seller outcome, or our `timed_out` / `canceled_locally`) and
+//! unchanged for the retention period (default 30 days), when no seller retry, look-up horizon
+//! (7 days) or de-duplication window (7 days) can still need them, are removed with everything
+//! keyed by them: journal entries, effect claims, poll state, notifications, task index and tenant
+//! listing entries. Reconciliation's walk drops their tracked-task entries (a seller without
+//! `list_tasks` keeps one small entry per task ever tracked). Runs with reconciliation, once per
+//! epoch, walking each tenant's listing from its oldest entry, a bounded number per run.
 
 use crate::foundation::{cx::Cx, keys, log, store::Store};
 use crate::model::operation::Operation;
@@ -104,7 +100,6 @@ pub async fn purge_tenant(
     Ok(removed)
 }
 
-/// Closed, and unchanged for the whole retention period.
 pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
     op.status.is_closed()
         && op
@@ -132,6 +127,7 @@ async fn remove(store: &impl Store, op: &Operation, head: u64) -> JournalResult<
         }
     }
     store.delete(&keys::poll_state(id)).await?;
+    store.delete(&keys::operation_listed(id)).await?;
     store.delete(&keys::operation_seq(id)).await?;
     Ok(store.delete(&keys::operation(id)).await?)
 }
@@ -177,7 +173,7 @@ mod tests {
                 ("op_open", TaskStatus::Working, 10 * DAY),
                 ("op_recent", TaskStatus::Failed, 35 * DAY),
             ] {
-                journal::record(
+                crate::testing::record(
                     &store,
                     &FixedClock(at),
                     id,

@@ -1,13 +1,8 @@
-//! Reconciliation with each seller's own task list (`list_tasks`), once per epoch (15 min)
-//! across all replicas (the run is claimed with `increment == 1`):
-//! - a non-terminal seller task we do not track (its creating request was lost with its
-//!   answer, or it was made outside this orchestrator with our credentials) is adopted as
-//!   an operation and polled like any other;
-//! - a task we track as open that the seller no longer lists is polled now rather than at
-//!   its backed-off time.
-//!
-//! Tracked tasks are indexed when an operation first learns its task id
-//! ([`crate::records::indexes::track`]).
+//! Reconciliation with each seller's `list_tasks`, once per epoch across all replicas (claimed
+//! with `increment == 1`). An untracked non-terminal seller task (its create lost with its answer,
+//! or made outside this orchestrator with our credentials) is adopted and polled; a tracked open
+//! task the seller no longer lists is polled now, not at its backed-off time. Tasks are tracked
+//! when an operation first learns its task id ([`crate::records::indexes::track`]).
 
 use crate::config::SweepConfig;
 use crate::foundation::clock::Entropy;
@@ -35,7 +30,6 @@ const MAX_PAGES: usize = 20;
 /// Tracked tasks checked per seller per run; the rest next time (a cursor walks the index).
 const CHECKS_PER_RUN: u64 = 500;
 
-/// What one run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
     pub listed: usize,
@@ -86,7 +80,6 @@ pub async fn reconcile_seller(
     let Cx { store, clock, .. } = cx;
     let mut out = Reconciled::default();
     if !seller_tools(store, clock, calls, seller).await?.list_tasks {
-        // Not every seller lists its tasks; those are left to polling.
         return Ok(out);
     }
     let mut listed: HashSet<String> = HashSet::new();
@@ -208,12 +201,10 @@ async fn adopt(
     }
 }
 
-/// Files for an immediate poll the tracked open tasks the seller no longer lists, walking
-/// the tracked-task index from a cursor, a bounded number per run.
-///
-/// The walk also keeps the index small: an entry whose operation is closed (it can never
-/// be an open seller task again) or gone is deleted, and the first entry still present is
-/// kept as the index's low end, so walks skip what retention and outcomes left behind.
+/// Files for an immediate poll the tracked open tasks the seller no longer lists, walking the
+/// tracked-task index from a cursor, a bounded number per run, and pruning it: an entry whose
+/// operation is closed (never an open seller task again) or gone is deleted, and the first still
+/// present is kept as the low end, so walks skip what retention and outcomes left behind.
 async fn repoll_missing(
     cx: Cx<'_, impl Store>,
     due: &DueConfig,
@@ -266,7 +257,6 @@ async fn repoll_missing(
                         }
                         false
                     }
-                    // Closed or removed: never an open seller task again.
                     _ => {
                         store.delete(&entry_key).await?;
                         true
@@ -321,7 +311,7 @@ mod tests {
     use futures::executor::block_on;
 
     fn observe(store: &MemoryStore, id: &str, status: TaskStatus) {
-        let recorded = block_on(journal::record(
+        let recorded = block_on(crate::testing::record(
             store,
             &FixedClock(2_000),
             id,
@@ -410,7 +400,7 @@ mod tests {
         assert_eq!(low(&store), 2, "slot 2 may still be written");
         // Its writer finishes: the next walk sees the task.
         block_on(journal::create(&store, &FixedClock(1_000), &sample("op2"))).unwrap();
-        block_on(journal::record(
+        block_on(crate::testing::record(
             &store,
             &FixedClock(2_000),
             "op2",

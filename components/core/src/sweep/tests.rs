@@ -140,7 +140,7 @@ impl World {
                     error: None,
                     delivery: None,
                 };
-                journal::record(
+                crate::testing::record(
                     &self.store,
                     &self.clock,
                     id,
@@ -163,7 +163,7 @@ impl World {
 
     /// The buyer asks to cancel the operation (what `POST .../cancel` records).
     fn request_cancel(&self, id: &str) {
-        block_on(journal::record(
+        block_on(crate::testing::record(
             &self.store,
             &self.clock,
             id,
@@ -437,7 +437,7 @@ fn a_polls_retry_after_delays_the_next_poll() {
 fn a_locally_canceled_task_is_reconciled_and_a_buy_it_produced_is_canceled() {
     let w = World::new();
     w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
-    block_on(journal::record(
+    block_on(crate::testing::record(
         &w.store,
         &w.clock,
         "op1",

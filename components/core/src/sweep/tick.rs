@@ -72,7 +72,15 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
             report.notifications += 1;
             retry_notification(env, &hint.op_id).await
         } else {
-            work_on(env, &memo, &hint.op_id, state.unwrap_or_default(), now).await
+            work_on(
+                env,
+                &memo,
+                &lease,
+                &hint.op_id,
+                state.unwrap_or_default(),
+                now,
+            )
+            .await
         };
         match outcome {
             Ok(touched) => {

@@ -17,7 +17,10 @@ use crate::model::task::TaskKind;
 use crate::records::journal::EntryKind;
 use crate::records::journal::JournalResult;
 use crate::records::seller;
-use crate::schedule::poll::{PollState, schedule_at};
+use crate::schedule::{
+    lease::Lease,
+    poll::{PollState, schedule_at},
+};
 use crate::seller::port::{CallFailure, SellerCalls};
 use serde_json::json;
 
@@ -25,6 +28,7 @@ use serde_json::json;
 pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
+    lease: &Lease,
     op_id: &str,
     state: PollState,
     now: u64,
@@ -54,10 +58,10 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             Ok(true)
         }
         Step::Dispatch => {
-            let result = dispatch::dispatch(env.cx(), env.sealing, env.calls, op_id).await?;
+            let result = dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id).await?;
             match result {
                 Some(dispatch::Dispatched::Deferred { until_ms }) => {
-                    // The breaker is open: nothing was sent; come back when it may close.
+                    // Nothing was sent (breaker open, or the lease ran out): come back later.
                     let next = PollState {
                         next_at_ms: until_ms,
                         ..state

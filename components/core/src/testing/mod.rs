@@ -11,7 +11,7 @@ mod transport;
 
 pub use clock::{SeededEntropy, TestClock};
 pub use log::Lines;
-pub use operation::{obs, sample, sample_seller};
+pub use operation::{obs, record, sample, sample_seller};
 pub use seller::{FakeSeller, conformant_capabilities};
 pub use store::LossyStore;
 pub use transport::ScriptedTransport;

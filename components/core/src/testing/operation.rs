@@ -1,8 +1,11 @@
-//! Sample operations, observations and the seller record they belong to.
+//! Sample operations, observations and the seller record they belong to; recording an entry
+//! to set one up.
 
+use crate::foundation::{clock::Clock, store::Store};
 use crate::model::operation::{NewOperation, Observation, Operation, Source};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
+use crate::records::journal::{self, EntryKind, JournalResult, Recorded};
 use crate::records::seller::Seller;
 use serde_json::json;
 
@@ -45,4 +48,19 @@ pub fn sample_seller() -> Seller {
         created_at_ms: 0,
         updated_at_ms: 0,
     }
+}
+
+/// Appends an entry and saves the fold, as a writer does once its effects ran (without them:
+/// for setting up a record in the state a test needs).
+pub async fn record(
+    store: &impl Store,
+    clock: &dyn Clock,
+    op_id: &str,
+    kind: EntryKind,
+) -> JournalResult<Recorded> {
+    let recorded = journal::record(store, clock, op_id, kind).await?;
+    if let (true, Some(op)) = (recorded.behind, &recorded.operation) {
+        journal::save(store, op).await?;
+    }
+    Ok(recorded)
 }

@@ -108,15 +108,56 @@ fn a_kept_breaker_reading_saves_reads_while_calls_go_well_and_a_trip_elsewhere_i
     }
 }
 
+/// The operation's lease, as the sweep or the API takes it before dispatching.
+fn lease_at(s: &MemoryStore, now_ms: u64) -> Lease {
+    let claim = block_on(crate::schedule::lease::claim_operation(
+        s,
+        &Default::default(),
+        "op1",
+        now_ms,
+    ));
+    claim.unwrap().lease().expect("the lease is free")
+}
+
 fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched {
-    block_on(dispatch(
+    let lease = lease_at(s, 2_000);
+    let dispatched = block_on(dispatch(
         Cx::new(s, &FixedClock(2_000), &NoLog),
+        &lease,
         sealing,
         seller,
         "op1",
-    ))
-    .unwrap()
-    .unwrap()
+    ));
+    block_on(lease.release(s)).unwrap();
+    dispatched.unwrap().unwrap()
+}
+
+#[test]
+fn a_dispatcher_whose_lease_ran_out_starts_no_call() {
+    let s = MemoryStore::new();
+    let sealing = setup(&s, WebhookMode::Bearer);
+    let seller = FakeSeller::default();
+    seller.answer(Ok(
+        serde_json::json!({"status": "submitted", "task_id": "t"}),
+    ));
+    let lease = lease_at(&s, 2_000);
+    // Still ours, but within the safety margin of its end: the next holder may be calling.
+    let late = lease.expires_at_ms - 1_000;
+    let result = block_on(dispatch(
+        Cx::new(&s, &FixedClock(late), &NoLog),
+        &lease,
+        &sealing,
+        &seller,
+        "op1",
+    ));
+    assert_eq!(
+        result.unwrap(),
+        Some(Dispatched::Deferred {
+            until_ms: lease.expires_at_ms
+        })
+    );
+    assert!(seller.calls.borrow().is_empty(), "nothing sent");
+    assert_eq!(status(&s), OperationStatus::PendingDispatch);
 }
 
 fn status(s: &MemoryStore) -> OperationStatus {

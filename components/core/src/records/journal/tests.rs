@@ -285,7 +285,11 @@ fn recording_an_observation_costs_four_store_calls() {
     block_on(async {
         create(&s, &clock, &sample("op1")).await.unwrap();
         s.reset_counts();
-        record(&s, &clock, "op1", observed(TaskStatus::Submitted))
+        let recorded = record(&s, &clock, "op1", observed(TaskStatus::Submitted))
+            .await
+            .unwrap();
+        // The writer saves the fold once the entry's effects ran.
+        save(&s, recorded.operation.as_ref().unwrap())
             .await
             .unwrap();
         assert_eq!(s.count(StoreOp::Get), 1);
@@ -364,4 +368,30 @@ fn no_local_event_changes_the_outcome_of_a_terminal_record() {
             );
         }
     }
+}
+
+#[test]
+fn the_first_governance_approval_stands_so_every_resend_has_the_same_bytes() {
+    let mut op = sample("op1");
+    op.governance = Some(crate::model::operation::Governance {
+        agent_id: "gov".into(),
+        plan_id: "plan".into(),
+        ..Default::default()
+    });
+    let approval = |seq, ctx: &str| Entry {
+        seq,
+        recorded_at_ms: 10,
+        kind: EntryKind::Local {
+            change: crate::model::operation::LocalChange::GovernanceApproved {
+                governance_context: Some(ctx.into()),
+            },
+        },
+    };
+    let mut folded = Some(op);
+    // Two dispatchers each asked governance and recorded its answer.
+    fold(&mut folded, &approval(2, "ctx_first"));
+    fold(&mut folded, &approval(3, "ctx_second"));
+    let g = folded.unwrap().governance.unwrap();
+    assert!(g.approved);
+    assert_eq!(g.governance_context.as_deref(), Some("ctx_first"));
 }
