@@ -40,6 +40,7 @@
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
+//! | `purge:next:{tenant}` | listing entry the next retention run starts at (decimal) | retention |
 //!
 //! Sequence numbers come from `increment`, so concurrent writers never rewrite one key; a stale
 //! writer may overwrite a snapshot, which only costs a longer fold on the next read.
@@ -191,6 +192,10 @@ pub fn reconcile_claim(epoch: u64) -> String {
 
 pub fn purge_cursor(tenant: &str) -> String {
     format!("purge:cursor:{tenant}")
+}
+
+pub fn purge_next(tenant: &str) -> String {
+    format!("purge:next:{tenant}")
 }
 
 pub fn reconcile_cursor(tenant: &str, seller: &str) -> String {

@@ -70,6 +70,20 @@ pub async fn index(store: &impl Store, tenant: &str, seller: &str) -> StoreResul
         .await
 }
 
+/// Every tenant that ever registered a seller, removed ones included (the index keeps them).
+pub async fn tenants_ever(store: &impl Store) -> StoreResult<std::collections::BTreeSet<String>> {
+    let n = store.increment(keys::SELLERS_COUNT, 0).await?.max(0) as u64;
+    let mut out = std::collections::BTreeSet::new();
+    for i in 1..=n {
+        if let Some(entry) = store.get(&keys::sellers_entry(i)).await?
+            && let Some((t, _)) = String::from_utf8_lossy(&entry).split_once('\n')
+        {
+            out.insert(t.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// Every (tenant, seller) pair ever registered and still present.
 pub async fn all(store: &impl Store) -> StoreResult<Vec<Seller>> {
     let n = store.increment(keys::SELLERS_COUNT, 0).await?.max(0) as u64;

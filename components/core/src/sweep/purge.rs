@@ -10,27 +10,24 @@ use crate::foundation::{cx::Cx, keys, log, store::Store};
 use crate::model::operation::Operation;
 use crate::records::{journal::JournalResult, notify};
 use crate::schedule::retention::Retention;
-use std::collections::BTreeSet;
 
 /// Listing entries checked per tenant per run.
 const CHECKS_PER_RUN: u64 = 500;
 
-/// Removes expired operations of every tenant that has a seller. Returns how many.
+/// Removes expired operations of every tenant that ever had a seller (operations need one;
+/// a tenant whose sellers were all removed still has its closed operations to purge).
 pub async fn run(cx: Cx<'_, impl Store>, retention: &Retention) -> JournalResult<usize> {
     let Cx { store, .. } = cx;
-    let tenants: BTreeSet<String> = crate::records::seller::all(store)
-        .await?
-        .into_iter()
-        .map(|s| s.tenant_id)
-        .collect();
     let mut removed = 0;
-    for t in tenants {
+    for t in crate::records::seller::tenants_ever(store).await? {
         removed += purge_tenant(cx, retention, &t).await?;
     }
     Ok(removed)
 }
 
-/// Walks the tenant's listing from its cursor (the first entry not yet removed).
+/// Checks a bounded run of the tenant's listing, from where the last run stopped (`next`),
+/// wrapping to the oldest entry not yet removed (`low`) at the end: an operation that cannot
+/// be purged yet is passed over, never a wall that stops retention for every later one.
 pub async fn purge_tenant(
     cx: Cx<'_, impl Store>,
     retention: &Retention,
@@ -41,17 +38,21 @@ pub async fn purge_tenant(
         .increment(&keys::tenant_ops_count(tenant), 0)
         .await?
         .max(0) as u64;
-    let cursor_key = keys::purge_cursor(tenant);
-    let mut cursor = store
-        .get(&cursor_key)
+    let low = read_position(store, &keys::purge_cursor(tenant))
         .await?
-        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
         .unwrap_or(1)
         .max(1);
-    let start = cursor;
+    let next = read_position(store, &keys::purge_next(tenant))
+        .await?
+        .unwrap_or(low);
+    let start = if (low..=count).contains(&next) {
+        next
+    } else {
+        low
+    };
     let now = clock.now_ms();
     let mut removed = 0;
-    let mut contiguous = true;
+    let mut new_low = low;
     let end = count.min(start.saturating_add(CHECKS_PER_RUN - 1));
     for n in start..=end {
         let entry_key = keys::tenant_ops_entry(tenant, n);
@@ -85,19 +86,30 @@ pub async fn purge_tenant(
                 }
             }
         };
-        // The cursor only passes entries that are gone, so nothing behind it is skipped.
-        if gone && contiguous {
-            cursor = n + 1;
-        } else {
-            contiguous = false;
+        // `low` only passes entries that are gone, so nothing below it is ever skipped.
+        if gone && n == new_low {
+            new_low = n + 1;
         }
     }
-    if cursor != start {
+    if new_low != low {
         store
-            .set(&cursor_key, cursor.to_string().as_bytes())
+            .set(&keys::purge_cursor(tenant), new_low.to_string().as_bytes())
+            .await?;
+    }
+    let resume = if end >= count { new_low } else { end + 1 };
+    if resume != next {
+        store
+            .set(&keys::purge_next(tenant), resume.to_string().as_bytes())
             .await?;
     }
     Ok(removed)
+}
+
+async fn read_position(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()))
 }
 
 pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
@@ -245,5 +257,54 @@ mod tests {
             1,
             "op_recent, 30 days after it failed; the open one stays"
         );
+    }
+
+    #[test]
+    fn an_operation_that_cannot_be_purged_yet_does_not_stop_retention_of_later_ones() {
+        let store = MemoryStore::new();
+        let t0 = FixedClock(10 * DAY);
+        let ids: Vec<String> = (0..CHECKS_PER_RUN + 100)
+            .map(|i| format!("op{i}"))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            listed(&store, id, &t0);
+            // The first never closes (its seller answers `working` forever); the rest failed.
+            let status = if i == 0 {
+                TaskStatus::Working
+            } else {
+                TaskStatus::Failed
+            };
+            let kind = EntryKind::Observed {
+                observation: Box::new(obs(status, None)),
+            };
+            block_on(crate::testing::record(&store, &t0, id, kind)).unwrap();
+        }
+        // The tenant's seller was removed since: its closed operations are purged anyway.
+        block_on(async {
+            crate::records::seller::index(&store, "t1", "s1")
+                .await
+                .unwrap();
+            crate::records::seller::delete(&store, "t1", "s1")
+                .await
+                .unwrap();
+        });
+        let now = FixedClock(41 * DAY);
+        let run = || block_on(run(Cx::new(&store, &now, &NoLog), &Retention::default())).unwrap();
+        assert_eq!(
+            run(),
+            CHECKS_PER_RUN as usize - 1,
+            "the first run's share, op0 kept"
+        );
+        assert_eq!(run(), 100, "the next run goes on past op0");
+        assert_eq!(run(), 0);
+        let left: Vec<String> = ids
+            .iter()
+            .filter(|id| block_on(journal::load(&store, &now, id)).unwrap().is_some())
+            .cloned()
+            .collect();
+        assert_eq!(left, ["op0"]);
+        // Nothing below the open operation was ever passed over.
+        let low = block_on(read_position(&store, &keys::purge_cursor("t1"))).unwrap();
+        assert_eq!(low.unwrap_or(1), 1);
     }
 }
