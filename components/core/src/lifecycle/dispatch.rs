@@ -112,8 +112,7 @@ pub async fn dispatch(
         }));
     }
     let Some(seller) = seller::get(store, &op.tenant_id, &op.seller_id).await? else {
-        let error = OperationError::new("SELLER_NOT_REGISTERED", "the seller was removed");
-        return fail(cx, &op, error, None, false).await.map(Some);
+        return seller_removed(cx, op).await.map(Some);
     };
     // Past our lease, the next holder may already be calling: nothing is sent, nothing lost.
     let expired = || Dispatched::Deferred {
@@ -246,6 +245,28 @@ async fn governed(
         }
         _ => Ok(Err(Dispatched::Answered(Box::new(recorded)))),
     }
+}
+
+/// How often an operation whose seller record is gone is looked at again.
+pub const SELLER_RECHECK_MS: u64 = 3_600_000;
+
+/// The seller's record is gone (removed while the operation was open, in a store from before
+/// removal was refused then). An operation no seller can have accepted fails here, so it
+/// closes; one a send may have reached stays open, looked at hourly in case the seller is
+/// registered again, since its buy may be live.
+async fn seller_removed(cx: Cx<'_, impl Store>, op: Operation) -> JournalResult<Dispatched> {
+    if op.outcome_unknown || op.task_id.is_some() {
+        return Ok(Dispatched::Deferred {
+            until_ms: cx.clock.now_ms() + SELLER_RECHECK_MS,
+        });
+    }
+    let why = "the seller was removed before it accepted the operation";
+    let obs = Observation {
+        message: Some(why.into()),
+        error: Some(OperationError::new("SELLER_REMOVED", why)),
+        ..Observation::of(Source::Dispatch, TaskStatus::Failed)
+    };
+    answered(cx, op, obs).await
 }
 
 /// Folds the seller's answer in and runs the effects of the change it made.

@@ -362,3 +362,39 @@ fn attempts_are_bounded() {
         "the sweep reconciles before failing it"
     );
 }
+
+#[test]
+fn an_operation_whose_seller_was_removed_fails_unless_a_send_may_have_reached_it() {
+    for may_have_reached in [false, true] {
+        let s = MemoryStore::new();
+        let sealing = setup(&s, WebhookMode::Bearer);
+        if may_have_reached {
+            let lost = EntryKind::DispatchFailed {
+                error: OperationError::new("TRANSPORT", "connection reset"),
+                retry_at_ms: Some(60_000),
+                outcome_unknown: true,
+            };
+            block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
+        }
+        block_on(seller::delete(&s, "t1", "s1")).unwrap();
+        let seller = FakeSeller::default();
+        let dispatched = run(&s, &sealing, &seller);
+        assert!(seller.calls.borrow().is_empty());
+        if may_have_reached {
+            // Its buy may be live: kept open and looked at again.
+            assert_eq!(
+                dispatched,
+                Dispatched::Deferred {
+                    until_ms: 2_000 + SELLER_RECHECK_MS
+                }
+            );
+            assert_eq!(status(&s), OperationStatus::PendingDispatch);
+        } else {
+            assert_eq!(status(&s), OperationStatus::Seller(TaskStatus::Failed));
+            let op = block_on(journal::load(&s, &FixedClock(3_000), "op1"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(op.operation.error.unwrap().code, "SELLER_REMOVED");
+        }
+    }
+}
