@@ -20,6 +20,7 @@ use crate::foundation::log;
 use crate::foundation::seal::ct_eq;
 use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
+use crate::records::format;
 use crate::records::tenant::{self, Tenant};
 use crate::records::tick_report::TickReport;
 use crate::seller::port::SellerCalls;
@@ -175,15 +176,21 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
     }
 }
 
-/// Readiness: the store answers a read (one call), and how long ago the sweep last finished,
-/// so probes and a CronJob can tell a replica that cannot reach its store from one whose
-/// sweep stopped. Only the store decides the status: a stale sweep does not stop the API.
+/// Readiness: the store answers reads (two calls) in a format this release knows, and how
+/// long ago the sweep last finished, so probes and a CronJob can tell a replica that cannot
+/// reach its store (or runs behind the store's release) from one whose sweep stopped. Only
+/// the store decides the status: a stale sweep does not stop the API.
 async fn readiness<S: Store, C: SellerCalls, T: Transport>(env: &Env<'_, S, C, T>) -> Response {
     let last: Result<Option<TickReport>, _> = get_json(env.store, keys::SWEEP_LAST).await;
-    let Ok(last) = last else {
+    let (Ok(last), Ok(stored_format)) = (last, format::read(env.store).await) else {
         let body = json!({"status": "unavailable", "store": "unavailable"});
         return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
     };
+    if stored_format > format::CURRENT {
+        let body = json!({"status": "unavailable", "store": "newer_format",
+                          "store_format": stored_format, "known_format": format::CURRENT});
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
     let age_s = last
         .filter(|l| l.finished_at_ms > 0)
         .map(|l| env.clock.now_ms().saturating_sub(l.finished_at_ms) / 1000);

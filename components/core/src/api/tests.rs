@@ -476,6 +476,13 @@ fn readiness_reads_the_store_and_reports_the_sweep_age() {
         body,
         json!({"status": "unavailable", "store": "unavailable"})
     );
+    // A store a newer release wrote: not ready, and the sweep does not touch it.
+    block_on(w.store.set(keys::FORMAT, b"99")).unwrap();
+    let (s, body) = w.call("GET", "/readyz", None, None);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["store"], "newer_format");
+    let (s, _) = w.call("POST", "/internal/sweep", Some("sweep-token"), None);
+    assert!(s.is_server_error(), "{s}");
 }
 
 #[test]

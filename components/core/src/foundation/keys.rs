@@ -41,6 +41,7 @@
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
 //! | `purge:next:{tenant}` | listing entry the next retention run starts at (decimal) | retention |
+//! | `meta:format` | the stored format's version (decimal; absent: 1) | sweep |
 //!
 //! Sequence numbers come from `increment`, so concurrent writers never rewrite one key; a stale
 //! writer may overwrite a snapshot, which only costs a longer fold on the next read.
@@ -193,6 +194,8 @@ pub fn reconcile_claim(epoch: u64) -> String {
 pub fn purge_cursor(tenant: &str) -> String {
     format!("purge:cursor:{tenant}")
 }
+
+pub const FORMAT: &str = "meta:format";
 
 pub fn purge_next(tenant: &str) -> String {
     format!("purge:next:{tenant}")

@@ -3,6 +3,7 @@
 //! counters, and the indexes every new operation is written into.
 
 pub mod capabilities;
+pub mod format;
 pub mod indexes;
 pub mod journal;
 pub mod metrics;

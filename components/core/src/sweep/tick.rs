@@ -7,7 +7,7 @@ use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
-use crate::records::{journal::JournalResult, notify, tick_report::TickReport};
+use crate::records::{format, journal::JournalResult, notify, tick_report::TickReport};
 use crate::schedule::due;
 use crate::schedule::lease::{self, Claim};
 use crate::schedule::poll::{PollState, schedule_at};
@@ -30,6 +30,8 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         transport: env.transport,
         config: env.config,
     };
+    // Never work on a store whose records this release does not know.
+    format::adopt(env.store).await?;
     let started = env.clock.now_ms();
     let mut report = TickReport {
         trigger: trigger.into(),
