@@ -42,6 +42,7 @@
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
 //! | `purge:next:{tenant}` | listing entry the next retention run starts at (decimal) | retention |
 //! | `meta:format` | the stored format's version (decimal; absent: 1) | sweep |
+//! | `audit:cursor` | where the invariant auditor's walk resumes (JSON) | sweep |
 //!
 //! Sequence numbers come from `increment`, so concurrent writers never rewrite one key; a stale
 //! writer may overwrite a snapshot, which only costs a longer fold on the next read.
@@ -196,6 +197,8 @@ pub fn purge_cursor(tenant: &str) -> String {
 }
 
 pub const FORMAT: &str = "meta:format";
+
+pub const AUDIT_CURSOR: &str = "audit:cursor";
 
 pub fn purge_next(tenant: &str) -> String {
     format!("purge:next:{tenant}")

@@ -141,12 +141,23 @@ pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
         .map(drop)
 }
 
+/// A repair the invariant auditor made (`invariant` from a closed set).
+pub async fn audit_repair(store: &impl Store, invariant: &str) -> StoreResult<()> {
+    store
+        .increment(&counter("audit_repairs", &[invariant]), 1)
+        .await
+        .map(drop)
+}
+
 pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
     store
         .increment(&counter("webhook_duplicates", &[]), 1)
         .await
         .map(drop)
 }
+
+/// The invariants the sweep's auditor checks (`sweep::audit`).
+pub const AUDIT_INVARIANTS: [&str; 4] = ["due", "listed", "seller_index", "lease"];
 
 pub async fn render(
     store: &impl Store,
@@ -276,6 +287,18 @@ pub async fn render(
             "adcp_webhook_rejections_total",
             &[("reason", r.as_str())],
             v,
+        );
+    }
+    out.family(
+        "adcp_audit_repairs_total",
+        "counter",
+        "Broken invariants the auditor found and repaired, by invariant.",
+    );
+    for invariant in AUDIT_INVARIANTS {
+        out.sample(
+            "adcp_audit_repairs_total",
+            &[("invariant", invariant)],
+            read(counter("audit_repairs", &[invariant])).await?,
         );
     }
     out.family(

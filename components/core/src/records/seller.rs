@@ -70,15 +70,18 @@ pub async fn index(store: &impl Store, tenant: &str, seller: &str) -> StoreResul
         .await
 }
 
-/// Every tenant that ever registered a seller, removed ones included (the index keeps them).
-pub async fn tenants_ever(store: &impl Store) -> StoreResult<std::collections::BTreeSet<String>> {
+/// Every (tenant, seller) pair ever registered, removed ones included (the index keeps them):
+/// the tenants that may have operations, and the pairs already indexed.
+pub async fn registry(
+    store: &impl Store,
+) -> StoreResult<std::collections::BTreeSet<(String, String)>> {
     let n = store.increment(keys::SELLERS_COUNT, 0).await?.max(0) as u64;
     let mut out = std::collections::BTreeSet::new();
     for i in 1..=n {
         if let Some(entry) = store.get(&keys::sellers_entry(i)).await?
-            && let Some((t, _)) = String::from_utf8_lossy(&entry).split_once('\n')
+            && let Some((t, s)) = String::from_utf8_lossy(&entry).split_once('\n')
         {
-            out.insert(t.to_string());
+            out.insert((t.to_string(), s.to_string()));
         }
     }
     Ok(out)

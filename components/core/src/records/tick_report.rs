@@ -28,4 +28,9 @@ pub struct TickReport {
     /// Closed operations removed by retention.
     #[serde(default)]
     pub purged: usize,
+    /// Listed operations the invariant auditor checked, and the repairs it made.
+    #[serde(default)]
+    pub audited: usize,
+    #[serde(default)]
+    pub audit_repairs: usize,
 }

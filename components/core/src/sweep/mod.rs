@@ -7,6 +7,7 @@
 //! the look-up horizon, a poll folded in through the state machine. Then it is filed again at its
 //! next due time. Buyer notifications awaiting a retry are filed in the same index.
 
+pub mod audit;
 mod env;
 mod lookup;
 mod memo;

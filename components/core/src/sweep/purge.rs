@@ -19,7 +19,10 @@ const CHECKS_PER_RUN: u64 = 500;
 pub async fn run(cx: Cx<'_, impl Store>, retention: &Retention) -> JournalResult<usize> {
     let Cx { store, .. } = cx;
     let mut removed = 0;
-    for t in crate::records::seller::tenants_ever(store).await? {
+    let registry = crate::records::seller::registry(store).await?;
+    let tenants: std::collections::BTreeSet<String> =
+        registry.into_iter().map(|(t, _)| t).collect();
+    for t in tenants {
         removed += purge_tenant(cx, retention, &t).await?;
     }
     Ok(removed)

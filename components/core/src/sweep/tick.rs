@@ -122,6 +122,9 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         report.purged = r.purged;
     }
     report.backlog |= index.backlog;
+    let audited = super::audit::run(env, !report.backlog).await?;
+    report.audited = audited.checked;
+    report.audit_repairs = audited.repaired;
     report.finished_at_ms = env.clock.now_ms();
     set_json(env.store, keys::SWEEP_LAST, &report).await?;
     Ok(report)

@@ -1,0 +1,215 @@
+//! The invariant auditor: a bounded walk, resumed every tick from a cursor in the store, over
+//! every tenant's listing (from retention's low mark), checking what the rest of the system
+//! relies on and repairing what it finds. A pass over 10,000 listed operations takes 20 ticks
+//! at [`BUDGET`]; each repair is counted (`adcp_audit_repairs_total{invariant}`) and logged.
+//!
+//! Invariants, per listed operation:
+//! - `due`: one the sweep still has to act on is filed, no later than its next action (its
+//!   deadline; an hour for a timed-out one) and not long overdue (a lost hint);
+//! - `listed`: its listing position is recorded, so a re-run of its creation lists it once;
+//! - `seller_index`: its seller, if still registered, is in the seller registry that
+//!   reconciliation and retention walk;
+//! - `lease`: no lease counter is left in the ended slots around its due time (a holder that
+//!   died; ended slots are never claimed again, so deleting them is safe).
+
+use super::env::SweepEnv;
+use crate::foundation::store::{Store, get_json, set_json};
+use crate::foundation::{keys, log, transport::Transport};
+use crate::lifecycle::linked;
+use crate::lifecycle::next::{LOOKUP_EVERY_MS, Step, step};
+use crate::model::operation::Operation;
+use crate::model::status::OperationStatus;
+use crate::records::{journal::JournalResult, metrics, seller};
+use crate::schedule::poll::{PollState, schedule_at};
+use crate::seller::port::SellerCalls;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Listing entries checked per tick.
+pub const BUDGET: u64 = 500;
+/// A due time this far past, while the sweep keeps up with its index, means a lost hint.
+const OVERDUE_MS: u64 = 6 * 3_600_000;
+
+/// Where the walk resumes: a tenant and its listing entry; and the passes completed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCursor {
+    pub tenant: Option<String>,
+    pub next: u64,
+    pub passes: u64,
+}
+
+/// What one tick's share of the walk did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audited {
+    pub checked: usize,
+    pub repaired: usize,
+    /// The walk finished a pass over every tenant in this tick.
+    pub passed: bool,
+}
+
+/// Checks the next [`BUDGET`] listing entries. `keeping_up`: the tick worked every due hint,
+/// so an overdue operation is a lost hint, not a backlog.
+pub async fn run<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    keeping_up: bool,
+) -> JournalResult<Audited> {
+    let store = env.store;
+    let cursor: AuditCursor = get_json(store, keys::AUDIT_CURSOR)
+        .await?
+        .unwrap_or_default();
+    let mut registered = seller::registry(store).await?;
+    let tenants: Vec<String> = registered
+        .iter()
+        .map(|(t, _)| t.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = Audited::default();
+    if tenants.is_empty() {
+        return Ok(out);
+    }
+    let resumed = (cursor.tenant.as_ref()).and_then(|t| tenants.iter().position(|x| x == t));
+    let (mut i, mut next) = resumed.map_or((0, 0), |i| (i, cursor.next));
+    let mut passes = cursor.passes;
+    let mut budget = BUDGET;
+    let mut finished = 0;
+    while budget > 0 && finished < tenants.len() {
+        let t = &tenants[i];
+        let count = store.increment(&keys::tenant_ops_count(t), 0).await?.max(0) as u64;
+        let low = position(store, &keys::purge_cursor(t)).await?.unwrap_or(1);
+        let mut n = next.max(low).max(1);
+        while n <= count && budget > 0 {
+            budget -= 1;
+            out.checked += 1;
+            out.repaired += check(env, &mut registered, t, n, keeping_up).await?;
+            n += 1;
+        }
+        if n <= count {
+            next = n;
+            break;
+        }
+        finished += 1;
+        next = 0;
+        i += 1;
+        if i == tenants.len() {
+            i = 0;
+            passes += 1;
+            out.passed = true;
+        }
+    }
+    let cursor = AuditCursor {
+        tenant: Some(tenants[i].clone()),
+        next,
+        passes,
+    };
+    set_json(store, keys::AUDIT_CURSOR, &cursor).await?;
+    Ok(out)
+}
+
+/// Checks the operation at listing entry `n`; returns the number of repairs made.
+async fn check<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    registered: &mut BTreeSet<(String, String)>,
+    tenant: &str,
+    n: u64,
+    keeping_up: bool,
+) -> JournalResult<usize> {
+    let store = env.store;
+    let Some(id) = store.get(&keys::tenant_ops_entry(tenant, n)).await? else {
+        return Ok(0);
+    };
+    let id = String::from_utf8_lossy(&id).into_owned();
+    // No snapshot: a creation still being written, or an operation being purged.
+    let Some(op) = get_json::<Operation>(store, &keys::operation(&id)).await? else {
+        return Ok(0);
+    };
+    let now = env.clock.now_ms();
+    let mut repairs: Vec<&str> = Vec::new();
+
+    let listed = keys::operation_listed(&id);
+    if store.get(&listed).await?.is_none() {
+        store.set(&listed, n.to_string().as_bytes()).await?;
+        repairs.push("listed");
+    }
+    let pair = (op.tenant_id.clone(), op.seller_id.clone());
+    if !registered.contains(&pair) && seller::get(store, &pair.0, &pair.1).await?.is_some() {
+        seller::index(store, &pair.0, &pair.1).await?;
+        registered.insert(pair);
+        repairs.push("seller_index");
+    }
+    let state: Option<PollState> = get_json(store, &keys::poll_state(&id)).await?;
+    if let Some(bound) = due_bound(&op, now) {
+        let lost = match state.as_ref().map(|s| s.next_at_ms) {
+            None => true,
+            Some(at) => at > bound.max(now) + 1_000 || (keeping_up && at + OVERDUE_MS < now),
+        };
+        if lost {
+            let refiled = PollState {
+                next_at_ms: now,
+                ..state.clone().unwrap_or_default()
+            };
+            schedule_at(store, env.clock, &env.config.due, &id, refiled).await?;
+            repairs.push("due");
+        }
+    }
+    if let Some(at) = state.map(|s| s.next_at_ms) {
+        let lease = &env.config.lease;
+        let first = lease.slot_of(at);
+        let scope = keys::lease_scope_operation(&id);
+        for slot in (first..=first + 1).filter(|s| *s < lease.slot_of(now)) {
+            let key = keys::lease(&scope, slot);
+            if store.get(&key).await?.is_some() {
+                store.delete(&key).await?;
+                repairs.push("lease");
+            }
+        }
+    }
+    for invariant in &repairs {
+        metrics::audit_repair(store, invariant).await?;
+        log::emit(
+            env.log,
+            &log::Event {
+                ts_ms: now,
+                event: "audit.repaired",
+                operation_id: Some(&id),
+                tenant_id: Some(tenant),
+                outcome: Some(invariant),
+                status: Some(op.status.as_str()),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(repairs.len())
+}
+
+/// The latest time the operation may be filed for: `None` when the sweep has nothing to do.
+fn due_bound(op: &Operation, now: u64) -> Option<u64> {
+    match step(op, now) {
+        Step::Rest => None,
+        // Only a canceled buy that exists still needs its follow-up started.
+        Step::FollowUp => (op.cancel.as_ref().is_some_and(|c| c.follow_up.is_none())
+            && linked::media_buy_id(op).is_some())
+        .then_some(now),
+        Step::AwaitDecision | Step::Expire => Some(op.deadline_at_ms),
+        // By its deadline, to expire it (redispatch times are soft: the API files a safety
+        // net after its own immediate attempt).
+        Step::Dispatch => Some(op.deadline_at_ms),
+        Step::Poll
+            if op.status == OperationStatus::TimedOut
+                || (op.status == OperationStatus::CanceledLocally && op.task_id.is_none()) =>
+        {
+            Some(now + LOOKUP_EVERY_MS)
+        }
+        Step::Poll => Some(op.deadline_at_ms),
+    }
+}
+
+async fn position(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok()))
+}
+
+#[cfg(test)]
+mod tests;

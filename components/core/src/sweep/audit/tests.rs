@@ -1,0 +1,186 @@
+//! Each invariant planted broken in a store written directly, then found and repaired; and a
+//! pass over 10,000 operations within 20 ticks' budgets.
+
+use super::*;
+use crate::config::SweepConfig;
+use crate::foundation::clock::Clock;
+use crate::foundation::cx::Cx;
+use crate::foundation::log::NoLog;
+use crate::foundation::seal::SealingKey;
+use crate::foundation::store::MemoryStore;
+use crate::lifecycle::create::store_new;
+use crate::records::metrics;
+use crate::testing::{
+    FakeSeller, ScriptedTransport, SeededEntropy, TestClock, sample, sample_seller,
+};
+use futures::executor::block_on;
+
+struct World {
+    store: MemoryStore,
+    clock: TestClock,
+    config: SweepConfig,
+}
+
+impl World {
+    /// A registered seller and `n` operations stored as the API stores them.
+    fn new(n: usize) -> World {
+        let w = World {
+            store: MemoryStore::new(),
+            clock: TestClock::new(100 * 86_400_000),
+            config: SweepConfig::default(),
+        };
+        block_on(async {
+            let s = sample_seller();
+            seller::put(&w.store, &s).await.unwrap();
+            seller::index(&w.store, &s.tenant_id, &s.seller_id)
+                .await
+                .unwrap();
+            for i in 0..n {
+                let mut op = sample(&format!("op{i}"));
+                op.deadline_at_ms = w.clock.now_ms() + 86_400_000;
+                let cx = Cx::new(&w.store, &w.clock as &dyn Clock, &NoLog);
+                store_new(cx, &w.config.due, &op, w.clock.now_ms() + 60_000)
+                    .await
+                    .unwrap();
+            }
+        });
+        w
+    }
+
+    fn audit(&self) -> Audited {
+        let (entropy, transport, calls) = (
+            SeededEntropy::new(1),
+            ScriptedTransport::default(),
+            FakeSeller::default(),
+        );
+        let sealing = SealingKey::from_hex(&"ab".repeat(32)).unwrap();
+        let env = SweepEnv {
+            store: &self.store,
+            clock: &self.clock,
+            entropy: &entropy,
+            log: &NoLog,
+            sealing: &sealing,
+            calls: &calls,
+            transport: &transport,
+            config: &self.config,
+        };
+        block_on(run(&env, true)).unwrap()
+    }
+
+    fn repairs(&self, invariant: &str) -> u64 {
+        let text = block_on(metrics::render(&self.store, &Default::default(), 0)).unwrap();
+        let series = format!("adcp_audit_repairs_total{{invariant=\"{invariant}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_clean_store_needs_no_repair() {
+    let w = World::new(3);
+    let a = w.audit();
+    assert_eq!((a.checked, a.repaired, a.passed), (3, 0, true));
+    for invariant in metrics::AUDIT_INVARIANTS {
+        assert_eq!(w.repairs(invariant), 0, "{invariant}");
+    }
+}
+
+#[test]
+fn an_operation_never_filed_is_filed_for_now() {
+    let w = World::new(2);
+    block_on(w.store.delete(&keys::poll_state("op1"))).unwrap();
+    assert_eq!(w.audit().repaired, 1);
+    assert_eq!(w.repairs("due"), 1);
+    let state: PollState = block_on(get_json(&w.store, &keys::poll_state("op1")))
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.next_at_ms, w.clock.now_ms());
+    assert_eq!(w.audit().repaired, 0, "repaired for good");
+}
+
+#[test]
+fn an_operation_filed_past_its_deadline_or_long_overdue_is_filed_again() {
+    let w = World::new(2);
+    let late = PollState {
+        next_at_ms: w.clock.now_ms() + 2 * 86_400_000,
+        ..Default::default()
+    };
+    block_on(set_json(&w.store, &keys::poll_state("op0"), &late)).unwrap();
+    let lost = PollState {
+        next_at_ms: w.clock.now_ms() - OVERDUE_MS - 1,
+        ..Default::default()
+    };
+    block_on(set_json(&w.store, &keys::poll_state("op1"), &lost)).unwrap();
+    assert_eq!(w.audit().repaired, 2);
+    assert_eq!(w.repairs("due"), 2);
+}
+
+#[test]
+fn a_missing_listing_position_is_recorded() {
+    let w = World::new(1);
+    block_on(w.store.delete(&keys::operation_listed("op0"))).unwrap();
+    assert_eq!(w.audit().repaired, 1);
+    assert_eq!(w.repairs("listed"), 1);
+    let n = block_on(w.store.get(&keys::operation_listed("op0"))).unwrap();
+    assert_eq!(n.as_deref(), Some(b"1".as_slice()));
+}
+
+#[test]
+fn a_seller_left_out_of_the_registry_is_indexed() {
+    let w = World::new(1);
+    // Registered, but the write that indexes it failed.
+    let mut other = sample_seller();
+    other.seller_id = "s2".into();
+    block_on(seller::put(&w.store, &other)).unwrap();
+    let mut op = sample("op_s2");
+    op.seller_id = "s2".into();
+    let cx = Cx::new(&w.store, &w.clock as &dyn Clock, &NoLog);
+    block_on(store_new(cx, &w.config.due, &op, w.clock.now_ms())).unwrap();
+    assert_eq!(w.audit().repaired, 1);
+    assert_eq!(w.repairs("seller_index"), 1);
+    let registered = block_on(seller::registry(&w.store)).unwrap();
+    assert!(registered.contains(&("t1".to_string(), "s2".to_string())));
+}
+
+#[test]
+fn a_lease_left_by_a_holder_that_died_is_removed_once_its_slot_ended() {
+    let w = World::new(1);
+    let state: PollState = block_on(get_json(&w.store, &keys::poll_state("op0")))
+        .unwrap()
+        .unwrap();
+    let lease = &w.config.lease;
+    let key = keys::lease(
+        &keys::lease_scope_operation("op0"),
+        lease.slot_of(state.next_at_ms),
+    );
+    block_on(w.store.increment(&key, 1)).unwrap();
+    assert_eq!(
+        w.audit().repaired,
+        0,
+        "its slot has not ended: it may be held"
+    );
+    w.clock.advance(3 * lease.slot_ms);
+    assert_eq!(w.audit().repaired, 1);
+    assert_eq!(w.repairs("lease"), 1);
+    assert!(block_on(w.store.get(&key)).unwrap().is_none());
+}
+
+#[test]
+fn a_pass_over_ten_thousand_operations_takes_at_most_twenty_ticks() {
+    let w = World::new(10_000);
+    let mut ticks = 0;
+    let mut checked = 0;
+    loop {
+        ticks += 1;
+        let a = w.audit();
+        checked += a.checked;
+        assert_eq!(a.repaired, 0);
+        if a.passed {
+            break;
+        }
+        assert!(ticks < 20, "no pass after {ticks} ticks");
+    }
+    assert_eq!(checked, 10_000);
+    assert!(ticks <= 20);
+}
