@@ -203,7 +203,7 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
                     e["kind"] = json!("local");
                     e["change"] = json!(change);
                 }
-                journal::EntryKind::DispatchFailed { error, retry_at_ms, outcome_unknown } => {
+                journal::EntryKind::DispatchFailed { error, retry_at_ms, outcome_unknown, .. } => {
                     e["kind"] = json!("dispatch_failed");
                     e["error"] = json!(error);
                     e["retry_at_ms"] = json!(retry_at_ms);

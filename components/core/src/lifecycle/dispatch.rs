@@ -8,7 +8,7 @@
 use super::effects;
 use super::governance::{self, Verdict};
 use crate::foundation::cx::Cx;
-use crate::foundation::seal::SealingKey;
+use crate::foundation::seal::{SealingKey, digest_hex};
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::{
     Governance, LocalChange, Observation, Operation, OperationError, Source, WebhookMode,
@@ -132,9 +132,20 @@ pub async fn dispatch(
     let args = match wire_arguments(&op, sealing) {
         Ok(a) => a,
         Err(error) => {
-            return fail(cx, &op, error, None, false).await.map(Some);
+            return fail(cx, &op, error, None, None).await.map(Some);
         }
     };
+    // Under one `idempotency_key` the seller must only ever see one request: bytes that
+    // differ from what may already have been delivered are not sent (reconciliation, which
+    // looks the buy up, decides).
+    let digest = digest_hex(&serde_json::to_vec(&args).unwrap_or_default());
+    if op.sent_digest.as_ref().is_some_and(|sent| *sent != digest) {
+        let error = OperationError::new(
+            "REQUEST_CHANGED",
+            "the resend would differ from a request the seller may have received; not sent",
+        );
+        return fail(cx, &op, error, None, None).await.map(Some);
+    }
     let now = clock.now_ms();
     if !lease.valid_at(now) {
         return Ok(Some(expired()));
@@ -154,7 +165,7 @@ pub async fn dispatch(
                 "the answer echoed another operation's context",
             );
             let retry = retry_at(&op, now, None);
-            fail(cx, &op, error, retry, true).await.map(Some)
+            fail(cx, &op, error, retry, Some(digest)).await.map(Some)
         }
         Ok(payload) => {
             let obs = observation_from_payload(&payload, Source::Dispatch);
@@ -173,12 +184,14 @@ pub async fn dispatch(
             let unknown = e.outcome_unknown();
             let error = OperationError::new("TRANSPORT", e.to_string());
             let retry = retry_at(&op, now, None);
-            fail(cx, &op, error, retry, unknown).await.map(Some)
+            fail(cx, &op, error, retry, unknown.then_some(digest))
+                .await
+                .map(Some)
         }
         Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
             let error = OperationError::new(se.code.clone(), se.message.clone());
             let retry = retry_at(&op, now, se.retry_after_s);
-            fail(cx, &op, error, retry, false).await.map(Some)
+            fail(cx, &op, error, retry, None).await.map(Some)
         }
         Err(CallFailure::Seller(se)) => {
             // The seller refused this request as it is: an authoritative outcome.
@@ -218,7 +231,7 @@ async fn governed(
             retry_after_s,
         } => {
             let retry = retry_at(&op, now, retry_after_s);
-            return fail(cx, &op, error, retry, false).await.map(Err);
+            return fail(cx, &op, error, retry, None).await.map(Err);
         }
         Verdict::Deferred { until_ms } => return Ok(Err(Dispatched::Deferred { until_ms })),
     };
@@ -300,7 +313,8 @@ async fn fail(
     op: &Operation,
     error: OperationError,
     retry_at_ms: Option<u64>,
-    outcome_unknown: bool,
+    // `Some`: the outcome is unknown, and these bytes may have been delivered.
+    sent_digest: Option<String>,
 ) -> JournalResult<Dispatched> {
     effects::record(
         cx,
@@ -310,7 +324,8 @@ async fn fail(
         EntryKind::DispatchFailed {
             error: error.clone(),
             retry_at_ms,
-            outcome_unknown,
+            outcome_unknown: sent_digest.is_some(),
+            sent_digest,
         },
     )
     .await?;

@@ -49,6 +49,9 @@ pub struct Operation {
     /// Some attempt may have reached the seller without us seeing the answer.
     #[serde(default)]
     pub outcome_unknown: bool,
+    /// The digest of the bytes the first such attempt sent: every resend must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_digest: Option<String>,
     /// Webhook deliveries already folded in: the durable de-duplication state.
     #[serde(default)]
     pub deliveries: DeliveryLedger,
@@ -381,6 +384,7 @@ impl Operation {
             request_digest: None,
             dispatch_attempts: 0,
             outcome_unknown: false,
+            sent_digest: None,
             deliveries: DeliveryLedger::default(),
             governance: None,
             cancel: None,

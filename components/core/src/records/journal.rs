@@ -57,6 +57,9 @@ pub enum EntryKind {
         /// The seller may have acted (timeout, broken connection): resend only with the
         /// same key and bytes, and look the task up before giving up.
         outcome_unknown: bool,
+        /// With an unknown outcome: the digest of the bytes that may have been delivered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_digest: Option<String>,
     },
 }
 
@@ -168,10 +171,14 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
                 error,
                 retry_at_ms,
                 outcome_unknown,
+                sent_digest,
             },
         ) => {
             o.dispatch_attempts += 1;
             o.outcome_unknown |= *outcome_unknown;
+            if o.sent_digest.is_none() {
+                o.sent_digest.clone_from(sent_digest);
+            }
             o.error = Some(error.clone());
             o.next_poll_at_ms = *retry_at_ms;
             o.updated_at_ms = entry.recorded_at_ms;

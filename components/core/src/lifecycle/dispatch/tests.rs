@@ -373,6 +373,7 @@ fn an_operation_whose_seller_was_removed_fails_unless_a_send_may_have_reached_it
                 error: OperationError::new("TRANSPORT", "connection reset"),
                 retry_at_ms: Some(60_000),
                 outcome_unknown: true,
+                sent_digest: None,
             };
             block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
         }
@@ -397,4 +398,28 @@ fn an_operation_whose_seller_was_removed_fails_unless_a_send_may_have_reached_it
             assert_eq!(op.operation.error.unwrap().code, "SELLER_REMOVED");
         }
     }
+}
+
+#[test]
+fn a_resend_whose_bytes_differ_from_a_possibly_delivered_request_is_not_sent() {
+    let s = MemoryStore::new();
+    let sealing = setup(&s, WebhookMode::Bearer);
+    // An earlier attempt timed out after sending other bytes (e.g. another approval).
+    let lost = EntryKind::DispatchFailed {
+        error: OperationError::new("TRANSPORT", "timed out"),
+        retry_at_ms: Some(1_500),
+        outcome_unknown: true,
+        sent_digest: Some("digest-of-other-bytes".into()),
+    };
+    block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
+    let seller = FakeSeller::default();
+    let dispatched = run(&s, &sealing, &seller);
+    assert!(seller.calls.borrow().is_empty(), "not sent");
+    let Dispatched::Failed { retry_at_ms, error } = dispatched else {
+        panic!("{dispatched:?}");
+    };
+    assert_eq!(
+        (retry_at_ms, error.code.as_str()),
+        (None, "REQUEST_CHANGED")
+    );
 }

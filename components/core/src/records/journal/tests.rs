@@ -51,6 +51,7 @@ fn a_dispatch_failure_recorded_after_the_outcome_changes_nothing() {
             error: crate::model::operation::OperationError::new("TRANSPORT", "connection reset"),
             retry_at_ms: Some(60_000),
             outcome_unknown: true,
+            sent_digest: None,
         };
         let r = record(&s, &clock, "op1", failed).await.unwrap();
         assert_eq!(r.effect, Some(Effect::Recorded));
@@ -307,6 +308,7 @@ fn no_local_event_changes_the_outcome_of_a_terminal_record() {
             error: crate::model::operation::OperationError::new("TRANSPORT", "connection reset"),
             retry_at_ms: Some(60_000),
             outcome_unknown: true,
+            sent_digest: None,
         },
         EntryKind::Local {
             change: crate::model::operation::LocalChange::GovernanceHold {
