@@ -69,9 +69,13 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             Ok(json_response(StatusCode::OK, &v))
         }
         Method::GET => {
-            let cb: Callback = get_json(env.store, &key)
+            let mut cb: Callback = get_json(env.store, &key)
                 .await?
                 .ok_or_else(|| ApiError::not_found("callback"))?;
+            if notify::gone(env.store, &tenant.tenant_id, &cb).await? {
+                cb.enabled = false;
+                cb.disabled_reason = Some("callback answered 410 Gone".into());
+            }
             Ok(json_response(StatusCode::OK, &view(&cb)))
         }
         _ => {

@@ -17,6 +17,7 @@
 //! | `tenant:{tenant}:ops:{n}` | id of the tenant's n-th operation (listing index) | operation's creator |
 //! | `op:{op}:listed` | the operation's position `n` in its tenant's listing (decimal) | operation's creator |
 //! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
+//! | `callback:{tenant}:gone` | identity of the registration whose receiver answered 410 | notifier |
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
@@ -91,6 +92,10 @@ pub fn tenant_ops_entry(tenant: &str, n: u64) -> String {
 
 pub fn callback(tenant: &str) -> String {
     format!("callback:{tenant}")
+}
+
+pub fn callback_gone(tenant: &str) -> String {
+    format!("callback:{tenant}:gone")
 }
 
 pub fn notification(id: &str) -> String {

@@ -6,7 +6,7 @@
 
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
-use crate::foundation::seal::{Sealed, SealingKey};
+use crate::foundation::seal::{Sealed, SealingKey, digest_hex};
 use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use crate::foundation::transport::{Limits, Transport};
 use crate::schedule::backoff::Schedule;
@@ -30,6 +30,22 @@ pub struct Callback {
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+}
+
+impl Callback {
+    /// Which registration this is: a new `PUT` seals its secret afresh, so it differs.
+    pub fn identity(&self) -> String {
+        let sealed = serde_json::to_vec(&self.secret).unwrap_or_default();
+        digest_hex(&[self.url.as_bytes(), b"\n", &sealed].concat())
+    }
+}
+
+/// Whether the buyer's receiver answered 410 Gone to this registration. Kept beside it at
+/// `callback:{tenant}:gone`, so marking it never rewrites a registration the buyer may have
+/// replaced meanwhile.
+pub async fn gone(store: &impl Store, tenant: &str, callback: &Callback) -> StoreResult<bool> {
+    let marked = store.get(&keys::callback_gone(tenant)).await?;
+    Ok(marked.is_some_and(|m| m == callback.identity().as_bytes()))
 }
 
 pub fn secret_purpose(tenant: &str) -> String {
@@ -134,7 +150,11 @@ pub async fn attempt(
         return Ok(Some(n));
     }
     let callback: Option<Callback> = get_json(store, &keys::callback(&n.tenant_id)).await?;
-    let key = callback.as_ref().filter(|c| c.enabled).and_then(|c| {
+    let callback = match callback {
+        Some(c) if c.enabled && !gone(store, &n.tenant_id, &c).await? => Some(c),
+        _ => None,
+    };
+    let key = callback.as_ref().and_then(|c| {
         let secret = sealing
             .open_string(&secret_purpose(&n.tenant_id), &c.secret)
             .ok()?;
@@ -162,10 +182,9 @@ pub async fn attempt(
         Ok(req) => match transport.send(req, Limits::CALLBACK).await {
             Ok(resp) if resp.status().is_success() => Ok(()),
             Ok(resp) if resp.status() == http::StatusCode::GONE => {
-                if let Some(mut c) = callback {
-                    c.enabled = false;
-                    c.disabled_reason = Some("callback answered 410 Gone".into());
-                    set_json(store, &keys::callback(&n.tenant_id), &c).await?;
+                if let Some(c) = &callback {
+                    let marker = keys::callback_gone(&n.tenant_id);
+                    store.set(&marker, c.identity().as_bytes()).await?;
                 }
                 Err(("callback answered 410 Gone; disabled".to_string(), false))
             }
@@ -359,12 +378,73 @@ mod delivery_tests {
                 .unwrap();
             assert_eq!(n.state, DeliveryState::Failed);
             let cb: Callback = get_json(&s, &keys::callback("t1")).await.unwrap().unwrap();
-            assert!(!cb.enabled);
-            assert!(
-                enqueue(&s, &FixedClock(1), "t1", "op1", 3, json!({}))
+            assert!(gone(&s, "t1", &cb).await.unwrap());
+            // Later changes are not sent to the receiver that is gone.
+            let later = enqueue(&s, &FixedClock(1), "t1", "op1", 3, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            let later = attempt(&s, &FixedClock(1), &t, &sealing, &later.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(later.state, DeliveryState::Failed);
+            assert_eq!(t.requests.borrow().len(), 1);
+        });
+    }
+
+    /// The buyer replaces its callback while an attempt to the old one is answered 410: the
+    /// new registration stays as the buyer wrote it, and is used.
+    #[test]
+    fn a_410_never_overwrites_a_registration_replaced_meanwhile() {
+        struct ReplacedThenGone<'a>(&'a MemoryStore, &'a SealingKey);
+        impl Transport for ReplacedThenGone<'_> {
+            async fn send(
+                &self,
+                _: crate::foundation::transport::OutboundRequest,
+                _: Limits,
+            ) -> Result<crate::foundation::transport::InboundResponse, TransportError> {
+                let e = SeededEntropy::new(77);
+                let fresh = Callback {
+                    url: "https://buyer.example/new-hooks".into(),
+                    secret: self
+                        .1
+                        .seal(&e, &secret_purpose("t1"), new_secret(&e).as_bytes()),
+                    enabled: true,
+                    disabled_reason: None,
+                };
+                set_json(self.0, &keys::callback("t1"), &fresh)
                     .await
-                    .unwrap()
-                    .is_none()
+                    .unwrap();
+                Ok(http::Response::builder()
+                    .status(410)
+                    .body(Vec::new())
+                    .unwrap())
+            }
+        }
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        block_on(async {
+            let n = enqueue(&s, &FixedClock(0), "t1", "op1", 2, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            attempt(
+                &s,
+                &FixedClock(0),
+                &ReplacedThenGone(&s, &sealing),
+                &sealing,
+                &n.id,
+            )
+            .await
+            .unwrap();
+            let cb: Callback = get_json(&s, &keys::callback("t1")).await.unwrap().unwrap();
+            assert_eq!(cb.url, "https://buyer.example/new-hooks");
+            assert!(cb.enabled);
+            assert!(
+                !gone(&s, "t1", &cb).await.unwrap(),
+                "only the old one is gone"
             );
         });
     }
