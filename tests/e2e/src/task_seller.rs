@@ -243,6 +243,20 @@ impl TaskSeller {
         );
     }
 
+    /// Takes over a task another seller process accepted (a store fixture's buys), with the
+    /// status it has now; its `idempotency_key` replays it as the original did.
+    pub fn seed(&self, task: Task) {
+        let mut st = self.state.lock().expect("lock");
+        let i = st.tasks.len();
+        let key = task.arguments["idempotency_key"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        st.by_key.insert(key, i);
+        st.by_id.insert(task.task_id.clone(), i);
+        st.tasks.push(task);
+    }
+
     /// Holds the next `tools/call` of `tool` at `at`.
     pub fn hold(&self, tool: &str, at: HoldAt) -> Hold {
         let (reached_tx, reached_rx) = oneshot::channel();
