@@ -2,7 +2,8 @@
 //! `spin_key_value(store, key, value)`, one connection per host process behind a mutex,
 //! `increment` as an 8-byte little-endian integer in a transaction, and compare-and-swap
 //! that compares the old value's bytes and upserts unconditionally when the key was absent.
-//! Every call is counted by kind, and a call can be made to fail on purpose.
+//! Every call is counted by kind, and calls can be made to fail on purpose: before they are
+//! applied, or after (the answer lost), chosen by position or at random.
 //!
 //! `spin up` runs each trigger type as its own process, each with its own connection to the
 //! same file: [`Kv::connect_again`] opens such a second connection (sharing the counts and
@@ -59,11 +60,21 @@ impl KvCounts {
     }
 }
 
-/// A pending injected fault: fail the `nth` matching call from now.
+/// A pending injected fault: fail the `nth` matching call from now, before it is applied
+/// or (`lose`) after, its answer lost.
 #[derive(Debug, Clone)]
 struct Fault {
     remaining: u64,
     kind: Option<KvOp>,
+    lose: bool,
+}
+
+/// Faults drawn at random: each data call fails with probability `per_million` / 10⁶, half of
+/// them before being applied and half after (the answer lost).
+#[derive(Debug, Clone, Copy)]
+struct RandomFaults {
+    per_million: u64,
+    state: u64,
 }
 
 /// One connection to the store (one per trigger "process" of a host).
@@ -88,7 +99,9 @@ enum Backend {
 struct Stats {
     counts: Mutex<BTreeMap<KvOp, u64>>,
     faults: Mutex<Vec<Fault>>,
+    random: Mutex<Option<RandomFaults>>,
     calls: AtomicU64,
+    injected: AtomicU64,
 }
 
 pub type KvResult<T> = Result<T, String>;
@@ -166,39 +179,99 @@ impl Kv {
     /// Makes the `nth` call from now (1 = the next one), optionally only counting calls of
     /// `kind`, fail with `other("injected fault")`.
     pub fn fail_call(&self, nth: u64, kind: Option<KvOp>) {
-        if let Ok(mut f) = self.stats.faults.lock() {
-            f.push(Fault {
-                remaining: nth.max(1),
-                kind,
+        self.push_fault(nth, kind, false);
+    }
+
+    /// Makes the `nth` call from now take effect and then fail, as when a remote store's
+    /// answer is lost.
+    pub fn lose_answer(&self, nth: u64, kind: Option<KvOp>) {
+        self.push_fault(nth, kind, true);
+    }
+
+    /// Fails data calls at random (seeded, so a failing run can be repeated), half before and
+    /// half after they are applied; `per_million = 0` stops it.
+    pub fn random_faults(&self, per_million: u64, seed: u64) {
+        if let Ok(mut r) = self.stats.random.lock() {
+            *r = (per_million > 0).then_some(RandomFaults {
+                per_million,
+                state: seed,
             });
         }
     }
 
-    /// Counts the call and decides whether an injected fault fires.
-    fn enter(&self, op: KvOp) -> KvResult<()> {
+    /// Faults injected so far (scheduled and random).
+    pub fn injected(&self) -> u64 {
+        self.stats.injected.load(Ordering::Relaxed)
+    }
+
+    fn push_fault(&self, nth: u64, kind: Option<KvOp>, lose: bool) {
+        if let Ok(mut f) = self.stats.faults.lock() {
+            f.push(Fault {
+                remaining: nth.max(1),
+                kind,
+                lose,
+            });
+        }
+    }
+
+    /// Runs one call under the injected faults: refused before it is applied, or applied with
+    /// its answer replaced by an error.
+    fn lossy<T>(&self, op: KvOp, call: impl FnOnce() -> KvResult<T>) -> KvResult<T> {
+        let lose = self.enter(op)?;
+        let result = call();
+        if lose && result.is_ok() {
+            return Err("injected fault: answer lost".into());
+        }
+        result
+    }
+
+    /// Counts the call and decides whether an injected fault fires: `Err` before the call,
+    /// `Ok(true)` to lose its answer.
+    fn enter(&self, op: KvOp) -> KvResult<bool> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.stats.counts.lock() {
             *c.entry(op).or_default() += 1;
         }
-        let mut fire = false;
+        let mut fire = None;
         if let Ok(mut faults) = self.stats.faults.lock() {
             faults.retain_mut(|f| {
-                if f.kind.is_some_and(|k| k != op) {
+                if fire.is_some() || f.kind.is_some_and(|k| k != op) {
                     return true;
                 }
                 f.remaining -= 1;
                 if f.remaining == 0 {
-                    fire = true;
+                    fire = Some(f.lose);
                     false
                 } else {
                     true
                 }
             });
         }
-        if fire {
-            Err("injected fault".into())
-        } else {
-            Ok(())
+        if fire.is_none()
+            && op != KvOp::Open
+            && let Ok(mut random) = self.stats.random.lock()
+            && let Some(r) = random.as_mut()
+        {
+            // SplitMix64: a draw per call.
+            r.state = r.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = r.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            if z % 1_000_000 < r.per_million {
+                fire = Some(z & (1 << 40) != 0);
+            }
+        }
+        match fire {
+            None => Ok(false),
+            Some(lose) => {
+                self.stats.injected.fetch_add(1, Ordering::Relaxed);
+                if lose {
+                    Ok(true)
+                } else {
+                    Err("injected fault".into())
+                }
+            }
         }
     }
 
@@ -219,122 +292,129 @@ impl Kv {
     }
 
     pub fn open_store(&self) -> KvResult<()> {
-        self.enter(KvOp::Open)
+        self.enter(KvOp::Open).map(drop)
     }
 
     pub fn get(&self, store: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
-        self.enter(KvOp::Get)?;
-        self.on(
-            |c| {
-                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .query_row([store, key], |r| r.get(0))
-                    .optional()
-            },
-            |r| redis::cmd("GET").arg(key).query(r),
-        )
+        self.lossy(KvOp::Get, || {
+            self.on(
+                |c| {
+                    c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                        .query_row([store, key], |r| r.get(0))
+                        .optional()
+                },
+                |r| redis::cmd("GET").arg(key).query(r),
+            )
+        })
     }
 
     pub fn set(&self, store: &str, key: &str, value: &[u8]) -> KvResult<()> {
-        self.enter(KvOp::Set)?;
-        self.on(
-            |c| {
-                c.prepare_cached(
-                    "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
-                )?
-                .execute(params![store, key, value])
-                .map(drop)
-            },
-            |r| redis::cmd("SET").arg(key).arg(value).exec(r),
-        )
+        self.lossy(KvOp::Set, || {
+            self.on(
+                |c| {
+                    c.prepare_cached(
+                        "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT(store, key) DO UPDATE SET value=$3",
+                    )?
+                    .execute(params![store, key, value])
+                    .map(drop)
+                },
+                |r| redis::cmd("SET").arg(key).arg(value).exec(r),
+            )
+        })
     }
 
     pub fn delete(&self, store: &str, key: &str) -> KvResult<()> {
-        self.enter(KvOp::Delete)?;
-        self.on(
-            |c| {
-                c.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .execute([store, key])
-                    .map(drop)
-            },
-            |r| redis::cmd("DEL").arg(key).exec(r),
-        )
+        self.lossy(KvOp::Delete, || {
+            self.on(
+                |c| {
+                    c.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
+                        .execute([store, key])
+                        .map(drop)
+                },
+                |r| redis::cmd("DEL").arg(key).exec(r),
+            )
+        })
     }
 
     pub fn exists(&self, store: &str, key: &str) -> KvResult<bool> {
-        self.enter(KvOp::Exists)?;
-        self.on(
-            |c| {
-                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .query_row([store, key], |_| Ok(()))
-                    .optional()
-                    .map(|o| o.is_some())
-            },
-            |r| redis::cmd("EXISTS").arg(key).query(r),
-        )
+        self.lossy(KvOp::Exists, || {
+            self.on(
+                |c| {
+                    c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                        .query_row([store, key], |_| Ok(()))
+                        .optional()
+                        .map(|o| o.is_some())
+                },
+                |r| redis::cmd("EXISTS").arg(key).query(r),
+            )
+        })
     }
 
     pub fn keys(&self, store: &str) -> KvResult<Vec<String>> {
-        self.enter(KvOp::GetKeys)?;
-        self.on(
-            |c| {
-                c.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?
-                    .query_map([store], |r| r.get(0))?
-                    .collect()
-            },
-            |r| redis::cmd("KEYS").arg("*").query(r),
-        )
+        self.lossy(KvOp::GetKeys, || {
+            self.on(
+                |c| {
+                    c.prepare_cached("SELECT key FROM spin_key_value WHERE store=$1")?
+                        .query_map([store], |r| r.get(0))?
+                        .collect()
+                },
+                |r| redis::cmd("KEYS").arg("*").query(r),
+            )
+        })
     }
 
     /// Spin panics the host thread on a non-8-byte value (`expect("incorrect length")`); a
     /// test host must not crash, so that case is an error here, reported loudly.
     pub fn increment(&self, store: &str, key: &str, delta: i64) -> KvResult<i64> {
-        self.enter(KvOp::Increment)?;
-        let conn = match &self.backend {
-            Backend::Redis { conn, .. } => {
-                let mut r = conn.lock().map_err(poisoned)?;
-                return redis::cmd("INCRBY")
-                    .arg(key)
-                    .arg(delta)
-                    .query(&mut *r)
-                    .map_err(|e| e.to_string());
-            }
-            Backend::Sqlite { conn, .. } => conn,
-        };
-        let mut conn = conn.lock().map_err(poisoned)?;
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let current: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")
-            .and_then(|mut s| s.query_row([store, key], |r| r.get(0)).optional())
+        self.lossy(KvOp::Increment, || {
+            let conn = match &self.backend {
+                Backend::Redis { conn, .. } => {
+                    let mut r = conn.lock().map_err(poisoned)?;
+                    return redis::cmd("INCRBY")
+                        .arg(key)
+                        .arg(delta)
+                        .query(&mut *r)
+                        .map_err(|e| e.to_string());
+                }
+                Backend::Sqlite { conn, .. } => conn,
+            };
+            let mut conn = conn.lock().map_err(poisoned)?;
+            let tx = conn.transaction().map_err(|e| e.to_string())?;
+            let current: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")
+                .and_then(|mut s| s.query_row([store, key], |r| r.get(0)).optional())
+                .map_err(|e| e.to_string())?;
+            let current = match current {
+                None => 0,
+                Some(v) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                    format!("SPIN WOULD PANIC: increment of `{key}` whose value is not 8 bytes (incorrect length)")
+                })?),
+            };
+            let new = current.wrapping_add(delta);
+            tx.prepare_cached(
+                "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT(store, key) DO UPDATE SET value=$3",
+            )
+            .and_then(|mut s| s.execute(params![store, key, new.to_le_bytes()]))
             .map_err(|e| e.to_string())?;
-        let current = match current {
-            None => 0,
-            Some(v) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
-                format!("SPIN WOULD PANIC: increment of `{key}` whose value is not 8 bytes (incorrect length)")
-            })?),
-        };
-        let new = current.wrapping_add(delta);
-        tx.prepare_cached(
-            "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
-        )
-        .and_then(|mut s| s.execute(params![store, key, new.to_le_bytes()]))
-        .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-        Ok(new)
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok(new)
+        })
     }
 
     /// `Cas::current`: reads the value the swap will compare against.
     pub fn cas_current(&self, store: &str, key: &str) -> KvResult<Option<Vec<u8>>> {
-        self.enter(KvOp::CasCurrent)?;
-        self.on(
-            |c| {
-                c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
-                    .query_row([store, key], |r| r.get(0))
-                    .optional()
-            },
-            |r| redis::cmd("GET").arg(key).query(r),
-        )
+        self.lossy(KvOp::CasCurrent, || {
+            self.on(
+                |c| {
+                    c.prepare_cached("SELECT value FROM spin_key_value WHERE store=$1 AND key=$2")?
+                        .query_row([store, key], |r| r.get(0))
+                        .optional()
+                },
+                |r| redis::cmd("GET").arg(key).query(r),
+            )
+        })
     }
 
     /// `swap`: `Ok(true)` when exactly one row changed. With no old value (the key was
@@ -346,32 +426,33 @@ impl Kv {
         old: Option<&[u8]>,
         new: &[u8],
     ) -> KvResult<bool> {
-        self.enter(KvOp::CasSwap)?;
-        // Spin 4.0.2 on Redis: the swap's transaction applies, then its reply fails to
-        // convert, so every uncontended swap reports `CasFailed` after writing.
-        let redis_swap =
-            |r: &mut redis::Connection| redis::cmd("SET").arg(key).arg(new).exec(r).map(|()| false);
-        self.on(|c| {
-            let rows = match old {
-                Some(old) => c
-                    .prepare_cached(
-                        "UPDATE spin_key_value SET value=:new_value WHERE store=:name and key=:key and value=:old_value",
-                    )?
-                    .execute(named_params! {":name": store, ":key": key, ":old_value": old, ":new_value": new})?,
-                None => {
-                    let tx = c.transaction()?;
-                    let rows = tx
+        self.lossy(KvOp::CasSwap, || {
+            // Spin 4.0.2 on Redis: the swap's transaction applies, then its reply fails to
+            // convert, so every uncontended swap reports `CasFailed` after writing.
+            let redis_swap =
+                |r: &mut redis::Connection| redis::cmd("SET").arg(key).arg(new).exec(r).map(|()| false);
+            self.on(|c| {
+                let rows = match old {
+                    Some(old) => c
                         .prepare_cached(
-                            "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
+                            "UPDATE spin_key_value SET value=:new_value WHERE store=:name and key=:key and value=:old_value",
                         )?
-                        .execute(params![store, key, new])?;
-                    tx.commit()?;
-                    rows
-                }
-            };
-            Ok(rows == 1)
-        }, redis_swap)
+                        .execute(named_params! {":name": store, ":key": key, ":old_value": old, ":new_value": new})?,
+                    None => {
+                        let tx = c.transaction()?;
+                        let rows = tx
+                            .prepare_cached(
+                                "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT(store, key) DO UPDATE SET value=$3",
+                            )?
+                            .execute(params![store, key, new])?;
+                        tx.commit()?;
+                        rows
+                    }
+                };
+                Ok(rows == 1)
+            }, redis_swap)
+        })
     }
 
     pub fn get_many(
@@ -379,70 +460,73 @@ impl Kv {
         store: &str,
         keys: &[String],
     ) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        self.enter(KvOp::GetMany)?;
-        self.on(
-            |c| {
-                let mut out = Vec::new();
-                for k in keys {
-                    let v: Option<Vec<u8>> = c
-                        .prepare_cached(
-                            "SELECT value FROM spin_key_value WHERE store=$1 AND key=$2",
-                        )?
-                        .query_row([store, k], |r| r.get(0))
-                        .optional()?;
-                    // Spin's query returns only keys that exist.
-                    if v.is_some() {
-                        out.push((k.clone(), v));
+        self.lossy(KvOp::GetMany, || {
+            self.on(
+                |c| {
+                    let mut out = Vec::new();
+                    for k in keys {
+                        let v: Option<Vec<u8>> = c
+                            .prepare_cached(
+                                "SELECT value FROM spin_key_value WHERE store=$1 AND key=$2",
+                            )?
+                            .query_row([store, k], |r| r.get(0))
+                            .optional()?;
+                        // Spin's query returns only keys that exist.
+                        if v.is_some() {
+                            out.push((k.clone(), v));
+                        }
                     }
-                }
-                Ok(out)
-            },
-            |r| {
-                // Spin 4.0.2 sends `KEYS k1 k2 …` here (not `MGET`); Redis refuses the arity.
-                redis::cmd("KEYS")
-                    .arg(keys)
-                    .query::<Vec<String>>(r)
-                    .map(|_| Vec::new())
-            },
-        )
+                    Ok(out)
+                },
+                |r| {
+                    // Spin 4.0.2 sends `KEYS k1 k2 …` here (not `MGET`); Redis refuses the arity.
+                    redis::cmd("KEYS")
+                        .arg(keys)
+                        .query::<Vec<String>>(r)
+                        .map(|_| Vec::new())
+                },
+            )
+        })
     }
 
     pub fn set_many(&self, store: &str, kvs: &[(String, Vec<u8>)]) -> KvResult<()> {
-        self.enter(KvOp::SetMany)?;
-        self.on(
-            |c| {
-                let tx = c.transaction()?;
-                for (k, v) in kvs {
-                    tx.prepare_cached(
-                        "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
-                     ON CONFLICT(store, key) DO UPDATE SET value=$3",
-                    )?
-                    .execute(params![store, k, v])?;
-                }
-                tx.commit()
-            },
-            |r| {
-                let mut cmd = redis::cmd("MSET");
-                for (k, v) in kvs {
-                    cmd.arg(k).arg(v);
-                }
-                cmd.exec(r)
-            },
-        )
+        self.lossy(KvOp::SetMany, || {
+            self.on(
+                |c| {
+                    let tx = c.transaction()?;
+                    for (k, v) in kvs {
+                        tx.prepare_cached(
+                            "INSERT INTO spin_key_value (store, key, value) VALUES ($1, $2, $3)
+                         ON CONFLICT(store, key) DO UPDATE SET value=$3",
+                        )?
+                        .execute(params![store, k, v])?;
+                    }
+                    tx.commit()
+                },
+                |r| {
+                    let mut cmd = redis::cmd("MSET");
+                    for (k, v) in kvs {
+                        cmd.arg(k).arg(v);
+                    }
+                    cmd.exec(r)
+                },
+            )
+        })
     }
 
     pub fn delete_many(&self, store: &str, keys: &[String]) -> KvResult<()> {
-        self.enter(KvOp::DeleteMany)?;
-        self.on(
-            |c| {
-                let tx = c.transaction()?;
-                for k in keys {
-                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
-                        .execute([store, k])?;
-                }
-                tx.commit()
-            },
-            |r| redis::cmd("DEL").arg(keys).exec(r),
-        )
+        self.lossy(KvOp::DeleteMany, || {
+            self.on(
+                |c| {
+                    let tx = c.transaction()?;
+                    for k in keys {
+                        tx.prepare_cached("DELETE FROM spin_key_value WHERE store=$1 AND key=$2")?
+                            .execute([store, k])?;
+                    }
+                    tx.commit()
+                },
+                |r| redis::cmd("DEL").arg(keys).exec(r),
+            )
+        })
     }
 }

@@ -299,6 +299,21 @@ impl TestHost {
         self.shared.kv.fail_call(nth, kind);
     }
 
+    /// Makes the `nth` key-value call from now take effect and then fail (its answer lost).
+    pub fn lose_kv_answer(&self, nth: u64, kind: Option<KvOp>) {
+        self.shared.kv.lose_answer(nth, kind);
+    }
+
+    /// Fails key-value calls at random, of both kinds (see [`kv::Kv::random_faults`]).
+    pub fn random_kv_faults(&self, per_million: u64, seed: u64) {
+        self.shared.kv.random_faults(per_million, seed);
+    }
+
+    /// Key-value faults injected so far.
+    pub fn kv_faults_injected(&self) -> u64 {
+        self.shared.kv.injected()
+    }
+
     /// Fails outbound requests whose URL contains `pattern` (connection refused).
     pub fn fail_outbound_matching(&self, pattern: &str) {
         if let Ok(mut f) = self.shared.faults.lock() {

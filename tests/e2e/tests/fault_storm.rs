@@ -1,0 +1,270 @@
+//! A storm under store faults: 200 operations while 1 % of the key-value calls of all three
+//! components fail, half before they are applied and half after (the answer lost). Buyers
+//! retry their creates with the same `Idempotency-Key`, the seller retries its webhooks until
+//! one is taken, and cron ticks keep sweeping (a tick that fails is simply the next one's
+//! work). Once the faults stop, every operation ends in the seller's final state with one
+//! media buy, every status change reaches the buyer (by its `webhook-id`), and the
+//! auditor's next full pass finds nothing left to repair.
+
+use bytes::Bytes;
+use e2e::task_seller::{TaskSeller, Webhook};
+use e2e::{Api, METRICS_TOKEN, create_body, now_s, start};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use spin_test_host::kv::Kv;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const OPS: usize = 200;
+const FAULTS_PER_MILLION: u64 = 10_000;
+const FINALS: [&str; 3] = ["completed", "failed", "rejected"];
+
+/// The buyer's receiver: every `webhook-id` it was sent, in order (duplicates kept).
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let g = g.clone();
+                        async move {
+                            let id = req.headers()["webhook-id"].to_str().unwrap().to_string();
+                            let _ = req.into_body().collect().await;
+                            g.lock().unwrap().push(id);
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(204)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, got)
+}
+
+/// Creates operation `i` as a careful buyer does: the same `Idempotency-Key` until answered.
+async fn create(api: &Api, key: &str, i: usize) -> Value {
+    for _ in 0..100 {
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/operations", api.base))
+            .bearer_auth(key)
+            .header("idempotency-key", format!("fault-storm-{i}"))
+            .json(&create_body())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        match status {
+            200 | 201 => return body,
+            500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
+            s => panic!("create {i} refused: {s} {body}"),
+        }
+    }
+    panic!("create {i} never answered");
+}
+
+/// Sends a webhook until the orchestrator takes it, as a seller retries a delivery.
+async fn deliver(w: &Webhook, http: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        let d = w.send(http, base).await;
+        match d.status {
+            200 => return,
+            500..=599 => {
+                let wait = d.retry_after_s.map_or(200, |s| s * 1000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            s => panic!("delivery {} refused: {s} {}", w.idempotency_key, d.body),
+        }
+    }
+    panic!("delivery {} never taken", w.idempotency_key);
+}
+
+async fn get(api: &Api, key: &str, path: &str) -> Value {
+    for _ in 0..20 {
+        let (s, v) = api.call("GET", path, Some(key), None).await;
+        if s == 200 {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} unreadable");
+}
+
+fn repairs(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("adcp_audit_repairs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kv.db");
+    let host = Arc::new(start(&db, None).await);
+    let api = Api::new(host.base_url());
+    let seller = TaskSeller::start().await;
+    let key = api.tenant("Acme").await;
+    let (s, b) = api
+        .call(
+            "PUT",
+            "/api/v1/sellers/ssp",
+            Some(&key),
+            Some(json!({"mcp_url": seller.url, "webhook_mode": "hmac"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (hook, received) = receiver().await;
+    let (s, b) = api
+        .call(
+            "PUT",
+            "/api/v1/callback",
+            Some(&key),
+            Some(json!({"url": hook})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    host.random_kv_faults(FAULTS_PER_MILLION, 0x5eed);
+    let t1 = now_s();
+    let done = Arc::new(AtomicBool::new(false));
+    let sweeper = {
+        let (host, done) = (host.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut at = t1 + 140;
+            while !done.load(Ordering::SeqCst) {
+                let _ = host.cron_tick(at).await;
+                at += 30;
+            }
+            at
+        })
+    };
+    let created: Vec<Value> = futures::stream::iter(0..OPS)
+        .map(|i| {
+            let (api, key) = (&api, &key);
+            async move { create(api, key, i).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut finals = BTreeMap::new();
+    let mut drives = Vec::new();
+    for (i, op) in created.iter().enumerate() {
+        let op_id = op["operation_id"].as_str().unwrap().to_string();
+        finals.insert(op_id.clone(), FINALS[i % FINALS.len()]);
+        drives.push(op_id);
+    }
+    // The seller works each task it accepted (a create that died before the seller heard of
+    // it is sent by the sweep's redispatch; its webhooks follow once the seller has it).
+    let pending: Vec<String> = futures::stream::iter(drives.clone())
+        .map(|op_id| {
+            let (seller, http, base) = (seller.clone(), api.http.clone(), host.base_url());
+            let last = finals[&op_id];
+            async move {
+                for _ in 0..600 {
+                    if let Some(t) = seller.tasks_for(&op_id).first() {
+                        for status in ["working", last] {
+                            seller.set_status(&t.task_id, status);
+                            let w = seller.webhook(&t.task_id, status, "2026-11-22T10:00:02Z");
+                            deliver(&w, &http, &base).await;
+                        }
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some(op_id)
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    assert!(pending.is_empty(), "never sent to the seller: {pending:?}");
+    let injected = host.kv_faults_injected();
+    host.random_kv_faults(0, 0);
+    done.store(true, Ordering::SeqCst);
+    let mut at = sweeper.await.unwrap();
+
+    // Faults over: the sweep finishes whatever the failures left (notification retries).
+    let mut statuses = BTreeMap::new();
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..40 {
+        host.cron_tick(at).await.unwrap();
+        at += 60;
+        statuses.clear();
+        expected.clear();
+        for op_id in &drives {
+            let op = get(&api, &key, &format!("/api/v1/operations/{op_id}")).await;
+            statuses.insert(op_id.clone(), op["status"].as_str().unwrap().to_string());
+            let ev = get(&api, &key, &format!("/api/v1/operations/{op_id}/events")).await;
+            for e in ev["events"].as_array().unwrap() {
+                if matches!(e["effect"]["effect"].as_str(), Some("applied" | "overrode")) {
+                    expected.insert(format!("ntf_{op_id}_{}", e["seq"]));
+                }
+            }
+        }
+        let got: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
+        let settled = drives.iter().all(|id| statuses[id] == finals[id]);
+        if settled && expected.is_subset(&got) {
+            break;
+        }
+    }
+    for op_id in &drives {
+        assert_eq!(statuses[op_id], finals[op_id], "{op_id}");
+        assert_eq!(seller.tasks_for(op_id).len(), 1, "{op_id}: one media buy");
+    }
+    let sent = received.lock().unwrap().clone();
+    let distinct: BTreeSet<String> = sent.iter().cloned().collect();
+    assert_eq!(
+        distinct, expected,
+        "each change announced, and nothing else"
+    );
+
+    // The auditor's next full pass (200 operations: one tick each) repairs nothing.
+    let metrics = || async {
+        api.http
+            .get(format!("{}/metrics", host.base_url()))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    host.cron_tick(at).await.unwrap();
+    let before = repairs(&metrics().await);
+    host.cron_tick(at + 60).await.unwrap();
+    host.cron_tick(at + 120).await.unwrap();
+    let after = repairs(&metrics().await);
+    assert_eq!(after, before, "nothing left to repair");
+    let kv = Kv::open(&db).unwrap();
+    let cursor: Value =
+        serde_json::from_slice(&kv.get("default", "audit:cursor").unwrap().unwrap()).unwrap();
+    assert!(cursor["passes"].as_u64().unwrap() >= 2, "{cursor}");
+    eprintln!(
+        "fault storm: {OPS} operations, {injected} store faults injected; {} notifications \
+         sent for {} changes ({} sent again after a lost answer); {before} audit repairs",
+        sent.len(),
+        expected.len(),
+        sent.len() - distinct.len(),
+    );
+}
