@@ -41,6 +41,13 @@
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
+//! | `tenant:{tenant}:sellers:n` | counter: sellers the tenant ever registered | `increment` only |
+//! | `tenant:{tenant}:sellers:{n}` | id of the tenant's n-th registered seller (listing index) | operations API |
+//! | `tenant:{tenant}:seller:{seller}:listed` | counter: claim on the seller's one listing entry | `increment` only |
+//! | `sellerok:{tenant}:{seller}` | when a call to the seller last succeeded (Unix ms, decimal) | whoever calls the seller |
+//! | `sum:{tenant}:moved:{from}:{to}` | counter: the tenant's operations that went from one status to another | `increment` only |
+//! | `sum:{tenant}:rejected:{reason}` | counter: the tenant's webhooks refused, by reason | `increment` only |
+//! | `sum:{tenant}:sellererr:{seller}` | counter: failed calls to one of the tenant's sellers | `increment` only |
 //!
 //! Sequence numbers are allocated with `increment`, so concurrent writers never
 //! rewrite the same key; snapshots may be overwritten by a stale writer, which only
@@ -191,6 +198,37 @@ pub fn reconcile_claim(epoch: u64) -> String {
 /// The first listing entry of the tenant not yet removed by retention.
 pub fn purge_cursor(tenant: &str) -> String {
     format!("purge:cursor:{tenant}")
+}
+
+pub fn tenant_sellers_count(tenant: &str) -> String {
+    format!("tenant:{tenant}:sellers:n")
+}
+
+pub fn tenant_sellers_entry(tenant: &str, n: u64) -> String {
+    format!("tenant:{tenant}:sellers:{n}")
+}
+
+/// Claim (`increment == 1` wins) on the one listing entry of a seller, so registering it
+/// again after a delete does not list it twice.
+pub fn tenant_seller_listed(tenant: &str, seller: &str) -> String {
+    format!("tenant:{tenant}:seller:{seller}:listed")
+}
+
+pub fn seller_last_ok(tenant: &str, seller: &str) -> String {
+    format!("sellerok:{tenant}:{seller}")
+}
+
+/// One counter per (from, to) pair, so a status change costs a single increment.
+pub fn summary_moved(tenant: &str, from: &str, to: &str) -> String {
+    format!("sum:{tenant}:moved:{from}:{to}")
+}
+
+pub fn summary_rejected(tenant: &str, reason: &str) -> String {
+    format!("sum:{tenant}:rejected:{reason}")
+}
+
+pub fn summary_seller_errors(tenant: &str, seller: &str) -> String {
+    format!("sum:{tenant}:sellererr:{seller}")
 }
 
 pub fn reconcile_cursor(tenant: &str, seller: &str) -> String {

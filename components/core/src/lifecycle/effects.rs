@@ -105,6 +105,7 @@ async fn apply(
         crate::records::indexes::track(store, op).await?;
     }
     metrics::transition(store, op.task.name(), from, to, op.created_at_ms, now).await?;
+    crate::records::summary::status_changed(store, &op.tenant_id, from, to).await?;
     log::emit(
         log,
         &log::Event {
