@@ -1,5 +1,6 @@
 //! The buyer-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`) and the operations console
-//! over it (`/console/`), as a function from request to response over the store. The operations component only converts Spin's request type.
+//! over it (`/console/`), as a function from request to response over the store. The
+//! operations component only converts Spin's request type.
 //!
 //! Every error is JSON `{"code", "message"}` with a stable `code`, and no handler changes
 //! state before its input is fully validated.
