@@ -210,6 +210,29 @@ async fn the_console_signs_in_lists_shows_timelines_and_decides() {
         .await;
     assert_eq!(kept, "awaiting_decision");
 
+    // More to look at: one still with the seller, one held for a decision.
+    seller.answer(Answer::Payload(
+        json!({"status": "submitted", "task_id": "task_3"}),
+    ));
+    api.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body(false)),
+    )
+    .await;
+    gov.answer(Answer::Payload(
+        json!({"check_id": "c2", "verdict": "conditions",
+        "plan_id": "plan_1", "explanation": "over the monthly cap"}),
+    ));
+    api.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body(true)),
+    )
+    .await;
+
     // Sellers and health.
     browser.goto(&format!("{base}/console/#/sellers")).await;
     let sellers = browser

@@ -66,7 +66,7 @@ pub struct StatusCount {
     pub open: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Operations currently in each status (zeros left out).
     pub operations_by_status: Vec<StatusCount>,
