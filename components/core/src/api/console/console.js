@@ -257,7 +257,7 @@ class OperationsView {
         el("td", { text: op.task }),
         el("td", { text: op.seller_id }),
         el("td", { text: duration(Date.now() - op.created_at_ms) }),
-        el("td", { text: CLOSED.includes(op.status) ? "—" : op.status === "awaiting_decision" ? "needs a decision" : relative(next) })));
+        el("td", { text: CLOSED.includes(op.status) ? "—" : op.status === "awaiting_decision" ? "needs a decision" : next && next <= Date.now() ? "due now" : relative(next) })));
     }
     if (!page.operations.length) {
       this.table.append(el("tr", {}, el("td", { colspan: "6", text: "No operations match." })));
