@@ -1192,6 +1192,22 @@ fn sellers_and_summary_need_a_key_and_show_only_the_tenants_own() {
     assert_eq!(ssp["breaker"]["consecutive_failures"], 1);
     assert!(ssp.get("credentials").is_none() && ssp["has_credentials"] == true);
     assert!(!list.to_string().contains("seller-token-123"), "{list}");
+    assert_eq!(
+        ssp["last_success_at_ms"],
+        Value::Null,
+        "its one call failed"
+    );
+    assert!(ssp["diagnostics"].is_array(), "{ssp}");
+    // A call that succeeds is timestamped.
+    w.seller.answer(submitted("t1"));
+    w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&a),
+        Some(create_body("gov")),
+    );
+    let (_, list) = w.call("GET", "/api/v1/sellers", Some(&a), None);
+    assert_eq!(list["sellers"][0]["last_success_at_ms"], json!(w.clock.0));
     let (_, list_b) = w.call("GET", "/api/v1/sellers", Some(&b), None);
     assert_eq!(list_b["sellers"].as_array().unwrap().len(), 1);
     assert_eq!(list_b["sellers"][0]["seller_id"], "other");

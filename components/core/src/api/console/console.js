@@ -133,12 +133,24 @@ function navigate() {
   view.hidden = false;
   current = route();
   current.render(view);
-  refresh();
+  refresh(true);
 }
 
-async function refresh() {
+let refreshing = null;
+
+// One refresh at a time: a slow answer is not overtaken by the next tick. A `fresh` refresh
+// (after an action or a navigation) waits for one in flight and then reads again.
+async function refresh(fresh) {
+  while (fresh && refreshing) await refreshing;
   if (!current) return;
-  const view = current;
+  if (refreshing) return refreshing;
+  refreshing = refreshView(current).finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+async function refreshView(view) {
   try {
     await view.refresh();
     if (view === current) showStatus("Updated " + new Date().toLocaleTimeString());
@@ -408,7 +420,7 @@ class OperationView {
       this.result.textContent = action + " refused: " + e.message;
     }
     this.pending = null;
-    await refresh();
+    await refresh(true);
   }
 }
 
@@ -462,7 +474,7 @@ class SellersView {
       this.result.className = "error";
       this.result.textContent = "Refreshing " + id + " failed: " + e.message;
     }
-    await refresh();
+    await refresh(true);
   }
 }
 
