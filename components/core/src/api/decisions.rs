@@ -54,7 +54,7 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
                 reason,
                 superseded_by: None,
             },
-            by.clone(),
+            by,
         )
         .await?;
         let child = linked::cancel_follow_up(env.cx(), env.entropy, env.sweep, &op)

@@ -152,7 +152,7 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         if let Some(code) = code {
             let _ = crate::records::metrics::seller_error(self.store, code).await;
             let _ = summary::seller_error(self.store, &seller.tenant_id, &seller.seller_id).await;
-        } else if read {
+        } else if read && result.is_ok() {
             let _ = seller::called_ok(self.store, &seller.tenant_id, &seller.seller_id, now).await;
         }
         if unhealthy || !permit.is_clean() || permit.is_probe() {
