@@ -70,6 +70,18 @@ async fn the_console_signs_in_lists_shows_timelines_and_decides() {
     assert_eq!(st, 201, "{op}\n{}", host.output());
     let id = op["operation_id"].as_str().unwrap().to_string();
 
+    // The real component serves the page with its security headers.
+    let page = reqwest::get(format!("{base}/console/")).await.unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert_eq!(header("x-content-type-options"), "nosniff");
+
     let browser = Browser::start().await;
     browser.goto(&format!("{base}/console/")).await;
 
@@ -242,6 +254,12 @@ async fn the_console_signs_in_lists_shows_timelines_and_decides() {
         sellers.contains("gov") && sellers.contains("closed"),
         "{sellers}"
     );
+    browser
+        .click("tr[data-seller-id='ssp'] .refresh-capabilities")
+        .await;
+    browser
+        .wait_for_text("#seller-result", "Capabilities of ssp refreshed", REFRESHED)
+        .await;
     browser.goto(&format!("{base}/console/#/health")).await;
     let health = browser
         .wait_for_text("#health", "open operations", REFRESHED)
