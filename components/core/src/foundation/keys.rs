@@ -45,6 +45,7 @@
 //! | `tenant:{tenant}:sellers:{n}` | id of the tenant's n-th registered seller (listing index) | operations API |
 //! | `tenant:{tenant}:seller:{seller}:listed` | counter: claim on the seller's one listing entry | `increment` only |
 //! | `sellerok:{tenant}:{seller}` | when a call to the seller last succeeded (Unix ms, decimal) | whoever calls the seller |
+//! | `sum:{tenant}:created:{status}` | counter: the tenant's operations stored in that status | `increment` only |
 //! | `sum:{tenant}:moved:{from}:{to}` | counter: the tenant's operations that went from one status to another | `increment` only |
 //! | `sum:{tenant}:rejected:{reason}` | counter: the tenant's webhooks refused, by reason | `increment` only |
 //! | `sum:{tenant}:sellererr:{seller}` | counter: failed calls to one of the tenant's sellers | `increment` only |
@@ -216,6 +217,10 @@ pub fn tenant_seller_listed(tenant: &str, seller: &str) -> String {
 
 pub fn seller_last_ok(tenant: &str, seller: &str) -> String {
     format!("sellerok:{tenant}:{seller}")
+}
+
+pub fn summary_created(tenant: &str, status: &str) -> String {
+    format!("sum:{tenant}:created:{status}")
 }
 
 /// One counter per (from, to) pair, so a status change costs a single increment.

@@ -5,10 +5,11 @@ use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::Operation;
 
-/// What every newly stored operation gets, whoever created it: the created counter and an
-/// entry in its tenant's listing.
+/// What every newly stored operation gets, whoever created it: the created counters (global
+/// and the tenant's summary) and an entry in its tenant's listing.
 pub async fn count_and_list(store: &impl Store, op: &Operation) -> StoreResult<()> {
     super::metrics::operation_created(store, op.task.name()).await?;
+    super::summary::created(store, &op.tenant_id, op.status).await?;
     let n = store
         .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
         .await?;

@@ -5,7 +5,8 @@
 //! Only `increment` is atomic, so the counts are best-effort: a writer that crashes between
 //! applying a change and counting it leaves them one off (the journal stays the truth).
 //! A status change costs one increment (a counter per from→to pair); reading pays for it,
-//! one read per pair that the state machine can take.
+//! one read per pair that the state machine can take. Operations stored by a release
+//! without these counters are left out (`Operation::in_tenant_summary`).
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
@@ -23,6 +24,15 @@ pub fn all_statuses() -> Vec<OperationStatus> {
     .chain(TaskStatus::ALL.map(OperationStatus::Seller))
     .chain([OperationStatus::TimedOut, OperationStatus::CanceledLocally])
     .collect()
+}
+
+/// One of the tenant's operations was stored in `status` (usually `pending_dispatch`; an
+/// operation adopted from a seller's task list starts in the seller's status).
+pub async fn created(store: &impl Store, tenant: &str, status: OperationStatus) -> StoreResult<()> {
+    store
+        .increment(&keys::summary_created(tenant, status.as_str()), 1)
+        .await
+        .map(drop)
 }
 
 /// The writer that applied `from → to` for one of the tenant's operations reports it.
@@ -80,10 +90,11 @@ pub struct Summary {
 /// Reads the tenant's counters; `sellers` are the seller ids to report errors for.
 pub async fn read(store: &impl Store, tenant: &str, sellers: &[String]) -> StoreResult<Summary> {
     let statuses = all_statuses();
-    // Every operation starts as `pending_dispatch`, and each creation is in the listing
-    // counter.
-    let mut counts: Vec<i64> = statuses.iter().map(|_| 0).collect();
-    counts[0] = store.increment(&keys::tenant_ops_count(tenant), 0).await?;
+    let mut counts = Vec::with_capacity(statuses.len());
+    for s in &statuses {
+        let key = keys::summary_created(tenant, s.as_str());
+        counts.push(store.increment(&key, 0).await?);
+    }
     for (i, from) in statuses.iter().enumerate() {
         // A seller's terminal status is final: nothing moves out of it.
         if from.is_authoritative_terminal() {
@@ -147,8 +158,11 @@ mod tests {
         let completed = OperationStatus::Seller(TaskStatus::Completed);
         block_on(async {
             // Three created for t1, one for t2.
-            s.increment(&keys::tenant_ops_count("t1"), 3).await.unwrap();
-            s.increment(&keys::tenant_ops_count("t2"), 1).await.unwrap();
+            for tenant in ["t1", "t1", "t1", "t2"] {
+                created(&s, tenant, OperationStatus::PendingDispatch)
+                    .await
+                    .unwrap();
+            }
             for _ in 0..2 {
                 status_changed(&s, "t1", OperationStatus::PendingDispatch, submitted)
                     .await
