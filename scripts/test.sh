@@ -17,6 +17,14 @@ if ! command -v redis-server >/dev/null; then
 fi
 redis-server --version
 
+echo "==> chromium and chromedriver (Debian's packages) for the console's browser tests"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+/usr/bin/chromedriver --version
+
 echo "==> Python peers (official AdCP SDK) in .venv"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

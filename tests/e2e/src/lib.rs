@@ -1,7 +1,8 @@
 //! Shared helpers for the end-to-end tests: starting the application on the test host with
-//! the project's `spin.toml`, a scripted MCP seller on loopback for fault injection, and
-//! small HTTP conveniences.
+//! the project's `spin.toml`, a scripted MCP seller on loopback for fault injection, a
+//! headless browser for the console, and small HTTP conveniences.
 
+pub mod browser;
 pub mod fake_seller;
 pub mod proxy;
 pub mod python_seller;

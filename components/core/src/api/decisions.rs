@@ -9,7 +9,7 @@
 use super::env::Env;
 use super::operations::{dispatch_now, load_owned, view};
 use crate::foundation::error::FieldError;
-use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
+use crate::foundation::http::{ApiError, ApiResult, Request, bearer, json_body, json_response};
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
@@ -17,7 +17,8 @@ use crate::lifecycle::{effects, linked, next::reschedule_after_change};
 use crate::model::operation::{LocalChange, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::{self};
-use crate::records::{journal::EntryKind, tenant::Tenant};
+use crate::records::journal::EntryKind;
+use crate::records::tenant::{Tenant, key_label};
 use crate::schedule::poll::PollState;
 use crate::seller::port::SellerCalls;
 use http::StatusCode;
@@ -33,6 +34,7 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
 ) -> ApiResult {
     let body = optional_body(req)?;
     let reason = reason(&body, &["reason"])?;
+    let by = acting_key(req);
     let op = load_owned(env, tenant, op_id).await?;
     if op.status.is_authoritative_terminal() {
         if linked::media_buy_id(&op).is_none() {
@@ -50,6 +52,7 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
                 reason,
                 superseded_by: None,
             },
+            by,
         )
         .await?;
         let child = linked::cancel_follow_up(env.cx(), env.entropy, env.sweep, &op)
@@ -75,6 +78,7 @@ pub async fn cancel<S: Store, C: SellerCalls, T: Transport>(
             reason,
             superseded_by: None,
         },
+        by,
     )
     .await?;
     Ok(json_response(
@@ -91,6 +95,7 @@ pub async fn decision<S: Store, C: SellerCalls, T: Transport>(
 ) -> ApiResult {
     let body = json_body(req)?;
     let reason = reason(&body, &["action", "reason", "arguments"])?;
+    let by = acting_key(req);
     let action = body.get("action").and_then(Value::as_str).unwrap_or("");
     let op = load_owned(env, tenant, op_id).await?;
     let held = op.status == OperationStatus::AwaitingDecision;
@@ -110,7 +115,7 @@ pub async fn decision<S: Store, C: SellerCalls, T: Transport>(
             if !held {
                 return Err(pending("awaiting_decision"));
             }
-            let op = record(env, op, LocalChange::Approved).await?;
+            let op = record(env, op, LocalChange::Approved, by).await?;
             let op = dispatch_now(env, &op.operation_id).await?.unwrap_or(op);
             Ok(json_response(
                 StatusCode::OK,
@@ -128,6 +133,7 @@ pub async fn decision<S: Store, C: SellerCalls, T: Transport>(
                     reason,
                     superseded_by: None,
                 },
+                by,
             )
             .await?;
             Ok(json_response(
@@ -139,7 +145,7 @@ pub async fn decision<S: Store, C: SellerCalls, T: Transport>(
             if !(held || input_required) {
                 return Err(pending("awaiting_decision or input-required"));
             }
-            replan(env, op, &body, reason).await
+            replan(env, op, &body, reason, by).await
         }
         _ => Err(ApiError::invalid(
             "invalid decision",
@@ -157,6 +163,7 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
     op: Operation,
     body: &Map<String, Value>,
     reason: Option<String>,
+    by: Option<String>,
 ) -> ApiResult {
     let Some(Value::Object(amend)) = body.get("arguments") else {
         return Err(ApiError::invalid(
@@ -220,6 +227,7 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
             reason: reason.or_else(|| Some("re-planned".into())),
             superseded_by: Some(child_id.clone()),
         },
+        by,
     )
     .await?;
     let child = if child.status == OperationStatus::PendingDispatch {
@@ -233,11 +241,13 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
     ))
 }
 
-/// Records a local change, runs its effects and files the operation for the sweep.
+/// Records a local change decided by `by`, runs its effects and files the operation for the
+/// sweep.
 async fn record<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     op: Operation,
     change: LocalChange,
+    by: Option<String>,
 ) -> ApiResult<Operation> {
     let op_id = op.operation_id.clone();
     effects::record(
@@ -245,7 +255,7 @@ async fn record<S: Store, C: SellerCalls, T: Transport>(
         "api",
         &op_id,
         Some(op.clone()),
-        EntryKind::Local { change },
+        EntryKind::Local { change, by },
     )
     .await?;
     reschedule_after_change(
@@ -266,6 +276,11 @@ async fn reload<S: Store, C: SellerCalls, T: Transport>(
     Ok(effects::load_and_adopt(env.cx(), &op.operation_id)
         .await?
         .map_or(op, |l| l.operation))
+}
+
+/// The label of the API key that made the request (already authenticated by the router).
+fn acting_key(req: &Request) -> Option<String> {
+    bearer(req).map(key_label)
 }
 
 /// An empty body is an empty object.

@@ -1,14 +1,17 @@
-//! The buyer-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`), as a function from request to
-//! response over the store. The operations component only converts Spin's request type.
+//! The buyer-facing HTTP API (`/api/v1`, `/healthz`, `/readyz`) and the operations console
+//! over it (`/console/`), as a function from request to response over the store. The
+//! operations component only converts Spin's request type.
 //!
 //! Every error is JSON `{"code", "message"}` with a stable `code`, and no handler changes
 //! state before its input is fully validated.
 
 mod callback;
+mod console;
 mod decisions;
 mod env;
 mod operations;
 mod sellers;
+mod summary;
 mod tenants;
 
 pub use env::{ApiConfig, Env};
@@ -128,6 +131,24 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
             only(&method, &[Method::PUT, Method::GET, Method::DELETE])?;
             let tenant = require_tenant(env, &req).await?;
             callback::handle(env, &tenant, &req).await
+        }
+        ["console"] => {
+            only(&method, &[Method::GET])?;
+            console::asset("")
+        }
+        ["console", file] => {
+            only(&method, &[Method::GET])?;
+            console::asset(file)
+        }
+        ["api", "v1", "sellers"] => {
+            only(&method, &[Method::GET])?;
+            let tenant = require_tenant(env, &req).await?;
+            sellers::list(env, &tenant, &req).await
+        }
+        ["api", "v1", "summary"] => {
+            only(&method, &[Method::GET])?;
+            let tenant = require_tenant(env, &req).await?;
+            summary::get(env, &tenant).await
         }
         ["api", "v1", "sellers", seller_id] => {
             only(&method, &[Method::PUT, Method::GET, Method::DELETE])?;

@@ -199,9 +199,10 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
                     e["seller_at_ms"] = json!(observation.at_ms);
                 }
                 journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
-                journal::EntryKind::Local { change } => {
+                journal::EntryKind::Local { change, by } => {
                     e["kind"] = json!("local");
                     e["change"] = json!(change);
+                    e["by"] = json!(by);
                 }
                 journal::EntryKind::DispatchFailed { error, retry_at_ms, outcome_unknown, .. } => {
                     e["kind"] = json!("dispatch_failed");

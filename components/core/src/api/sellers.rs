@@ -265,3 +265,92 @@ fn view(s: &Seller) -> Value {
         "updated_at_ms": s.updated_at_ms,
     })
 }
+
+/// Most sellers one page of `GET /api/v1/sellers` shows.
+pub const MAX_SELLERS_PAGE: usize = 100;
+
+/// `GET /api/v1/sellers`: the tenant's sellers, newest registration first, each with its
+/// breaker, the time of its last successful call and what needs attention.
+pub async fn list<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    tenant: &Tenant,
+    req: &Request,
+) -> ApiResult {
+    let (limit, cursor) = page_query(req.uri().query().unwrap_or(""), MAX_SELLERS_PAGE)?;
+    let tid = &tenant.tenant_id;
+    let now = env.clock.now_ms();
+    let (ids, next) = seller::listed_ids(env.store, tid, cursor, limit).await?;
+    let mut out = Vec::new();
+    for id in ids {
+        // Deleted sellers keep their listing entry.
+        let Some(record) = seller::get(env.store, tid, &id).await? else {
+            continue;
+        };
+        let mut v = view(&record);
+        let breaker = Breaker::new(&env.sweep.breaker, tid, &id)
+            .state(env.store, now)
+            .await?;
+        v["breaker"] = serde_json::to_value(breaker).unwrap_or_default();
+        v["last_success_at_ms"] = json!(seller::last_ok(env.store, tid, &id).await?);
+        v["diagnostics"] = json!(diagnostics(&record));
+        out.push(v);
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "sellers": out, "next_cursor": next.map(|c| c.to_string()) }),
+    ))
+}
+
+/// What an operator should know about a seller's interoperability, in words.
+fn diagnostics(s: &Seller) -> Vec<String> {
+    let mut out: Vec<String> = s.attention.iter().cloned().collect();
+    match &s.capabilities {
+        None => out.push(
+            "capabilities not fetched yet: operations are refused until they are".to_string(),
+        ),
+        Some(c) => {
+            if let Some(why) = c.refuses_mutations() {
+                out.push(why.to_string());
+            }
+            if !c.webhook_signing {
+                out.push(format!(
+                    "the seller does not sign webhooks (RFC 9421); they use {}",
+                    serde_json::to_value(s.webhook_mode.unwrap_or_else(|| c.webhook_mode()))
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `limit` (1 to `max`, default 50 or `max` if lower) and `cursor` of a listing query;
+/// anything else is refused.
+pub(super) fn page_query(q: &str, max: usize) -> ApiResult<(usize, Option<u64>)> {
+    let (mut limit, mut cursor) = (max.min(50), None);
+    let mut errors = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "limit" => match v.parse::<usize>() {
+                Ok(l) if (1..=max).contains(&l) => limit = l,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    format!("an integer from 1 to {max}"),
+                )),
+            },
+            "cursor" => match v.parse::<u64>() {
+                Ok(c) => cursor = Some(c),
+                Err(_) => errors.push(FieldError::new("cursor", "a cursor from a previous page")),
+            },
+            other => errors.push(FieldError::new(other, "unknown query parameter")),
+        }
+    }
+    if errors.is_empty() {
+        Ok((limit, cursor))
+    } else {
+        Err(ApiError::invalid("invalid query", errors))
+    }
+}

@@ -61,6 +61,17 @@ impl World {
     }
 
     fn raw(&self, req: Request) -> (StatusCode, Value) {
+        let resp = self.response(req);
+        let status = resp.status();
+        let body = if resp.body().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(resp.body()).unwrap()
+        };
+        (status, body)
+    }
+
+    fn response(&self, req: Request) -> Response {
         let env = Env {
             store: &self.store,
             clock: &self.clock,
@@ -71,14 +82,7 @@ impl World {
             transport: &self.transport,
             sweep: &self.sweep,
         };
-        let resp = block_on(handle(&env, req));
-        let status = resp.status();
-        let body = if resp.body().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(resp.body()).unwrap()
-        };
-        (status, body)
+        block_on(handle(&env, req))
     }
 
     fn tenant(&self, name: &str) -> String {
@@ -438,6 +442,8 @@ fn openapi_is_served_and_documents_every_route() {
         ("/readyz", &["get"]),
         ("/api/v1/openapi.json", &["get"]),
         ("/api/v1/tenants", &["post"]),
+        ("/api/v1/sellers", &["get"]),
+        ("/api/v1/summary", &["get"]),
         ("/api/v1/sellers/{seller_id}", &["put", "get", "delete"]),
         ("/api/v1/operations", &["post", "get"]),
         ("/api/v1/operations/{operation_id}", &["get"]),
@@ -1143,4 +1149,321 @@ fn input_required_can_be_replanned_into_a_new_linked_operation() {
         StatusCode::CONFLICT,
         "the new operation is not waiting for input"
     );
+}
+
+fn submitted(task_id: &str) -> Result<Value, crate::seller::port::CallFailure> {
+    Ok(json!({"status": "submitted", "task_id": task_id}))
+}
+
+#[test]
+fn sellers_and_summary_need_a_key_and_show_only_the_tenants_own() {
+    let w = World::new();
+    let (a, b) = (w.tenant("Acme"), w.tenant("Beta"));
+    for path in ["/api/v1/sellers", "/api/v1/summary"] {
+        for key in [None, Some("adcpo_wrong")] {
+            let (s, body) = w.call("GET", path, key, None);
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(body["code"], "unauthorized", "{body}");
+        }
+    }
+    w.seller(&a, "ssp");
+    w.seller(&a, "gov");
+    w.seller(&b, "other");
+    // Deleted and registered again: listed once.
+    w.call("DELETE", "/api/v1/sellers/gov", Some(&a), None);
+    w.seller(&a, "gov");
+    w.seller
+        .answer(Err(crate::seller::port::CallFailure::Transport(
+            crate::foundation::transport::TransportError::Connect("refused".into()),
+        )));
+    w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&a),
+        Some(create_body("ssp")),
+    );
+
+    let (s, list) = w.call("GET", "/api/v1/sellers", Some(&a), None);
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let ids: Vec<&str> = list["sellers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seller_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["gov", "ssp"], "newest first, once each, own only");
+    let ssp = &list["sellers"][1];
+    assert_eq!(ssp["breaker"]["state"], "closed");
+    assert_eq!(ssp["breaker"]["consecutive_failures"], 1);
+    assert!(ssp.get("credentials").is_none() && ssp["has_credentials"] == true);
+    assert!(!list.to_string().contains("seller-token-123"), "{list}");
+    assert_eq!(
+        ssp["last_success_at_ms"],
+        Value::Null,
+        "its one call failed"
+    );
+    assert!(ssp["diagnostics"].is_array(), "{ssp}");
+    // A call that succeeds is timestamped.
+    w.seller.answer(submitted("t1"));
+    w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&a),
+        Some(create_body("gov")),
+    );
+    let (_, list) = w.call("GET", "/api/v1/sellers", Some(&a), None);
+    assert_eq!(list["sellers"][0]["last_success_at_ms"], json!(w.clock.0));
+    let (_, list_b) = w.call("GET", "/api/v1/sellers", Some(&b), None);
+    assert_eq!(list_b["sellers"].as_array().unwrap().len(), 1);
+    assert_eq!(list_b["sellers"][0]["seller_id"], "other");
+
+    // Paging is bounded and refuses what it does not understand.
+    let (_, first) = w.call("GET", "/api/v1/sellers?limit=1", Some(&a), None);
+    assert_eq!(first["sellers"][0]["seller_id"], "gov");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = w.call(
+        "GET",
+        &format!("/api/v1/sellers?limit=1&cursor={cursor}"),
+        Some(&a),
+        None,
+    );
+    assert_eq!(second["sellers"][0]["seller_id"], "ssp");
+    assert_eq!(second["next_cursor"], Value::Null);
+    for bad in ["limit=0", "limit=101", "cursor=x", "sort=name"] {
+        let (s, body) = w.call("GET", &format!("/api/v1/sellers?{bad}"), Some(&a), None);
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["code"], "validation_failed", "{body}");
+    }
+
+    // The failed call is in the tenant's summary, not in the other's.
+    let (s, sum) = w.call("GET", "/api/v1/summary", Some(&a), None);
+    assert_eq!(s, StatusCode::OK, "{sum}");
+    assert_eq!(
+        sum["seller_errors"],
+        json!([{"seller_id": "ssp", "count": 1}])
+    );
+    let (_, sum_b) = w.call("GET", "/api/v1/summary", Some(&b), None);
+    assert_eq!(sum_b["seller_errors"], json!([]));
+    assert_eq!(sum_b["operations_by_status"], json!([]));
+}
+
+#[test]
+fn the_summary_counts_operations_by_status_as_they_change() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    w.seller(&key, "gov");
+    w.seller.answer(submitted("t1"));
+    w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    w.seller.answer(submitted("t2"));
+    let (_, second) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    w.seller
+        .answer(Ok(json!({"check_id": "c", "verdict": "conditions",
+        "plan_id": "plan_q4", "explanation": "needs sign-off"})));
+    w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(governed_body("s1")),
+    );
+    let id = second["operation_id"].as_str().unwrap();
+    w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/cancel"),
+        Some(&key),
+        None,
+    );
+
+    let (_, sum) = w.call("GET", "/api/v1/summary", Some(&key), None);
+    assert_eq!(
+        sum["operations_by_status"],
+        json!([
+            {"status": "awaiting_decision", "count": 1, "open": true},
+            {"status": "submitted", "count": 1, "open": true},
+            {"status": "canceled_locally", "count": 1, "open": false},
+        ]),
+        "{sum}"
+    );
+    assert_eq!(sum["open_operations"], 2);
+}
+
+#[test]
+fn the_operations_listing_filters_pages_newest_first_and_refuses_bad_queries() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    let other = w.tenant("Beta");
+    w.seller(&key, "s1");
+    w.seller(&key, "s2");
+    let mut ids = Vec::new();
+    for (seller, task) in [("s1", "t1"), ("s2", "t2"), ("s1", "t3")] {
+        w.seller.answer(submitted(task));
+        let (_, op) = w.call(
+            "POST",
+            "/api/v1/operations",
+            Some(&key),
+            Some(create_body(seller)),
+        );
+        ids.push(op["operation_id"].as_str().unwrap().to_string());
+    }
+    let listed = |q: &str, k: &str| -> (Vec<String>, Value) {
+        let (s, b) = w.call("GET", &format!("/api/v1/operations?{q}"), Some(k), None);
+        assert_eq!(s, StatusCode::OK, "{q}: {b}");
+        let ids = b["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["operation_id"].as_str().unwrap().to_string())
+            .collect();
+        (ids, b["next_cursor"].clone())
+    };
+    assert_eq!(listed("", &key).0, [ids[2].as_str(), &ids[1], &ids[0]]);
+    assert_eq!(listed("seller_id=s1", &key).0, [ids[2].as_str(), &ids[0]]);
+    assert_eq!(
+        listed("status=submitted&task=create_media_buy", &key)
+            .0
+            .len(),
+        3
+    );
+    assert!(listed("status=completed", &key).0.is_empty());
+    assert!(listed("", &other).0.is_empty(), "another tenant sees none");
+    let (page, cursor) = listed("limit=2", &key);
+    assert_eq!(page, [ids[2].as_str(), &ids[1]]);
+    let (rest, end) = listed(
+        &format!("limit=2&cursor={}", cursor.as_str().unwrap()),
+        &key,
+    );
+    assert_eq!((rest, end), (vec![ids[0].clone()], Value::Null));
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "status=stuck",
+        "cursor=-1",
+        "order=asc",
+    ] {
+        let (s, b) = w.call(
+            "GET",
+            &format!("/api/v1/operations?{bad}"),
+            Some(&key),
+            None,
+        );
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+    }
+}
+
+#[test]
+fn a_decision_records_which_key_made_it_and_never_the_key() {
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller(&key, "gov");
+    w.seller
+        .answer(Ok(json!({"check_id": "c", "verdict": "conditions",
+        "plan_id": "plan_q4", "explanation": "needs sign-off"})));
+    let (_, held) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(governed_body("s1")),
+    );
+    let id = held["operation_id"].as_str().unwrap();
+    w.seller.answer(submitted("t1"));
+    let (s, b) = w.call(
+        "POST",
+        &format!("/api/v1/operations/{id}/decision"),
+        Some(&key),
+        Some(json!({"action": "approve"})),
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, events) = w.call(
+        "GET",
+        &format!("/api/v1/operations/{id}/events"),
+        Some(&key),
+        None,
+    );
+    let approved: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["change"]["change"] == "approved")
+        .collect();
+    assert_eq!(approved.len(), 1, "{events}");
+    assert_eq!(approved[0]["by"], json!(key[..14].to_string()));
+    // The governance hold was the orchestrator's own: nobody is named.
+    let hold = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["change"]["change"] == "governance_hold")
+        .unwrap();
+    assert_eq!(hold["by"], Value::Null);
+    assert!(!events.to_string().contains(&key[14..]), "{events}");
+}
+
+#[test]
+fn local_entries_written_before_deciders_were_recorded_still_load() {
+    let old = json!({"seq": 3, "recorded_at_ms": 5, "kind": "local",
+        "change": {"change": "approved"}});
+    let entry: crate::records::journal::Entry = serde_json::from_value(old).unwrap();
+    assert!(matches!(
+        entry.kind,
+        crate::records::journal::EntryKind::Local { by: None, .. }
+    ));
+}
+
+#[test]
+fn the_console_is_served_with_strict_headers_and_no_inline_script() {
+    let w = World::new();
+    for (path, kind) in [
+        ("/console/", "text/html"),
+        ("/console", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let resp = w.response(http::Request::get(path).body(Vec::new()).unwrap());
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(h("content-type").starts_with(kind), "{path}");
+        let csp = h("content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert_eq!(h("x-content-type-options"), "nosniff");
+        assert_eq!(h("cache-control"), "no-store");
+    }
+    let page = w.response(http::Request::get("/console/").body(Vec::new()).unwrap());
+    let html = String::from_utf8(page.into_body()).unwrap();
+    assert!(html.contains(r#"<script src="/console/console.js" defer></script>"#));
+    assert_eq!(html.matches("<script").count(), 1, "no inline script");
+    assert!(!html.contains(" onclick=") && !html.contains(" style="));
+    let js = include_str!("console/console.js");
+    assert!(!js.contains("innerHTML") && !js.contains("outerHTML") && !js.contains("eval("));
+    assert!(!js.contains("localStorage") && !js.contains("document.cookie"));
+    let (s, b) = w.call("GET", "/console/secrets.txt", None, None);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, _) = w.call("POST", "/console/", None, None);
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }

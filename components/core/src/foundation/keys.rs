@@ -44,6 +44,14 @@
 //! | `purge:next:{tenant}` | listing entry the next retention run starts at (decimal) | retention |
 //! | `meta:format` | the stored format's version (decimal; absent: 1) | sweep |
 //! | `audit:cursor` | where the invariant auditor's walk resumes (JSON) | sweep |
+//! | `tenant:{tenant}:sellers:n` | counter: sellers the tenant ever registered | `increment` only |
+//! | `tenant:{tenant}:sellers:{n}` | id of the tenant's n-th registered seller (listing index) | operations API |
+//! | `tenant:{tenant}:seller:{seller}:listed` | counter: claim on the seller's one listing entry | `increment` only |
+//! | `sellerok:{tenant}:{seller}` | when a call to the seller last succeeded (Unix ms, decimal) | whoever calls the seller |
+//! | `sum:{tenant}:created:{status}` | counter: the tenant's operations stored in that status | `increment` only |
+//! | `sum:{tenant}:moved:{from}:{to}` | counter: the tenant's operations that went from one status to another | `increment` only |
+//! | `sum:{tenant}:rejected:{reason}` | counter: the tenant's webhooks refused, by reason | `increment` only |
+//! | `sum:{tenant}:sellererr:{seller}` | counter: failed calls to one of the tenant's sellers | `increment` only |
 //!
 //! Sequence numbers come from `increment`, so concurrent writers never rewrite one key; a stale
 //! writer may overwrite a snapshot, which only costs a longer fold on the next read.
@@ -207,6 +215,41 @@ pub const AUDIT_CURSOR: &str = "audit:cursor";
 
 pub fn purge_next(tenant: &str) -> String {
     format!("purge:next:{tenant}")
+}
+
+pub fn tenant_sellers_count(tenant: &str) -> String {
+    format!("tenant:{tenant}:sellers:n")
+}
+
+pub fn tenant_sellers_entry(tenant: &str, n: u64) -> String {
+    format!("tenant:{tenant}:sellers:{n}")
+}
+
+/// Claim (`increment == 1` wins) on the one listing entry of a seller, so registering it
+/// again after a delete does not list it twice.
+pub fn tenant_seller_listed(tenant: &str, seller: &str) -> String {
+    format!("tenant:{tenant}:seller:{seller}:listed")
+}
+
+pub fn seller_last_ok(tenant: &str, seller: &str) -> String {
+    format!("sellerok:{tenant}:{seller}")
+}
+
+pub fn summary_created(tenant: &str, status: &str) -> String {
+    format!("sum:{tenant}:created:{status}")
+}
+
+/// One counter per (from, to) pair, so a status change costs a single increment.
+pub fn summary_moved(tenant: &str, from: &str, to: &str) -> String {
+    format!("sum:{tenant}:moved:{from}:{to}")
+}
+
+pub fn summary_rejected(tenant: &str, reason: &str) -> String {
+    format!("sum:{tenant}:rejected:{reason}")
+}
+
+pub fn summary_seller_errors(tenant: &str, seller: &str) -> String {
+    format!("sum:{tenant}:sellererr:{seller}")
 }
 
 pub fn reconcile_cursor(tenant: &str, seller: &str) -> String {

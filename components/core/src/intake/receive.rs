@@ -14,6 +14,7 @@ use crate::model::operation::{Delivery, DeliveryCheck, Operation, WebhookRegistr
 use crate::model::payload::observation_from_webhook;
 use crate::records::journal::{Effect, EntryKind};
 use crate::records::metrics::{self, Rejection};
+use crate::records::summary;
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -31,6 +32,9 @@ pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Requ
             // Store failures are ours, not the sender's: not counted as rejections.
             if status != StatusCode::SERVICE_UNAVAILABLE {
                 let _ = metrics::webhook_rejected(env.store, refusal.reason).await;
+                if let Some(tenant) = &refusal.tenant_id {
+                    let _ = summary::webhook_rejected(env.store, tenant, refusal.reason).await;
+                }
             }
             log::emit(
                 env.log,
@@ -112,6 +116,24 @@ async fn receive<S: Store, T: Transport>(
         .ok_or_else(unknown)?
         .to_string();
     let op = load(env, &op_id).await?.ok_or_else(unknown)?;
+    let tenant_id = op.tenant_id.clone();
+    receive_for(env, req, op_id, op)
+        .await
+        .map_err(|refusal| Refusal {
+            tenant_id: Some(tenant_id),
+            ..refusal
+        })
+}
+
+/// The checks and the recording once the delivery's operation is known.
+async fn receive_for<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    op_id: String,
+    op: Operation,
+) -> Result<Answer, Refusal> {
+    let bad =
+        |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
     let registration = op.webhook.as_ref().ok_or_else(|| {
         Refusal::unauthenticated(
             "webhook_not_registered",
@@ -214,6 +236,7 @@ async fn receive<S: Store, T: Transport>(
             error: e,
             reason: Rejection::BadRequest,
             www_authenticate: None,
+            tenant_id: None,
         });
     };
     match effect {

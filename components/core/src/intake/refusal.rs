@@ -8,6 +8,8 @@ pub struct Refusal {
     pub error: ApiError,
     pub reason: Rejection,
     pub www_authenticate: Option<String>,
+    /// The tenant whose operation the delivery was for, once known (for its summary).
+    pub tenant_id: Option<String>,
 }
 
 impl Refusal {
@@ -21,6 +23,7 @@ impl Refusal {
             error: ApiError::new(status, code, message),
             reason,
             www_authenticate: None,
+            tenant_id: None,
         }
     }
 
@@ -41,6 +44,7 @@ impl From<crate::foundation::error::StoreError> for Refusal {
             error: e.into(),
             reason: Rejection::BadRequest,
             www_authenticate: None,
+            tenant_id: None,
         }
     }
 }
@@ -51,6 +55,7 @@ impl From<journal::JournalError> for Refusal {
             error: e.into(),
             reason: Rejection::BadRequest,
             www_authenticate: None,
+            tenant_id: None,
         }
     }
 }

@@ -270,8 +270,17 @@ fn refusals_change_nothing_and_are_counted() {
         assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{b}");
     }
     let mut after = w.store.keys();
-    after.retain(|k| !k.starts_with("m:"));
+    after.retain(|k| !k.starts_with("m:") && !k.starts_with("sum:"));
     assert_eq!(after, before, "refusals write nothing but counters");
+    // The tenant's summary counts the refusals of its operation (not the unknown one's).
+    let summary = block_on(crate::records::summary::read(&w.store, "t1", &[])).unwrap();
+    assert_eq!(
+        summary.webhook_rejections,
+        [
+            ("unauthenticated".to_string(), 4),
+            ("mode_mismatch".to_string(), 1)
+        ]
+    );
     let text = block_on(metrics::render(&w.store, &Default::default(), 0)).unwrap();
     assert!(
         text.contains("adcp_webhook_rejections_total{reason=\"unauthenticated\"} 4"),
@@ -283,9 +292,10 @@ fn refusals_change_nothing_and_are_counted() {
 
 #[test]
 /// With the callback's notification (read first: effects re-run until the snapshot moves
-/// past their entry, and must not queue it twice) and the per-change effects claim: 14,
+/// past their entry, and must not queue it twice), the per-change effects claim and the
+/// tenant's summary counter: 15,
 /// whatever the number of operations.
-fn an_accepted_webhook_costs_at_most_fourteen_store_calls() {
+fn an_accepted_webhook_costs_at_most_fifteen_store_calls() {
     let w = World::new(WebhookMode::Bearer);
     // A tenant callback is registered, so the notification path is included.
     let e = SeededEntropy::new(4);
@@ -321,7 +331,7 @@ fn an_accepted_webhook_costs_at_most_fourteen_store_calls() {
     let (s, _) = w.send(bearer(&payload("completed", "whk_eeeeeeeeeeeeeeee")));
     assert_eq!(s, StatusCode::OK);
     assert!(
-        w.store.total_ops() <= 14,
+        w.store.total_ops() <= 15,
         "{} store calls",
         w.store.total_ops()
     );

@@ -241,7 +241,7 @@ async fn governed(
         "governance",
         &op.operation_id,
         Some(op.clone()),
-        EntryKind::Local { change },
+        EntryKind::Local { change, by: None },
     )
     .await?
     .recorded;

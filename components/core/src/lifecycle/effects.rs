@@ -114,6 +114,9 @@ async fn apply(
         return Ok(notification);
     }
     metrics::transition(store, op.task.name(), from, to, op.created_at_ms, now).await?;
+    if op.in_tenant_summary {
+        crate::records::summary::status_changed(store, &op.tenant_id, from, to).await?;
+    }
     log::emit(
         log,
         &log::Event {
@@ -252,5 +255,48 @@ mod tests {
             .filter(|k| k.starts_with("ntf:"))
             .count();
         assert_eq!(queued, 1, "announced once");
+    }
+
+    /// Operations stored before the tenant summary existed never had their creation counted
+    /// there; their status changes stay out of it too, so no status count goes negative.
+    #[test]
+    fn only_operations_counted_at_creation_are_counted_in_the_tenant_summary() {
+        let store = MemoryStore::new();
+        let clock = FixedClock(10_000);
+        let mut old = sample("old");
+        old.in_tenant_summary = false;
+        let old: Operation = serde_json::from_value(serde_json::to_value(&old).unwrap()).unwrap();
+        assert!(
+            !old.in_tenant_summary,
+            "absent in an earlier release's record"
+        );
+        block_on(async {
+            crate::records::summary::created(&store, "t1", OperationStatus::PendingDispatch)
+                .await
+                .unwrap();
+            for op in [old, sample("new")] {
+                journal::create(&store, &clock, &op).await.unwrap();
+                record(
+                    Cx::new(&store, &clock, &NoLog),
+                    "webhook",
+                    &op.operation_id,
+                    None,
+                    EntryKind::Observed {
+                        observation: Box::new(obs(TaskStatus::Submitted, Some("task_1"))),
+                    },
+                )
+                .await
+                .unwrap();
+            }
+            let summary = crate::records::summary::read(&store, "t1", &[])
+                .await
+                .unwrap();
+            let counts: Vec<(&str, i64)> = summary
+                .operations_by_status
+                .iter()
+                .map(|c| (c.status.as_str(), c.count))
+                .collect();
+            assert_eq!(counts, [("submitted", 1)]);
+        });
     }
 }

@@ -125,6 +125,7 @@ pub async fn cancel_follow_up(
                 change: LocalChange::CancelFollowUp {
                     operation_id: stored.operation_id.clone(),
                 },
+                by: None,
             },
         )
         .await?;

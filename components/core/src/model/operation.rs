@@ -63,6 +63,10 @@ pub struct Operation {
     /// The operation this one was derived from (a re-plan, or a cancel of its media buy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_from: Option<String>,
+    /// Its creation was counted in the tenant's summary, so its status changes are too.
+    /// Operations stored by earlier releases were not, and stay out of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_tenant_summary: bool,
     pub version: u64,
 }
 
@@ -389,6 +393,7 @@ impl Operation {
             governance: None,
             cancel: None,
             linked_from: new.linked_from,
+            in_tenant_summary: true,
             version: 0,
         }
     }

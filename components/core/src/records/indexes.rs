@@ -8,7 +8,8 @@ use crate::model::operation::Operation;
 /// Lists a stored operation for its tenant, once: re-run after a failure anywhere, it
 /// finishes the listing without a second entry. The position is recorded before the entry so
 /// a rerun rewrites the same entry; a crash before that leaves an unused position, which
-/// listing readers skip. The created counter follows the listing: at most once per operation.
+/// listing readers skip. The created counters (global and the tenant's summary) follow the
+/// listing: at most once per operation.
 /// `fresh`: the caller just created it, so it cannot be listed yet (saves a read).
 pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResult<()> {
     let listed = keys::operation_listed(&op.operation_id);
@@ -35,6 +36,7 @@ pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResul
         .await?;
     if position.is_none() {
         super::metrics::operation_created(store, op.task.name()).await?;
+        super::summary::created(store, &op.tenant_id, op.status).await?;
     }
     Ok(())
 }

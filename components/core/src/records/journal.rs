@@ -48,6 +48,10 @@ pub enum EntryKind {
     /// A change made by the orchestrator or a human: governance, approval, cancel.
     Local {
         change: crate::model::operation::LocalChange,
+        /// Who decided, when a person did through the API: the acting API key's public
+        /// prefix (never the key). Absent in entries of earlier releases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// A dispatch (or redispatch) got no usable answer; the operation stays where it was.
     DispatchFailed {
@@ -157,7 +161,7 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
             }
         }
         (Some(o), EntryKind::DeadlineExpired) => o.expire(entry.recorded_at_ms).into(),
-        (Some(o), EntryKind::Local { change }) => o
+        (Some(o), EntryKind::Local { change, .. }) => o
             .apply_local(change, entry.recorded_at_ms)
             .map_or(Effect::Recorded, Effect::from),
         // A failed attempt that reports after the seller's outcome is history, not state: a

@@ -1,6 +1,6 @@
 //! What is kept in the store, one kind of record per module: the operation journal,
 //! tenants, sellers (with their capabilities), the buyer-notification outbox, metrics
-//! counters, and the indexes every new operation is written into.
+//! counters, the tenant's summary counters, and the indexes every new operation is written into.
 
 pub mod capabilities;
 pub mod format;
@@ -9,5 +9,6 @@ pub mod journal;
 pub mod metrics;
 pub mod notify;
 pub mod seller;
+pub mod summary;
 pub mod tenant;
 pub mod tick_report;

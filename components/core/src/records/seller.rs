@@ -58,14 +58,71 @@ pub async fn delete(store: &impl Store, tenant: &str, seller: &str) -> StoreResu
     store.delete(&keys::seller(tenant, seller)).await
 }
 
-/// Appends a new seller to the seller index (for per-seller metrics); deleted sellers' entries
-/// stay and readers skip them.
+/// Records a newly registered seller in the append-only seller index (for per-seller
+/// metrics) and, once per seller id, in its tenant's listing. Entries of deleted sellers
+/// stay and are skipped by readers.
 pub async fn index(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<()> {
     let n = store.increment(keys::SELLERS_COUNT, 1).await?;
     store
         .set(
             &keys::sellers_entry(n.max(0) as u64),
             format!("{tenant}\n{seller}").as_bytes(),
+        )
+        .await?;
+    if store
+        .increment(&keys::tenant_seller_listed(tenant, seller), 1)
+        .await?
+        == 1
+    {
+        let n = store
+            .increment(&keys::tenant_sellers_count(tenant), 1)
+            .await?;
+        store
+            .set(
+                &keys::tenant_sellers_entry(tenant, n.max(0) as u64),
+                seller.as_bytes(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// One page of the tenant's listing: up to `limit` seller ids from entry `cursor` down
+/// (newest first; `None` starts at the newest), and the cursor of the next page. Ids of
+/// deleted sellers are included; readers skip them.
+pub async fn listed_ids(
+    store: &impl Store,
+    tenant: &str,
+    cursor: Option<u64>,
+    limit: usize,
+) -> StoreResult<(Vec<String>, Option<u64>)> {
+    let newest = store
+        .increment(&keys::tenant_sellers_count(tenant), 0)
+        .await?
+        .max(0) as u64;
+    let mut n = cursor.unwrap_or(newest).min(newest);
+    let mut out = Vec::new();
+    while n > 0 && out.len() < limit {
+        if let Some(id) = store.get(&keys::tenant_sellers_entry(tenant, n)).await? {
+            out.push(String::from_utf8_lossy(&id).into_owned());
+        }
+        n -= 1;
+    }
+    Ok((out, (n > 0).then_some(n)))
+}
+
+/// A call to the seller succeeded at `now_ms` (plain write: the latest writer wins, which is
+/// what "last success" means).
+pub async fn called_ok(
+    store: &impl Store,
+    tenant: &str,
+    seller: &str,
+    now_ms: u64,
+) -> StoreResult<()> {
+    store
+        .set(
+            &keys::seller_last_ok(tenant, seller),
+            now_ms.to_string().as_bytes(),
         )
         .await
 }
@@ -85,6 +142,14 @@ pub async fn registry(
         }
     }
     Ok(out)
+}
+
+/// When a call to the seller last succeeded, if one ever did (since this was recorded).
+pub async fn last_ok(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<Option<u64>> {
+    Ok(store
+        .get(&keys::seller_last_ok(tenant, seller))
+        .await?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
 }
 
 /// Every (tenant, seller) pair ever registered and still present.

@@ -17,6 +17,12 @@ pub struct Tenant {
 /// Prefix of every tenant API key, so leaked keys are recognisable by secret scanners.
 pub const API_KEY_PREFIX: &str = "adcpo_";
 
+/// The public part of an API key that names it in the event history: the prefix and the
+/// first 8 of its 64 random hex digits (32 bits, useless for guessing the rest).
+pub fn key_label(api_key: &str) -> String {
+    api_key.chars().take(API_KEY_PREFIX.len() + 8).collect()
+}
+
 /// Creates a tenant; returns it with its API key (the only time the key is visible).
 pub async fn create(
     store: &impl Store,

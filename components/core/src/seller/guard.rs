@@ -2,8 +2,11 @@
 
 use super::error_mapping::code_recovery;
 use super::port::{CallFailure, Recovery, SellerCalls};
-use crate::foundation::{clock::Clock, store::Store, transport::TransportError};
-use crate::records::seller::Seller;
+use crate::foundation::clock::Clock;
+use crate::foundation::store::Store;
+use crate::foundation::transport::TransportError;
+use crate::records::seller::{self, Seller};
+use crate::records::summary;
 use crate::schedule::breaker::{Breaker, BreakerConfig, Decision, Permit, Snapshot};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -38,17 +41,17 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
         arguments: Value,
     ) -> Result<Value, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
-        let permit = self.permit(seller, &breaker).await?;
+        let (permit, read) = self.permit(seller, &breaker).await?;
         let result = self.inner.call(seller, tool, arguments).await;
-        self.settle(seller, &breaker, &permit, &result).await;
+        self.settle(seller, &breaker, &permit, read, &result).await;
         result
     }
 
     async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
-        let permit = self.permit(seller, &breaker).await?;
+        let (permit, read) = self.permit(seller, &breaker).await?;
         let result = self.inner.list_tools(seller).await;
-        self.settle(seller, &breaker, &permit, &result).await;
+        self.settle(seller, &breaker, &permit, read, &result).await;
         result
     }
 }
@@ -73,8 +76,13 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         }
     }
 
-    /// The breaker's permission for one call, decided on the kept reading if there is one.
-    async fn permit(&self, seller: &Seller, breaker: &Breaker<'_>) -> Result<Permit, CallFailure> {
+    /// The breaker's permission for one call, decided on the kept reading if there is one,
+    /// and whether the breaker was read from the store for it.
+    async fn permit(
+        &self,
+        seller: &Seller,
+        breaker: &Breaker<'_>,
+    ) -> Result<(Permit, bool), CallFailure> {
         let store_down = |e: crate::foundation::error::StoreError| {
             CallFailure::Transport(TransportError::Connect(e.to_string()))
         };
@@ -86,6 +94,7 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
             .get(&seller_key(seller))
             .filter(|(_, at)| now.saturating_sub(*at) < BREAKER_READING_MS)
             .map(|(s, _)| *s);
+        let read = kept.is_none();
         let snap = match kept {
             Some(s) => s,
             None => {
@@ -104,17 +113,21 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
             .await
             .map_err(store_down)?
         {
-            Decision::Allow(p) => Ok(p),
+            Decision::Allow(p) => Ok((p, read)),
             Decision::Deferred { until_ms } => Err(CallFailure::Deferred { until_ms }),
         }
     }
 
-    /// Counts the call's error and feeds the breaker; anything but a failure shows the seller up.
+    /// Counts the call's error and feeds the breaker: no answer, or a transient error, is a
+    /// failure; anything else shows the seller is up. A success is timestamped only when the
+    /// breaker was `read` for the call, so healthy calls on a kept reading stay free and the
+    /// time is at most [`BREAKER_READING_MS`] stale.
     async fn settle<V>(
         &self,
         seller: &Seller,
         breaker: &Breaker<'_>,
         permit: &Permit,
+        read: bool,
         result: &Result<V, CallFailure>,
     ) {
         let unhealthy = match result {
@@ -136,6 +149,9 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         // Bookkeeping (counters, breaker) must not turn a seller's answer into an error.
         if let Some(code) = code {
             let _ = crate::records::metrics::seller_error(self.store, code).await;
+            let _ = summary::seller_error(self.store, &seller.tenant_id, &seller.seller_id).await;
+        } else if read && result.is_ok() {
+            let _ = seller::called_ok(self.store, &seller.tenant_id, &seller.seller_id, now).await;
         }
         if unhealthy || !permit.is_clean() || permit.is_probe() {
             // The breaker's state moves (or may have): decide the next call on a new reading.

@@ -172,6 +172,7 @@ impl World {
                     reason: None,
                     superseded_by: None,
                 },
+                by: None,
             },
         ))
         .unwrap();
@@ -446,6 +447,7 @@ fn a_locally_canceled_task_is_reconciled_and_a_buy_it_produced_is_canceled() {
                 reason: Some("pulled".into()),
                 superseded_by: None,
             },
+            by: None,
         },
     ))
     .unwrap();

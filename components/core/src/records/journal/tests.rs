@@ -315,15 +315,18 @@ fn no_local_event_changes_the_outcome_of_a_terminal_record() {
                 explanation: Some("needs review".into()),
                 conditions: None,
             },
+            by: None,
         },
         EntryKind::Local {
             change: crate::model::operation::LocalChange::Approved,
+            by: None,
         },
         EntryKind::Local {
             change: crate::model::operation::LocalChange::CancelRequested {
                 reason: Some("late".into()),
                 superseded_by: None,
             },
+            by: None,
         },
     ];
     let terminals = TaskStatus::ALL
@@ -387,6 +390,7 @@ fn the_first_governance_approval_stands_so_every_resend_has_the_same_bytes() {
             change: crate::model::operation::LocalChange::GovernanceApproved {
                 governance_context: Some(ctx.into()),
             },
+            by: None,
         },
     };
     let mut folded = Some(op);
