@@ -57,9 +57,12 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, got)
 }
 
-/// Creates operation `i` as a careful buyer does: the same `Idempotency-Key` until answered.
+/// Creates operation `i` as a careful buyer does: the same `Idempotency-Key` until answered
+/// (an id whose first writer failed answers `in_progress` until the hole is provably
+/// permanent, about a minute).
 async fn create(api: &Api, key: &str, i: usize) -> Value {
-    for _ in 0..100 {
+    let mut last = (0, Value::Null);
+    for _ in 0..200 {
         let resp = api
             .http
             .post(format!("{}/api/v1/operations", api.base))
@@ -73,11 +76,12 @@ async fn create(api: &Api, key: &str, i: usize) -> Value {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         match status {
             200 | 201 => return body,
-            500..=599 => tokio::time::sleep(Duration::from_millis(200)).await,
+            500..=599 => tokio::time::sleep(Duration::from_millis(500)).await,
             s => panic!("create {i} refused: {s} {body}"),
         }
+        last = (status, body);
     }
-    panic!("create {i} never answered");
+    panic!("create {i} never answered: {last:?}");
 }
 
 /// Sends a webhook until the orchestrator takes it, as a seller retries a delivery.
@@ -149,10 +153,13 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
     let sweeper = {
         let (host, done) = (host.clone(), done.clone());
         tokio::spawn(async move {
+            // 30 s of the sweep's time per tick, one tick a second of ours: polls and
+            // redispatches come due, deadlines (a day) stay hours away.
             let mut at = t1 + 140;
             while !done.load(Ordering::SeqCst) {
                 let _ = host.cron_tick(at).await;
                 at += 30;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             at
         })
@@ -179,7 +186,7 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
             let (seller, http, base) = (seller.clone(), api.http.clone(), host.base_url());
             let last = finals[&op_id];
             async move {
-                for _ in 0..600 {
+                for _ in 0..1_800 {
                     if let Some(t) = seller.tasks_for(&op_id).first() {
                         for status in ["working", last] {
                             seller.set_status(&t.task_id, status);

@@ -48,11 +48,32 @@ pub struct Audited {
 }
 
 /// Checks the next [`BUDGET`] listing entries. `keeping_up`: the tick worked every due hint,
-/// so an overdue operation is a lost hint, not a backlog.
+/// so an overdue operation is a lost hint, not a backlog. A store failure ends this tick's
+/// share where it happened (logged); the next tick resumes there.
 pub async fn run<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     keeping_up: bool,
-) -> JournalResult<Audited> {
+) -> Audited {
+    let mut out = Audited::default();
+    if let Err(e) = walk(env, keeping_up, &mut out).await {
+        log::emit(
+            env.log,
+            &log::Event {
+                ts_ms: env.clock.now_ms(),
+                event: "audit.error",
+                detail: Some(log::capped(&e.to_string())),
+                ..Default::default()
+            },
+        );
+    }
+    out
+}
+
+async fn walk<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    keeping_up: bool,
+    out: &mut Audited,
+) -> JournalResult<()> {
     let store = env.store;
     let cursor: AuditCursor = get_json(store, keys::AUDIT_CURSOR)
         .await?
@@ -64,9 +85,8 @@ pub async fn run<S: Store, C: SellerCalls, T: Transport>(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut out = Audited::default();
     if tenants.is_empty() {
-        return Ok(out);
+        return Ok(());
     }
     let resumed = (cursor.tenant.as_ref()).and_then(|t| tenants.iter().position(|x| x == t));
     let (mut i, mut next) = resumed.map_or((0, 0), |i| (i, cursor.next));
@@ -80,8 +100,19 @@ pub async fn run<S: Store, C: SellerCalls, T: Transport>(
         let mut n = next.max(low).max(1);
         while n <= count && budget > 0 {
             budget -= 1;
+            match check(env, &mut registered, t, n, keeping_up).await {
+                Ok(repaired) => out.repaired += repaired,
+                Err(e) => {
+                    let here = AuditCursor {
+                        tenant: Some(t.clone()),
+                        next: n,
+                        passes,
+                    };
+                    set_json(store, keys::AUDIT_CURSOR, &here).await?;
+                    return Err(e);
+                }
+            }
             out.checked += 1;
-            out.repaired += check(env, &mut registered, t, n, keeping_up).await?;
             n += 1;
         }
         if n <= count {
@@ -102,8 +133,7 @@ pub async fn run<S: Store, C: SellerCalls, T: Transport>(
         next,
         passes,
     };
-    set_json(store, keys::AUDIT_CURSOR, &cursor).await?;
-    Ok(out)
+    Ok(set_json(store, keys::AUDIT_CURSOR, &cursor).await?)
 }
 
 /// Checks the operation at listing entry `n`; returns the number of repairs made.

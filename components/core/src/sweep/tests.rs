@@ -845,3 +845,70 @@ fn two_overlapping_ticks_never_poll_the_same_operation_twice() {
         "an operation was polled twice"
     );
 }
+
+/// A store failure while one due operation is worked costs that operation (deferred), never
+/// the rest of the tick: on a store that fails now and then, every tick still gets through.
+#[test]
+fn a_store_failure_in_one_due_operation_does_not_end_the_tick() {
+    let seller = || {
+        ScriptSeller::new(|_, args| Ok(json!({"task_id": args["task_id"], "status": "working"})))
+    };
+    let world = |ops: usize| {
+        let w = World::new();
+        for i in 0..ops {
+            let id = format!("op{i}");
+            w.op_due_at(
+                &id,
+                OperationStatus::Seller(TaskStatus::Submitted),
+                w.clock.now_ms(),
+            );
+        }
+        w.advance(30_000);
+        w.store.reset_counts();
+        w
+    };
+    let calls_of_tick = |ops: usize| {
+        let w = world(ops);
+        w.tick(&seller());
+        w.store.total_ops()
+    };
+    let (empty, full) = (calls_of_tick(0), calls_of_tick(3));
+    assert!(
+        full > empty + 20,
+        "{full} calls with 3 due operations, {empty} without"
+    );
+    // How many single faults fail the whole tick, with `ops` due operations.
+    let failing = |ops: usize, calls: u64| {
+        let mut failed = 0;
+        for n in 1..=calls {
+            let w = world(ops);
+            w.store.fail_nth_call(n);
+            let seller = seller();
+            let env = SweepEnv {
+                store: &w.store,
+                clock: &w.clock,
+                entropy: &w.entropy,
+                log: &NoLog,
+                sealing: &w.sealing,
+                calls: &seller,
+                transport: &w.transport,
+                config: &w.config,
+            };
+            match block_on(tick(&env, "test", w.clock.now_ms())) {
+                Err(_) => failed += 1,
+                Ok(report) => {
+                    assert!(report.touched + 1 >= ops, "fault at call {n}: {report:?}")
+                }
+            }
+        }
+        failed
+    };
+    // Only the tick's own bookkeeping (the due index, the format, reconciliation, the
+    // report) may fail it: one index write per worked hint more than an empty tick, never
+    // the hints' own calls (lease, poll state, operation, seller call, rescheduling).
+    let (without, with) = (failing(0, empty), failing(3, full));
+    assert!(
+        with <= without + 3,
+        "{with} faults fail a tick of 3 operations, {without} an empty one"
+    );
+}

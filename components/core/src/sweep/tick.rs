@@ -54,41 +54,12 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
             report.backlog = true;
             break; // unsettled hints are filed again by the commit
         }
-        let lease =
-            match lease::claim_operation(env.store, &env.config.lease, &hint.op_id, now).await? {
-                Claim::Held(l) => l,
-                Claim::Busy { retry_at_ms } => {
-                    report.busy += 1;
-                    sweep.defer(hint, retry_at_ms);
-                    continue;
-                }
-            };
-        let state: Option<PollState> = get_json(env.store, &keys::poll_state(&hint.op_id)).await?;
-        if state.as_ref().is_some_and(|s| s.next_at_ms > now) {
-            // Rescheduled later: a newer hint exists.
-            sweep.settle(hint);
-            lease.release(env.store).await?;
-            continue;
-        }
-        let outcome = if hint.op_id.starts_with("ntf_") {
-            report.notifications += 1;
-            retry_notification(env, &hint.op_id).await
-        } else {
-            work_on(
-                env,
-                &memo,
-                &lease,
-                &hint.op_id,
-                state.unwrap_or_default(),
-                now,
-            )
-            .await
-        };
-        match outcome {
-            Ok(touched) => {
-                report.touched += usize::from(touched);
-                sweep.settle(hint);
+        match due_hint(env, &memo, &hint.op_id, now, &mut report).await {
+            Ok(Worked::Busy { retry_at_ms }) => {
+                report.busy += 1;
+                sweep.defer(hint, retry_at_ms);
             }
+            Ok(Worked::Settled) => sweep.settle(hint),
             Err(e) => {
                 log::emit(
                     env.log,
@@ -110,7 +81,6 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
                 sweep.defer(hint, now + wait);
             }
         }
-        lease.release(env.store).await?;
     }
     let index = sweep.commit(env.store, env.clock).await?;
     if let Some(r) =
@@ -122,12 +92,63 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         report.purged = r.purged;
     }
     report.backlog |= index.backlog;
-    let audited = super::audit::run(env, !report.backlog).await?;
+    let audited = super::audit::run(env, !report.backlog).await;
     report.audited = audited.checked;
     report.audit_repairs = audited.repaired;
     report.finished_at_ms = env.clock.now_ms();
     set_json(env.store, keys::SWEEP_LAST, &report).await?;
     Ok(report)
+}
+
+/// What became of one due hint.
+enum Worked {
+    /// Another sweep holds the operation.
+    Busy { retry_at_ms: u64 },
+    /// Acted on, or found rescheduled later.
+    Settled,
+}
+
+/// One due hint under the operation's lease. A store failure anywhere in it costs this hint
+/// (deferred by the caller), never the rest of the tick.
+async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    id: &str,
+    now: u64,
+    report: &mut TickReport,
+) -> JournalResult<Worked> {
+    let lease = match lease::claim_operation(env.store, &env.config.lease, id, now).await? {
+        Claim::Held(l) => l,
+        Claim::Busy { retry_at_ms } => return Ok(Worked::Busy { retry_at_ms }),
+    };
+    let worked = under_lease(env, memo, &lease, id, now, report).await;
+    // A release that fails leaves a counter its slot's end makes harmless (and the auditor
+    // removes): not worth failing the work that was done.
+    let _ = lease.release(env.store).await;
+    worked
+}
+
+async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    lease: &lease::Lease,
+    id: &str,
+    now: u64,
+    report: &mut TickReport,
+) -> JournalResult<Worked> {
+    let state: Option<PollState> = get_json(env.store, &keys::poll_state(id)).await?;
+    if state.as_ref().is_some_and(|s| s.next_at_ms > now) {
+        // Rescheduled later: a newer hint exists.
+        return Ok(Worked::Settled);
+    }
+    let touched = if id.starts_with("ntf_") {
+        report.notifications += 1;
+        retry_notification(env, id).await?
+    } else {
+        work_on(env, memo, lease, id, state.unwrap_or_default(), now).await?
+    };
+    report.touched += usize::from(touched);
+    Ok(Worked::Settled)
 }
 
 async fn retry_notification<S: Store, C: SellerCalls, T: Transport>(

@@ -64,7 +64,7 @@ impl World {
             transport: &transport,
             config: &self.config,
         };
-        block_on(run(&env, true)).unwrap()
+        block_on(run(&env, true))
     }
 
     fn repairs(&self, invariant: &str) -> u64 {
