@@ -199,6 +199,10 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
                     e["seller_at_ms"] = json!(observation.at_ms);
                 }
                 journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
+                journal::EntryKind::Sealed { abandoned } => {
+                    e["kind"] = json!("sealed");
+                    e["abandoned"] = json!(abandoned);
+                }
                 journal::EntryKind::Local { change, by } => {
                     e["kind"] = json!("local");
                     e["change"] = json!(change);

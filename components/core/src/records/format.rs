@@ -3,8 +3,9 @@
 //! newer format was written by a newer release: the sweep refuses to work on it and readiness
 //! fails, so a rollback never applies old rules to records it does not know.
 //!
-//! Formats: 1, the first release; 2, creation entries may follow proven holes, listing
-//! positions at `op:{op}:listed`, retention's resume position at `purge:next:{tenant}`.
+//! Formats: 1, the first release; 2, creation entries may follow proven holes, `sealed`
+//! journal entries, listing positions at `op:{op}:listed`, retention's resume position at
+//! `purge:next:{tenant}`.
 
 use crate::foundation::error::StoreError;
 use crate::foundation::keys;

@@ -45,6 +45,9 @@ pub enum EntryKind {
     Observed { observation: Box<Observation> },
     /// Our deadline for the task passed.
     DeadlineExpired,
+    /// The writer of entry `abandoned` failed to write it: readers skip that hole at once
+    /// (a seal follows its hole, never fills it: a write whose answer was lost may be there).
+    Sealed { abandoned: u64 },
     /// A change made by the orchestrator or a human: governance, approval, cancel.
     Local {
         change: crate::model::operation::LocalChange,
@@ -161,6 +164,7 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
             }
         }
         (Some(o), EntryKind::DeadlineExpired) => o.expire(entry.recorded_at_ms).into(),
+        (Some(_), EntryKind::Sealed { .. }) => Effect::Recorded,
         (Some(o), EntryKind::Local { change, .. }) => o
             .apply_local(change, entry.recorded_at_ms)
             .map_or(Effect::Recorded, Effect::from),
@@ -247,6 +251,7 @@ pub async fn append(
     let seq = u64::try_from(seq)
         .map_err(|_| StoreError::Corrupt(format!("negative sequence for {op_id}")))?;
     if clock.now_ms().saturating_sub(started) > WRITE_GUARD_MS {
+        seal(store, clock, op_id, seq).await;
         return Err(JournalError::Abandoned);
     }
     let entry = Entry {
@@ -254,8 +259,25 @@ pub async fn append(
         recorded_at_ms: started,
         kind,
     };
-    set_json(store, &keys::operation_entry(op_id, seq), &entry).await?;
+    if let Err(e) = set_json(store, &keys::operation_entry(op_id, seq), &entry).await {
+        seal(store, clock, op_id, seq).await;
+        return Err(e.into());
+    }
     Ok(entry)
+}
+
+/// Records, in an entry after it, that this writer gave up entry `abandoned`, so readers need
+/// not wait [`HOLE_AGE_MS`] to skip it. Best effort: if this fails too, the hole just ages.
+async fn seal(store: &impl Store, clock: &dyn Clock, op_id: &str, abandoned: u64) {
+    let Ok(seq) = store.increment(&keys::operation_seq(op_id), 1).await else {
+        return;
+    };
+    let entry = Entry {
+        seq: seq.max(0) as u64,
+        recorded_at_ms: clock.now_ms(),
+        kind: EntryKind::Sealed { abandoned },
+    };
+    let _ = set_json(store, &keys::operation_entry(op_id, entry.seq), &entry).await;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,11 +441,21 @@ async fn catch_up(
     start: u64,
     mut seen: impl FnMut(&Entry, Effect, Option<OperationStatus>, &Option<Operation>),
 ) -> JournalResult<bool> {
-    let mut seq = start + 1;
+    let mut entries: Vec<Option<Entry>> = Vec::new();
+    for seq in start + 1..=head {
+        entries.push(get_json(store, &keys::operation_entry(op_id, seq)).await?);
+    }
+    let sealed: std::collections::BTreeSet<u64> = (entries.iter().flatten())
+        .filter_map(|e| match e.kind {
+            EntryKind::Sealed { abandoned } => Some(abandoned),
+            _ => None,
+        })
+        .collect();
     let mut missing: Vec<u64> = Vec::new();
-    while seq <= head {
-        let entry: Option<Entry> = get_json(store, &keys::operation_entry(op_id, seq)).await?;
+    for (seq, entry) in (start + 1..).zip(&entries) {
         match entry {
+            // Its writer gave it up and said so.
+            None if sealed.contains(&seq) => {}
             None => missing.push(seq),
             Some(entry) => {
                 if !missing.is_empty() {
@@ -434,11 +466,10 @@ async fn catch_up(
                     missing.clear();
                 }
                 let previous = op.as_ref().map(|o| o.status);
-                let effect = fold(op, &entry);
-                seen(&entry, effect, previous, op);
+                let effect = fold(op, entry);
+                seen(entry, effect, previous, op);
             }
         }
-        seq += 1;
     }
     // Trailing missing entries are in flight: nothing later proves them to be holes.
     Ok(missing.is_empty())

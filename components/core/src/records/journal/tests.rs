@@ -401,3 +401,35 @@ fn the_first_governance_approval_stands_so_every_resend_has_the_same_bytes() {
     assert!(g.approved);
     assert_eq!(g.governance_context.as_deref(), Some("ctx_first"));
 }
+
+#[test]
+fn a_writer_that_fails_to_write_its_entry_seals_it_so_the_next_writer_settles_at_once() {
+    let s = MemoryStore::new();
+    let clock = FixedClock(5_000);
+    block_on(async {
+        create(&s, &clock, &sample("op1")).await.unwrap();
+        // The increment is call 1, the entry's write call 2: it fails.
+        s.fail_nth_call(2);
+        assert!(
+            append(&s, &clock, "op1", observed(TaskStatus::Working))
+                .await
+                .is_err()
+        );
+        // At once (no hole age to wait): the next change folds and takes effect.
+        let next = record(&s, &clock, "op1", observed(TaskStatus::Completed))
+            .await
+            .unwrap();
+        assert!(next.effect.is_some(), "{next:?}");
+        assert_eq!(
+            next.operation.unwrap().status,
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        let kinds: Vec<_> = history(&s, &clock, "op1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| (e.seq, e.kind))
+            .collect();
+        assert_eq!(kinds[1], (3, EntryKind::Sealed { abandoned: 2 }));
+    });
+}
