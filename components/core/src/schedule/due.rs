@@ -358,7 +358,12 @@ impl Sweep {
                 sweep.backlog = true;
                 break;
             }
-            sweep.read_bucket(store, bucket).await?;
+            if sweep.read_bucket(store, bucket).await.is_err() {
+                // A store failure costs this tick the rest of the index, not the hints
+                // already read: the cursor stops before this bucket, so it is read again.
+                sweep.backlog = true;
+                break;
+            }
             bucket += 1;
         }
         Ok(sweep)

@@ -896,9 +896,12 @@ fn a_store_failure_in_one_due_operation_does_not_end_the_tick() {
             };
             match block_on(tick(&env, "test", w.clock.now_ms())) {
                 Err(_) => failed += 1,
-                Ok(report) => {
-                    assert!(report.touched + 1 >= ops, "fault at call {n}: {report:?}")
-                }
+                // Every hint handed out but the one that failed is worked; a failure while
+                // reading the index hands out fewer (the rest is read again next tick).
+                Ok(report) => assert!(
+                    report.touched + 1 >= report.due && (report.due == ops || report.backlog),
+                    "fault at call {n}: {report:?}"
+                ),
             }
         }
         failed

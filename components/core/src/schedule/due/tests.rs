@@ -562,3 +562,42 @@ fn a_corrupt_cursor_restarts_from_the_lookback() {
         assert!(cur.bucket <= T0 / 10_000 + 1);
     });
 }
+
+#[test]
+fn a_store_failure_while_reading_the_index_hands_out_what_was_read_and_rereads_the_rest() {
+    let s = MemoryStore::new();
+    let c = cfg();
+    block_on(async {
+        tick(&s, &c, T0).await;
+        let clock = FixedClock(T0 + 1_000);
+        schedule(&s, &c, &clock, "op_a", T0 + 1_000).await.unwrap();
+        schedule(&s, &c, &clock, "op_b", T0 + 31_000).await.unwrap();
+        let later = T0 + 120_000;
+        // Fail the first call into op_b's bucket: count how many calls reach it.
+        s.reset_counts();
+        let clean = Sweep::begin(&s, &c, later).await.unwrap();
+        assert_eq!(ids(clean.hints()), ["op_a", "op_b"]);
+        let mut failing_at = None;
+        for n in 1..=s.total_ops() {
+            s.fail_nth_call(n);
+            let sweep = Sweep::begin(&s, &c, later).await;
+            if let Ok(sweep) = sweep
+                && ids(sweep.hints()) == ["op_a"]
+            {
+                failing_at = Some(n);
+                // Working op_a and committing leaves op_b to the next tick.
+                let mut sweep = sweep;
+                let hints = sweep.hints().to_vec();
+                hints.iter().for_each(|h| sweep.settle(h));
+                sweep.commit(&s, &FixedClock(later)).await.unwrap();
+                let (next, _) = tick(&s, &c, later + 1_000).await;
+                assert_eq!(ids(&next), ["op_b"]);
+                break;
+            }
+        }
+        assert!(
+            failing_at.is_some(),
+            "a failure inside op_b's bucket still hands out op_a"
+        );
+    });
+}
