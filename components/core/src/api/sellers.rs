@@ -3,11 +3,12 @@
 use super::env::Env;
 use crate::foundation::error::FieldError;
 use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
-use crate::foundation::keys::valid_id;
+use crate::foundation::keys::{self, valid_id};
 use crate::foundation::log;
-use crate::foundation::store::Store;
+use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
-use crate::model::operation::WebhookMode;
+use crate::lifecycle::next::{Step, step};
+use crate::model::operation::{Operation, WebhookMode};
 use crate::records::seller::{self, AuthScheme, Seller, credentials_purpose};
 use crate::records::tenant::Tenant;
 use crate::schedule::breaker::Breaker;
@@ -117,6 +118,7 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             if seller::get(env.store, tid, seller_id).await?.is_none() {
                 return Err(ApiError::not_found("seller"));
             }
+            refuse_while_unsettled(env, tid, seller_id).await?;
             seller::delete(env.store, tid, seller_id).await?;
             Ok(http::Response::builder()
                 .status(StatusCode::NO_CONTENT)
@@ -124,6 +126,64 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 .unwrap_or_default())
         }
     }
+}
+
+/// Listing entries a seller's removal reads at most to find its unsettled operations.
+const REMOVAL_SCAN_LIMIT: u64 = 20_000;
+
+/// A seller is not removed while any of its operations may still have a live buy (open,
+/// timed out or canceled locally and still reconciled): the sweep could no longer reach it.
+/// Reads the tenant's listing from retention's low mark (everything below is gone), one
+/// snapshot per entry; a listing longer than [`REMOVAL_SCAN_LIMIT`] is refused unread.
+async fn refuse_while_unsettled<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    tenant: &str,
+    seller_id: &str,
+) -> ApiResult<()> {
+    let store = env.store;
+    let count = store
+        .increment(&keys::tenant_ops_count(tenant), 0)
+        .await?
+        .max(0) as u64;
+    let low = (store.get(&keys::purge_cursor(tenant)).await?)
+        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let conflict = |message: String, details: Value| {
+        let mut e = ApiError::new(StatusCode::CONFLICT, "seller_has_open_operations", message);
+        e.details = Some(details);
+        e
+    };
+    if count >= low && count - low + 1 > REMOVAL_SCAN_LIMIT {
+        return Err(conflict(
+            format!(
+                "more than {REMOVAL_SCAN_LIMIT} operations are kept for this tenant; the seller's cannot all be checked"
+            ),
+            json!({ "open_operations": null }),
+        ));
+    }
+    let now = env.clock.now_ms();
+    let mut open = 0u64;
+    for n in low..=count {
+        let Some(id) = store.get(&keys::tenant_ops_entry(tenant, n)).await? else {
+            continue;
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let Some(op) = get_json::<Operation>(store, &keys::operation(&id)).await? else {
+            continue;
+        };
+        let settled = op.status.is_authoritative_terminal() || step(&op, now) == Step::Rest;
+        open += u64::from(op.seller_id == seller_id && !settled);
+    }
+    if open > 0 {
+        return Err(conflict(
+            format!(
+                "{open} operations with this seller may still have live buys; wait for them to end or cancel them"
+            ),
+            json!({ "open_operations": open }),
+        ));
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/sellers/{id}/capabilities`: fetches the seller's capabilities again.

@@ -1467,3 +1467,44 @@ fn the_console_is_served_with_strict_headers_and_no_inline_script() {
     let (s, _) = w.call("POST", "/console/", None, None);
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[test]
+fn a_seller_with_operations_that_may_have_live_buys_cannot_be_removed() {
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    w.seller(&key, "s2");
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "task_1"})));
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    let (s, b) = w.call("DELETE", "/api/v1/sellers/s1", Some(&key), None);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("seller_has_open_operations"))
+    );
+    assert_eq!(b["details"]["open_operations"], 1, "{b}");
+    // Still there, untouched; another seller of the tenant is removed as before.
+    assert_eq!(
+        w.call("GET", "/api/v1/sellers/s1", Some(&key), None).0,
+        StatusCode::OK
+    );
+    let (s, _) = w.call("DELETE", "/api/v1/sellers/s2", Some(&key), None);
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // Once the seller settled it, the seller can go.
+    let id = op["operation_id"].as_str().unwrap();
+    let done = crate::records::journal::EntryKind::Observed {
+        observation: Box::new(crate::testing::obs(
+            crate::model::status::TaskStatus::Completed,
+            Some("task_1"),
+        )),
+    };
+    block_on(crate::testing::record(&w.store, &w.clock, id, done)).unwrap();
+    let (s, b) = w.call("DELETE", "/api/v1/sellers/s1", Some(&key), None);
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+}
