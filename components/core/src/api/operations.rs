@@ -9,7 +9,7 @@ use crate::foundation::log;
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
-use crate::lifecycle::create::{Stored, store_new};
+use crate::lifecycle::create::{Stored, finish_filing, store_new};
 use crate::lifecycle::dispatch;
 use crate::lifecycle::next::reschedule_after_change;
 use crate::model::operation::{
@@ -65,6 +65,10 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         && let Some(existing) =
             crate::lifecycle::effects::load_and_adopt(env.cx(), &operation_id).await?
     {
+        // Its first request may have died after storing it, before listing and filing it:
+        // finish that, or nothing would ever dispatch, time out or purge it.
+        let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
+        finish_filing(env.cx(), &env.sweep.due, &existing.operation, safety_net).await?;
         return replayed(existing.operation, tid, &request_digest);
     }
     // AdCP clients must fail closed before mutating at a seller that declares no replay

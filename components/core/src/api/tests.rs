@@ -1508,3 +1508,64 @@ fn a_seller_with_operations_that_may_have_live_buys_cannot_be_removed() {
     let (s, b) = w.call("DELETE", "/api/v1/sellers/s1", Some(&key), None);
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 }
+
+/// A buyer's retry with the same `Idempotency-Key` after a store failure anywhere in the
+/// first request finds the operation listed and filed, so the sweep dispatches it.
+#[test]
+fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
+    let setup = || {
+        let w = World::new();
+        let key = w.tenant("Acme");
+        w.seller(&key, "s1");
+        w.store.reset_counts();
+        (w, key)
+    };
+    let post = |w: &World, key: &str| {
+        w.raw(
+            http::Request::post("/api/v1/operations")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "buyer-req-1")
+                .body(create_body("s1").to_string().into_bytes())
+                .unwrap(),
+        )
+    };
+    let calls = {
+        let (w, key) = setup();
+        w.seller
+            .answer(Err(crate::seller::port::CallFailure::Transport(
+                crate::foundation::transport::TransportError::Connect("refused".into()),
+            )));
+        post(&w, &key);
+        w.store.total_ops()
+    };
+    for n in 1..=calls {
+        let (w, key) = setup();
+        // The seller is unreachable: the operation is left for the sweep either way.
+        for _ in 0..2 {
+            w.seller
+                .answer(Err(crate::seller::port::CallFailure::Transport(
+                    crate::foundation::transport::TransportError::Connect("refused".into()),
+                )));
+        }
+        w.store.fail_nth_call(n);
+        let (first, _) = post(&w, &key);
+        let (s, op) = post(&w, &key);
+        assert!(
+            s.is_success(),
+            "fault at call {n} (first answered {first}): {s} {op}"
+        );
+        let id = op["operation_id"].as_str().unwrap();
+        let (_, list) = w.call("GET", "/api/v1/operations", Some(&key), None);
+        assert_eq!(
+            list["operations"].as_array().unwrap().len(),
+            1,
+            "fault at call {n}"
+        );
+        let filed = block_on(w.store.get(&keys::poll_state(id))).unwrap();
+        assert!(
+            filed.is_some(),
+            "fault at call {n}: never filed for the sweep"
+        );
+    }
+}

@@ -48,6 +48,17 @@ pub async fn store_new(
     }
 }
 
+/// Finishes what storing `op` may have left undone (its creator died after the creation
+/// entry): listing, task index and filing, each only if missing.
+pub async fn finish_filing(
+    cx: Cx<'_, impl Store>,
+    due: &DueConfig,
+    op: &Operation,
+    due_at_ms: u64,
+) -> StoreResult<()> {
+    file(cx, due, op, due_at_ms, false).await
+}
+
 /// Lists, tracks and files a stored operation. `fresh`: just created, so nothing of this was
 /// done yet; otherwise each step checks first and does only what is missing.
 async fn file(
