@@ -20,7 +20,7 @@ use orchestrator_core::foundation::seal::SealingKey;
 use orchestrator_core::foundation::store::{MemoryStore, set_json};
 use orchestrator_core::intake::{IntakeConfig, IntakeEnv, handle};
 use orchestrator_core::model::operation::{
-    DeliveryLedger, Operation, WebhookMode, WebhookRegistration,
+    NewOperation, Operation, WebhookMode, WebhookRegistration,
 };
 use orchestrator_core::model::status::{OperationStatus, TaskStatus};
 use orchestrator_core::records::journal;
@@ -47,43 +47,31 @@ fn world(control: u8, store: &MemoryStore, sealing: &SealingKey) {
         WebhookMode::Rfc9421,
     ][usize::from(control & 3)];
     let e = CounterEntropy(Cell::new(1));
-    let op = Operation {
+    let new = NewOperation {
         operation_id: "op1".into(),
         tenant_id: "t1".into(),
         seller_id: "s1".into(),
         task: orchestrator_core::model::task::TaskKind::CreateMediaBuy,
         arguments: json!({"idempotency_key": "k-0123456789abcdef"}),
         idempotency_key: "k-0123456789abcdef".into(),
-        task_id: (control & 16 != 0).then(|| "task_456".into()),
-        context_id: None,
         status: if control & 32 != 0 {
             OperationStatus::Seller(TaskStatus::Submitted)
         } else {
             OperationStatus::PendingDispatch
         },
-        result: None,
-        error: None,
+        task_id: (control & 16 != 0).then(|| "task_456".into()),
         message: None,
-        created_at_ms: NOW_MS - 60_000,
-        updated_at_ms: NOW_MS - 60_000,
-        next_poll_at_ms: Some(NOW_MS),
-        deadline_at_ms: NOW_MS + 86_400_000,
-        seller_at_ms: None,
-        webhook: Some(WebhookRegistration {
-            url: format!("{BASE}/webhooks/adcp/op1"),
-            mode,
-            token: sealing.seal(&e, "webhook:op1:token", TOKEN.as_bytes()),
-            secret: Some(sealing.seal(&e, "webhook:op1:secret", SECRET.as_bytes())),
-        }),
-        request_digest: None,
-        dispatch_attempts: 0,
-        outcome_unknown: false,
-        deliveries: DeliveryLedger::default(),
-        governance: None,
-        cancel: None,
+        deadline_ms: 86_400_000 + 60_000,
         linked_from: None,
-        version: 0,
     };
+    let mut op = Operation::new(new, NOW_MS - 60_000);
+    op.next_poll_at_ms = Some(NOW_MS);
+    op.webhook = Some(WebhookRegistration {
+        url: format!("{BASE}/webhooks/adcp/op1"),
+        mode,
+        token: sealing.seal(&e, "webhook:op1:token", TOKEN.as_bytes()),
+        secret: Some(sealing.seal(&e, "webhook:op1:secret", SECRET.as_bytes())),
+    });
     let clock = FixedClock(NOW_MS - 60_000);
     block_on(journal::create(store, &clock, &op)).expect("the operation is stored");
     let s: Seller = serde_json::from_value(json!({
