@@ -234,7 +234,9 @@ pub async fn create(
         }
     }
     fold(&mut op, &entry);
-    let op = op.expect("a creation entry over no record yields one");
+    let Some(op) = op else {
+        return Err(StoreError::Corrupt(format!("creation entry of {id} yields no record")).into());
+    };
     save(store, &op).await?;
     Ok(op)
 }
