@@ -141,14 +141,8 @@ async fn refuse_while_unsettled<S: Store, C: SellerCalls, T: Transport>(
     seller_id: &str,
 ) -> ApiResult<()> {
     let store = env.store;
-    let count = store
-        .increment(&keys::tenant_ops_count(tenant), 0)
-        .await?
-        .max(0) as u64;
-    let low = (store.get(&keys::purge_cursor(tenant)).await?)
-        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let live = crate::records::indexes::live_listing(store, tenant).await?;
+    let (low, count) = (*live.start(), *live.end());
     let conflict = |message: String, details: Value| {
         let mut e = ApiError::new(StatusCode::CONFLICT, "seller_has_open_operations", message);
         e.details = Some(details);

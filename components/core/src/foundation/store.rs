@@ -54,6 +54,17 @@ impl<S: Store + ?Sized> Store for &S {
     }
 }
 
+/// A number kept as decimal text (cursors, positions, times); `None` when absent or not one.
+pub async fn get_decimal<T: std::str::FromStr>(
+    store: &impl Store,
+    key: &str,
+) -> StoreResult<Option<T>> {
+    Ok(store
+        .get(key)
+        .await?
+        .and_then(|v| String::from_utf8(v).ok()?.parse().ok()))
+}
+
 /// Reads and writes JSON values through any [`Store`].
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     store: &impl Store,

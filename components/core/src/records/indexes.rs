@@ -2,7 +2,7 @@
 //! the created counter) and the seller's task index that reconciliation walks.
 
 use crate::foundation::keys;
-use crate::foundation::store::{Store, StoreResult};
+use crate::foundation::store::{Store, StoreResult, get_decimal};
 use crate::model::operation::Operation;
 
 /// Lists a stored operation for its tenant, once: re-run after a failure anywhere, it
@@ -15,7 +15,7 @@ pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResul
     let listed = keys::operation_listed(&op.operation_id);
     let position = match fresh {
         true => None,
-        false => (store.get(&listed).await?).and_then(|n| String::from_utf8(n).ok()?.parse().ok()),
+        false => get_decimal(store, &listed).await?,
     };
     let n = match position {
         Some(n) => n,
@@ -39,6 +39,22 @@ pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResul
         super::summary::created(store, &op.tenant_id, op.status).await?;
     }
     Ok(())
+}
+
+/// The tenant's listing entries that may still name an operation: from retention's low mark
+/// (everything below it is removed) to the newest.
+pub async fn live_listing(
+    store: &impl Store,
+    tenant: &str,
+) -> StoreResult<std::ops::RangeInclusive<u64>> {
+    let newest = store
+        .increment(&keys::tenant_ops_count(tenant), 0)
+        .await?
+        .max(0) as u64;
+    let low = get_decimal(store, &keys::purge_cursor(tenant))
+        .await?
+        .unwrap_or(1);
+    Ok(low.max(1)..=newest)
 }
 
 /// Records that `op` tracks its seller task. The task's key is written last, so a failure

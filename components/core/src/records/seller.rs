@@ -2,7 +2,7 @@
 
 use crate::foundation::keys;
 use crate::foundation::seal::Sealed;
-use crate::foundation::store::{Store, StoreResult, get_json, set_json};
+use crate::foundation::store::{Store, StoreResult, get_decimal, get_json, set_json};
 use crate::model::operation::WebhookMode;
 use crate::records::capabilities::Capabilities;
 use serde::{Deserialize, Serialize};
@@ -146,27 +146,14 @@ pub async fn registry(
 
 /// When a call to the seller last succeeded, if one ever did (since this was recorded).
 pub async fn last_ok(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<Option<u64>> {
-    Ok(store
-        .get(&keys::seller_last_ok(tenant, seller))
-        .await?
-        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    get_decimal(store, &keys::seller_last_ok(tenant, seller)).await
 }
 
-/// Every (tenant, seller) pair ever registered and still present.
+/// Every seller ever registered and still present, by tenant and seller id.
 pub async fn all(store: &impl Store) -> StoreResult<Vec<Seller>> {
-    let n = store.increment(keys::SELLERS_COUNT, 0).await?.max(0) as u64;
     let mut out = Vec::new();
-    for i in 1..=n {
-        let Some(entry) = store.get(&keys::sellers_entry(i)).await? else {
-            continue;
-        };
-        let entry = String::from_utf8_lossy(&entry).into_owned();
-        if let Some((t, s)) = entry.split_once('\n')
-            && let Some(record) = get(store, t, s).await?
-            && !out
-                .iter()
-                .any(|o: &Seller| o.tenant_id == t && o.seller_id == s)
-        {
+    for (t, s) in registry(store).await? {
+        if let Some(record) = get(store, &t, &s).await? {
             out.push(record);
         }
     }

@@ -95,9 +95,9 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
     let mut finished = 0;
     while budget > 0 && finished < tenants.len() {
         let t = &tenants[i];
-        let count = store.increment(&keys::tenant_ops_count(t), 0).await?.max(0) as u64;
-        let low = position(store, &keys::purge_cursor(t)).await?.unwrap_or(1);
-        let mut n = next.max(low).max(1);
+        let live = crate::records::indexes::live_listing(store, t).await?;
+        let (low, count) = (*live.start(), *live.end());
+        let mut n = next.max(low);
         while n <= count && budget > 0 {
             budget -= 1;
             match check(env, &mut registered, t, n, keeping_up).await {
@@ -232,13 +232,6 @@ fn due_bound(op: &Operation, now: u64) -> Option<u64> {
         }
         Step::Poll => Some(op.deadline_at_ms),
     }
-}
-
-async fn position(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
-    Ok(store
-        .get(key)
-        .await?
-        .and_then(|v| String::from_utf8(v).ok()?.parse().ok()))
 }
 
 #[cfg(test)]

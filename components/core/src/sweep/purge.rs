@@ -6,7 +6,8 @@
 //! `list_tasks` keeps one small entry per task ever tracked). Runs with reconciliation, once per
 //! epoch, walking each tenant's listing from its oldest entry, a bounded number per run.
 
-use crate::foundation::{cx::Cx, keys, log, store::Store};
+use crate::foundation::store::{Store, get_decimal};
+use crate::foundation::{cx::Cx, keys, log};
 use crate::model::operation::Operation;
 use crate::records::{journal::JournalResult, notify};
 use crate::schedule::retention::Retention;
@@ -37,15 +38,9 @@ pub async fn purge_tenant(
     tenant: &str,
 ) -> JournalResult<usize> {
     let Cx { store, clock, log } = cx;
-    let count = store
-        .increment(&keys::tenant_ops_count(tenant), 0)
-        .await?
-        .max(0) as u64;
-    let low = read_position(store, &keys::purge_cursor(tenant))
-        .await?
-        .unwrap_or(1)
-        .max(1);
-    let next = read_position(store, &keys::purge_next(tenant))
+    let live = crate::records::indexes::live_listing(store, tenant).await?;
+    let (low, count) = (*live.start(), *live.end());
+    let next = get_decimal(store, &keys::purge_next(tenant))
         .await?
         .unwrap_or(low);
     let start = if (low..=count).contains(&next) {
@@ -106,13 +101,6 @@ pub async fn purge_tenant(
             .await?;
     }
     Ok(removed)
-}
-
-async fn read_position(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
-    Ok(store
-        .get(key)
-        .await?
-        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()))
 }
 
 pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
@@ -307,7 +295,7 @@ mod tests {
             .collect();
         assert_eq!(left, ["op0"]);
         // Nothing below the open operation was ever passed over.
-        let low = block_on(read_position(&store, &keys::purge_cursor("t1"))).unwrap();
+        let low: Option<u64> = block_on(get_decimal(&store, &keys::purge_cursor("t1"))).unwrap();
         assert_eq!(low.unwrap_or(1), 1);
     }
 }

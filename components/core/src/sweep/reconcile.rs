@@ -9,7 +9,7 @@ use crate::foundation::clock::Entropy;
 use crate::foundation::cx::Cx;
 use crate::foundation::keys;
 use crate::foundation::log;
-use crate::foundation::store::{Store, get_json, set_json};
+use crate::foundation::store::{Store, get_decimal, get_json, set_json};
 use crate::lifecycle::create::{Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
@@ -227,7 +227,7 @@ async fn repoll_missing(
         return Ok(Vec::new());
     }
     let cursor_key = keys::reconcile_cursor(t, s);
-    let start = read_decimal(store, &cursor_key)
+    let start = get_decimal::<u64>(store, &cursor_key)
         .await?
         .filter(|c| (low..=count).contains(c))
         .unwrap_or(low);
@@ -289,13 +289,6 @@ async fn repoll_missing(
 struct LowMark {
     low: u64,
     counted: u64,
-}
-
-async fn read_decimal(store: &impl Store, key: &str) -> JournalResult<Option<u64>> {
-    Ok(store
-        .get(key)
-        .await?
-        .and_then(|v| String::from_utf8(v).ok()?.parse::<u64>().ok()))
 }
 
 #[cfg(test)]
