@@ -7,7 +7,7 @@ use crate::model::operation::Operation;
 
 /// Lists a stored operation for its tenant, once: re-run after a failure anywhere, it
 /// finishes the listing without a second entry. The position is recorded before the entry so
-/// a rerun rewrites the same entry; a crash before that leaves an unused position, which
+/// a rerun writes the same entry if it is missing; a crash before that leaves an unused position, which
 /// listing readers skip. The created counters (global and the tenant's summary) follow the
 /// listing: at most once per operation.
 /// `fresh`: the caller just created it, so it cannot be listed yet (saves a read).
@@ -28,12 +28,11 @@ pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResul
             n
         }
     };
-    store
-        .set(
-            &keys::tenant_ops_entry(&op.tenant_id, n),
-            op.operation_id.as_bytes(),
-        )
-        .await?;
+    let entry = keys::tenant_ops_entry(&op.tenant_id, n);
+    // A rerun (a replayed create, say) usually finds the entry written: a read, not a write.
+    if position.is_none() || store.get(&entry).await?.is_none() {
+        store.set(&entry, op.operation_id.as_bytes()).await?;
+    }
     if position.is_none() {
         super::metrics::operation_created(store, op.task.name()).await?;
         super::summary::created(store, &op.tenant_id, op.status).await?;
