@@ -205,6 +205,10 @@ pub fn reconcile_claim(epoch: u64) -> String {
     format!("reconcile:{epoch}")
 }
 
+pub fn reconcile_runs(epoch: u64) -> String {
+    format!("reconcile:{epoch}:runs")
+}
+
 pub fn purge_cursor(tenant: &str) -> String {
     format!("purge:cursor:{tenant}")
 }

@@ -37,9 +37,14 @@ pub struct Reconciled {
     pub repolled: Vec<String>,
     /// Operations removed by retention in the same run.
     pub purged: usize,
+    /// A store failure cost part of the run (a task, a seller, retention).
+    pub failed: bool,
 }
 
-/// Runs reconciliation if this epoch's run is not claimed yet.
+/// Runs reconciliation if this epoch's run is not claimed yet. A store failure costs only the
+/// task or seller it happened in (logged); a run that had one gives its claim back, so a
+/// later tick of the same epoch runs again (every step is idempotent), at most
+/// [`RUNS_PER_EPOCH`] times.
 pub async fn run_if_due(
     cx: Cx<'_, impl Store>,
     entropy: &dyn Entropy,
@@ -51,22 +56,77 @@ pub async fn run_if_due(
     if store.increment(&keys::reconcile_claim(epoch), 1).await? != 1 {
         return Ok(None);
     }
-    // The previous epoch's claim is no longer contended; a replica lagging behind that
-    // re-claims it only repeats an idempotent run.
-    store
-        .delete(&keys::reconcile_claim(epoch.saturating_sub(1)))
-        .await?;
-    let mut total = Reconciled {
-        purged: super::purge::run(cx, &config.retention).await?,
-        ..Default::default()
+    let runs = match store.increment(&keys::reconcile_runs(epoch), 1).await {
+        Ok(runs) => runs,
+        Err(e) => {
+            let _ = store.delete(&keys::reconcile_claim(epoch)).await;
+            return Err(e.into());
+        }
     };
-    for s in seller::all(store).await? {
-        let r = reconcile_seller(cx, entropy, config, calls, &s).await?;
-        total.listed += r.listed;
-        total.adopted.extend(r.adopted);
-        total.repolled.extend(r.repolled);
+    let mut total = Reconciled::default();
+    // Earlier epochs' keys are no longer contended (a replica lagging behind that re-claims
+    // one only repeats an idempotent run); two are tried, so one failed delete leaves none.
+    let mut failed = false;
+    for earlier in [epoch.saturating_sub(1), epoch.saturating_sub(2)] {
+        for key in [
+            keys::reconcile_claim(earlier),
+            keys::reconcile_runs(earlier),
+        ] {
+            if let Err(e) = store.delete(&key).await {
+                failed |= report_failure(cx, "claim", &e.into());
+            }
+        }
     }
+    match super::purge::run(cx, &config.retention).await {
+        Ok(n) => total.purged = n,
+        Err(e) => failed |= report_failure(cx, "retention", &e),
+    }
+    let sellers = match seller::all(store).await {
+        Ok(sellers) => sellers,
+        Err(e) => {
+            failed |= report_failure(cx, "sellers", &e.into());
+            Vec::new()
+        }
+    };
+    for s in sellers {
+        match reconcile_seller(cx, entropy, config, calls, &s).await {
+            Ok(r) => {
+                failed |= r.failed;
+                total.listed += r.listed;
+                total.adopted.extend(r.adopted);
+                total.repolled.extend(r.repolled);
+            }
+            Err(e) => failed |= report_failure(cx, &s.seller_id, &e),
+        }
+    }
+    if failed && runs < RUNS_PER_EPOCH {
+        // Best effort: if this fails too, the next epoch runs again.
+        let _ = store.delete(&keys::reconcile_claim(epoch)).await;
+    }
+    total.failed = failed;
     Ok(Some(total))
+}
+
+/// Runs of one epoch at most: the first, and reruns after store failures.
+const RUNS_PER_EPOCH: i64 = 3;
+
+/// Logs a failure of one part of the run; always `true` (the run had a failure).
+fn report_failure(
+    cx: Cx<'_, impl Store>,
+    part: &str,
+    e: &crate::records::journal::JournalError,
+) -> bool {
+    log::emit(
+        cx.log,
+        &log::Event {
+            ts_ms: cx.clock.now_ms(),
+            event: "reconcile.error",
+            seller_id: Some(part),
+            detail: Some(log::capped(&e.to_string())),
+            ..Default::default()
+        },
+    );
+    true
 }
 
 /// Reconciles one seller. A seller that cannot list its tasks is left to polling.
@@ -108,11 +168,10 @@ pub async fn reconcile_seller(
             };
             listed.insert(task_id.to_string());
             out.listed += 1;
-            let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
-            if store.get(&key).await?.is_none()
-                && let Some(id) = adopt(cx, entropy, config, seller, task_id, t).await?
-            {
-                out.adopted.push(id);
+            match adopt_if_untracked(cx, entropy, config, seller, task_id, t).await {
+                Ok(Some(id)) => out.adopted.push(id),
+                Ok(None) => {}
+                Err(e) => out.failed |= report_failure(cx, &seller.seller_id, &e),
             }
         }
         cursor = page
@@ -131,9 +190,26 @@ pub async fn reconcile_seller(
     }
     if complete {
         // Only a complete listing proves a task missing from it.
-        out.repolled = repoll_missing(cx, &config.due, seller, &listed).await?;
+        let r = repoll_missing(cx, &config.due, seller, &listed).await?;
+        out.repolled = r.repolled;
+        out.failed |= r.failed;
     }
     Ok(out)
+}
+
+async fn adopt_if_untracked(
+    cx: Cx<'_, impl Store>,
+    entropy: &dyn Entropy,
+    config: &SweepConfig,
+    seller: &Seller,
+    task_id: &str,
+    listed: &Value,
+) -> JournalResult<Option<String>> {
+    let key = keys::task_of(&seller.tenant_id, &seller.seller_id, task_id);
+    if cx.store.get(&key).await?.is_some() {
+        return Ok(None);
+    }
+    adopt(cx, entropy, config, seller, task_id, listed).await
 }
 
 /// Adopts an untracked seller task as an operation (deterministic id: racing runs adopt
@@ -210,58 +286,37 @@ async fn repoll_missing(
     due: &DueConfig,
     seller: &Seller,
     listed: &HashSet<String>,
-) -> JournalResult<Vec<String>> {
-    let Cx { store, clock, .. } = cx;
+) -> JournalResult<Repolled> {
+    let store = cx.store;
     let (t, s) = (&seller.tenant_id, &seller.seller_id);
     let count = store
         .increment(&keys::seller_tasks_count(t, s), 0)
         .await?
         .max(0) as u64;
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok(Repolled::default());
     }
     let low_key = keys::seller_tasks_low(t, s);
     let mark: LowMark = get_json(store, &low_key).await?.unwrap_or_default();
     let low = mark.low.max(1);
     if low > count {
-        return Ok(Vec::new());
+        return Ok(Repolled::default());
     }
     let cursor_key = keys::reconcile_cursor(t, s);
     let start = get_decimal::<u64>(store, &cursor_key)
         .await?
         .filter(|c| (low..=count).contains(c))
         .unwrap_or(low);
-    let mut out = Vec::new();
+    let mut out = Repolled::default();
     let mut new_low = low;
     let mut n = start;
     for _ in 0..CHECKS_PER_RUN.min(count - low + 1) {
-        let entry_key = keys::seller_tasks_entry(t, s, n);
-        let gone = match store.get(&entry_key).await? {
-            // An empty slot counted by an earlier walk is a hole for good; a newer one may
-            // be a `track` whose entry is still being written.
-            None => n <= mark.counted,
-            Some(id) => {
-                let id = String::from_utf8_lossy(&id).into_owned();
-                match crate::lifecycle::effects::load_and_adopt(cx, &id).await? {
-                    Some(l) if !l.operation.status.is_closed() => {
-                        let op = l.operation;
-                        let open =
-                            matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
-                        if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
-                            let state = PollState {
-                                next_at_ms: clock.now_ms(),
-                                ..Default::default()
-                            };
-                            schedule_at(store, clock, due, &id, state).await?;
-                            out.push(id);
-                        }
-                        false
-                    }
-                    _ => {
-                        store.delete(&entry_key).await?;
-                        true
-                    }
-                }
+        // A failure on one entry keeps it (it is looked at again next run), never the walk.
+        let gone = match tracked_entry(cx, due, seller, n, &mark, listed, &mut out.repolled).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                out.failed |= report_failure(cx, s, &e);
+                false
             }
         };
         if gone && n == new_low {
@@ -281,6 +336,52 @@ async fn repoll_missing(
     }
     store.set(&cursor_key, n.to_string().as_bytes()).await?;
     Ok(out)
+}
+
+#[derive(Debug, Default)]
+struct Repolled {
+    repolled: Vec<String>,
+    failed: bool,
+}
+
+/// Looks at tracked-task entry `n`: files its operation for a poll now if its open task is no
+/// longer listed. Returns whether the entry is gone for good (deleted, or a hole).
+async fn tracked_entry(
+    cx: Cx<'_, impl Store>,
+    due: &DueConfig,
+    seller: &Seller,
+    n: u64,
+    mark: &LowMark,
+    listed: &HashSet<String>,
+    repolled: &mut Vec<String>,
+) -> JournalResult<bool> {
+    let Cx { store, clock, .. } = cx;
+    let entry_key = keys::seller_tasks_entry(&seller.tenant_id, &seller.seller_id, n);
+    let Some(id) = store.get(&entry_key).await? else {
+        // An empty slot counted by an earlier walk is a hole for good; a newer one may be a
+        // `track` whose entry is still being written.
+        return Ok(n <= mark.counted);
+    };
+    let id = String::from_utf8_lossy(&id).into_owned();
+    match crate::lifecycle::effects::load_and_adopt(cx, &id).await? {
+        Some(l) if !l.operation.status.is_closed() => {
+            let op = l.operation;
+            let open = matches!(op.status, OperationStatus::Seller(st) if !st.is_terminal());
+            if open && op.task_id.as_ref().is_some_and(|tid| !listed.contains(tid)) {
+                let state = PollState {
+                    next_at_ms: clock.now_ms(),
+                    ..Default::default()
+                };
+                schedule_at(store, clock, due, &id, state).await?;
+                repolled.push(id);
+            }
+            Ok(false)
+        }
+        _ => {
+            store.delete(&entry_key).await?;
+            Ok(true)
+        }
+    }
 }
 
 /// The tracked-task index's low end: entries below `low` are all gone; `counted` is the
@@ -340,6 +441,7 @@ mod tests {
             &listed,
         ))
         .unwrap()
+        .repolled
     }
 
     fn low(store: &MemoryStore) -> u64 {

@@ -495,6 +495,75 @@ fn a_local_cancel_of_a_never_sent_operation_needs_no_reconciling() {
 }
 
 #[test]
+fn a_store_failure_in_reconciliation_costs_one_task_and_the_epoch_runs_again() {
+    let listing = |_: &str, _: &Value| {
+        Ok(
+            json!({"query_summary": {}, "pagination": {"has_more": false},
+        "tasks": [{"task_id": "task_a", "task_type": "create_media_buy", "domain": "media-buy",
+                   "status": "working", "created_at": "2026-01-01T00:00:00Z",
+                   "updated_at": "2026-01-01T00:00:00Z"},
+                  {"task_id": "task_b", "task_type": "create_media_buy", "domain": "media-buy",
+                   "status": "working", "created_at": "2026-01-01T00:00:00Z",
+                   "updated_at": "2026-01-01T00:00:00Z"}]}),
+        )
+    };
+    let world = || {
+        let w = World::new();
+        w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+        block_on(crate::records::seller::index(&w.store, "t1", "s1")).unwrap();
+        w.store.reset_counts();
+        w
+    };
+    let run = |w: &World, seller: &ScriptSeller| {
+        block_on(crate::sweep::reconcile::run_if_due(
+            Cx::new(&w.store, &w.clock, &NoLog),
+            &w.entropy,
+            &w.config,
+            seller,
+        ))
+    };
+    let adopted = |w: &World| {
+        ["task_a", "task_b"]
+            .iter()
+            .filter(|t| {
+                block_on(crate::foundation::store::Store::get(
+                    &w.store,
+                    &keys::task_of("t1", "s1", t),
+                ))
+                .unwrap()
+                .is_some()
+            })
+            .count()
+    };
+    let calls = {
+        let w = world();
+        let seller = ScriptSeller::new(listing).with_tools(&["get_task_status", "list_tasks"]);
+        assert!(!run(&w, &seller).unwrap().unwrap().failed);
+        assert_eq!(adopted(&w), 2);
+        w.store.total_ops()
+    };
+    let mut partial = 0;
+    for n in 1..=calls {
+        let w = world();
+        let seller = ScriptSeller::new(listing).with_tools(&["get_task_status", "list_tasks"]);
+        w.store.fail_nth_call(n);
+        let first = run(&w, &seller);
+        if let Ok(Some(r)) = &first {
+            // Whatever else failed, the other task is still adopted in this run.
+            partial += usize::from(r.failed);
+            assert!(!r.failed || adopted(&w) >= 1 || r.listed == 0, "call {n}");
+        }
+        // Later ticks of the same epoch finish the job (the claim was given back).
+        for _ in 0..2 {
+            let _ = run(&w, &seller);
+        }
+        assert_eq!(adopted(&w), 2, "failing call {n} of {calls}");
+        assert!(run(&w, &seller).unwrap().is_none(), "done for the epoch");
+    }
+    assert!(partial > 5, "{partial} runs cost part of their work");
+}
+
+#[test]
 fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
     let w = World::new();
     w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
