@@ -212,8 +212,26 @@ pub async fn attempt(
             }
         }
     }
-    set_json(store, &keys::notification(id), &n).await?;
+    record(store, &n).await?;
     Ok(Some(n))
+}
+
+/// Writes of an attempt's result before giving up on it.
+const RECORD_TRIES: usize = 3;
+
+/// Records an attempt's result. The request has reached the callback by now, so a store
+/// failure here would mean sending it again: the write (a `set`, idempotent) is retried in
+/// place. Only a crash between the send and this write resends, with the same `webhook-id`,
+/// which receivers de-duplicate.
+async fn record(store: &impl Store, n: &Notification) -> StoreResult<()> {
+    let key = keys::notification(&n.id);
+    let mut tries = 1;
+    loop {
+        match set_json(store, &key, n).await {
+            Err(_) if tries < RECORD_TRIES => tries += 1,
+            written => return written,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +337,34 @@ mod delivery_tests {
         assert_eq!(h("webhook-timestamp"), "10");
         let expected = sign(&secret_key(&secret).unwrap(), "ntf_op1_3", 10, r.body());
         assert_eq!(h("webhook-signature"), expected);
+    }
+
+    #[test]
+    fn a_store_failure_recording_a_delivery_does_not_send_it_again() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        let t = ScriptedTransport::default();
+        t.reply(204, "");
+        let clock = FixedClock(10_000);
+        block_on(async {
+            let n = enqueue(&s, &clock, "t1", "op1", 3, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            // The attempt reads the notification, the callback and its gone marker, sends,
+            // then writes the result: that write fails once.
+            s.fail_nth_call(4);
+            let done = attempt(&s, &clock, &t, &sealing, &n.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(done.state, DeliveryState::Delivered);
+            attempt(&s, &FixedClock(99_000), &t, &sealing, &n.id)
+                .await
+                .unwrap();
+        });
+        assert_eq!(t.requests.borrow().len(), 1, "sent once");
     }
 
     #[test]
