@@ -20,6 +20,15 @@ pub struct PollState {
     /// The seller's `retry_after` from the last poll, honoured by the next scheduling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// When this state was written (set by [`schedule_at`]): its writer held the operation's
+    /// lease just before, so a lease left by a holder that died is in a slot near this time
+    /// or near `next_at_ms` (the auditor looks there).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub filed_at_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Files an operation (or a notification, by its `ntf_` id) as due at `state.next_at_ms` and
@@ -31,8 +40,9 @@ pub async fn schedule_at(
     clock: &dyn Clock,
     cfg: &DueConfig,
     id: &str,
-    state: PollState,
+    mut state: PollState,
 ) -> StoreResult<()> {
+    state.filed_at_ms = clock.now_ms();
     due::schedule(store, cfg, clock, id, state.next_at_ms).await?;
     set_json(store, &keys::poll_state(id), &state).await
 }

@@ -9,8 +9,9 @@
 //! - `listed`: its listing position is recorded, so a re-run of its creation lists it once;
 //! - `seller_index`: its seller, if still registered, is in the seller registry that
 //!   reconciliation and retention walk;
-//! - `lease`: no lease counter is left in the ended slots around its due time (a holder that
-//!   died; ended slots are never claimed again, so deleting them is safe).
+//! - `lease`: no lease counter is left in the ended slots around its due time and around the
+//!   time its poll state was last filed (a holder that died, before its successor filed it;
+//!   ended slots are never claimed again, so deleting them is safe).
 
 use super::env::SweepEnv;
 use crate::foundation::store::{Store, get_json, set_json};
@@ -182,11 +183,22 @@ async fn check<S: Store, C: SellerCalls, T: Transport>(
             repairs.push("due");
         }
     }
-    if let Some(at) = state.map(|s| s.next_at_ms) {
+    if let Some(state) = state {
         let lease = &env.config.lease;
-        let first = lease.slot_of(at);
         let scope = keys::lease_scope_operation(&id);
-        for slot in (first..=first + 1).filter(|s| *s < lease.slot_of(now)) {
+        let due = lease.slot_of(state.next_at_ms);
+        // States written before `filed_at_ms` existed carry 0: only the due time is known.
+        let filed = (state.filed_at_ms > 0).then(|| lease.slot_of(state.filed_at_ms));
+        let near: BTreeSet<u64> = [due, due + 1]
+            .into_iter()
+            .chain(
+                filed
+                    .into_iter()
+                    .flat_map(|f| [f.saturating_sub(1), f, f + 1]),
+            )
+            .filter(|s| *s < lease.slot_of(now))
+            .collect();
+        for slot in near {
             let key = keys::lease(&scope, slot);
             if store.get(&key).await?.is_some() {
                 store.delete(&key).await?;

@@ -167,6 +167,30 @@ fn a_lease_left_by_a_holder_that_died_is_removed_once_its_slot_ended() {
 }
 
 #[test]
+fn a_lease_left_by_a_holder_that_died_before_its_successor_filed_the_operation_is_removed() {
+    let w = World::new(1);
+    let lease = w.config.lease;
+    // A sweep claims op0 at a time far from its due time (a backlog) and dies.
+    w.clock.advance(7 * lease.slot_ms);
+    let key = keys::lease(
+        &keys::lease_scope_operation("op0"),
+        lease.slot_of(w.clock.now_ms()),
+    );
+    block_on(w.store.increment(&key, 1)).unwrap();
+    // The next tick's holder polls it and files it for two hours later.
+    w.clock.advance(lease.slot_ms);
+    let later = PollState {
+        next_at_ms: w.clock.now_ms() + 7_200_000,
+        ..Default::default()
+    };
+    block_on(schedule_at(&w.store, &w.clock, &w.config.due, "op0", later)).unwrap();
+    w.clock.advance(lease.slot_ms);
+    assert_eq!(w.audit().repaired, 1);
+    assert_eq!(w.repairs("lease"), 1);
+    assert!(block_on(w.store.get(&key)).unwrap().is_none());
+}
+
+#[test]
 fn a_pass_over_ten_thousand_operations_takes_at_most_twenty_ticks() {
     let w = World::new(10_000);
     let mut ticks = 0;
