@@ -19,7 +19,7 @@
 //! **Release and garbage.** A finished holder deletes its keys ([`Lease::release`]), so a later
 //! claimant in the same slot wins the fresh counter, rightly. A claim that wins its first slot
 //! but loses the second deletes what it won. Keys survive only crashes and lost answers (8
-//! bytes each); [`purge`] deletes a scope's keys over past slots.
+//! bytes each); the invariant auditor (`sweep::audit`) deletes them once their slots ended.
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
@@ -163,19 +163,6 @@ pub async fn claim_operation(
 /// duplicate reads: the due index and operation leases stay correct without it.
 pub async fn claim_sweep(store: &impl Store, cfg: &LeaseConfig, now_ms: u64) -> StoreResult<Claim> {
     claim(store, cfg, keys::LEASE_SCOPE_SWEEP, now_ms).await
-}
-
-/// Deletes a scope's counters for `slots` (keys left by crashed holders or lost answers). Only
-/// pass ended slots: deleting the current slot's counter would let a second claimant in.
-pub async fn purge(
-    store: &impl Store,
-    scope: &str,
-    slots: std::ops::Range<u64>,
-) -> StoreResult<()> {
-    for slot in slots {
-        store.delete(&keys::lease(scope, slot)).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

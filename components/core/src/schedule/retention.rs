@@ -6,7 +6,7 @@
 //!   the signature's own `expires` when it is later.
 //! - Operations in a terminal status: 30 days after they finished.
 //!
-//! The due index ([`super::due`]) and leases ([`super::lease::purge`]) have their own, shorter.
+//! The due index ([`super::due`]) and leases (removed by the invariant auditor once their slots ended) have their own, shorter.
 
 use super::{DAY_MS, HOUR_MS, SECOND_MS};
 use serde::{Deserialize, Serialize};
