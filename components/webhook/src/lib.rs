@@ -27,7 +27,10 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if let Some(id) = answer.notification {
         let sealing = config.sealing.clone();
         spin_sdk::wasip3::spawn(async move {
-            let _ = notify::attempt(&store, &HostClock, &SpinTransport, &sealing, &id).await;
+            let lease = Default::default();
+            let _ =
+                notify::attempt_alone(&store, &HostClock, &lease, &SpinTransport, &sealing, &id)
+                    .await;
         });
     }
     Ok(into_spin_response(answer.response))

@@ -10,6 +10,7 @@ use crate::foundation::seal::{Sealed, SealingKey, digest_hex};
 use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use crate::foundation::transport::{Limits, Transport};
 use crate::schedule::backoff::Schedule;
+use crate::schedule::lease::{self, Claim, LeaseConfig};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
@@ -216,6 +217,27 @@ pub async fn attempt(
     Ok(Some(n))
 }
 
+/// One attempt, under the notification's lease (the scope the sweep holds while it retries
+/// one), so the webhook component's first attempt and a sweep never both send it. `Ok(None)`
+/// also when someone else holds it: they attempt it.
+pub async fn attempt_alone(
+    store: &impl Store,
+    clock: &dyn Clock,
+    lease_cfg: &LeaseConfig,
+    transport: &impl Transport,
+    sealing: &SealingKey,
+    id: &str,
+) -> StoreResult<Option<Notification>> {
+    let Claim::Held(held) = lease::claim_operation(store, lease_cfg, id, clock.now_ms()).await?
+    else {
+        return Ok(None);
+    };
+    let attempted = attempt(store, clock, transport, sealing, id).await;
+    // A release that fails leaves a counter that lapses with its slot.
+    let _ = held.release(store).await;
+    attempted
+}
+
 /// Writes of an attempt's result before giving up on it.
 const RECORD_TRIES: usize = 3;
 
@@ -365,6 +387,33 @@ mod delivery_tests {
                 .unwrap();
         });
         assert_eq!(t.requests.borrow().len(), 1, "sent once");
+    }
+
+    #[test]
+    fn a_first_attempt_sends_nothing_while_a_sweep_holds_the_notification() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        let t = ScriptedTransport::default();
+        t.reply(204, "");
+        let (clock, cfg) = (FixedClock(10_000), LeaseConfig::default());
+        block_on(async {
+            let n = enqueue(&s, &clock, "t1", "op1", 3, json!({}))
+                .await
+                .unwrap()
+                .unwrap();
+            let sweep = lease::claim_operation(&s, &cfg, &n.id, 10_000)
+                .await
+                .unwrap();
+            let held = sweep.lease().unwrap();
+            let first = attempt_alone(&s, &clock, &cfg, &t, &sealing, &n.id).await;
+            assert_eq!(first.unwrap(), None);
+            assert!(t.requests.borrow().is_empty());
+            held.release(&s).await.unwrap();
+            let sent = attempt_alone(&s, &clock, &cfg, &t, &sealing, &n.id).await;
+            assert_eq!(sent.unwrap().unwrap().state, DeliveryState::Delivered);
+        });
+        assert_eq!(t.requests.borrow().len(), 1);
     }
 
     #[test]
