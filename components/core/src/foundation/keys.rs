@@ -39,6 +39,7 @@
 //! | `sellertasks:{tenant}:{seller}:{n}` | operation id of the n-th tracked task; deleted once the operation is closed or gone | whoever first learns the task id; reconciliation |
 //! | `sellertasks:{tenant}:{seller}:low` | JSON `{low, counted}`: entries below `low` are gone; the count the last walk saw | reconciliation |
 //! | `reconcile:{epoch}` | counter: claim on the reconciliation run of an epoch | `increment` only |
+//! | `reconcile:{epoch}:runs` | counter: runs of the epoch (reruns after store failures) | `increment` only |
 //! | `reconcile:cursor:{tenant}:{seller}` | next tracked-task entry to check (decimal) | reconciliation |
 //! | `purge:cursor:{tenant}` | first listing entry not yet removed by retention (decimal) | retention |
 //! | `purge:next:{tenant}` | listing entry the next retention run starts at (decimal) | retention |
@@ -50,6 +51,7 @@
 //! | `sellerok:{tenant}:{seller}` | when a call to the seller last succeeded (Unix ms, decimal) | whoever calls the seller |
 //! | `sum:{tenant}:created:{status}` | counter: the tenant's operations stored in that status | `increment` only |
 //! | `sum:{tenant}:moved:{from}:{to}` | counter: the tenant's operations that went from one status to another | `increment` only |
+//! | `sum:{tenant}:adjust:{status}` | counter: the auditor's correction of the tenant's count in that status | `increment` only |
 //! | `sum:{tenant}:rejected:{reason}` | counter: the tenant's webhooks refused, by reason | `increment` only |
 //! | `sum:{tenant}:sellererr:{seller}` | counter: failed calls to one of the tenant's sellers | `increment` only |
 //!
@@ -246,6 +248,11 @@ pub fn summary_created(tenant: &str, status: &str) -> String {
 /// One counter per (from, to) pair, so a status change costs a single increment.
 pub fn summary_moved(tenant: &str, from: &str, to: &str) -> String {
     format!("sum:{tenant}:moved:{from}:{to}")
+}
+
+/// The auditor's correction of the tenant's count in `status` (`records::gauges`).
+pub fn summary_adjust(tenant: &str, status: &str) -> String {
+    format!("sum:{tenant}:adjust:{status}")
 }
 
 pub fn summary_rejected(tenant: &str, reason: &str) -> String {

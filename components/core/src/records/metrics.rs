@@ -49,7 +49,7 @@ impl Rejection {
     }
 }
 
-fn counter(name: &str, labels: &[&str]) -> String {
+pub(crate) fn counter(name: &str, labels: &[&str]) -> String {
     let mut k = format!("m:{name}");
     for l in labels {
         k.push(':');
@@ -66,8 +66,7 @@ pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()
 }
 
 /// The writer that applied `from → to` reports it: two increments (into `to`, out of
-/// `from`), plus two for a seller outcome (histogram bucket and sum), plus one in the rare
-/// override of a local timeout.
+/// `from`), plus two for a seller outcome (histogram bucket and sum).
 pub async fn transition(
     store: &impl Store,
     task: &str,
@@ -82,12 +81,6 @@ pub async fn transition(
     store
         .increment(&counter("left", &[task, from.as_str()]), 1)
         .await?;
-    if from.is_closed() && to.is_closed() {
-        // Already closed (timed out, canceled locally): the open gauge must not count it twice.
-        store
-            .increment(&counter("reopened_closed", &[task]), 1)
-            .await?;
-    }
     if to.is_authoritative_terminal() {
         let secs = now_ms.saturating_sub(created_at_ms) / 1000;
         let le = APPROVAL_BUCKETS_S
@@ -157,7 +150,7 @@ pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
 }
 
 /// The invariants the sweep's auditor checks (`sweep::audit`).
-pub const AUDIT_INVARIANTS: [&str; 4] = ["due", "listed", "seller_index", "lease"];
+pub const AUDIT_INVARIANTS: [&str; 5] = ["due", "listed", "seller_index", "lease", "counters"];
 
 pub async fn render(
     store: &impl Store,
@@ -195,44 +188,31 @@ pub async fn render(
         "counter",
         "Applied status changes, by task and new status.",
     );
-    let mut open = Vec::new();
     for t in &tasks {
-        // Open = created − closed (seller outcomes and timeouts) + timeouts later replaced by
-        // an outcome (closed twice). Derived, so a change costs no extra write.
-        let mut closed = 0;
         for s in &statuses {
             let v = read(counter("transitions", &[t, s])).await?;
-            if OperationStatus::parse(s).is_some_and(OperationStatus::is_closed) {
-                closed += v;
-            }
             out.sample(
                 "adcp_operation_transitions_total",
                 &[("task", t), ("status", s)],
                 v,
             );
         }
-        let created = read(counter("created", &[t])).await?;
-        let reopened = read(counter("reopened_closed", &[t])).await?;
-        open.push((*t, created - closed + reopened));
+    }
+    let mut gauges = Vec::new();
+    for t in &tasks {
+        gauges.push((*t, crate::records::gauges::read_task(store, t).await?));
     }
     out.family(
         "adcp_operations",
         "gauge",
-        "Operations currently in each status, by task.",
+        "Operations stored in each status, by task (corrected by the auditor's passes).",
     );
-    for t in &tasks {
-        let created = read(counter("created", &[t])).await?;
-        for st in &statuses {
-            let entered = if *st == OperationStatus::PENDING_DISPATCH {
-                created
-            } else {
-                read(counter("transitions", &[t, st])).await?
-            };
-            let left = read(counter("left", &[t, st])).await?;
+    for (t, readings) in &gauges {
+        for (status, r) in readings {
             out.sample(
                 "adcp_operations",
-                &[("task", t), ("status", st)],
-                entered - left,
+                &[("task", t), ("status", status.as_str())],
+                r.value,
             );
         }
     }
@@ -241,8 +221,13 @@ pub async fn render(
         "gauge",
         "Operations without an outcome yet (pending), by task.",
     );
-    for (t, v) in open {
-        out.sample("adcp_operations_open", &[("task", t)], v);
+    for (t, readings) in &gauges {
+        let open = readings
+            .iter()
+            .filter(|(status, _)| !status.is_closed())
+            .map(|(_, r)| r.value)
+            .sum();
+        out.sample("adcp_operations_open", &[("task", t)], open);
     }
     out.family(
         "adcp_operation_outcome_seconds",

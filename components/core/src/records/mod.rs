@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod format;
+pub mod gauges;
 pub mod indexes;
 pub mod journal;
 pub mod metrics;

@@ -2,8 +2,9 @@
 //! reason, seller errors by seller. Counters are bumped as things happen, beside the global
 //! metrics, and read from a fixed set of keys: nothing is scanned.
 //!
-//! Only `increment` is atomic, so the counts are best-effort: a writer that crashes between
-//! applying a change and counting it leaves them one off (the journal stays the truth).
+//! Only `increment` is atomic, so the refusal and error counts are at most once: a writer
+//! that crashes between applying a change and counting it leaves them one off. The counts by
+//! status are gauges the auditor corrects to the stored operations (`records::gauges`).
 //! A status change costs one increment (a counter per from→to pair); reading pays for it,
 //! one read per pair that the state machine can take. Operations stored by a release
 //! without these counters are left out (`Operation::in_tenant_summary`).
@@ -89,34 +90,13 @@ pub struct Summary {
 
 /// Reads the tenant's counters; `sellers` are the seller ids to report errors for.
 pub async fn read(store: &impl Store, tenant: &str, sellers: &[String]) -> StoreResult<Summary> {
-    let statuses = all_statuses();
-    let mut counts = Vec::with_capacity(statuses.len());
-    for s in &statuses {
-        let key = keys::summary_created(tenant, s.as_str());
-        counts.push(store.increment(&key, 0).await?);
-    }
-    for (i, from) in statuses.iter().enumerate() {
-        // A seller's terminal status is final: nothing moves out of it.
-        if from.is_authoritative_terminal() {
-            continue;
-        }
-        for (j, to) in statuses.iter().enumerate() {
-            if i == j {
-                continue;
-            }
-            let key = keys::summary_moved(tenant, from.as_str(), to.as_str());
-            let n = store.increment(&key, 0).await?;
-            counts[i] -= n;
-            counts[j] += n;
-        }
-    }
-    let operations_by_status = statuses
+    let counts = crate::records::gauges::read_tenant(store, tenant).await?;
+    let operations_by_status = counts
         .into_iter()
-        .zip(counts)
-        .filter(|(_, c)| *c != 0)
-        .map(|(status, count)| StatusCount {
+        .filter(|(_, r)| r.value != 0)
+        .map(|(status, r)| StatusCount {
             status,
-            count,
+            count: r.value,
             open: !status.is_closed(),
         })
         .collect();

@@ -20,23 +20,35 @@ use crate::lifecycle::linked;
 use crate::lifecycle::next::{LOOKUP_EVERY_MS, Step, step};
 use crate::model::operation::Operation;
 use crate::model::status::OperationStatus;
-use crate::records::{journal::JournalResult, metrics, seller};
+use crate::records::{gauges, journal::JournalResult, metrics, seller};
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::port::SellerCalls;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Listing entries checked per tick.
 pub const BUDGET: u64 = 500;
 /// A due time this far past, while the sweep keeps up with its index, means a lost hint.
 const OVERDUE_MS: u64 = 6 * 3_600_000;
 
-/// Where the walk resumes: a tenant and its listing entry; and the passes completed.
+/// Where the walk resumes: a tenant and its listing entry; the passes completed; and the
+/// count of the pass under way (saved with the position, so a resumed walk counts each
+/// operation once).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditCursor {
     pub tenant: Option<String>,
     pub next: u64,
     pub passes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<Tally>,
+}
+
+/// The status gauges' counters when the pass began, and the operations counted in each
+/// gauge so far (`records::gauges`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub moves_at_start: BTreeMap<String, i64>,
+    pub counted: BTreeMap<String, i64>,
 }
 
 /// What one tick's share of the walk did.
@@ -92,9 +104,19 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
     let resumed = (cursor.tenant.as_ref()).and_then(|t| tenants.iter().position(|x| x == t));
     let (mut i, mut next) = resumed.map_or((0, 0), |i| (i, cursor.next));
     let mut passes = cursor.passes;
+    // A count is only kept from the start of a pass (none after an upgrade, or while the
+    // position moved to a tenant that is gone).
+    let mut tally = cursor.tally.filter(|_| resumed.is_some());
     let mut budget = BUDGET;
     let mut finished = 0;
     while budget > 0 && finished < tenants.len() {
+        if i == 0 && next == 0 && tally.is_none() {
+            let start = gauges::read_all(store, &tenants).await?;
+            tally = Some(Tally {
+                moves_at_start: start.into_iter().map(|(g, r)| (g, r.moves)).collect(),
+                counted: BTreeMap::new(),
+            });
+        }
         let t = &tenants[i];
         let live = crate::records::indexes::live_listing(store, t).await?;
         let (low, count) = (*live.start(), *live.end());
@@ -102,12 +124,20 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
         while n <= count && budget > 0 {
             budget -= 1;
             match check(env, &mut registered, t, n, keeping_up).await {
-                Ok(repaired) => out.repaired += repaired,
+                Ok(checked) => {
+                    out.repaired += checked.repairs;
+                    if let Some(tally) = &mut tally {
+                        for g in checked.gauges {
+                            *tally.counted.entry(g).or_default() += 1;
+                        }
+                    }
+                }
                 Err(e) => {
                     let here = AuditCursor {
                         tenant: Some(t.clone()),
                         next: n,
                         passes,
+                        tally,
                     };
                     set_json(store, keys::AUDIT_CURSOR, &here).await?;
                     return Err(e);
@@ -127,32 +157,69 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
             i = 0;
             passes += 1;
             out.passed = true;
+            if let Some(done) = tally.take() {
+                out.repaired += correct_gauges(env, &tenants, done).await?;
+            }
         }
     }
     let cursor = AuditCursor {
         tenant: Some(tenants[i].clone()),
         next,
         passes,
+        tally,
     };
     Ok(set_json(store, keys::AUDIT_CURSOR, &cursor).await?)
 }
 
-/// Checks the operation at listing entry `n`; returns the number of repairs made.
+/// At the end of a pass: each status gauge nothing entered or left during it is set to the
+/// operations the pass counted in it. Returns the gauges corrected.
+async fn correct_gauges<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    tenants: &[String],
+    tally: Tally,
+) -> JournalResult<usize> {
+    let end = gauges::read_all(env.store, tenants).await?;
+    let corrected = gauges::correct(env.store, &tally.moves_at_start, &end, &tally.counted).await?;
+    for gauge in &corrected {
+        metrics::audit_repair(env.store, "counters").await?;
+        log::emit(
+            env.log,
+            &log::Event {
+                ts_ms: env.clock.now_ms(),
+                event: "audit.repaired",
+                outcome: Some("counters"),
+                detail: Some(gauge.clone()),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(corrected.len())
+}
+
+/// What checking one listing entry found: repairs made, and the status gauges its operation
+/// counts in.
+#[derive(Default)]
+struct Checked {
+    repairs: usize,
+    gauges: Vec<String>,
+}
+
+/// Checks the operation at listing entry `n`.
 async fn check<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     registered: &mut BTreeSet<(String, String)>,
     tenant: &str,
     n: u64,
     keeping_up: bool,
-) -> JournalResult<usize> {
+) -> JournalResult<Checked> {
     let store = env.store;
     let Some(id) = store.get(&keys::tenant_ops_entry(tenant, n)).await? else {
-        return Ok(0);
+        return Ok(Checked::default());
     };
     let id = String::from_utf8_lossy(&id).into_owned();
     // No snapshot: a creation still being written, or an operation being purged.
     let Some(op) = get_json::<Operation>(store, &keys::operation(&id)).await? else {
-        return Ok(0);
+        return Ok(Checked::default());
     };
     let now = env.clock.now_ms();
     let mut repairs: Vec<&str> = Vec::new();
@@ -221,7 +288,10 @@ async fn check<S: Store, C: SellerCalls, T: Transport>(
             },
         );
     }
-    Ok(repairs.len())
+    Ok(Checked {
+        repairs: repairs.len(),
+        gauges: gauges::gauges_of(op.task.name(), tenant, op.status, op.in_tenant_summary),
+    })
 }
 
 /// The latest time the operation may be filed for: `None` when the sweep has nothing to do.
