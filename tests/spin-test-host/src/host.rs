@@ -1,5 +1,6 @@
 //! Instances and the host side of Spin's interfaces.
 
+use crate::activity::{Activity, TrackedBody};
 use crate::bindings::spin::key_value::key_value as spin_kv;
 use crate::bindings::spin::variables::variables as spin_vars;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store as wasi_store};
@@ -58,6 +59,7 @@ pub struct OutboundFaults {
 pub struct OutboundHooks {
     pub allowed: AllowList,
     pub faults: Arc<Mutex<OutboundFaults>>,
+    pub activity: Arc<Activity>,
 }
 
 /// Spin's default for each outbound timeout the guest leaves unset.
@@ -81,6 +83,7 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         drop(fut);
+        let in_flight = self.activity.outbound();
         let allowed = self.allowed.allows_url(request.uri());
         let injected = self.faults.lock().ok().is_some_and(|mut f| {
             let by_url = f
@@ -120,6 +123,10 @@ impl WasiHttpHooks for OutboundHooks {
             }
             let (res, io) =
                 wasmtime_wasi_http::p3::default_send_request(request, Some(options)).await?;
+            let res = res.map(|body| TrackedBody {
+                body: body.boxed_unsync(),
+                in_flight,
+            });
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -131,6 +138,8 @@ impl WasiHttpHooks for OutboundHooks {
 /// Key-value stores and variables of one instance.
 pub struct SpinState {
     pub kv: Arc<Kv>,
+    /// The guest's host calls, watched to tell when its work after a response is done.
+    pub activity: Arc<Activity>,
     /// The component's `key_value_stores`.
     pub allowed_stores: Vec<String>,
     /// Component variables (already resolved).
@@ -148,9 +157,11 @@ impl SpinState {
         kv: Arc<Kv>,
         allowed_stores: Vec<String>,
         variables: Arc<HashMap<String, String>>,
+        activity: Arc<Activity>,
     ) -> Self {
         SpinState {
             kv,
+            activity,
             allowed_stores,
             variables,
             stores: HashMap::new(),
@@ -174,6 +185,8 @@ impl SpinState {
     }
 
     fn label(&self, rep: u32) -> Option<String> {
+        // Every store call resolves its store here first.
+        self.activity.touch();
         self.stores.get(&rep).cloned()
     }
 }

@@ -21,7 +21,8 @@
 //!   requests and cron ticks use two separate connections to the file. Or on a Redis server
 //!   with Spin's Redis commands ([`HostOptions::redis_url`]), which several hosts may share.
 //! - **Instances**: reused between requests by default (up to 128 requests, idle 1 s), or
-//!   fresh per request.
+//!   fresh per request. After its response an instance runs on until the work its guest
+//!   spawned is done, as Spin waits for the handler task to exit ([`activity`]).
 //!
 //! Deliberately not implemented (the product imports none of it): `fermyon:spin@2.0.0` and
 //! older interfaces, the SQLite/Postgres/MySQL/Redis/MQTT/LLM guest interfaces, `wasi:config`,
@@ -31,6 +32,7 @@
 //! allows 16; here a busy instance is never shared, so per-instance state is never shared
 //! between concurrent requests).
 
+pub mod activity;
 pub mod bindings;
 pub mod cron;
 pub mod host;
@@ -63,9 +65,6 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 /// Spin 4.0.2's instance reuse limits for WASIp3 components.
 const MAX_REUSE: u32 = 128;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an instance keeps running after its response was read, so work the guest
-/// spawned after responding can finish (Spin keeps an idle instance's event loop alive).
-const LINGER: Duration = Duration::from_millis(200);
 
 /// How to start a host.
 #[derive(Debug, Clone)]
@@ -413,6 +412,7 @@ impl Shared {
             .stdout(out.clone())
             .stderr(err.clone())
             .build();
+        let activity = Arc::new(activity::Activity::default());
         let ctx = Ctx {
             table: ResourceTable::new(),
             wasi,
@@ -420,8 +420,9 @@ impl Shared {
             hooks: OutboundHooks {
                 allowed: p.allowed.clone(),
                 faults: self.faults.clone(),
+                activity: activity.clone(),
             },
-            spin: SpinState::new(kv.clone(), p.stores.clone(), p.variables.clone()),
+            spin: SpinState::new(kv.clone(), p.stores.clone(), p.variables.clone(), activity),
         };
         (Store::new(&self.engine, ctx), out, err)
     }
@@ -573,6 +574,7 @@ async fn execute(
                 return;
             }
         };
+        let activity = store.data().spin.activity.clone();
         let result = store
             .run_concurrent(async |accessor| -> wasmtime::Result<()> {
                 let response = match service.handle(accessor, request).await? {
@@ -595,7 +597,8 @@ async fn execute(
                         let _ = tx.send(Err(anyhow!("response body failed: {code:?}")));
                     }
                 }
-                tokio::time::sleep(LINGER).await;
+                // Like Spin, run on until the guest's work after responding is done.
+                activity.settled().await;
                 Ok(())
             })
             .await;
