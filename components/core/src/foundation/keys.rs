@@ -250,6 +250,16 @@ pub fn summary_moved(tenant: &str, from: &str, to: &str) -> String {
     format!("sum:{tenant}:moved:{from}:{to}")
 }
 
+/// A metrics counter: `m:{name}:{label}:…` (`records::metrics`).
+pub fn metric(name: &str, labels: &[&str]) -> String {
+    let mut k = format!("m:{name}");
+    for l in labels {
+        k.push(':');
+        k.push_str(l);
+    }
+    k
+}
+
 /// The auditor's correction of the tenant's count in `status` (`records::gauges`).
 pub fn summary_adjust(tenant: &str, status: &str) -> String {
     format!("sum:{tenant}:adjust:{status}")

@@ -85,6 +85,18 @@ pub enum OperationStatus {
 }
 
 impl OperationStatus {
+    /// Every status an operation can be in, in the order the console shows them.
+    pub fn all() -> Vec<OperationStatus> {
+        [
+            OperationStatus::PendingDispatch,
+            OperationStatus::AwaitingDecision,
+        ]
+        .into_iter()
+        .chain(TaskStatus::ALL.map(OperationStatus::Seller))
+        .chain([OperationStatus::TimedOut, OperationStatus::CanceledLocally])
+        .collect()
+    }
+
     pub const PENDING_DISPATCH: &'static str = "pending_dispatch";
     pub const TIMED_OUT: &'static str = "timed_out";
     pub const AWAITING_DECISION: &'static str = "awaiting_decision";

@@ -15,8 +15,6 @@ use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::status::OperationStatus;
 use crate::model::task::TaskKind;
-use crate::records::metrics::counter;
-use crate::records::summary::all_statuses;
 use std::collections::BTreeMap;
 
 /// A gauge's value, and the sum of the monotonic counters it is derived from: equal sums at
@@ -51,23 +49,29 @@ pub fn gauges_of(
     out
 }
 
-/// Every status gauge of `task`, in [`all_statuses`] order.
+/// Every status gauge of `task`, in [`OperationStatus::all`] order.
 pub async fn read_task(
     store: &impl Store,
     task: &str,
 ) -> StoreResult<Vec<(OperationStatus, Reading)>> {
     let mut out = Vec::new();
-    for status in all_statuses() {
+    for status in OperationStatus::all() {
         let st = status.as_str();
         let entered = if status == OperationStatus::PendingDispatch {
-            store.increment(&counter("created", &[task]), 0).await?
+            store
+                .increment(&keys::metric("created", &[task]), 0)
+                .await?
         } else {
             store
-                .increment(&counter("transitions", &[task, st]), 0)
+                .increment(&keys::metric("transitions", &[task, st]), 0)
                 .await?
         };
-        let left = store.increment(&counter("left", &[task, st]), 0).await?;
-        let adjust = store.increment(&counter("adjust", &[task, st]), 0).await?;
+        let left = store
+            .increment(&keys::metric("left", &[task, st]), 0)
+            .await?;
+        let adjust = store
+            .increment(&keys::metric("adjust", &[task, st]), 0)
+            .await?;
         let reading = Reading {
             value: entered - left + adjust,
             moves: entered + left,
@@ -77,13 +81,13 @@ pub async fn read_task(
     Ok(out)
 }
 
-/// Every status gauge of the tenant, in [`all_statuses`] order. One read per (from, to) pair
+/// Every status gauge of the tenant, in [`OperationStatus::all`] order. One read per (from, to) pair
 /// the state machine can take.
 pub async fn read_tenant(
     store: &impl Store,
     tenant: &str,
 ) -> StoreResult<Vec<(OperationStatus, Reading)>> {
-    let statuses = all_statuses();
+    let statuses = OperationStatus::all();
     let mut readings = Vec::with_capacity(statuses.len());
     for s in &statuses {
         let created = store
@@ -143,7 +147,7 @@ pub async fn adjust(store: &impl Store, gauge: &str, delta: i64) -> StoreResult<
         return Ok(());
     };
     let key = match kind {
-        "task" => counter("adjust", &[owner, status]),
+        "task" => keys::metric("adjust", &[owner, status]),
         "tenant" => keys::summary_adjust(owner, status),
         _ => return Ok(()),
     };

@@ -49,18 +49,9 @@ impl Rejection {
     }
 }
 
-pub(crate) fn counter(name: &str, labels: &[&str]) -> String {
-    let mut k = format!("m:{name}");
-    for l in labels {
-        k.push(':');
-        k.push_str(l);
-    }
-    k
-}
-
 pub async fn operation_created(store: &impl Store, task: &str) -> StoreResult<()> {
     store
-        .increment(&counter("created", &[task]), 1)
+        .increment(&keys::metric("created", &[task]), 1)
         .await
         .map(drop)
 }
@@ -76,10 +67,10 @@ pub async fn transition(
     now_ms: u64,
 ) -> StoreResult<()> {
     store
-        .increment(&counter("transitions", &[task, to.as_str()]), 1)
+        .increment(&keys::metric("transitions", &[task, to.as_str()]), 1)
         .await?;
     store
-        .increment(&counter("left", &[task, from.as_str()]), 1)
+        .increment(&keys::metric("left", &[task, from.as_str()]), 1)
         .await?;
     if to.is_authoritative_terminal() {
         let secs = now_ms.saturating_sub(created_at_ms) / 1000;
@@ -88,10 +79,10 @@ pub async fn transition(
             .find(|le| secs <= **le)
             .map_or_else(|| "inf".to_string(), u64::to_string);
         store
-            .increment(&counter("approval_bucket", &[task, &le]), 1)
+            .increment(&keys::metric("approval_bucket", &[task, &le]), 1)
             .await?;
         store
-            .increment(&counter("approval_sum_s", &[task]), secs as i64)
+            .increment(&keys::metric("approval_sum_s", &[task]), secs as i64)
             .await?;
     }
     Ok(())
@@ -99,7 +90,7 @@ pub async fn transition(
 
 pub async fn webhook_rejected(store: &impl Store, reason: Rejection) -> StoreResult<()> {
     store
-        .increment(&counter("webhook_rejected", &[reason.as_str()]), 1)
+        .increment(&keys::metric("webhook_rejected", &[reason.as_str()]), 1)
         .await
         .map(drop)
 }
@@ -114,22 +105,22 @@ pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
         .take(64)
         .collect();
     if store
-        .increment(&counter("seller_error_seen", &[&code]), 1)
+        .increment(&keys::metric("seller_error_seen", &[&code]), 1)
         .await?
         == 1
     {
         let n = store
-            .increment(&counter("seller_error_codes", &[]), 1)
+            .increment(&keys::metric("seller_error_codes", &[]), 1)
             .await?;
         store
             .set(
-                &counter("seller_error_code", &[&n.to_string()]),
+                &keys::metric("seller_error_code", &[&n.to_string()]),
                 code.as_bytes(),
             )
             .await?;
     }
     store
-        .increment(&counter("seller_errors", &[&code]), 1)
+        .increment(&keys::metric("seller_errors", &[&code]), 1)
         .await
         .map(drop)
 }
@@ -137,14 +128,14 @@ pub async fn seller_error(store: &impl Store, code: &str) -> StoreResult<()> {
 /// A repair the invariant auditor made (`invariant` from a closed set).
 pub async fn audit_repair(store: &impl Store, invariant: &str) -> StoreResult<()> {
     store
-        .increment(&counter("audit_repairs", &[invariant]), 1)
+        .increment(&keys::metric("audit_repairs", &[invariant]), 1)
         .await
         .map(drop)
 }
 
 pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
     store
-        .increment(&counter("webhook_duplicates", &[]), 1)
+        .increment(&keys::metric("webhook_duplicates", &[]), 1)
         .await
         .map(drop)
 }
@@ -180,7 +171,7 @@ pub async fn render(
         out.sample(
             "adcp_operations_created_total",
             &[("task", t)],
-            read(counter("created", &[t])).await?,
+            read(keys::metric("created", &[t])).await?,
         );
     }
     out.family(
@@ -190,7 +181,7 @@ pub async fn render(
     );
     for t in &tasks {
         for s in &statuses {
-            let v = read(counter("transitions", &[t, s])).await?;
+            let v = read(keys::metric("transitions", &[t, s])).await?;
             out.sample(
                 "adcp_operation_transitions_total",
                 &[("task", t), ("status", s)],
@@ -237,14 +228,14 @@ pub async fn render(
     for t in &tasks {
         let mut cumulative = 0;
         for le in APPROVAL_BUCKETS_S {
-            cumulative += read(counter("approval_bucket", &[t, &le.to_string()])).await?;
+            cumulative += read(keys::metric("approval_bucket", &[t, &le.to_string()])).await?;
             out.sample(
                 "adcp_operation_outcome_seconds_bucket",
                 &[("task", t), ("le", &le.to_string())],
                 cumulative,
             );
         }
-        let count = cumulative + read(counter("approval_bucket", &[t, "inf"])).await?;
+        let count = cumulative + read(keys::metric("approval_bucket", &[t, "inf"])).await?;
         out.sample(
             "adcp_operation_outcome_seconds_bucket",
             &[("task", t), ("le", "+Inf")],
@@ -253,7 +244,7 @@ pub async fn render(
         out.sample(
             "adcp_operation_outcome_seconds_sum",
             &[("task", t)],
-            read(counter("approval_sum_s", &[t])).await?,
+            read(keys::metric("approval_sum_s", &[t])).await?,
         );
         out.sample(
             "adcp_operation_outcome_seconds_count",
@@ -267,7 +258,7 @@ pub async fn render(
         "Webhooks refused, by reason.",
     );
     for r in Rejection::ALL {
-        let v = read(counter("webhook_rejected", &[r.as_str()])).await?;
+        let v = read(keys::metric("webhook_rejected", &[r.as_str()])).await?;
         out.sample(
             "adcp_webhook_rejections_total",
             &[("reason", r.as_str())],
@@ -283,7 +274,7 @@ pub async fn render(
         out.sample(
             "adcp_audit_repairs_total",
             &[("invariant", invariant)],
-            read(counter("audit_repairs", &[invariant])).await?,
+            read(keys::metric("audit_repairs", &[invariant])).await?,
         );
     }
     out.family(
@@ -294,7 +285,7 @@ pub async fn render(
     out.sample(
         "adcp_webhook_duplicates_total",
         &[],
-        read(counter("webhook_duplicates", &[])).await?,
+        read(keys::metric("webhook_duplicates", &[])).await?,
     );
 
     out.family(
@@ -302,14 +293,14 @@ pub async fn render(
         "counter",
         "Failed seller calls, by AdCP error code (TRANSPORT: no answer).",
     );
-    let codes = read(counter("seller_error_codes", &[])).await?;
+    let codes = read(keys::metric("seller_error_codes", &[])).await?;
     for n in 1..=codes.max(0) {
         if let Some(code) = store
-            .get(&counter("seller_error_code", &[&n.to_string()]))
+            .get(&keys::metric("seller_error_code", &[&n.to_string()]))
             .await?
         {
             let code = String::from_utf8_lossy(&code).into_owned();
-            let v = read(counter("seller_errors", &[&code])).await?;
+            let v = read(keys::metric("seller_errors", &[&code])).await?;
             out.sample("adcp_seller_errors_total", &[("code", &code)], v);
         }
     }

@@ -11,21 +11,9 @@
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult};
-use crate::model::status::{OperationStatus, TaskStatus};
+use crate::model::status::OperationStatus;
 use crate::records::metrics::Rejection;
 use serde::Serialize;
-
-/// Every status an operation can be in, in the order the console shows them.
-pub fn all_statuses() -> Vec<OperationStatus> {
-    [
-        OperationStatus::PendingDispatch,
-        OperationStatus::AwaitingDecision,
-    ]
-    .into_iter()
-    .chain(TaskStatus::ALL.map(OperationStatus::Seller))
-    .chain([OperationStatus::TimedOut, OperationStatus::CanceledLocally])
-    .collect()
-}
 
 /// One of the tenant's operations was stored in `status` (usually `pending_dispatch`; an
 /// operation adopted from a seller's task list starts in the seller's status).
@@ -129,6 +117,7 @@ pub async fn read(store: &impl Store, tenant: &str, sellers: &[String]) -> Store
 mod tests {
     use super::*;
     use crate::foundation::store::MemoryStore;
+    use crate::model::status::TaskStatus;
     use futures::executor::block_on;
 
     #[test]

@@ -19,15 +19,6 @@ const EVENTS: [EventClass; 6] = [
     EventClass::CancelRequested,
 ];
 
-fn all_statuses() -> Vec<OperationStatus> {
-    let mut v: Vec<_> = T::ALL.into_iter().map(O::Seller).collect();
-    v.push(O::PendingDispatch);
-    v.push(O::TimedOut);
-    v.push(O::AwaitingDecision);
-    v.push(O::CanceledLocally);
-    v
-}
-
 fn seller(status: TaskStatus, at_ms: Option<u64>) -> Event {
     Event::Seller { status, at_ms }
 }
@@ -207,7 +198,7 @@ fn every_status_and_event_gets_a_verdict_consistent_with_its_class() {
         Event::Approved,
         Event::CancelRequested,
     ]);
-    for from in all_statuses() {
+    for from in OperationStatus::all() {
         for &ev in &events {
             let out = decide(from, Some(1), ev);
             if from.is_authoritative_terminal() {
