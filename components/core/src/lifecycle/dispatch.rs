@@ -38,6 +38,9 @@ pub enum Dispatched {
     NotPending,
 }
 
+/// The seller no longer knows the request's `idempotency_key` (its replay window closed).
+pub const IDEMPOTENCY_EXPIRED: &str = "IDEMPOTENCY_EXPIRED";
+
 /// Attempts before redispatch gives up and reconciliation decides.
 pub const MAX_DISPATCH_ATTEMPTS: u32 = 8;
 
@@ -165,7 +168,12 @@ pub async fn dispatch(
                 "the answer echoed another operation's context",
             );
             let retry = retry_at(&op, now, None);
-            fail(cx, &op, error, retry, Some(digest)).await.map(Some)
+            let sent = Sent {
+                digest,
+                at_ms: now,
+                look_up: false,
+            };
+            fail(cx, &op, error, retry, Some(sent)).await.map(Some)
         }
         Ok(payload) => {
             let obs = observation_from_payload(&payload, Source::Dispatch);
@@ -181,12 +189,29 @@ pub async fn dispatch(
         }
         Err(CallFailure::Deferred { until_ms }) => Ok(Some(Dispatched::Deferred { until_ms })),
         Err(CallFailure::Transport(e)) => {
-            let unknown = e.outcome_unknown();
             let error = OperationError::new("TRANSPORT", e.to_string());
             let retry = retry_at(&op, now, None);
-            fail(cx, &op, error, retry, unknown.then_some(digest))
-                .await
-                .map(Some)
+            let sent = e.outcome_unknown().then_some(Sent {
+                digest,
+                at_ms: now,
+                look_up: false,
+            });
+            fail(cx, &op, error, retry, sent).await.map(Some)
+        }
+        Err(CallFailure::Seller(se))
+            if se.code == IDEMPOTENCY_EXPIRED || (op.outcome_unknown && !se.adcp) =>
+        {
+            // Not a verdict on a request whose outcome is unknown: a proxy's refusal says
+            // nothing of what the seller did, and an expired key only that the seller forgot
+            // it. It stays unknown, and the sweep looks it up before anything is resent.
+            let error = OperationError::new(se.code.clone(), se.message.clone());
+            let retry = retry_at(&op, now, se.retry_after_s);
+            let sent = Sent {
+                digest,
+                at_ms: now,
+                look_up: true,
+            };
+            fail(cx, &op, error, retry, Some(sent)).await.map(Some)
         }
         Err(CallFailure::Seller(se)) if se.recovery == Recovery::Transient => {
             let error = OperationError::new(se.code.clone(), se.message.clone());
@@ -308,13 +333,22 @@ fn retry_at(op: &Operation, now: u64, retry_after_s: Option<u32>) -> Option<u64>
     Some(now + backoff.max(hint))
 }
 
+/// An attempt whose request may have reached the seller, unanswered.
+struct Sent {
+    /// The digest of the bytes sent.
+    digest: String,
+    at_ms: u64,
+    /// Refused by something other than the seller's AdCP answer: look it up first.
+    look_up: bool,
+}
+
 async fn fail(
     cx: Cx<'_, impl Store>,
     op: &Operation,
     error: OperationError,
     retry_at_ms: Option<u64>,
     // `Some`: the outcome is unknown, and these bytes may have been delivered.
-    sent_digest: Option<String>,
+    sent: Option<Sent>,
 ) -> JournalResult<Dispatched> {
     effects::record(
         cx,
@@ -324,8 +358,10 @@ async fn fail(
         EntryKind::DispatchFailed {
             error: error.clone(),
             retry_at_ms,
-            outcome_unknown: sent_digest.is_some(),
-            sent_digest,
+            outcome_unknown: sent.is_some(),
+            look_up: sent.as_ref().is_some_and(|s| s.look_up),
+            sent_at_ms: sent.as_ref().map(|s| s.at_ms),
+            sent_digest: sent.map(|s| s.digest),
         },
     )
     .await?;

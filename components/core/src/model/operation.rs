@@ -52,6 +52,14 @@ pub struct Operation {
     /// The digest of the bytes the first such attempt sent: every resend must match it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_digest: Option<String>,
+    /// When the first such attempt started: the seller's replay window for the key runs
+    /// from about then, and no resend under it may come after the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sent_at_ms: Option<u64>,
+    /// The last attempt after an unknown outcome was refused by something other than the
+    /// seller's AdCP answer (a proxy, a gateway): look the request up before resending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub look_up_first: bool,
     /// Webhook deliveries already folded in: the durable de-duplication state.
     #[serde(default)]
     pub deliveries: DeliveryLedger,
@@ -123,6 +131,12 @@ pub enum LocalChange {
     },
     /// A cancel of the seller's media buy was started as operation `operation_id`.
     CancelFollowUp { operation_id: String },
+    /// The seller's replay window for the old key closed and a look-up proved the request
+    /// never took effect: it is sent anew under this key (`why` says which look-up).
+    KeyRenewed {
+        idempotency_key: String,
+        why: String,
+    },
 }
 
 /// How long delivery marks are kept: AdCP's longest seller retry horizon (7 days, above the
@@ -389,6 +403,8 @@ impl Operation {
             dispatch_attempts: 0,
             outcome_unknown: false,
             sent_digest: None,
+            key_sent_at_ms: None,
+            look_up_first: false,
             deliveries: DeliveryLedger::default(),
             governance: None,
             cancel: None,
@@ -477,6 +493,15 @@ impl Operation {
                 }
                 return None;
             }
+            LocalChange::KeyRenewed {
+                idempotency_key, ..
+            } => {
+                // Only an operation still waiting for dispatch is sent anew.
+                if self.status == OperationStatus::PendingDispatch {
+                    self.renew_key(idempotency_key);
+                }
+                return None;
+            }
             LocalChange::GovernanceHold { .. } => Event::GovernanceHold,
             LocalChange::Approved => Event::Approved,
             LocalChange::CancelRequested { .. } => Event::CancelRequested,
@@ -519,6 +544,22 @@ impl Operation {
             self.updated_at_ms = recorded_at_ms;
         }
         Some(outcome)
+    }
+
+    /// A new request under a new key: nothing of the old key's attempts applies to it.
+    fn renew_key(&mut self, key: &str) {
+        self.idempotency_key = key.to_string();
+        if let Some(args) = self.arguments.as_object_mut()
+            && args.contains_key("idempotency_key")
+        {
+            args.insert("idempotency_key".into(), Value::String(key.to_string()));
+        }
+        self.dispatch_attempts = 0;
+        self.outcome_unknown = false;
+        self.sent_digest = None;
+        self.key_sent_at_ms = None;
+        self.look_up_first = false;
+        self.error = None;
     }
 
     /// Folds in our own deadline expiry.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The replay window bounds the spec allows (`replay_ttl_seconds`: 1 h to 7 days).
-const REPLAY_TTL_MIN_S: u64 = 3_600;
+pub const REPLAY_TTL_MIN_S: u64 = 3_600;
 const REPLAY_TTL_MAX_S: u64 = 604_800;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,14 @@ pub enum EntryKind {
         /// With an unknown outcome: the digest of the bytes that may have been delivered.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sent_digest: Option<String>,
+        /// With an unknown outcome: when the attempt started (absent in entries of earlier
+        /// releases; the entry's own time stands in).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sent_at_ms: Option<u64>,
+        /// Refused by something other than the seller's AdCP answer after an unknown outcome:
+        /// look the request up before resending.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        look_up: bool,
     },
 }
 
@@ -180,6 +188,8 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
                 retry_at_ms,
                 outcome_unknown,
                 sent_digest,
+                sent_at_ms,
+                look_up,
             },
         ) => {
             o.dispatch_attempts += 1;
@@ -187,6 +197,10 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
             if o.sent_digest.is_none() {
                 o.sent_digest.clone_from(sent_digest);
             }
+            if *outcome_unknown && o.key_sent_at_ms.is_none() {
+                o.key_sent_at_ms = Some(sent_at_ms.unwrap_or(entry.recorded_at_ms));
+            }
+            o.look_up_first = *look_up;
             o.error = Some(error.clone());
             o.next_poll_at_ms = *retry_at_ms;
             o.updated_at_ms = entry.recorded_at_ms;

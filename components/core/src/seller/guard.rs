@@ -187,6 +187,7 @@ mod tests {
                 message: "no".into(),
                 recovery: Recovery::Correctable,
                 retry_after_s: None,
+                adcp: true,
             })))
         };
         refuse("BUDGET_TOO_LOW");

@@ -258,6 +258,7 @@ fn terminal(code: &str, message: &str) -> CallFailure {
         message: message.into(),
         recovery: Recovery::Terminal,
         retry_after_s: None,
+        adcp: false,
     })
 }
 
@@ -283,6 +284,7 @@ fn http_failure(resp: &InboundResponse, now_ms: u64) -> CallFailure {
         message: format!("seller answered HTTP {status}"),
         recovery,
         retry_after_s,
+        adcp: false,
     })
 }
 
@@ -351,6 +353,7 @@ fn rpc_message(resp: &InboundResponse, id: &Value, now_ms: u64) -> Result<Value,
             message: text.into(),
             recovery: r,
             retry_after_s: None,
+            adcp: false,
         }));
     }
     Ok(message)
@@ -433,6 +436,7 @@ fn malformed(message: &str) -> CallFailure {
         message: message.into(),
         recovery: Recovery::Transient,
         retry_after_s: None,
+        adcp: false,
     })
 }
 
@@ -460,6 +464,7 @@ fn seller_error(e: &Value) -> CallFailure {
             .to_string(),
         recovery,
         retry_after_s,
+        adcp: true,
     })
 }
 

@@ -22,6 +22,9 @@ pub struct SellerError {
     pub message: String,
     pub recovery: Recovery,
     pub retry_after_s: Option<u32>,
+    /// The seller's own AdCP error about this request; `false` for an HTTP or JSON-RPC
+    /// failure without one, which a proxy or gateway in front of the seller can produce.
+    pub adcp: bool,
 }
 
 /// AdCP's recovery classes (`enums/error-code.json`).

@@ -23,6 +23,8 @@ pub enum Lookup {
     TooMany,
     /// No usable answer (seller down, breaker open): ask again later.
     Unknown,
+    /// The task has no natural key to look it up by (only creates carry our context).
+    Impossible,
 }
 
 /// Pages of `get_media_buys` per look-up (100 buys each); past them "too many", never "absent".
@@ -36,7 +38,7 @@ pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     op: &Operation,
 ) -> Lookup {
     if op.task != TaskKind::CreateMediaBuy {
-        return Lookup::Absent;
+        return Lookup::Impossible;
     }
     let mut args = json!({
         // Without a filter only `active` buys are listed; one just made is usually
@@ -94,7 +96,16 @@ pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
 }
 
 /// How long to wait before asking again when a look-up got no answer.
-const LOOKUP_RETRY_MS: u64 = 300_000;
+pub const LOOKUP_RETRY_MS: u64 = 300_000;
+
+/// The seller's `unknown`, recorded by us: nobody can tell what became of the request, and
+/// reconciliation keeps looking.
+pub fn unknown_outcome(why: &str) -> Observation {
+    Observation {
+        message: Some(why.into()),
+        ..Observation::of(Source::Reconcile, TaskStatus::Unknown)
+    }
+}
 
 pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
@@ -111,6 +122,16 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
             message: Some(
                 "dispatch attempts exhausted and the seller has no record of the request".into(),
             ),
+            error: Some(error),
+            ..Observation::of(Source::Reconcile, TaskStatus::Failed)
+        },
+        // Whatever reached the seller cannot be found: its outcome is unknown, not failed,
+        // and reconciliation decides.
+        Lookup::Impossible if op.outcome_unknown => unknown_outcome(
+            "dispatch attempts exhausted after an unknown outcome; the task cannot be looked up",
+        ),
+        Lookup::Impossible => Observation {
+            message: Some("dispatch attempts exhausted".into()),
             error: Some(error),
             ..Observation::of(Source::Reconcile, TaskStatus::Failed)
         },
@@ -131,7 +152,7 @@ pub async fn give_up_dispatch<S: Store, C: SellerCalls, T: Transport>(
     Ok(())
 }
 
-async fn look_again<S: Store, C: SellerCalls, T: Transport>(
+pub async fn look_again<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
     wait_ms: u64,

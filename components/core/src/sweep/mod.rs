@@ -13,6 +13,7 @@ mod lookup;
 mod memo;
 pub mod purge;
 pub mod reconcile;
+mod resend;
 mod tick;
 mod work;
 

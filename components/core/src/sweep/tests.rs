@@ -88,6 +88,7 @@ fn seller_busy() -> Result<Value, CallFailure> {
         message: "busy".into(),
         recovery: crate::seller::port::Recovery::Transient,
         retry_after_s: None,
+        adcp: true,
     }))
 }
 
@@ -418,6 +419,7 @@ fn a_polls_retry_after_delays_the_next_poll() {
             message: "slow down".into(),
             recovery: crate::seller::port::Recovery::Transient,
             retry_after_s: Some(600),
+            adcp: true,
         }))
     });
     w.advance(30_000);
@@ -982,5 +984,231 @@ fn a_store_failure_in_one_due_operation_does_not_end_the_tick() {
     assert!(
         with <= without + 3,
         "{with} faults fail a tick of 3 operations, {without} an empty one"
+    );
+}
+
+/// A seller whose creates time out until they come under another key, and whose
+/// `get_media_buys` finds the buy or not; records when each create came and its key.
+fn forgetful_seller(
+    now: std::rc::Rc<Cell<u64>>,
+    creates: std::rc::Rc<RefCell<Vec<(u64, String)>>>,
+    find: bool,
+    first_answer: fn() -> Result<Value, CallFailure>,
+) -> ScriptSeller {
+    ScriptSeller::new(move |tool, args| match tool {
+        "create_media_buy" => {
+            let key = args["idempotency_key"].as_str().unwrap().to_string();
+            creates.borrow_mut().push((now.get(), key.clone()));
+            if key == "k-0123456789abcdef" {
+                first_answer()
+            } else {
+                Ok(json!({"status": "completed", "media_buy_id": "mb_new", "packages": []}))
+            }
+        }
+        "get_media_buys" if find => Ok(json!({"media_buys": [{"media_buy_id": "mb_9",
+            "context": {"operation_id": args["context"]["operation_id"]}}]})),
+        "get_media_buys" => Ok(json!({"media_buys": []})),
+        other => panic!("unexpected {other}"),
+    })
+}
+
+fn timed_out() -> Result<Value, CallFailure> {
+    Err(CallFailure::Transport(TransportError::Timeout(
+        "no answer".into(),
+    )))
+}
+
+/// Ticks every 30 s for `ms`, telling the seller the time.
+fn run_telling(w: &World, now: &Cell<u64>, ms: u64, seller: &ScriptSeller) {
+    let end = w.clock.now_ms() + ms;
+    while w.clock.now_ms() < end {
+        w.advance(30_000);
+        now.set(w.clock.now_ms());
+        w.tick(seller);
+    }
+}
+
+fn entries(w: &World, id: &str) -> Vec<EntryKind> {
+    let loaded = block_on(journal::load(&w.store, &w.clock, id))
+        .unwrap()
+        .unwrap();
+    (1..=loaded.operation.version)
+        .filter_map(|seq| {
+            let e: Option<journal::Entry> =
+                block_on(get_json(&w.store, &keys::operation_entry(id, seq))).unwrap();
+            e.map(|e| e.kind)
+        })
+        .collect()
+}
+
+#[test]
+fn no_resend_under_a_key_past_the_sellers_replay_window_and_a_look_up_decides() {
+    for find in [true, false] {
+        let w = World::new();
+        w.op("op1", OperationStatus::PendingDispatch);
+        let start = w.clock.now_ms();
+        let now = std::rc::Rc::new(Cell::new(start));
+        let creates = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let seller = forgetful_seller(now.clone(), creates.clone(), find, timed_out);
+        run_telling(&w, &now, 3 * 3_600_000, &seller);
+        // The seller declares no window: the spec's shortest, 1 h, less the margin.
+        let end = start + 3_600_000 - crate::sweep::resend::margin_ms(3_600_000);
+        let creates = creates.borrow();
+        let first_key: Vec<u64> = creates
+            .iter()
+            .filter(|(_, k)| k == "k-0123456789abcdef")
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(
+            first_key.len() > 3,
+            "resent inside the window: {first_key:?}"
+        );
+        assert!(
+            first_key.iter().all(|at| *at < end),
+            "a resend after the window: {first_key:?} (window ends {end})"
+        );
+        assert_eq!(seller.count("get_media_buys"), 1, "looked up once");
+        let renewed = entries(&w, "op1").into_iter().any(|k| {
+            matches!(
+                k,
+                EntryKind::Local {
+                    change: crate::model::operation::LocalChange::KeyRenewed { .. },
+                    ..
+                }
+            )
+        });
+        let result = block_on(journal::load(&w.store, &w.clock, "op1"))
+            .unwrap()
+            .unwrap()
+            .operation;
+        assert_eq!(
+            result.status,
+            OperationStatus::Seller(TaskStatus::Completed)
+        );
+        if find {
+            assert!(
+                !renewed && creates.len() == first_key.len(),
+                "found: never sent anew"
+            );
+            assert_eq!(result.result.unwrap()["media_buy_id"], "mb_9");
+        } else {
+            assert!(renewed, "the renewal is in the history");
+            assert_eq!(
+                creates.len(),
+                first_key.len() + 1,
+                "sent anew once, new key"
+            );
+            assert_eq!(result.result.unwrap()["media_buy_id"], "mb_new");
+        }
+    }
+}
+
+#[test]
+fn idempotency_expired_is_not_a_failure_the_buy_is_looked_up_first() {
+    let expired = || {
+        Err(CallFailure::Seller(SellerError {
+            code: "IDEMPOTENCY_EXPIRED".into(),
+            message: "key no longer known".into(),
+            recovery: crate::seller::port::Recovery::Correctable,
+            retry_after_s: None,
+            adcp: true,
+        }))
+    };
+    let w = World::new();
+    w.op("op1", OperationStatus::PendingDispatch);
+    let now = std::rc::Rc::new(Cell::new(w.clock.now_ms()));
+    let creates = std::rc::Rc::new(RefCell::new(Vec::new()));
+    let seller = forgetful_seller(now.clone(), creates.clone(), false, expired);
+    run_telling(&w, &now, 30 * 60_000, &seller);
+    assert_eq!(seller.count("get_media_buys"), 1);
+    let keys: Vec<String> = creates.borrow().iter().map(|(_, k)| k.clone()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_ne!(
+        keys[0], keys[1],
+        "sent anew under a fresh key once proven absent"
+    );
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+}
+
+#[test]
+fn a_task_without_a_natural_key_is_never_sent_under_a_fresh_key_but_left_unknown() {
+    let w = World::new();
+    let mut op = sample("op1");
+    op.task = crate::model::task::TaskKind::UpdateMediaBuy;
+    op.deadline_at_ms = w.clock.now_ms() + 86_400_000;
+    block_on(async {
+        crate::records::seller::put(&w.store, &crate::testing::sample_seller())
+            .await
+            .unwrap();
+        journal::create(&w.store, &w.clock, &op).await.unwrap();
+        let state = PollState {
+            next_at_ms: w.clock.now_ms(),
+            ..Default::default()
+        };
+        schedule_at(&w.store, &w.clock, &w.config.due, "op1", state)
+            .await
+            .unwrap();
+    });
+    let seller = ScriptSeller::new(|tool, _| match tool {
+        "update_media_buy" => timed_out(),
+        other => panic!("unexpected {other}"),
+    });
+    w.run_for(3 * 3_600_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Unknown)
+    );
+    let sent: Vec<Value> = seller
+        .calls
+        .borrow()
+        .iter()
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|a| a["idempotency_key"] == "k-0123456789abcdef")
+    );
+    assert!(
+        sent.len() <= 6,
+        "{} sends: none after the window",
+        sent.len()
+    );
+}
+
+#[test]
+fn a_proxys_refusal_after_an_unknown_outcome_is_no_verdict_the_buy_is_looked_up() {
+    let answers = Cell::new(0);
+    let seller = ScriptSeller::new(move |tool, args| match tool {
+        "create_media_buy" => {
+            answers.set(answers.get() + 1);
+            if answers.get() == 1 {
+                timed_out()
+            } else {
+                // A WAF in front of the seller: HTTP 403 without an AdCP error.
+                Err(CallFailure::Seller(SellerError {
+                    code: "AUTH_INVALID".into(),
+                    message: "seller answered HTTP 403".into(),
+                    recovery: crate::seller::port::Recovery::Terminal,
+                    retry_after_s: None,
+                    adcp: false,
+                }))
+            }
+        }
+        "get_media_buys" => Ok(json!({"media_buys": [{"media_buy_id": "mb_3",
+            "context": {"operation_id": args["context"]["operation_id"]}}]})),
+        other => panic!("unexpected {other}"),
+    });
+    let w = World::new();
+    w.op("op1", OperationStatus::PendingDispatch);
+    w.run_for(10 * 60_000, &seller);
+    assert_eq!(seller.count("create_media_buy"), 2);
+    assert_eq!(seller.count("get_media_buys"), 1);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed),
+        "the buy the look-up found, not a failure"
     );
 }

@@ -4,6 +4,7 @@
 use super::env::SweepEnv;
 use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
 use super::memo::SellerMemo;
+use super::resend::Resend;
 use crate::foundation::keys;
 use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
@@ -58,6 +59,15 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             Ok(true)
         }
         Step::Dispatch => {
+            match super::resend::before_resend(env, memo, &op, now).await? {
+                Resend::Send => {}
+                Resend::Filed => return Ok(true),
+                Resend::Decided => {
+                    next::reschedule_after_change(env.cx(), env.entropy, env.config, op_id, state)
+                        .await?;
+                    return Ok(true);
+                }
+            }
             let result = dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id).await?;
             match result {
                 Some(dispatch::Dispatched::Deferred { until_ms }) => {
@@ -183,7 +193,7 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
         // No task to poll (or no tool to poll it with): look the buy up by its context.
         _ => match lookup_by_context(env, &seller, op).await {
             Lookup::Found(obs) => Some(*obs),
-            Lookup::Absent | Lookup::TooMany | Lookup::Unknown => None,
+            Lookup::Absent | Lookup::TooMany | Lookup::Unknown | Lookup::Impossible => None,
         },
     };
     // The seller call took time: a webhook may have changed the record meanwhile.
@@ -278,5 +288,7 @@ async fn with_result<S: Store, C: SellerCalls, T: Transport>(
             Some(obs)
         }
         Lookup::Unknown => None,
+        // Only creates reach here.
+        Lookup::Impossible => Some(obs),
     }
 }

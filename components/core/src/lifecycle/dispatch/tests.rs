@@ -318,6 +318,7 @@ fn transient_errors_retry_after_the_hint_and_correctable_ones_fail() {
             message: "m".into(),
             recovery,
             retry_after_s,
+            adcp: true,
         }))
     };
     seller.answer(err("RATE_LIMITED", Recovery::Transient, Some(600)));
@@ -374,6 +375,8 @@ fn an_operation_whose_seller_was_removed_fails_unless_a_send_may_have_reached_it
                 retry_at_ms: Some(60_000),
                 outcome_unknown: true,
                 sent_digest: None,
+                sent_at_ms: None,
+                look_up: false,
             };
             block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
         }
@@ -410,6 +413,8 @@ fn a_resend_whose_bytes_differ_from_a_possibly_delivered_request_is_not_sent() {
         retry_at_ms: Some(1_500),
         outcome_unknown: true,
         sent_digest: Some("digest-of-other-bytes".into()),
+        sent_at_ms: None,
+        look_up: false,
     };
     block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
     let seller = FakeSeller::default();

@@ -52,6 +52,8 @@ fn a_dispatch_failure_recorded_after_the_outcome_changes_nothing() {
             retry_at_ms: Some(60_000),
             outcome_unknown: true,
             sent_digest: None,
+            sent_at_ms: None,
+            look_up: false,
         };
         let r = record(&s, &clock, "op1", failed).await.unwrap();
         assert_eq!(r.effect, Some(Effect::Recorded));
@@ -309,6 +311,8 @@ fn no_local_event_changes_the_outcome_of_a_terminal_record() {
             retry_at_ms: Some(60_000),
             outcome_unknown: true,
             sent_digest: None,
+            sent_at_ms: None,
+            look_up: false,
         },
         EntryKind::Local {
             change: crate::model::operation::LocalChange::GovernanceHold {
