@@ -182,6 +182,7 @@ fuzz_target!(|data: &[u8]| {
                     message: "scripted".into(),
                     recovery,
                     retry_after_s: None,
+                    adcp: true,
                 })));
             continue;
         }

@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         clock: &FixedClock(NOW_MS),
         entropy: &ZeroEntropy,
         sessions: Default::default(),
+        deadline: Default::default(),
     };
     match block_on(calls.call(&seller, "create_media_buy", json!({"account": {}}))) {
         Ok(payload) => assert!(payload.is_object(), "{payload}"),

@@ -30,6 +30,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             clock: &HostClock,
             entropy: &HostEntropy,
             sessions: Default::default(),
+            deadline: Default::default(),
         },
         transport: &SpinTransport,
         sweep: &sweep,

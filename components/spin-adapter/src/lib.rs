@@ -152,32 +152,50 @@ impl Transport for SpinTransport {
         req: OutboundRequest,
         limits: Limits,
     ) -> Result<InboundResponse, TransportError> {
-        let (parts, body) = req.into_parts();
-        let mut req = http::Request::from_parts(
-            parts,
-            spin_sdk::http::FullBody::new(bytes::Bytes::from(body)),
-        );
-        let options = RequestOptions::new();
-        let ns = |ms: u64| Some(ms.saturating_mul(1_000_000));
-        // Hosts may refuse to let a guest set a timeout; the default (600 s) then applies.
-        let _ = options.set_connect_timeout(ns(limits.connect_timeout_ms));
-        let _ = options.set_first_byte_timeout(ns(limits.first_byte_timeout_ms));
-        let _ = options.set_between_bytes_timeout(ns(limits.between_bytes_timeout_ms));
-        req.extensions_mut()
-            .insert(RequestOptionsExtension(options));
-        let resp = spin_sdk::http::send(req).await.map_err(classify)?;
-        let (parts, body) = resp.into_parts();
-        let mut stream = body.stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(classify)?;
-            if buf.len() + chunk.len() > limits.max_body_bytes {
-                return Err(TransportError::TooLarge);
-            }
-            buf.extend_from_slice(&chunk);
+        // The whole call races a timer: a peer that trickles its answer a byte at a time
+        // passes the host's per-phase timeouts but not this.
+        let call = std::pin::pin!(exchange(req, limits));
+        let total_ns = limits.total_ms.saturating_mul(1_000_000);
+        let timer = std::pin::pin!(spin_sdk::wasip3::clocks::monotonic_clock::wait_for(
+            total_ns
+        ));
+        match futures::future::select(call, timer).await {
+            futures::future::Either::Left((answer, _)) => answer,
+            futures::future::Either::Right(_) => Err(TransportError::Timeout(format!(
+                "the whole call took over {} ms",
+                limits.total_ms
+            ))),
         }
-        Ok(http::Response::from_parts(parts, buf))
     }
+}
+
+/// One request and its whole response body, within the host's per-phase timeouts.
+async fn exchange(req: OutboundRequest, limits: Limits) -> Result<InboundResponse, TransportError> {
+    let (parts, body) = req.into_parts();
+    let mut req = http::Request::from_parts(
+        parts,
+        spin_sdk::http::FullBody::new(bytes::Bytes::from(body)),
+    );
+    let options = RequestOptions::new();
+    let ns = |ms: u64| Some(ms.saturating_mul(1_000_000));
+    // Hosts may refuse to let a guest set a timeout; the default (600 s) then applies.
+    let _ = options.set_connect_timeout(ns(limits.connect_timeout_ms));
+    let _ = options.set_first_byte_timeout(ns(limits.first_byte_timeout_ms));
+    let _ = options.set_between_bytes_timeout(ns(limits.between_bytes_timeout_ms));
+    req.extensions_mut()
+        .insert(RequestOptionsExtension(options));
+    let resp = spin_sdk::http::send(req).await.map_err(classify)?;
+    let (parts, body) = resp.into_parts();
+    let mut stream = body.stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(classify)?;
+        if buf.len() + chunk.len() > limits.max_body_bytes {
+            return Err(TransportError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(http::Response::from_parts(parts, buf))
 }
 
 fn classify(e: ErrorCode) -> TransportError {

@@ -49,6 +49,7 @@ impl Guest for Sweep {
             clock: &clock,
             entropy: &HostEntropy,
             sessions: Default::default(),
+            deadline: Default::default(),
         };
         let env = SweepEnv {
             store: &store,

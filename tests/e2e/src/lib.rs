@@ -9,6 +9,7 @@ pub mod python_seller;
 pub mod redis_server;
 pub mod schema;
 pub mod task_seller;
+pub mod trickle;
 
 use serde_json::{Value, json};
 use spin_test_host::{HostOptions, TestHost};

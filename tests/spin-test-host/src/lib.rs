@@ -14,7 +14,7 @@
 //! - **Interfaces**: `wasi:http` 0.3 rc (incoming handler; outgoing client with real network
 //!   calls, the allow-list and request-option timeouts), Spin's `spin-*` request headers and
 //!   absolute request URI, `spin:key-value@3.0.0`, `wasi:keyvalue` store, atomics and batch,
-//!   `spin:variables@3.0.0`, WASI 0.2 clocks, random and stdio (output captured), and the
+//!   `spin:variables@3.0.0`, WASI 0.2 and 0.3 clocks, random and stdio (output captured), and the
 //!   `spin:cron@3.0.0` export.
 //! - **Key-value** on SQLite with Spin's table and quirks ([`kv`]); several hosts may share one
 //!   state file. Like `spin up`, which runs each trigger type as its own process, HTTP
@@ -160,6 +160,8 @@ impl TestHost {
         let engine = engine();
         let mut linker = Linker::<Ctx>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Spin 4 links WASI 0.3 too; components use its clocks (`monotonic-clock.wait-for`).
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         bindings::Imports::add_to_linker::<_, SpinData>(&mut linker, |c: &mut Ctx| &mut c.spin)?;
         let mut components = HashMap::new();

@@ -15,6 +15,9 @@ pub struct Limits {
     pub between_bytes_timeout_ms: u64,
     /// Response bodies beyond this are refused (a seller's `tools/list` can exceed 1 MB).
     pub max_body_bytes: usize,
+    /// The whole call, from sending to the last body byte: a peer that trickles its answer
+    /// a byte at a time passes every other timeout, and is cut off here.
+    pub total_ms: u64,
 }
 
 impl Limits {
@@ -24,6 +27,7 @@ impl Limits {
         first_byte_timeout_ms: 30_000,
         between_bytes_timeout_ms: 10_000,
         max_body_bytes: 8 * 1024 * 1024,
+        total_ms: 30_000,
     };
     /// Buyer notification callbacks: Standard Webhooks suggests a 15–30 s budget.
     pub const CALLBACK: Limits = Limits {
@@ -31,6 +35,7 @@ impl Limits {
         first_byte_timeout_ms: 15_000,
         between_bytes_timeout_ms: 5_000,
         max_body_bytes: 64 * 1024,
+        total_ms: 15_000,
     };
     /// Key discovery (brand.json, JWKS): small documents, short timeouts.
     pub const KEY_DISCOVERY: Limits = Limits {
@@ -38,7 +43,59 @@ impl Limits {
         first_byte_timeout_ms: 5_000,
         between_bytes_timeout_ms: 5_000,
         max_body_bytes: 1024 * 1024,
+        total_ms: 8_000,
     };
+
+    /// These limits, none longer than `remaining_ms`.
+    pub fn within(self, remaining_ms: u64) -> Limits {
+        Limits {
+            connect_timeout_ms: self.connect_timeout_ms.min(remaining_ms),
+            first_byte_timeout_ms: self.first_byte_timeout_ms.min(remaining_ms),
+            between_bytes_timeout_ms: self.between_bytes_timeout_ms.min(remaining_ms),
+            total_ms: self.total_ms.min(remaining_ms),
+            ..self
+        }
+    }
+}
+
+/// A time by which calls must be over (a sweep tick's share of its budget), or none.
+#[derive(Debug, Default)]
+pub struct Deadline(std::cell::Cell<Option<u64>>);
+
+impl Deadline {
+    pub fn set(&self, until_ms: Option<u64>) {
+        self.0.set(until_ms);
+    }
+
+    /// `limits` cut to the time left at `now_ms`; an error (nothing sent, so the outcome is
+    /// known) once none is left.
+    pub fn limits(&self, limits: Limits, now_ms: u64) -> Result<Limits, TransportError> {
+        match self.0.get() {
+            None => Ok(limits),
+            Some(until) if until > now_ms => Ok(limits.within(until - now_ms)),
+            Some(_) => Err(TransportError::Connect(
+                "no time left for this call in the sweep tick; not sent".into(),
+            )),
+        }
+    }
+}
+
+/// A [`Transport`] whose calls end by a [`Deadline`].
+pub struct Bounded<'a, T: Transport> {
+    pub inner: &'a T,
+    pub clock: &'a dyn crate::foundation::clock::Clock,
+    pub deadline: Deadline,
+}
+
+impl<T: Transport> Transport for Bounded<'_, T> {
+    async fn send(
+        &self,
+        req: OutboundRequest,
+        limits: Limits,
+    ) -> Result<InboundResponse, TransportError> {
+        let limits = self.deadline.limits(limits, self.clock.now_ms())?;
+        self.inner.send(req, limits).await
+    }
 }
 
 /// Why no HTTP response came back.

@@ -47,6 +47,10 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
         result
     }
 
+    fn set_deadline(&self, until_ms: Option<u64>) {
+        self.inner.set_deadline(until_ms);
+    }
+
     async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
         let (permit, read) = self.permit(seller, &breaker).await?;

@@ -7,7 +7,7 @@ use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
 use crate::foundation::seal::SealingKey;
 use crate::foundation::store::Store;
-use crate::foundation::transport::{InboundResponse, Limits, Transport, TransportError};
+use crate::foundation::transport::{Deadline, InboundResponse, Limits, Transport, TransportError};
 use crate::records::seller::{AuthScheme, Seller, credentials_purpose};
 use crate::schedule::backoff::parse_retry_after;
 use crate::seller::error_mapping::{self, Action};
@@ -34,6 +34,8 @@ pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     /// Sessions this instance already knows, so that a sweep polling many tasks of one
     /// seller reads the shared session once (`Default::default()` to start empty).
     pub sessions: SessionMemo,
+    /// When calls must be over, if sooner than their own limits (`Default::default()`: none).
+    pub deadline: Deadline,
 }
 
 /// Per-instance memo of MCP sessions by store key: `Some(id)`, or `None` for a server that
@@ -59,6 +61,10 @@ fn request_id(entropy: &dyn Entropy) -> u64 {
 }
 
 impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
+    fn set_deadline(&self, until_ms: Option<u64>) {
+        self.deadline.set(until_ms);
+    }
+
     async fn call(
         &self,
         seller: &Seller,
@@ -233,8 +239,12 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
         let req = b.body(body.to_string().into_bytes()).map_err(|e| {
             CallFailure::Transport(TransportError::Connect(format!("invalid seller URL: {e}")))
         })?;
+        let limits = self
+            .deadline
+            .limits(Limits::SELLER, self.clock.now_ms())
+            .map_err(CallFailure::Transport)?;
         self.transport
-            .send(req, Limits::SELLER)
+            .send(req, limits)
             .await
             .map_err(CallFailure::Transport)
     }

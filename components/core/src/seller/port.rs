@@ -49,6 +49,10 @@ pub trait SellerCalls {
         arguments: Value,
     ) -> Result<Value, CallFailure>;
 
+    /// Calls from now on must be over by `until_ms` (a sweep tick's share for the seller),
+    /// or, with `None`, only by each call's own limits.
+    fn set_deadline(&self, _until_ms: Option<u64>) {}
+
     /// The seller's tool names (MCP `tools/list`); if it cannot list, the 3.1 polling tool.
     async fn list_tools(&self, _seller: &Seller) -> Result<Vec<String>, CallFailure> {
         Ok(vec!["get_task_status".into()])

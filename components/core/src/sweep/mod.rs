@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod env;
+mod lanes;
 mod lookup;
 mod memo;
 pub mod purge;

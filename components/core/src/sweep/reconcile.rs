@@ -89,7 +89,11 @@ pub async fn run_if_due(
         }
     };
     for s in sellers {
-        match reconcile_seller(cx, entropy, config, calls, &s).await {
+        // One slow seller costs this much of a tick, not its every call's own limit.
+        calls.set_deadline(Some(clock.now_ms() + SELLER_SHARE_MS));
+        let reconciled = reconcile_seller(cx, entropy, config, calls, &s).await;
+        calls.set_deadline(None);
+        match reconciled {
             Ok(r) => {
                 failed |= r.failed;
                 total.listed += r.listed;
@@ -106,6 +110,9 @@ pub async fn run_if_due(
     total.failed = failed;
     Ok(Some(total))
 }
+
+/// The time a run gives each seller's calls (its task listing, and the tool list).
+const SELLER_SHARE_MS: u64 = 5_000;
 
 /// Runs of one epoch at most: the first, and reruns after store failures.
 const RUNS_PER_EPOCH: i64 = 3;

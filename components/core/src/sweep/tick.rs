@@ -1,12 +1,13 @@
 //! One tick: the due hints worked one by one under operation leases, then reconciliation
 //! once per epoch, and the tick's report.
 
-use super::{env::SweepEnv, memo::SellerMemo, work::work_on};
+use super::{env::SweepEnv, lanes, memo::SellerMemo, work::work_on};
 use crate::foundation::keys;
 use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
-use crate::foundation::transport::Transport;
+use crate::foundation::transport::{Bounded, Deadline, Transport};
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
+use crate::model::operation::Operation;
 use crate::records::{format, journal::JournalResult, notify, tick_report::TickReport};
 use crate::schedule::due;
 use crate::schedule::lease::{self, Claim};
@@ -20,6 +21,11 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     scheduled_at_ms: u64,
 ) -> JournalResult<TickReport> {
     let guarded = Guarded::new(env.store, env.clock, &env.config.breaker, env.calls);
+    let bounded = Bounded {
+        inner: env.transport,
+        clock: env.clock,
+        deadline: Deadline::default(),
+    };
     let env = &SweepEnv {
         store: env.store,
         clock: env.clock,
@@ -27,7 +33,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         log: env.log,
         sealing: env.sealing,
         calls: &guarded,
-        transport: env.transport,
+        transport: &bounded,
         config: env.config,
     };
     // Never work on a store whose records this release does not know.
@@ -48,13 +54,16 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     } else {
         env.config.budget_ms
     };
-    for hint in &hints {
+    let mut lanes = lanes::split(env.store, &hints, started, budget).await;
+    while let Some(turn) = lanes.next(env.clock.now_ms()) {
+        // Every call of this hint's work ends by its lane's share of the budget.
+        env.calls.set_deadline(Some(turn.until_ms));
+        bounded.deadline.set(Some(turn.until_ms));
         let now = env.clock.now_ms();
-        if now.saturating_sub(started) > budget {
-            report.backlog = true;
-            break; // unsettled hints are filed again by the commit
-        }
-        match due_hint(env, &memo, &hint.op_id, now, &mut report).await {
+        let hint = &turn.hint;
+        let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, now, &mut report).await;
+        lanes.spent(turn.lane, env.clock.now_ms().saturating_sub(now));
+        match worked {
             Ok(Worked::Busy { retry_at_ms }) => {
                 report.busy += 1;
                 sweep.defer(hint, retry_at_ms);
@@ -82,6 +91,11 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
             }
         }
     }
+    // Unsettled hints are filed again by the commit.
+    report.backlog = lanes.left() > 0;
+    // Reconciliation and the auditor: each call bounded by its own limits only.
+    env.calls.set_deadline(None);
+    bounded.deadline.set(None);
     let index = sweep.commit(env.store, env.clock).await?;
     if let Some(r) =
         super::reconcile::run_if_due(env.cx(), env.entropy, env.config, env.calls).await?
@@ -114,6 +128,7 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     id: &str,
+    snapshot: Option<Operation>,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
@@ -121,7 +136,7 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
         Claim::Held(l) => l,
         Claim::Busy { retry_at_ms } => return Ok(Worked::Busy { retry_at_ms }),
     };
-    let worked = under_lease(env, memo, &lease, id, now, report).await;
+    let worked = under_lease(env, memo, &lease, id, snapshot, now, report).await;
     // A release that fails leaves a counter its slot's end makes harmless (and the auditor
     // removes): not worth failing the work that was done.
     let _ = lease.release(env.store).await;
@@ -133,6 +148,7 @@ async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     lease: &lease::Lease,
     id: &str,
+    snapshot: Option<Operation>,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
@@ -145,7 +161,16 @@ async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
         report.notifications += 1;
         retry_notification(env, id).await?
     } else {
-        work_on(env, memo, lease, id, state.unwrap_or_default(), now).await?
+        work_on(
+            env,
+            memo,
+            lease,
+            id,
+            snapshot,
+            state.unwrap_or_default(),
+            now,
+        )
+        .await?
     };
     report.touched += usize::from(touched);
     Ok(Worked::Settled)

@@ -86,6 +86,7 @@ fn handshake_then_call_with_session_auth_and_version_envelope() {
         clock: &crate::foundation::clock::FixedClock(0),
         entropy: &IdOne,
         sessions: Default::default(),
+        deadline: Default::default(),
     };
     let out = block_on(calls.call(
         &seller(&sealing),
@@ -139,6 +140,7 @@ fn a_cached_session_is_reused_and_renewed_after_a_404() {
         clock: &crate::foundation::clock::FixedClock(0),
         entropy: &IdOne,
         sessions: Default::default(),
+        deadline: Default::default(),
     };
     let out = block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap();
     assert_eq!(
@@ -212,6 +214,7 @@ fn errors_are_classified_by_recovery() {
             clock: &crate::foundation::clock::FixedClock(0),
             entropy: &IdOne,
             sessions: Default::default(),
+            deadline: Default::default(),
         };
         let err =
             block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -276,6 +279,7 @@ fn error_branches_unknown_recoveries_and_http_dates_are_classified() {
             clock: &crate::foundation::clock::FixedClock(0),
             entropy: &IdOne,
             sessions: Default::default(),
+            deadline: Default::default(),
         };
         let err =
             block_on(calls.call(&seller(&sealing), "create_media_buy", json!({}))).unwrap_err();
@@ -314,6 +318,7 @@ fn sse_answers_are_matched_by_request_id_and_basic_auth_is_encoded() {
         clock: &crate::foundation::clock::FixedClock(0),
         entropy: &IdOne,
         sessions: Default::default(),
+        deadline: Default::default(),
     };
     let out = block_on(calls.call(&s, "create_media_buy", json!({}))).unwrap();
     assert_eq!(out["status"], "working");

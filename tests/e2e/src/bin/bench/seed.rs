@@ -173,6 +173,7 @@ impl Seeder {
                 clock: &self.clock,
                 entropy: &self.entropy,
                 sessions: Default::default(),
+                deadline: Default::default(),
             },
             transport: &self.transport,
             sweep: &SweepConfig::default(),
