@@ -19,6 +19,27 @@ pub struct SweepConfig {
     pub retention: Retention,
     /// Stop taking new work after this long in one tick (the rest waits for the next).
     pub budget_ms: u64,
+    /// The longest one due operation's seller calls may take in a tick (0: 15 s), and never
+    /// past its seller's share of the budget.
+    pub call_deadline_ms: u64,
+}
+
+impl SweepConfig {
+    pub fn budget_ms(&self) -> u64 {
+        if self.budget_ms == 0 {
+            20_000
+        } else {
+            self.budget_ms
+        }
+    }
+
+    pub fn call_deadline_ms(&self) -> u64 {
+        if self.call_deadline_ms == 0 {
+            15_000
+        } else {
+            self.call_deadline_ms
+        }
+    }
 }
 
 impl SweepConfig {

@@ -219,6 +219,9 @@ impl World {
 fn the_sweep_config_variable_overrides_defaults_and_refuses_mistakes() {
     assert_eq!(SweepConfig::parse("").unwrap(), SweepConfig::default());
     assert_eq!(SweepConfig::parse(" {} ").unwrap(), SweepConfig::default());
+    assert_eq!(SweepConfig::default().call_deadline_ms(), 15_000);
+    let quick = SweepConfig::parse(r#"{"call_deadline_ms": 5000}"#).unwrap();
+    assert_eq!(quick.call_deadline_ms(), 5_000);
     let c = SweepConfig::parse(
         r#"{"deadlines": {"tasks": {"create_media_buy": 7200000}},
             "breaker": {"failure_threshold": 3},

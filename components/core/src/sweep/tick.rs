@@ -49,17 +49,14 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     let mut sweep = due::Sweep::begin(env.store, &env.config.due, started).await?;
     let hints = sweep.hints().to_vec();
     report.due = hints.len();
-    let budget = if env.config.budget_ms == 0 {
-        20_000
-    } else {
-        env.config.budget_ms
-    };
+    let budget = env.config.budget_ms();
     let mut lanes = lanes::split(env.store, &hints, started, budget).await;
     while let Some(turn) = lanes.next(env.clock.now_ms()) {
         // Every call of this hint's work ends by its lane's share of the budget.
-        env.calls.set_deadline(Some(turn.until_ms));
-        bounded.deadline.set(Some(turn.until_ms));
         let now = env.clock.now_ms();
+        let until = turn.until_ms.min(now + env.config.call_deadline_ms());
+        env.calls.set_deadline(Some(until));
+        bounded.deadline.set(Some(until));
         let hint = &turn.hint;
         let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, now, &mut report).await;
         lanes.spent(turn.lane, env.clock.now_ms().saturating_sub(now));
