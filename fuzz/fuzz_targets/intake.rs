@@ -101,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
         public_base_url: BASE.into(),
         sealing,
         due: DueConfig::default(),
+        allow_private_networks: false,
     };
     let clock = FixedClock(NOW_MS);
     let transport = ScriptedTransport::default();

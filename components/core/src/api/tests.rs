@@ -35,6 +35,7 @@ impl World {
                 sweep_token: "sweep-token".into(),
                 metrics_token: "metrics-token".into(),
                 sealing: SealingKey::from_hex(SEAL_KEY).unwrap(),
+                allow_private_networks: false,
             },
         }
     }

@@ -46,6 +46,7 @@ impl World {
                 public_base_url: "https://orch.example".into(),
                 sealing,
                 due: DueConfig::default(),
+                allow_private_networks: false,
             },
         }
     }
