@@ -1570,3 +1570,5 @@ fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
         );
     }
 }
+
+mod peers;
