@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::foundation::clock::FixedClock;
 use crate::foundation::log::NoLog;
-use crate::foundation::store::MemoryStore;
+use crate::foundation::store::{MemoryStore, Store};
 use crate::model::operation::WebhookRegistration;
 use crate::model::status::OperationStatus;
 use crate::model::status::TaskStatus;
@@ -336,4 +336,41 @@ fn an_accepted_webhook_costs_at_most_fifteen_store_calls() {
         "{} store calls",
         w.store.total_ops()
     );
+}
+
+#[test]
+fn ten_thousand_distinct_deliveries_keep_the_record_bounded_and_every_one_deduplicated() {
+    const DELIVERIES: usize = 10_000;
+    /// The stated bound on the operation's stored record.
+    const MAX_RECORD_BYTES: usize = 128 * 1024;
+    let w = World::new(WebhookMode::Bearer);
+    // The longest keys the envelope allows: the worst a seller can do to the record's size.
+    let key = |i: usize| format!("whk_{i:0>251}");
+    for i in 0..DELIVERIES {
+        let (s, b) = w.send(bearer(&payload("working", &key(i))));
+        assert_eq!(s, StatusCode::OK, "{i}: {b}");
+    }
+    let record = block_on(w.store.get(&keys::operation("op1")))
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.len() < MAX_RECORD_BYTES,
+        "the record is {} bytes",
+        record.len()
+    );
+    for i in (0..DELIVERIES).rev() {
+        let (s, b) = w.send(bearer(&payload("working", &key(i))));
+        assert_eq!(
+            (s, b["outcome"].as_str()),
+            (StatusCode::OK, Some("duplicate")),
+            "{i}: {b}"
+        );
+    }
+    // A moved-out key reused with another payload is still a conflict.
+    let (s, b) = w.send(bearer(&payload("failed", &key(0))));
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+    assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Working));
 }

@@ -292,3 +292,63 @@ fn re_registering_or_removing_a_seller_forgets_its_cached_signing_keys() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(leftovers(&w), Vec::<String>::new());
 }
+
+#[test]
+fn an_operations_events_come_a_page_at_a_time_in_journal_order() {
+    use crate::model::status::TaskStatus;
+    use crate::records::journal::{self, EntryKind};
+    let w = World::new();
+    let key = w.tenant("acme");
+    w.seller(&key, "s1");
+    w.seller
+        .answer(Ok(json!({"status": "submitted", "task_id": "t1"})));
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    let id = op["operation_id"].as_str().unwrap().to_string();
+    for _ in 0..250 {
+        let kind = EntryKind::Observed {
+            observation: Box::new(crate::testing::obs(TaskStatus::Working, Some("t1"))),
+        };
+        block_on(journal::record(&w.store, &w.clock, &id, kind)).unwrap();
+    }
+    let head = block_on(w.store.increment(&keys::operation_seq(&id), 0)).unwrap() as u64;
+    let path = format!("/api/v1/operations/{id}/events");
+    let (mut seqs, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("{path}?limit=100&cursor={c}"),
+            None => format!("{path}?limit=100"),
+        };
+        let (s, page) = w.call("GET", &q, Some(&key), None);
+        assert_eq!(s, StatusCode::OK, "{page}");
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= 100);
+        seqs.extend(events.iter().map(|e| e["seq"].as_u64().unwrap()));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
+    assert_eq!(pages, head.div_ceil(100));
+    let (_, first) = w.call("GET", &path, Some(&key), None);
+    assert_eq!(
+        first["events"].as_array().unwrap().len(),
+        50,
+        "50 by default"
+    );
+    for bad in ["limit=0", "limit=201", "cursor=x", "page=2"] {
+        let (s, b) = w.call("GET", &format!("{path}?{bad}"), Some(&key), None);
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")),
+            "{bad}"
+        );
+    }
+}
