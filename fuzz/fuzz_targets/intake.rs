@@ -84,6 +84,7 @@ fn world(control: u8, store: &MemoryStore, sealing: &SealingKey) {
             jwks_uri: "https://seller.example/.well-known/jwks.json".into(),
             keys: signers().iter().map(|s| s.jwk()).collect(),
             fetched_at_ms: NOW_MS,
+            attempted_at_ms: NOW_MS,
         };
         block_on(set_json(store, &keys::seller_jwks("t1", "s1"), &cached))
             .expect("the keys are cached");

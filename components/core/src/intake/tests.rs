@@ -374,3 +374,33 @@ fn ten_thousand_distinct_deliveries_keep_the_record_bounded_and_every_one_dedupl
     );
     assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Working));
 }
+
+#[test]
+fn a_store_failure_answers_webhook_senders_a_fixed_message_and_logs_the_detail() {
+    let w = World::new(WebhookMode::Bearer);
+    let log = crate::testing::Lines::default();
+    let env = IntakeEnv {
+        store: &w.store,
+        clock: &FixedClock(2_000),
+        log: &log,
+        config: &w.config,
+        transport: &crate::testing::ScriptedTransport::default(),
+    };
+    // Past authentication: the failure is in the journal write.
+    w.store.fail_nth_call(3);
+    let a = block_on(handle(
+        &env,
+        bearer(&payload("completed", "whk_hhhhhhhhhhhhhhhh")),
+    ));
+    assert_eq!(a.response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let b: Value = serde_json::from_slice(a.response.body()).unwrap();
+    assert_eq!(
+        b,
+        json!({"code": "store_unavailable", "message": "the store is unavailable; retry"})
+    );
+    assert!(
+        log.0.borrow().join("\n").contains("injected"),
+        "the detail is logged"
+    );
+    assert_eq!(w.status(), OperationStatus::PendingDispatch);
+}
