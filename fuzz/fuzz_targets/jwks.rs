@@ -9,8 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 use orchestrator_core::auth::jwks;
-use orchestrator_core::foundation::outbound_url;
 use orchestrator_core::auth::rfc9421::{self, Jwk, Trust};
+use orchestrator_core::foundation::outbound_url;
 use orchestrator_core::foundation::store::MemoryStore;
 use orchestrator_fuzz::{
     NOW_MS, NOW_S, ScriptedTransport, block_on, sections, sign_fresh, signers,
