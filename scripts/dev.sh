@@ -24,6 +24,7 @@ SPIN_VARIABLE_METRICS_TOKEN=dev-metrics-$(random_hex)
 SPIN_VARIABLE_ENCRYPTION_KEY=$(random_hex)
 SPIN_VARIABLE_PUBLIC_BASE_URL=http://127.0.0.1:3000
 SPIN_VARIABLE_EXTRA_OUTBOUND_HOST=http://127.0.0.1:*
+SPIN_VARIABLE_ALLOW_PRIVATE_NETWORKS=true
 ENV
   echo "==> created $env_file with fresh development secrets"
 fi

@@ -133,6 +133,7 @@ fuzz_target!(|data: &[u8]| {
             sweep_token: SWEEP.into(),
             metrics_token: METRICS.into(),
             sealing: SealingKey::from_hex(SEAL_KEY).expect("a valid key"),
+            allow_private_networks: false,
         },
         seller: ScriptedSeller::default(),
         transport: ScriptedTransport::default(),

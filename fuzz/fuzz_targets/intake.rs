@@ -84,6 +84,7 @@ fn world(control: u8, store: &MemoryStore, sealing: &SealingKey) {
             jwks_uri: "https://seller.example/.well-known/jwks.json".into(),
             keys: signers().iter().map(|s| s.jwk()).collect(),
             fetched_at_ms: NOW_MS,
+            attempted_at_ms: NOW_MS,
         };
         block_on(set_json(store, &keys::seller_jwks("t1", "s1"), &cached))
             .expect("the keys are cached");
@@ -101,6 +102,7 @@ fuzz_target!(|data: &[u8]| {
         public_base_url: BASE.into(),
         sealing,
         due: DueConfig::default(),
+        allow_private_networks: false,
     };
     let clock = FixedClock(NOW_MS);
     let transport = ScriptedTransport::default();

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use libfuzzer_sys::fuzz_target;
 use orchestrator_core::auth::jwks;
 use orchestrator_core::auth::rfc9421::{self, Jwk, Trust};
+use orchestrator_core::foundation::outbound_url;
 use orchestrator_core::foundation::store::MemoryStore;
 use orchestrator_fuzz::{
     NOW_MS, NOW_S, ScriptedTransport, block_on, sections, sign_fresh, signers,
@@ -58,11 +59,16 @@ fuzz_target!(|data: &[u8]| {
     let jwks_body = parts.get(1).copied().unwrap_or_default();
 
     if let Ok(b) = serde_json::from_slice::<Value>(brand) {
-        let _ = jwks::jwks_uri_from_brand(&b, AGENT_URL);
-        for url in b["agents"].as_array().into_iter().flatten() {
-            if let Some(url) = url["url"].as_str() {
-                let _ = jwks::origin(url);
-                let _ = jwks::jwks_uri_from_brand(&b, url);
+        for allow_private in [false, true] {
+            // Whatever brand.json says, discovery is never pointed outside the URL rules.
+            if let Some(uri) = jwks::jwks_uri_from_brand(&b, AGENT_URL, allow_private) {
+                assert!(outbound_url::check(&uri, allow_private).is_ok(), "{uri}");
+            }
+            for url in b["agents"].as_array().into_iter().flatten() {
+                if let Some(url) = url["url"].as_str() {
+                    let _ = jwks::origin(url);
+                    let _ = jwks::jwks_uri_from_brand(&b, url, allow_private);
+                }
             }
         }
     }
@@ -91,13 +97,13 @@ fuzz_target!(|data: &[u8]| {
     let transport = ScriptedTransport::default();
     transport.push(200, &[], brand);
     transport.push(200, &[], jwks_body);
-    let fetched = block_on(jwks::refresh(
-        &store, &transport, "t1", "s1", AGENT_URL, NOW_MS,
+    let found = block_on(jwks::discover(&transport, AGENT_URL, false));
+    let recorded = block_on(jwks::record_attempt(
+        &store, "t1", "s1", None, found, NOW_MS,
     ))
     .expect("the in-memory store does not fail");
     let cached = block_on(jwks::cached(&store, "t1", "s1")).expect("the cache reads back");
-    assert_eq!(fetched, cached);
-    if let Some(c) = &cached {
-        assert!(!jwks::should_fetch(Some(c), false, NOW_MS));
-    }
+    assert_eq!(Some(&recorded), cached.as_ref());
+    // Fetched or failed, the next fetch waits for the cooldown.
+    assert!(!jwks::should_fetch(cached.as_ref(), true, NOW_MS));
 });

@@ -5,8 +5,8 @@ use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
 use orchestrator_core::config::SweepConfig;
 use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
-    HostClock, HostEntropy, SpinTransport, StderrLog, accept, into_spin_response, public_base_url,
-    sealing_key, variable,
+    HostClock, HostEntropy, SpinTransport, StderrLog, accept, allow_private_networks,
+    into_spin_response, public_base_url, sealing_key, variable,
 };
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
@@ -47,6 +47,7 @@ async fn config() -> Result<(ApiConfig, SweepConfig), String> {
         sweep_token: variable("sweep_token").await.unwrap_or_default(),
         metrics_token: variable("metrics_token").await.unwrap_or_default(),
         sealing,
+        allow_private_networks: allow_private_networks().await,
     };
     Ok((api, sweep))
 }

@@ -296,6 +296,12 @@ pub async fn sealing_key() -> Result<SealingKey, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The `allow_private_networks` variable: `"true"` relaxes the URL rules for development and
+/// tests; anything else (the default) keeps them.
+pub async fn allow_private_networks() -> bool {
+    variable("allow_private_networks").await.as_deref() == Some("true")
+}
+
 /// The `public_base_url` variable, which webhook URLs and signature targets are built from.
 pub async fn public_base_url() -> Result<String, String> {
     variable("public_base_url")

@@ -5,7 +5,8 @@
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
 use spin_adapter::{
-    HostClock, SpinTransport, StderrLog, accept, into_spin_response, public_base_url, sealing_key,
+    HostClock, SpinTransport, StderrLog, accept, allow_private_networks, into_spin_response,
+    public_base_url, sealing_key,
 };
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
@@ -41,5 +42,6 @@ async fn config() -> Result<IntakeConfig, String> {
         public_base_url: public_base_url().await?,
         sealing: sealing_key().await?,
         due: Default::default(),
+        allow_private_networks: allow_private_networks().await,
     })
 }

@@ -39,6 +39,8 @@ pub fn variables(public_base_url: &str) -> BTreeMap<String, String> {
         ("encryption_key".into(), ENCRYPTION_KEY.into()),
         // Plain-HTTP loopback sellers and callbacks are allowed only through this variable.
         ("extra_outbound_host".into(), "http://127.0.0.1:*".into()),
+        // ... and registered at all only with the URL rules relaxed.
+        ("allow_private_networks".into(), "true".into()),
     ])
 }
 

@@ -50,6 +50,7 @@ async fn dev_sh_makes_an_env_the_app_runs_with_and_keeps_it_on_the_next_run() {
             .all(|b| b.is_ascii_hexdigit())
     );
     assert_eq!(vars["extra_outbound_host"], "http://127.0.0.1:*");
+    assert_eq!(vars["allow_private_networks"], "true");
     // The secrets are made once: a second run keeps them.
     assert!(run().status.success());
     assert_eq!(std::fs::read_to_string(&env_path).unwrap(), first);

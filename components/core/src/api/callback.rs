@@ -22,13 +22,12 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
         Method::PUT => {
             let body = json_body(req)?;
             let mut errors = Vec::new();
-            let url = match body.get("url").and_then(Value::as_str) {
-                Some(u) if super::sellers::is_http_url(u) => u.to_string(),
-                _ => {
-                    errors.push(FieldError::new("url", "required: an absolute http(s) URL"));
-                    String::new()
-                }
-            };
+            let url = super::sellers::outbound_url_field(
+                &body,
+                "url",
+                env.config.allow_private_networks,
+                &mut errors,
+            );
             let given = match body.get("secret") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) if secret_key(s).is_some() => Some(s.clone()),

@@ -21,6 +21,9 @@ pub struct ApiConfig {
     /// Bearer token for `GET /metrics`.
     pub metrics_token: String,
     pub sealing: SealingKey,
+    /// The `allow_private_networks` variable: registered URLs may be plain `http` and name
+    /// internal addresses (development and tests only; off by default).
+    pub allow_private_networks: bool,
 }
 
 /// What a request handler works with.

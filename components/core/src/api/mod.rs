@@ -187,7 +187,7 @@ async fn route<S: Store, C: SellerCalls, T: Transport>(
         ["api", "v1", "operations", op_id, "events"] => {
             only(&method, &[Method::GET])?;
             let tenant = require_tenant(env, &req).await?;
-            operations::events(env, &tenant, op_id).await
+            operations::events(env, &tenant, op_id, &req).await
         }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

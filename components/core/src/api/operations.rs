@@ -182,13 +182,24 @@ pub async fn get<S: Store, C: SellerCalls, T: Transport>(
     Ok(json_response(StatusCode::OK, &view(&op)))
 }
 
+/// Most journal entries one page of `GET /operations/{id}/events` covers.
+pub const MAX_EVENTS_PAGE: usize = 200;
+
+/// `GET /operations/{id}/events?limit=&cursor=`: the history in journal order, a page at a
+/// time; `next_cursor` (the last sequence number covered) while the journal goes on.
 pub async fn events<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
     tenant: &Tenant,
     op_id: &str,
+    req: &Request,
 ) -> ApiResult {
+    let (limit, cursor) =
+        super::sellers::page_query(req.uri().query().unwrap_or(""), MAX_EVENTS_PAGE)?;
     load_owned(env, tenant, op_id).await?;
-    let history = journal::history(env.store, env.clock, op_id).await?;
+    let after = cursor.unwrap_or(0);
+    let (history, more) =
+        journal::history_page(env.store, env.clock, op_id, after, limit as u64).await?;
+    let next = more.then(|| after + limit as u64);
     let events: Vec<Value> = history
         .iter()
         .map(|(entry, effect)| {
@@ -225,7 +236,7 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "operation_id": op_id, "events": events }),
+        &json!({ "operation_id": op_id, "events": events, "next_cursor": next.map(|c| c.to_string()) }),
     ))
 }
 

@@ -5,6 +5,7 @@ use crate::foundation::error::FieldError;
 use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
 use crate::foundation::keys::{self, valid_id};
 use crate::foundation::log;
+use crate::foundation::outbound_url;
 use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::{Step, step};
@@ -30,34 +31,38 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
     match *req.method() {
         Method::PUT => {
             let body = json_body(req)?;
-            let input = parse(&body)?;
+            let input = parse(&body, env.config.allow_private_networks)?;
             let now = env.clock.now_ms();
-            let existing = seller::get(env.store, tid, seller_id).await?;
-            let credentials = match input.credentials {
-                Some(c) => Some(env.config.sealing.seal(
+            let before = seller::get(env.store, tid, seller_id).await?;
+            let sealed = input.credentials.as_ref().map(|c| {
+                env.config.sealing.seal(
                     env.entropy,
                     &credentials_purpose(tid, seller_id),
                     c.as_bytes(),
-                )),
-                // Omitted credentials keep the stored ones: secrets are write-only.
-                None => existing.as_ref().and_then(|s| s.credentials.clone()),
-            };
-            let mut record = Seller {
+                )
+            });
+            // Omitted credentials keep the stored ones: secrets are write-only.
+            let registration = |existing: Option<&Seller>| Seller {
                 tenant_id: tid.clone(),
                 seller_id: seller_id.to_string(),
-                mcp_url: input.mcp_url,
-                credentials,
+                mcp_url: input.mcp_url.clone(),
+                credentials: sealed
+                    .clone()
+                    .or_else(|| existing.and_then(|s| s.credentials.clone())),
                 auth_scheme: input.auth_scheme,
                 webhook_mode: input.webhook_mode,
                 attention: None,
                 capabilities: None,
-                created_at_ms: existing.as_ref().map_or(now, |s| s.created_at_ms),
+                created_at_ms: existing.map_or(now, |s| s.created_at_ms),
                 updated_at_ms: now,
             };
             // Capabilities decide whether we may mutate at this seller at all. A seller that
             // cannot be reached now is still registered; operations fetch them before the
             // first mutating call and are refused until they are known.
-            let fetched = capabilities::fetch(env.calls, &record, now).await;
+            let fetched = capabilities::fetch(env.calls, &registration(before.as_ref()), now).await;
+            // Built on the record as stored after the call: a rotation meanwhile stands.
+            let existing = seller::get(env.store, tid, seller_id).await?;
+            let mut record = registration(existing.as_ref());
             let capabilities_error = match fetched {
                 Ok(c) => {
                     record.capabilities = Some(c);
@@ -84,13 +89,7 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 }
             };
             seller::put(env.store, &record).await?;
-            // A re-registration may point at another agent: forget what we learned of the old.
-            env.store
-                .delete(&crate::foundation::keys::poll_tool(tid, seller_id))
-                .await?;
-            env.store
-                .delete(&crate::foundation::keys::mcp_session(tid, seller_id))
-                .await?;
+            forget_learned(env.store, tid, seller_id).await?;
             if existing.is_none() {
                 seller::index(env.store, tid, seller_id).await?;
             }
@@ -120,12 +119,27 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             }
             refuse_while_unsettled(env, tid, seller_id).await?;
             seller::delete(env.store, tid, seller_id).await?;
+            forget_learned(env.store, tid, seller_id).await?;
             Ok(http::Response::builder()
                 .status(StatusCode::NO_CONTENT)
                 .body(Vec::new())
                 .unwrap_or_default())
         }
     }
+}
+
+/// What we learned of the agent a registration pointed at (its poll tool, MCP session and
+/// webhook-signing keys): a re-registration may point at another agent, and a removed
+/// seller's keys must not authenticate anything.
+async fn forget_learned(store: &impl Store, tenant: &str, seller_id: &str) -> ApiResult<()> {
+    for key in [
+        keys::poll_tool(tenant, seller_id),
+        keys::mcp_session(tenant, seller_id),
+    ] {
+        store.delete(&key).await?;
+    }
+    crate::auth::jwks::forget(store, tenant, seller_id).await?;
+    Ok(())
 }
 
 /// Listing entries a seller's removal reads at most to find its unsettled operations.
@@ -209,9 +223,20 @@ pub async fn ensure_capabilities<S: Store, C: SellerCalls, T: Transport>(
     let now = env.clock.now_ms();
     match capabilities::fetch(env.calls, record, now).await {
         Ok(c) => {
-            record.capabilities = Some(c.clone());
-            record.updated_at_ms = now;
-            seller::put(env.store, record).await?;
+            // Merged into the record as stored now: a rotation or removal during the call
+            // stands, and capabilities of a replaced registration are not kept.
+            let amended = seller::amend(env.store, record, |s| {
+                s.capabilities = Some(c.clone());
+                s.updated_at_ms = now;
+            })
+            .await?;
+            *record = amended.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "seller_changed",
+                    "the seller was registered again or removed during the call; retry",
+                )
+            })?;
             Ok(c)
         }
         Err(FetchError::Unavailable { message, detail }) => {
@@ -238,18 +263,9 @@ struct SellerInput {
     webhook_mode: Option<WebhookMode>,
 }
 
-fn parse(body: &serde_json::Map<String, Value>) -> ApiResult<SellerInput> {
+fn parse(body: &serde_json::Map<String, Value>, allow_private: bool) -> ApiResult<SellerInput> {
     let mut errors = Vec::new();
-    let mcp_url = match body.get("mcp_url").and_then(Value::as_str) {
-        Some(u) if is_http_url(u) => u.to_string(),
-        _ => {
-            errors.push(FieldError::new(
-                "mcp_url",
-                "required: an absolute http(s) URL",
-            ));
-            String::new()
-        }
-    };
+    let mcp_url = outbound_url_field(body, "mcp_url", allow_private, &mut errors);
     let credentials = match body.get("credentials") {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) if !c.is_empty() && c.len() <= 4096 => Some(c.clone()),
@@ -298,11 +314,23 @@ fn parse(body: &serde_json::Map<String, Value>) -> ApiResult<SellerInput> {
     }
 }
 
-pub(super) fn is_http_url(u: &str) -> bool {
-    u.parse::<http::Uri>().is_ok_and(|uri| {
-        matches!(uri.scheme_str(), Some("http" | "https"))
-            && uri.host().is_some_and(|h| !h.is_empty())
-    }) && u.len() <= 2048
+/// A required URL field we will call, checked against [`outbound_url::check`]; an empty
+/// string (with the field's error pushed) when it fails.
+pub(super) fn outbound_url_field(
+    body: &serde_json::Map<String, Value>,
+    field: &str,
+    allow_private: bool,
+    errors: &mut Vec<FieldError>,
+) -> String {
+    let refusal = match body.get(field).and_then(Value::as_str) {
+        Some(u) => match outbound_url::check(u, allow_private) {
+            Ok(()) => return u.to_string(),
+            Err(r) => r.message(),
+        },
+        None => "required: an https URL",
+    };
+    errors.push(FieldError::new(field, refusal));
+    String::new()
 }
 
 /// The public view: never the credentials themselves.

@@ -35,6 +35,7 @@ impl World {
                 sweep_token: "sweep-token".into(),
                 metrics_token: "metrics-token".into(),
                 sealing: SealingKey::from_hex(SEAL_KEY).unwrap(),
+                allow_private_networks: false,
             },
         }
     }
@@ -1569,3 +1570,5 @@ fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
         );
     }
 }
+
+mod peers;

@@ -21,7 +21,9 @@
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
-//! | `jwks:{tenant}:{seller}` | the seller's webhook-signing keys as last fetched (JSON) | intake |
+//! | `op:{op}:dlv:{sha256(idempotency_key)}` | payload digest of a delivery mark moved out of the operation's record (past its window) | whoever saves the record |
+//! | `jwks:{tenant}:{seller}` | the seller's webhook-signing keys as last fetched, and when a fetch was last tried (JSON) | intake |
+//! | `jwks:{tenant}:{seller}:claim:{slot}` | counter: claims of the seller's one key fetch in a cooldown slot; the first wins | `increment` only |
 //! | `sellers:n` | counter: sellers ever registered | `increment` only |
 //! | `sellers:{n}` | `{tenant}\n{seller}` of the n-th registration (per-seller metrics) | operations API |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
@@ -135,8 +137,17 @@ pub fn operation_listed(op: &str) -> String {
     format!("op:{op}:listed")
 }
 
+pub fn delivery_mark(op: &str, idempotency_key: &str) -> String {
+    let h = crate::foundation::seal::digest_hex(idempotency_key.as_bytes());
+    format!("op:{op}:dlv:{}", &h[..32])
+}
+
 pub fn seller_jwks(tenant: &str, seller: &str) -> String {
     format!("jwks:{tenant}:{seller}")
+}
+
+pub fn seller_jwks_claim(tenant: &str, seller: &str, slot: u64) -> String {
+    format!("jwks:{tenant}:{seller}:claim:{slot}")
 }
 
 pub const SELLERS_COUNT: &str = "sellers:n";

@@ -140,44 +140,45 @@ async fn verify_signature<S: Store, T: Transport>(
         body: req.body(),
         now_s: (now / 1000) as i64,
     };
-    let mut keys = jwks::cached(env.store, &op.tenant_id, &op.seller_id).await?;
-    loop {
-        let trust = LedgerTrust {
-            keys: keys.as_ref(),
-            op,
-            now_ms: now,
+    let verify = |keys: Option<&jwks::CachedKeys>| {
+        rfc9421::verify(
+            &signed,
+            &LedgerTrust {
+                keys,
+                op,
+                now_ms: now,
+            },
+        )
+    };
+    let (tenant, seller_id) = (&op.tenant_id, &op.seller_id);
+    let mut keys = jwks::cached(env.store, tenant, seller_id).await?;
+    let mut result = verify(keys.as_ref());
+    let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
+    // Past the TTL even a known key is checked against the seller's current set (it may
+    // have been revoked); the claim keeps it to one fetch per cooldown whatever arrives.
+    if jwks::should_fetch(keys.as_ref(), unknown, now)
+        && jwks::claim_fetch(env.store, tenant, seller_id, now).await?
+    {
+        let Some(s) = seller::get(env.store, tenant, seller_id).await? else {
+            return Err(refuse(rfc9421::SignatureError::KeyUnknown));
         };
-        let result = rfc9421::verify(&signed, &trust);
-        let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
-        if (unknown || keys.is_none()) && jwks::should_fetch(keys.as_ref(), unknown, now) {
-            let Some(s) = seller::get(env.store, &op.tenant_id, &op.seller_id).await? else {
-                return Err(refuse(rfc9421::SignatureError::KeyUnknown));
-            };
-            match jwks::refresh(
-                env.store,
-                env.transport,
-                &op.tenant_id,
-                &op.seller_id,
-                &s.mcp_url,
-                now,
-            )
-            .await?
-            {
-                Some(fresh) => {
-                    keys = Some(fresh);
-                    continue;
-                }
-                None => return Err(refuse(rfc9421::SignatureError::KeyUnknown)),
-            }
+        let found =
+            jwks::discover(env.transport, &s.mcp_url, env.config.allow_private_networks).await;
+        // Re-registered during the fetch: the old agent's keys must not be kept.
+        let current = seller::get(env.store, tenant, seller_id).await?;
+        if current.is_none_or(|c| c.mcp_url != s.mcp_url) {
+            return Err(refuse(rfc9421::SignatureError::KeyUnknown));
         }
-        return result
-            .map(|v| crate::model::operation::NonceMark {
-                keyid: v.keyid,
-                nonce: v.nonce,
-                expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
-            })
-            .map_err(refuse);
+        keys = Some(jwks::record_attempt(env.store, tenant, seller_id, keys, found, now).await?);
+        result = verify(keys.as_ref());
     }
+    result
+        .map(|v| crate::model::operation::NonceMark {
+            keyid: v.keyid,
+            nonce: v.nonce,
+            expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
+        })
+        .map_err(refuse)
 }
 
 /// Keys from the cache; nonces from the operation's delivery ledger (the signature covers the
@@ -190,7 +191,7 @@ struct LedgerTrust<'a> {
 
 impl rfc9421::Trust for LedgerTrust<'_> {
     fn key(&self, keyid: &str) -> Option<rfc9421::Jwk> {
-        self.keys.and_then(|k| k.key(keyid))
+        self.keys.and_then(|k| k.key(keyid, self.now_ms))
     }
 
     fn nonce_seen(&self, keyid: &str, nonce: &str) -> bool {

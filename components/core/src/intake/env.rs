@@ -18,6 +18,8 @@ pub struct IntakeConfig {
     pub public_base_url: String,
     pub sealing: SealingKey,
     pub due: DueConfig,
+    /// The `allow_private_networks` variable: a `jwks_uri` may be plain `http` or internal.
+    pub allow_private_networks: bool,
 }
 
 pub struct IntakeEnv<'a, S: Store, T: Transport> {

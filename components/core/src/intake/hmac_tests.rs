@@ -32,6 +32,7 @@ fn world() -> (MemoryStore, IntakeConfig) {
             public_base_url: "https://orch.example".into(),
             sealing,
             due: DueConfig::default(),
+            allow_private_networks: false,
         },
     )
 }

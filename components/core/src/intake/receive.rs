@@ -14,7 +14,7 @@ use crate::model::operation::{Delivery, DeliveryCheck, Operation, WebhookRegistr
 use crate::model::payload::observation_from_webhook;
 use crate::records::journal::{Effect, EntryKind};
 use crate::records::metrics::{self, Rejection};
-use crate::records::summary;
+use crate::records::{deliveries, summary};
 use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -198,7 +198,7 @@ async fn receive_for<S: Store, T: Transport>(
     }
     let payload_hash = canonical_hash(&payload);
     let now = env.clock.now_ms();
-    match op.deliveries.check(&parsed.idempotency_key, &payload_hash) {
+    match deliveries::check(env.store, &op, &parsed.idempotency_key, &payload_hash).await? {
         DeliveryCheck::Repeat => {
             metrics::webhook_duplicate(env.store).await?;
             return Ok(accepted("duplicate", None, None));

@@ -56,16 +56,21 @@ fn world() -> (MemoryStore, IntakeConfig) {
             public_base_url: "https://orch.example".into(),
             sealing,
             due: DueConfig::default(),
+            allow_private_networks: false,
         },
     )
 }
 
 /// Signs like a seller that addressed `https://orch.example/webhooks/adcp/op1`.
 fn signed(body: &str, nonce: &str) -> Request {
+    signed_by(body, nonce, "seller-key-1", NOW_S)
+}
+
+fn signed_by(body: &str, nonce: &str, keyid: &str, created_s: u64) -> Request {
     let digest = rfc9421::content_digest(body.as_bytes());
     let params = format!(
-        "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={NOW_S};expires={};nonce=\"{nonce}\";keyid=\"seller-key-1\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
-        NOW_S + 300
+        "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={created_s};expires={};nonce=\"{nonce}\";keyid=\"{keyid}\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
+        created_s + 300
     );
     let base = format!(
         "\"@method\": POST\n\"@target-uri\": https://orch.example/webhooks/adcp/op1\n\"@authority\": orch.example\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
@@ -92,9 +97,19 @@ fn send(
     t: &ScriptedTransport,
     req: Request,
 ) -> (StatusCode, Value, Option<String>) {
+    send_at(store, config, t, req, NOW_S * 1000)
+}
+
+fn send_at(
+    store: &MemoryStore,
+    config: &IntakeConfig,
+    t: &ScriptedTransport,
+    req: Request,
+    now_ms: u64,
+) -> (StatusCode, Value, Option<String>) {
     let env = IntakeEnv {
         store,
-        clock: &FixedClock(NOW_S * 1000),
+        clock: &FixedClock(now_ms),
         log: &NoLog,
         config,
         transport: t,
@@ -191,5 +206,98 @@ fn tampered_and_wrong_mode_deliveries_are_refused_without_change() {
     assert_eq!(
         op.status,
         crate::model::status::OperationStatus::PendingDispatch
+    );
+}
+
+#[test]
+fn a_key_removed_from_the_sellers_jwks_is_refused_once_the_cached_keys_are_past_their_ttl() {
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    seller_keys(&t);
+    let b = body("whk_eeeeeeeeeeeeeeee", "working");
+    let (s, _, _) = send(&store, &config, &t, signed(&b, "nonce-0000000011"));
+    assert_eq!(s, StatusCode::OK);
+    // The seller revokes the key; within the TTL the cache answers without a fetch.
+    let later_s = NOW_S + crate::auth::jwks::TTL_MS / 1000;
+    t.reply(200, &json!({"agents": [{"url": "https://seller.example/mcp", "jwks_uri": "https://seller.example/jwks.json"}]}).to_string());
+    t.reply(200, &json!({"keys": []}).to_string());
+    let b2 = body("whk_ffffffffffffffff", "completed");
+    let (s, v, _) = send_at(
+        &store,
+        &config,
+        &t,
+        signed_by(&b2, "nonce-0000000012", "seller-key-1", later_s),
+        later_s * 1000,
+    );
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("webhook_signature_key_unknown")
+        ),
+        "{v}"
+    );
+    assert_eq!(t.requests.borrow().len(), 4, "refetched once past the TTL");
+    let op = block_on(journal::load(&store, &FixedClock(later_s * 1000), "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_ne!(
+        op.status,
+        crate::model::status::OperationStatus::Seller(crate::model::status::TaskStatus::Completed)
+    );
+}
+
+#[test]
+fn forged_deliveries_fetch_the_sellers_keys_at_most_once_per_cooldown() {
+    use crate::auth::jwks::COOLDOWN_MS;
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    // Discovery fails (nothing scripted): nothing is cached, yet every forgery must not fetch.
+    let start_s = NOW_S;
+    for i in 0..50u64 {
+        let b = body(&format!("whk_forged{i:010}"), "completed");
+        let (s, _, _) = send_at(
+            &store,
+            &config,
+            &t,
+            signed_by(
+                &b,
+                &format!("nonce-forged-{i:04}"),
+                &format!("kid-{i}"),
+                start_s,
+            ),
+            start_s * 1000 + i * 100,
+        );
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(t.requests.borrow().len(), 1, "one brand.json attempt");
+    // Keys known: unknown kids still fetch once per cooldown, never per request.
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    seller_keys(&t);
+    let (s, _, _) = send(
+        &store,
+        &config,
+        &t,
+        signed(&body("whk_gggggggggggggggg", "working"), "nonce-0000000013"),
+    );
+    assert_eq!(s, StatusCode::OK);
+    for i in 0..50u64 {
+        let at_ms = NOW_S * 1000 + i * (2 * COOLDOWN_MS / 50);
+        let b = body(&format!("whk_forged{i:010}"), "completed");
+        let req = signed_by(
+            &b,
+            &format!("nonce-forged-{i:04}"),
+            "kid-forged",
+            at_ms / 1000,
+        );
+        let (s, _, _) = send_at(&store, &config, &t, req, at_ms);
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        t.requests.borrow().len(),
+        2 + 1,
+        "one more attempt, a cooldown after the first fetch"
     );
 }

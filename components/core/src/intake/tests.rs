@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::foundation::clock::FixedClock;
 use crate::foundation::log::NoLog;
-use crate::foundation::store::MemoryStore;
+use crate::foundation::store::{MemoryStore, Store};
 use crate::model::operation::WebhookRegistration;
 use crate::model::status::OperationStatus;
 use crate::model::status::TaskStatus;
@@ -46,6 +46,7 @@ impl World {
                 public_base_url: "https://orch.example".into(),
                 sealing,
                 due: DueConfig::default(),
+                allow_private_networks: false,
             },
         }
     }
@@ -335,4 +336,71 @@ fn an_accepted_webhook_costs_at_most_fifteen_store_calls() {
         "{} store calls",
         w.store.total_ops()
     );
+}
+
+#[test]
+fn ten_thousand_distinct_deliveries_keep_the_record_bounded_and_every_one_deduplicated() {
+    const DELIVERIES: usize = 10_000;
+    /// The stated bound on the operation's stored record.
+    const MAX_RECORD_BYTES: usize = 128 * 1024;
+    let w = World::new(WebhookMode::Bearer);
+    // The longest keys the envelope allows: the worst a seller can do to the record's size.
+    let key = |i: usize| format!("whk_{i:0>251}");
+    for i in 0..DELIVERIES {
+        let (s, b) = w.send(bearer(&payload("working", &key(i))));
+        assert_eq!(s, StatusCode::OK, "{i}: {b}");
+    }
+    let record = block_on(w.store.get(&keys::operation("op1")))
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.len() < MAX_RECORD_BYTES,
+        "the record is {} bytes",
+        record.len()
+    );
+    for i in (0..DELIVERIES).rev() {
+        let (s, b) = w.send(bearer(&payload("working", &key(i))));
+        assert_eq!(
+            (s, b["outcome"].as_str()),
+            (StatusCode::OK, Some("duplicate")),
+            "{i}: {b}"
+        );
+    }
+    // A moved-out key reused with another payload is still a conflict.
+    let (s, b) = w.send(bearer(&payload("failed", &key(0))));
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency_conflict"))
+    );
+    assert_eq!(w.status(), OperationStatus::Seller(TaskStatus::Working));
+}
+
+#[test]
+fn a_store_failure_answers_webhook_senders_a_fixed_message_and_logs_the_detail() {
+    let w = World::new(WebhookMode::Bearer);
+    let log = crate::testing::Lines::default();
+    let env = IntakeEnv {
+        store: &w.store,
+        clock: &FixedClock(2_000),
+        log: &log,
+        config: &w.config,
+        transport: &crate::testing::ScriptedTransport::default(),
+    };
+    // Past authentication: the failure is in the journal write.
+    w.store.fail_nth_call(3);
+    let a = block_on(handle(
+        &env,
+        bearer(&payload("completed", "whk_hhhhhhhhhhhhhhhh")),
+    ));
+    assert_eq!(a.response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let b: Value = serde_json::from_slice(a.response.body()).unwrap();
+    assert_eq!(
+        b,
+        json!({"code": "store_unavailable", "message": "the store is unavailable; retry"})
+    );
+    assert!(
+        log.0.borrow().join("\n").contains("injected"),
+        "the detail is logged"
+    );
+    assert_eq!(w.status(), OperationStatus::PendingDispatch);
 }

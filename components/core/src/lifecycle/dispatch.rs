@@ -368,10 +368,12 @@ async fn fail(
     Ok(Dispatched::Failed { retry_at_ms, error })
 }
 
+/// Flags the registration the call was made with, merged into the record as stored now: a
+/// credential rotation or removal during the call stands.
 async fn flag_seller(store: &impl Store, seller: &Seller, why: &str) -> StoreResult<()> {
-    let mut s = seller.clone();
-    s.attention = Some(why.to_string());
-    seller::put(store, &s).await
+    seller::amend(store, seller, |s| s.attention = Some(why.to_string()))
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -143,14 +143,47 @@ pub enum LocalChange {
 /// 24 h floor).
 pub const DELIVERY_RETENTION_MS: u64 = 7 * 24 * 3_600_000;
 
+/// Most delivery marks, and most nonces, the record keeps: whatever a seller sends, the
+/// ledger stays under about 70 KB (keys are at most 255 characters, long nonces are kept as
+/// digests). Older marks move to their own keys when the record is saved.
+pub const LEDGER_WINDOW: usize = 128;
+
 /// Webhook deliveries and RFC 9421 nonces already folded into an operation. Kept in the record
 /// by the journal fold, so it is as durable and shared as the operation, and two racing copies
 /// of a delivery apply once: the first entry with a key applies, later ones are repeats.
 /// Scoped to the operation, whose sender is its one seller.
+///
+/// Past [`LEDGER_WINDOW`] marks the oldest moves out: the fold lists it in `moving_out`, and
+/// the save that drops it from the record first writes it under its own key
+/// (`op:{op}:dlv:{digest}`), where the intake looks once `moved_out` is non-zero. Nonces past
+/// the window are forgotten: a replayed request repeats its delivery, which the marks catch.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryLedger {
     pub deliveries: Vec<DeliveryMark>,
     pub nonces: Vec<NonceMark>,
+    /// Marks ever moved out of the record.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub moved_out: u64,
+    /// Marks this fold moved out, not yet written under their own keys.
+    #[serde(skip)]
+    pub moving_out: Vec<DeliveryMark>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A nonce or key id as the ledger keeps it: long ones as their digest, so a seller's
+/// choice of length does not grow the record.
+fn compact(s: &str) -> String {
+    if s.len() > 64 {
+        format!(
+            "sha256:{}",
+            crate::foundation::seal::digest_hex(s.as_bytes())
+        )
+    } else {
+        s.to_string()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,20 +213,31 @@ pub enum DeliveryCheck {
     Conflict,
 }
 
+impl DeliveryCheck {
+    /// A key seen before: a repeat if its payload is the same.
+    pub fn of(same_payload: bool) -> DeliveryCheck {
+        if same_payload {
+            DeliveryCheck::Repeat
+        } else {
+            DeliveryCheck::Conflict
+        }
+    }
+}
+
 impl DeliveryLedger {
+    /// Against the marks in the record (and those this fold moved out); the intake also
+    /// looks under the moved marks' own keys (`records::deliveries`).
     pub fn check(&self, idempotency_key: &str, payload_hash: &str) -> DeliveryCheck {
-        match self
-            .deliveries
-            .iter()
+        match (self.deliveries.iter().chain(&self.moving_out))
             .find(|d| d.idempotency_key == idempotency_key)
         {
             None => DeliveryCheck::New,
-            Some(d) if d.payload_hash == payload_hash => DeliveryCheck::Repeat,
-            Some(_) => DeliveryCheck::Conflict,
+            Some(d) => DeliveryCheck::of(d.payload_hash == payload_hash),
         }
     }
 
     pub fn nonce_seen(&self, keyid: &str, nonce: &str, now_ms: u64) -> bool {
+        let (keyid, nonce) = (compact(keyid), compact(nonce));
         self.nonces
             .iter()
             .any(|n| n.keyid == keyid && n.nonce == nonce && n.expires_at_ms >= now_ms)
@@ -209,8 +253,20 @@ impl DeliveryLedger {
             seq,
             at_ms,
         });
+        if self.deliveries.len() > LEDGER_WINDOW {
+            let oldest = self.deliveries.remove(0);
+            self.moving_out.push(oldest);
+            self.moved_out += 1;
+        }
         if let Some(n) = &delivery.nonce {
-            self.nonces.push(n.clone());
+            self.nonces.push(NonceMark {
+                keyid: compact(&n.keyid),
+                nonce: compact(&n.nonce),
+                expires_at_ms: n.expires_at_ms,
+            });
+            if self.nonces.len() > LEDGER_WINDOW {
+                self.nonces.remove(0);
+            }
         }
     }
 }

@@ -427,23 +427,40 @@ pub async fn record_from(
     })
 }
 
-/// Every entry with its effect, folded from the start (for the events API).
+/// Every entry with its effect, folded from the start.
 pub async fn history(
     store: &impl Store,
     clock: &dyn Clock,
     op_id: &str,
 ) -> JournalResult<Vec<(Entry, Effect)>> {
+    Ok(history_page(store, clock, op_id, 0, u64::MAX).await?.0)
+}
+
+/// One page of the history for the events API: the entries after sequence number `after`,
+/// up to sequence `after + limit`, each with its effect, and whether the journal goes on.
+/// The fold starts at the beginning (an effect depends on what came before) and stops at
+/// the page's end: a page never holds more than `limit` entries, nor reads past them.
+pub async fn history_page(
+    store: &impl Store,
+    clock: &dyn Clock,
+    op_id: &str,
+    after: u64,
+    limit: u64,
+) -> JournalResult<(Vec<(Entry, Effect)>, bool)> {
     let head = store
         .increment(&keys::operation_seq(op_id), 0)
         .await?
         .max(0) as u64;
+    let end = head.min(after.saturating_add(limit));
     let mut op = None;
     let mut out = Vec::new();
-    catch_up(store, clock, op_id, &mut op, head, 0, |e, eff, _, _| {
-        out.push((e.clone(), eff))
+    let reached = catch_up(store, clock, op_id, &mut op, end, 0, |e, eff, _, _| {
+        if e.seq > after {
+            out.push((e.clone(), eff))
+        }
     })
     .await?;
-    Ok(out)
+    Ok((out, reached && end < head))
 }
 
 /// Folds entries `start+1 ..= head` into `op`, skipping permanent holes and stopping at an
@@ -491,8 +508,18 @@ async fn catch_up(
     Ok(missing.is_empty())
 }
 
-/// Stores the fold as the operation's snapshot: the version its readers start from.
+/// Stores the fold as the operation's snapshot: the version its readers start from. Delivery
+/// marks the fold moved out of the record are written under their own keys first, so a
+/// snapshot never drops a mark that is nowhere else (rewriting them is harmless).
 pub async fn save(store: &impl Store, op: &Operation) -> StoreResult<()> {
+    for m in &op.deliveries.moving_out {
+        store
+            .set(
+                &keys::delivery_mark(&op.operation_id, &m.idempotency_key),
+                m.payload_hash.as_bytes(),
+            )
+            .await?;
+    }
     set_json(store, &keys::operation(&op.operation_id), op).await
 }
 

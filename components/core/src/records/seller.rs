@@ -54,6 +54,29 @@ pub async fn put(store: &impl Store, seller: &Seller) -> StoreResult<()> {
     .await
 }
 
+/// Changes the record as stored now, never a copy read before an outbound call: `before` is
+/// the registration the caller acted on, and the change is dropped (`None`) when that
+/// record is gone or was registered again meanwhile (another agent, credentials or scheme:
+/// what was learned of the old registration does not apply to the new one).
+pub async fn amend(
+    store: &impl Store,
+    before: &Seller,
+    change: impl FnOnce(&mut Seller),
+) -> StoreResult<Option<Seller>> {
+    let Some(mut fresh) = get(store, &before.tenant_id, &before.seller_id).await? else {
+        return Ok(None);
+    };
+    let same = fresh.mcp_url == before.mcp_url
+        && fresh.credentials == before.credentials
+        && fresh.auth_scheme == before.auth_scheme;
+    if !same {
+        return Ok(None);
+    }
+    change(&mut fresh);
+    put(store, &fresh).await?;
+    Ok(Some(fresh))
+}
+
 pub async fn delete(store: &impl Store, tenant: &str, seller: &str) -> StoreResult<()> {
     store.delete(&keys::seller(tenant, seller)).await
 }

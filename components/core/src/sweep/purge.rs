@@ -6,10 +6,13 @@
 //! `list_tasks` keeps one small entry per task ever tracked). Runs with reconciliation, once per
 //! epoch, walking each tenant's listing from its oldest entry, a bounded number per run.
 
-use crate::foundation::store::{Store, get_decimal};
+use crate::foundation::store::{Store, get_decimal, get_json};
 use crate::foundation::{cx::Cx, keys, log};
 use crate::model::operation::Operation;
-use crate::records::{journal::JournalResult, notify};
+use crate::records::{
+    journal::{self, JournalResult},
+    notify,
+};
 use crate::schedule::retention::Retention;
 
 /// Listing entries checked per tenant per run.
@@ -116,6 +119,18 @@ pub fn expired(op: &Operation, retention: &Retention, now_ms: u64) -> bool {
 async fn remove(store: &impl Store, op: &Operation, head: u64) -> JournalResult<()> {
     let id = &op.operation_id;
     for seq in 1..=head {
+        if op.deliveries.moved_out > 0 {
+            // Marks that moved out of the record are named by their delivery's key.
+            let entry: Option<journal::Entry> =
+                get_json(store, &keys::operation_entry(id, seq)).await?;
+            if let Some(journal::EntryKind::Observed { observation }) = entry.map(|e| e.kind)
+                && let Some(d) = &observation.delivery
+            {
+                store
+                    .delete(&keys::delivery_mark(id, &d.idempotency_key))
+                    .await?;
+            }
+        }
         store.delete(&keys::operation_entry(id, seq)).await?;
         store.delete(&keys::effects_claim(id, seq)).await?;
         let ntf = notify::notification_id(id, seq);

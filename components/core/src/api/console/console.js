@@ -25,6 +25,18 @@ function apiKey() {
   return sessionStorage.getItem(KEY_STORAGE);
 }
 
+// Every page of an operation's history, in journal order.
+async function allEvents(path) {
+  const out = [];
+  let cursor = null;
+  do {
+    const page = await api("GET", path + "?limit=200" + (cursor ? "&cursor=" + cursor : ""));
+    out.push(...page.events);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return out;
+}
+
 async function api(method, path, body) {
   const headers = { Authorization: "Bearer " + (apiKey() || "") };
   const init = { method, headers, cache: "no-store", credentials: "omit" };
@@ -309,7 +321,7 @@ class OperationView {
 
   async refresh() {
     const path = "/api/v1/operations/" + encodeURIComponent(this.id);
-    const [op, history] = await Promise.all([api("GET", path), api("GET", path + "/events")]);
+    const [op, events] = await Promise.all([api("GET", path), allEvents(path + "/events")]);
     this.op = op;
     const facts = [
       ["Status", badge(op.status)],
@@ -331,7 +343,7 @@ class OperationView {
     clear(this.summary);
     for (const [k, v] of facts) this.summary.append(el("dt", { text: k }), el("dd", {}, v));
     clear(this.timeline);
-    for (const e of history.events) {
+    for (const e of events) {
       const detail = e.change ? e.change : e.error ? e.error : e.retry_at_ms ? { retry_at_ms: e.retry_at_ms } : null;
       this.timeline.append(el("tr", {},
         el("td", { text: time(e.recorded_at_ms) }),

@@ -149,6 +149,8 @@ impl Seeder {
                 sweep_token: e2e::SWEEP_TOKEN.into(),
                 metrics_token: e2e::METRICS_TOKEN.into(),
                 sealing: SealingKey::from_hex(e2e::ENCRYPTION_KEY).expect("encryption key"),
+                // The bench's sellers are plain HTTP on loopback.
+                allow_private_networks: true,
             },
             entropy: OsEntropy(Mutex::new(
                 std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
