@@ -132,6 +132,7 @@ fn an_auth_flag_from_a_dispatch_does_not_undo_a_rotation_made_during_the_call() 
         message: "bad token".into(),
         recovery: crate::seller::port::Recovery::Terminal,
         retry_after_s: None,
+        adcp: true,
     })));
     let rotate = Meddling {
         w: &w,
@@ -150,6 +151,7 @@ fn an_auth_flag_from_a_dispatch_does_not_undo_a_rotation_made_during_the_call() 
         message: "bad token".into(),
         recovery: crate::seller::port::Recovery::Terminal,
         retry_after_s: None,
+        adcp: true,
     })));
     let (s, _) = w.call(
         "POST",
