@@ -3,7 +3,7 @@
 use crate::bindings::spin::key_value::key_value as spin_kv;
 use crate::bindings::spin::variables::variables as spin_vars;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store as wasi_store};
-use crate::kv::Kv;
+use crate::kv::{CrashWhen, Kv, KvOp};
 use crate::outbound::AllowList;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -58,6 +58,9 @@ pub struct OutboundFaults {
 pub struct OutboundHooks {
     pub allowed: AllowList,
     pub faults: Arc<Mutex<OutboundFaults>>,
+    /// The host's store, asked whether a crash point killed the "process" (a dead process
+    /// sends nothing more).
+    pub kv: Arc<Kv>,
 }
 
 /// Spin's default for each outbound timeout the guest leaves unset.
@@ -81,6 +84,7 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         drop(fut);
+        let crashed = self.kv.crashed();
         let allowed = self.allowed.allows_url(request.uri());
         let injected = self.faults.lock().ok().is_some_and(|mut f| {
             let by_url = f
@@ -112,6 +116,11 @@ impl WasiHttpHooks for OutboundHooks {
         };
         Box::new(async move {
             use http_body_util::BodyExt;
+            if crashed {
+                return Err(wasmtime_wasi::TrappableError::trap(wasmtime::format_err!(
+                    "spin-test-host: the process was killed"
+                )));
+            }
             if !allowed {
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
@@ -131,6 +140,8 @@ impl WasiHttpHooks for OutboundHooks {
 /// Key-value stores and variables of one instance.
 pub struct SpinState {
     pub kv: Arc<Kv>,
+    /// The component's id, for crash points counting one component's calls.
+    pub component: String,
     /// The component's `key_value_stores`.
     pub allowed_stores: Vec<String>,
     /// Component variables (already resolved).
@@ -146,11 +157,13 @@ const STORE_TABLE_CAPACITY: usize = 256;
 impl SpinState {
     pub fn new(
         kv: Arc<Kv>,
+        component: String,
         allowed_stores: Vec<String>,
         variables: Arc<HashMap<String, String>>,
     ) -> Self {
         SpinState {
             kv,
+            component,
             allowed_stores,
             variables,
             stores: HashMap::new(),
@@ -159,7 +172,14 @@ impl SpinState {
         }
     }
 
-    fn open(&mut self, label: &str) -> Result<u32, spin_kv::Error> {
+    fn open(&mut self, label: &str) -> wasmtime::Result<Result<u32, spin_kv::Error>> {
+        if self.kv.crash_point(&self.component, KvOp::Open).is_some() {
+            return Err(killed(&self.component, KvOp::Open, CrashWhen::BeforeApplied));
+        }
+        Ok(self.open_unguarded(label))
+    }
+
+    fn open_unguarded(&mut self, label: &str) -> Result<u32, spin_kv::Error> {
         if !self.allowed_stores.iter().any(|s| s == label) {
             return Err(spin_kv::Error::AccessDenied);
         }
@@ -178,6 +198,26 @@ impl SpinState {
     }
 }
 
+/// The trap a crash point raises: wasmtime tears the instance down, as a killed process
+/// loses it; the in-flight request gets no answer.
+fn killed(component: &str, op: KvOp, when: CrashWhen) -> wasmtime::Error {
+    wasmtime::format_err!("spin-test-host: crash point: `{component}` killed at {op:?} ({when:?})")
+}
+
+/// Runs one key-value call under the armed crash point ([`Kv::crash_point`]): a trap before
+/// it is applied, or after (the write landed, the answer never given).
+fn guarded<T>(kv: &Kv, component: &str, op: KvOp, call: impl FnOnce() -> T) -> wasmtime::Result<T> {
+    let when = kv.crash_point(component, op);
+    if when == Some(CrashWhen::BeforeApplied) {
+        return Err(killed(component, op, CrashWhen::BeforeApplied));
+    }
+    let out = call();
+    match when {
+        Some(w) => Err(killed(component, op, w)),
+        None => Ok(out),
+    }
+}
+
 /// Marker for the `*WithStore` traits: its data is the instance's [`SpinState`].
 pub struct SpinData;
 
@@ -188,13 +228,28 @@ impl HasData for SpinData {
 fn label_of<T: Send>(
     accessor: &Accessor<T, SpinData>,
     store: &Resource<spin_kv::Store>,
-) -> Result<(Arc<Kv>, String), spin_kv::Error> {
+) -> Result<(Arc<Kv>, String, String), spin_kv::Error> {
     accessor.with(|mut a| {
         let s = a.get();
         s.label(store.rep())
-            .map(|l| (s.kv.clone(), l))
+            .map(|l| (s.kv.clone(), l, s.component.clone()))
             .ok_or(spin_kv::Error::NoSuchStore)
     })
+}
+
+/// One `spin:key-value` call on the store's label, under the crash point.
+fn spin_call<T: Send, R>(
+    accessor: &Accessor<T, SpinData>,
+    store: &Resource<spin_kv::Store>,
+    op: KvOp,
+    call: impl FnOnce(&Kv, &str) -> crate::kv::KvResult<R>,
+) -> wasmtime::Result<Result<R, spin_kv::Error>> {
+    match label_of(accessor, store) {
+        Err(e) => Ok(Err(e)),
+        Ok((kv, label, component)) => guarded(&kv, &component, op, || {
+            call(&kv, &label).map_err(spin_kv::Error::Other)
+        }),
+    }
 }
 
 impl spin_kv::HostStoreWithStore for SpinData {
@@ -203,7 +258,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         label: String,
     ) -> wasmtime::Result<Result<Resource<spin_kv::Store>, spin_kv::Error>> {
         Ok(accessor
-            .with(|mut a| a.get().open(&label))
+            .with(|mut a| a.get().open(&label))?
             .map(Resource::new_own))
     }
 
@@ -212,8 +267,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.get(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Get, |kv, l| kv.get(l, &key))
     }
 
     async fn set<T: Send>(
@@ -222,8 +276,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.set(&l, &key, &value).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Set, |kv, l| kv.set(l, &key, &value))
     }
 
     async fn delete<T: Send>(
@@ -231,8 +284,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.delete(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Delete, |kv, l| kv.delete(l, &key))
     }
 
     async fn exists<T: Send>(
@@ -240,8 +292,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.exists(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Exists, |kv, l| kv.exists(l, &key))
     }
 
     async fn get_keys<T: Send>(
@@ -251,9 +302,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         StreamReader<String>,
         FutureReader<Result<(), spin_kv::Error>>,
     )> {
-        let (keys, result) = match label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.keys(&l).map_err(spin_kv::Error::Other))
-        {
+        let (keys, result) = match spin_call(accessor, &store, KvOp::GetKeys, |kv, l| kv.keys(l))? {
             Ok(keys) => (keys, Ok(())),
             Err(e) => (Vec::new(), Err(e)),
         };
@@ -318,7 +367,7 @@ impl wasi_store::Host for SpinState {
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<wasi_store::Bucket>, wasi_store::Error>> {
         Ok(self
-            .open(&identifier)
+            .open(&identifier)?
             .map(Resource::new_own)
             .map_err(|e| match e {
                 spin_kv::Error::AccessDenied => wasi_store::Error::AccessDenied,
@@ -337,9 +386,10 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::Get, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err))
+        })
     }
 
     async fn set(
@@ -348,9 +398,10 @@ impl wasi_store::HostBucket for SpinState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::Set, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err))
+        })
     }
 
     async fn delete(
@@ -358,9 +409,10 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::Delete, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err))
+        })
     }
 
     async fn exists(
@@ -368,9 +420,10 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::Exists, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err))
+        })
     }
 
     async fn list_keys(
@@ -383,10 +436,11 @@ impl wasi_store::HostBucket for SpinState {
                 "list_keys: cursor not supported".into(),
             )));
         }
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
-            .map(|keys| wasi_store::KeyResponse { keys, cursor: None }))
+        guarded(&self.kv, &self.component, KvOp::GetKeys, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
+                .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
+        })
     }
 
     async fn drop(&mut self, rep: Resource<wasi_store::Bucket>) -> wasmtime::Result<()> {
@@ -420,7 +474,9 @@ impl atomics::HostCas for SpinState {
                 "compare and swap not found".into(),
             )));
         };
-        let value = match self.kv.cas_current(&label, &key) {
+        let value = match guarded(&self.kv, &self.component, KvOp::CasCurrent, || {
+            self.kv.cas_current(&label, &key)
+        })? {
             Ok(v) => v,
             Err(e) => return Ok(Err(atomics::Error::Other(e))),
         };
@@ -443,9 +499,10 @@ impl atomics::Host for SpinState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, atomics::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::Increment, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err))
+        })
     }
 
     async fn swap(
@@ -458,7 +515,9 @@ impl atomics::Host for SpinState {
                 "compare and swap not found".into(),
             ))));
         };
-        match self.kv.cas_swap(&label, &key, old.as_deref(), &value) {
+        match guarded(&self.kv, &self.component, KvOp::CasSwap, || {
+            self.kv.cas_swap(&label, &key, old.as_deref(), &value)
+        })? {
             Ok(true) => Ok(Ok(())),
             Ok(false) => {
                 // Like Spin: hand back a fresh CAS handle on the same key, already read.
@@ -479,9 +538,10 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::GetMany, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err))
+        })
     }
 
     async fn set_many(
@@ -489,9 +549,10 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         kvs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::SetMany, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err))
+        })
     }
 
     async fn delete_many(
@@ -499,8 +560,9 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err)))
+        guarded(&self.kv, &self.component, KvOp::DeleteMany, || {
+            self.bucket(&b)
+                .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err))
+        })
     }
 }
