@@ -173,8 +173,16 @@ impl SpinState {
     }
 
     fn open(&mut self, label: &str) -> wasmtime::Result<Result<u32, spin_kv::Error>> {
-        if self.kv.crash_point(&self.component, KvOp::Open).is_some() {
-            return Err(killed(&self.component, KvOp::Open, CrashWhen::BeforeApplied));
+        if self
+            .kv
+            .crash_point(&self.component, KvOp::Open, label)
+            .is_some()
+        {
+            return Err(killed(
+                &self.component,
+                KvOp::Open,
+                CrashWhen::BeforeApplied,
+            ));
         }
         Ok(self.open_unguarded(label))
     }
@@ -206,8 +214,14 @@ fn killed(component: &str, op: KvOp, when: CrashWhen) -> wasmtime::Error {
 
 /// Runs one key-value call under the armed crash point ([`Kv::crash_point`]): a trap before
 /// it is applied, or after (the write landed, the answer never given).
-fn guarded<T>(kv: &Kv, component: &str, op: KvOp, call: impl FnOnce() -> T) -> wasmtime::Result<T> {
-    let when = kv.crash_point(component, op);
+fn guarded<T>(
+    kv: &Kv,
+    component: &str,
+    op: KvOp,
+    key: &str,
+    call: impl FnOnce() -> T,
+) -> wasmtime::Result<T> {
+    let when = kv.crash_point(component, op, key);
     if when == Some(CrashWhen::BeforeApplied) {
         return Err(killed(component, op, CrashWhen::BeforeApplied));
     }
@@ -242,11 +256,12 @@ fn spin_call<T: Send, R>(
     accessor: &Accessor<T, SpinData>,
     store: &Resource<spin_kv::Store>,
     op: KvOp,
+    key: &str,
     call: impl FnOnce(&Kv, &str) -> crate::kv::KvResult<R>,
 ) -> wasmtime::Result<Result<R, spin_kv::Error>> {
     match label_of(accessor, store) {
         Err(e) => Ok(Err(e)),
-        Ok((kv, label, component)) => guarded(&kv, &component, op, || {
+        Ok((kv, label, component)) => guarded(&kv, &component, op, key, || {
             call(&kv, &label).map_err(spin_kv::Error::Other)
         }),
     }
@@ -267,7 +282,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        spin_call(accessor, &store, KvOp::Get, |kv, l| kv.get(l, &key))
+        spin_call(accessor, &store, KvOp::Get, &key, |kv, l| kv.get(l, &key))
     }
 
     async fn set<T: Send>(
@@ -276,7 +291,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        spin_call(accessor, &store, KvOp::Set, |kv, l| kv.set(l, &key, &value))
+        spin_call(accessor, &store, KvOp::Set, &key, |kv, l| {
+            kv.set(l, &key, &value)
+        })
     }
 
     async fn delete<T: Send>(
@@ -284,7 +301,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        spin_call(accessor, &store, KvOp::Delete, |kv, l| kv.delete(l, &key))
+        spin_call(accessor, &store, KvOp::Delete, &key, |kv, l| {
+            kv.delete(l, &key)
+        })
     }
 
     async fn exists<T: Send>(
@@ -292,7 +311,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
-        spin_call(accessor, &store, KvOp::Exists, |kv, l| kv.exists(l, &key))
+        spin_call(accessor, &store, KvOp::Exists, &key, |kv, l| {
+            kv.exists(l, &key)
+        })
     }
 
     async fn get_keys<T: Send>(
@@ -302,10 +323,11 @@ impl spin_kv::HostStoreWithStore for SpinData {
         StreamReader<String>,
         FutureReader<Result<(), spin_kv::Error>>,
     )> {
-        let (keys, result) = match spin_call(accessor, &store, KvOp::GetKeys, |kv, l| kv.keys(l))? {
-            Ok(keys) => (keys, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        };
+        let (keys, result) =
+            match spin_call(accessor, &store, KvOp::GetKeys, "", |kv, l| kv.keys(l))? {
+                Ok(keys) => (keys, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            };
         accessor.with(|mut a| {
             let keys = StreamReader::new(&mut a, keys)?;
             let done = FutureReader::new(&mut a, async move {
@@ -386,7 +408,7 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Get, || {
+        guarded(&self.kv, &self.component, KvOp::Get, &key, || {
             self.bucket(&b)
                 .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err))
         })
@@ -398,7 +420,7 @@ impl wasi_store::HostBucket for SpinState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Set, || {
+        guarded(&self.kv, &self.component, KvOp::Set, &key, || {
             self.bucket(&b)
                 .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err))
         })
@@ -409,7 +431,7 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Delete, || {
+        guarded(&self.kv, &self.component, KvOp::Delete, &key, || {
             self.bucket(&b)
                 .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err))
         })
@@ -420,7 +442,7 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Exists, || {
+        guarded(&self.kv, &self.component, KvOp::Exists, &key, || {
             self.bucket(&b)
                 .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err))
         })
@@ -436,7 +458,7 @@ impl wasi_store::HostBucket for SpinState {
                 "list_keys: cursor not supported".into(),
             )));
         }
-        guarded(&self.kv, &self.component, KvOp::GetKeys, || {
+        guarded(&self.kv, &self.component, KvOp::GetKeys, "", || {
             self.bucket(&b)
                 .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
                 .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
@@ -474,7 +496,7 @@ impl atomics::HostCas for SpinState {
                 "compare and swap not found".into(),
             )));
         };
-        let value = match guarded(&self.kv, &self.component, KvOp::CasCurrent, || {
+        let value = match guarded(&self.kv, &self.component, KvOp::CasCurrent, &key, || {
             self.kv.cas_current(&label, &key)
         })? {
             Ok(v) => v,
@@ -499,7 +521,7 @@ impl atomics::Host for SpinState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, atomics::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Increment, || {
+        guarded(&self.kv, &self.component, KvOp::Increment, &key, || {
             self.bucket(&b)
                 .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err))
         })
@@ -515,7 +537,7 @@ impl atomics::Host for SpinState {
                 "compare and swap not found".into(),
             ))));
         };
-        match guarded(&self.kv, &self.component, KvOp::CasSwap, || {
+        match guarded(&self.kv, &self.component, KvOp::CasSwap, &key, || {
             self.kv.cas_swap(&label, &key, old.as_deref(), &value)
         })? {
             Ok(true) => Ok(Ok(())),
@@ -538,10 +560,16 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, batch::Error>> {
-        guarded(&self.kv, &self.component, KvOp::GetMany, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err))
-        })
+        guarded(
+            &self.kv,
+            &self.component,
+            KvOp::GetMany,
+            keys.first().map_or("", |k| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err))
+            },
+        )
     }
 
     async fn set_many(
@@ -549,10 +577,16 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         kvs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        guarded(&self.kv, &self.component, KvOp::SetMany, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err))
-        })
+        guarded(
+            &self.kv,
+            &self.component,
+            KvOp::SetMany,
+            kvs.first().map_or("", |(k, _)| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err))
+            },
+        )
     }
 
     async fn delete_many(
@@ -560,9 +594,15 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        guarded(&self.kv, &self.component, KvOp::DeleteMany, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err))
-        })
+        guarded(
+            &self.kv,
+            &self.component,
+            KvOp::DeleteMany,
+            keys.first().map_or("", |k| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err))
+            },
+        )
     }
 }

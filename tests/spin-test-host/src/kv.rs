@@ -96,6 +96,14 @@ pub enum CrashWhen {
     AfterApplied,
 }
 
+/// One data call as traced: who made it, its kind and key (the first, for batches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvCall {
+    pub component: String,
+    pub op: KvOp,
+    pub key: String,
+}
+
 /// An armed crash point: the `nth` data call from arming (optionally only counting calls of
 /// one component and/or one kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +154,7 @@ struct Stats {
     /// A crash point fired: the "process" is dead and every call traps.
     crashed: std::sync::atomic::AtomicBool,
     /// When tracing: every data call's component and kind, in the order crash points count.
-    trace: Mutex<Option<Vec<(String, KvOp)>>>,
+    trace: Mutex<Option<Vec<KvCall>>>,
 }
 
 pub type KvResult<T> = Result<T, String>;
@@ -265,7 +273,7 @@ impl Kv {
     }
 
     /// The calls recorded since [`Kv::trace_calls`] started it.
-    pub fn call_trace(&self) -> Vec<(String, KvOp)> {
+    pub fn call_trace(&self) -> Vec<KvCall> {
         self.stats
             .trace
             .lock()
@@ -283,7 +291,7 @@ impl Kv {
     /// at this call, before or after applying it. Once a crash point fired, every call of
     /// every instance dies before being applied (the process is gone). Deterministic: calls
     /// are counted one by one under a lock, in the order they reach the host.
-    pub fn crash_point(&self, component: &str, op: KvOp) -> Option<CrashWhen> {
+    pub fn crash_point(&self, component: &str, op: KvOp, key: &str) -> Option<CrashWhen> {
         if self.crashed() {
             return Some(CrashWhen::BeforeApplied);
         }
@@ -293,7 +301,11 @@ impl Kv {
         if let Ok(mut t) = self.stats.trace.lock()
             && let Some(t) = t.as_mut()
         {
-            t.push((component.to_string(), op));
+            t.push(KvCall {
+                component: component.to_string(),
+                op,
+                key: key.to_string(),
+            });
         }
         let mut armed = self.stats.crash.lock().ok()?;
         let point = armed.as_mut()?;

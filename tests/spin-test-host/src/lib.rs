@@ -54,7 +54,7 @@ use host::{Ctx, OutboundFaults, OutboundHooks, SpinData, SpinState};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-pub use kv::{CrashPoint, CrashWhen, KvCounts, KvOp};
+pub use kv::{CrashPoint, CrashWhen, KvCall, KvCounts, KvOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -391,7 +391,7 @@ impl TestHost {
     }
 
     /// The key-value calls recorded since [`TestHost::trace_kv_calls`] started it.
-    pub fn kv_call_trace(&self) -> Vec<(String, KvOp)> {
+    pub fn kv_call_trace(&self) -> Vec<KvCall> {
         self.shared.kv.call_trace()
     }
 
