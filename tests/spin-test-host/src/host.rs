@@ -61,6 +61,53 @@ pub struct OutboundHooks {
     /// The host's store, asked whether a crash point killed the "process" (a dead process
     /// sends nothing more).
     pub kv: Arc<Kv>,
+    pub activity: Arc<Activity>,
+}
+
+/// What an instance is doing: when it last called the store and how many outbound requests
+/// it has in flight. An instance that answered keeps running while this shows work going on
+/// (the guest's spawned tasks), as Spin keeps an instance's event loop alive for them.
+#[derive(Debug, Default)]
+pub struct Activity {
+    last_call: Mutex<Option<std::time::Instant>>,
+    outbound: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_call.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// No outbound request in flight and no store call for `quiet`.
+    pub fn quiet_for(&self, quiet: Duration) -> bool {
+        self.outbound.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self
+                .last_call
+                .lock()
+                .map(|t| t.is_none_or(|t| t.elapsed() >= quiet))
+                .unwrap_or(true)
+    }
+}
+
+/// Counts an outbound request in flight while it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(a: &Arc<Activity>) -> InFlight {
+        a.outbound.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .outbound
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.touch();
+    }
 }
 
 /// Spin's default for each outbound timeout the guest leaves unset.
@@ -114,8 +161,10 @@ impl WasiHttpHooks for OutboundHooks {
                 .between_bytes_timeout
                 .or(Some(DEFAULT_OUTBOUND_TIMEOUT)),
         };
+        let in_flight = InFlight::enter(&self.activity);
         Box::new(async move {
             use http_body_util::BodyExt;
+            let _in_flight = in_flight;
             if crashed {
                 return Err(wasmtime_wasi::TrappableError::trap(wasmtime::format_err!(
                     "spin-test-host: the process was killed"
@@ -140,6 +189,8 @@ impl WasiHttpHooks for OutboundHooks {
 /// Key-value stores and variables of one instance.
 pub struct SpinState {
     pub kv: Arc<Kv>,
+    /// The instance's host calls, shared with its [`OutboundHooks`].
+    pub activity: Arc<Activity>,
     /// The component's id, for crash points counting one component's calls.
     pub component: String,
     /// The component's `key_value_stores`.
@@ -157,12 +208,14 @@ const STORE_TABLE_CAPACITY: usize = 256;
 impl SpinState {
     pub fn new(
         kv: Arc<Kv>,
+        activity: Arc<Activity>,
         component: String,
         allowed_stores: Vec<String>,
         variables: Arc<HashMap<String, String>>,
     ) -> Self {
         SpinState {
             kv,
+            activity,
             component,
             allowed_stores,
             variables,
@@ -215,12 +268,14 @@ fn killed(component: &str, op: KvOp, when: CrashWhen) -> wasmtime::Error {
 /// Runs one key-value call under the armed crash point ([`Kv::crash_point`]): a trap before
 /// it is applied, or after (the write landed, the answer never given).
 fn guarded<T>(
+    activity: &Activity,
     kv: &Kv,
     component: &str,
     op: KvOp,
     key: &str,
     call: impl FnOnce() -> T,
 ) -> wasmtime::Result<T> {
+    activity.touch();
     let when = kv.crash_point(component, op, key);
     if when == Some(CrashWhen::BeforeApplied) {
         return Err(killed(component, op, CrashWhen::BeforeApplied));
@@ -242,11 +297,11 @@ impl HasData for SpinData {
 fn label_of<T: Send>(
     accessor: &Accessor<T, SpinData>,
     store: &Resource<spin_kv::Store>,
-) -> Result<(Arc<Kv>, String, String), spin_kv::Error> {
+) -> Result<(Arc<Kv>, String, String, Arc<Activity>), spin_kv::Error> {
     accessor.with(|mut a| {
         let s = a.get();
         s.label(store.rep())
-            .map(|l| (s.kv.clone(), l, s.component.clone()))
+            .map(|l| (s.kv.clone(), l, s.component.clone(), s.activity.clone()))
             .ok_or(spin_kv::Error::NoSuchStore)
     })
 }
@@ -261,9 +316,11 @@ fn spin_call<T: Send, R>(
 ) -> wasmtime::Result<Result<R, spin_kv::Error>> {
     match label_of(accessor, store) {
         Err(e) => Ok(Err(e)),
-        Ok((kv, label, component)) => guarded(&kv, &component, op, key, || {
-            call(&kv, &label).map_err(spin_kv::Error::Other)
-        }),
+        Ok((kv, label, component, activity)) => {
+            guarded(&activity, &kv, &component, op, key, || {
+                call(&kv, &label).map_err(spin_kv::Error::Other)
+            })
+        }
     }
 }
 
@@ -408,10 +465,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Get, &key, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err))
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Get,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn set(
@@ -420,10 +484,17 @@ impl wasi_store::HostBucket for SpinState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Set, &key, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err))
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Set,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err))
+            },
+        )
     }
 
     async fn delete(
@@ -431,10 +502,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Delete, &key, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err))
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Delete,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn exists(
@@ -442,10 +520,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Exists, &key, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err))
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Exists,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn list_keys(
@@ -458,11 +543,18 @@ impl wasi_store::HostBucket for SpinState {
                 "list_keys: cursor not supported".into(),
             )));
         }
-        guarded(&self.kv, &self.component, KvOp::GetKeys, "", || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
-                .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::GetKeys,
+            "",
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
+                    .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
+            },
+        )
     }
 
     async fn drop(&mut self, rep: Resource<wasi_store::Bucket>) -> wasmtime::Result<()> {
@@ -496,9 +588,14 @@ impl atomics::HostCas for SpinState {
                 "compare and swap not found".into(),
             )));
         };
-        let value = match guarded(&self.kv, &self.component, KvOp::CasCurrent, &key, || {
-            self.kv.cas_current(&label, &key)
-        })? {
+        let value = match guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::CasCurrent,
+            &key,
+            || self.kv.cas_current(&label, &key),
+        )? {
             Ok(v) => v,
             Err(e) => return Ok(Err(atomics::Error::Other(e))),
         };
@@ -521,10 +618,17 @@ impl atomics::Host for SpinState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, atomics::Error>> {
-        guarded(&self.kv, &self.component, KvOp::Increment, &key, || {
-            self.bucket(&b)
-                .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err))
-        })
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Increment,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err))
+            },
+        )
     }
 
     async fn swap(
@@ -537,9 +641,14 @@ impl atomics::Host for SpinState {
                 "compare and swap not found".into(),
             ))));
         };
-        match guarded(&self.kv, &self.component, KvOp::CasSwap, &key, || {
-            self.kv.cas_swap(&label, &key, old.as_deref(), &value)
-        })? {
+        match guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::CasSwap,
+            &key,
+            || self.kv.cas_swap(&label, &key, old.as_deref(), &value),
+        )? {
             Ok(true) => Ok(Ok(())),
             Ok(false) => {
                 // Like Spin: hand back a fresh CAS handle on the same key, already read.
@@ -561,6 +670,7 @@ impl batch::Host for SpinState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, batch::Error>> {
         guarded(
+            &self.activity,
             &self.kv,
             &self.component,
             KvOp::GetMany,
@@ -578,6 +688,7 @@ impl batch::Host for SpinState {
         kvs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
         guarded(
+            &self.activity,
             &self.kv,
             &self.component,
             KvOp::SetMany,
@@ -595,6 +706,7 @@ impl batch::Host for SpinState {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
         guarded(
+            &self.activity,
             &self.kv,
             &self.component,
             KvOp::DeleteMany,

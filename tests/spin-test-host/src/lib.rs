@@ -75,6 +75,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an instance keeps running after its response was read, so work the guest
 /// spawned after responding can finish (Spin keeps an idle instance's event loop alive).
 const LINGER: Duration = Duration::from_millis(200);
+/// Beyond [`LINGER`], an instance keeps running while its spawned work calls the store or
+/// waits for an outbound answer (until quiet this long, at most [`LINGER_MAX`]), so a slow
+/// machine does not cut that work short where Spin would let it finish.
+const LINGER_QUIET: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_secs(5);
 
 /// How to start a host.
 #[derive(Debug, Clone)]
@@ -146,6 +151,24 @@ struct Shared {
     tasks: Mutex<tokio::task::JoinSet<()>>,
     /// The wall clock's offset from the real time, in ms.
     clock_offset: Arc<std::sync::atomic::AtomicU64>,
+    /// HTTP-triggered instances still running (answering, or working after their answer).
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts an instance as busy while it lives.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Busy<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The components' wall clock: the real time plus the host's offset.
@@ -234,6 +257,7 @@ impl TestHost {
             pool: Mutex::default(),
             tasks: Mutex::default(),
             clock_offset: Arc::new(opts.clock_offset_ms.into()),
+            busy: Default::default(),
         });
         let listener = TcpListener::bind(
             opts.listen
@@ -316,6 +340,20 @@ impl TestHost {
         self.shared
             .clock_offset
             .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (up to `within`) until no HTTP-triggered instance is running: every request
+    /// answered and the work components do after answering (Spin keeps an instance's event
+    /// loop alive for it) finished. `false` if some were still running.
+    pub async fn wait_idle(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.shared.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Fires every cron trigger at the components' current time ([`TestHost::now_ms`]).
@@ -510,6 +548,7 @@ impl Shared {
             .stderr(err.clone())
             .wall_clock(OffsetClock(self.clock_offset.clone()))
             .build();
+        let activity = Arc::new(host::Activity::default());
         let ctx = Ctx {
             table: ResourceTable::new(),
             wasi,
@@ -518,9 +557,11 @@ impl Shared {
                 allowed: p.allowed.clone(),
                 faults: self.faults.clone(),
                 kv: kv.clone(),
+                activity: activity.clone(),
             },
             spin: SpinState::new(
                 kv.clone(),
+                activity,
                 p.id.clone(),
                 p.stores.clone(),
                 p.variables.clone(),
@@ -666,6 +707,7 @@ async fn execute(
     let id = m.component.clone();
     let s = shared.clone();
     let task = async move {
+        let _busy = Busy::enter(&s.busy);
         let Some(p) = s.components.get(&id) else {
             return;
         };
@@ -676,6 +718,7 @@ async fn execute(
                 return;
             }
         };
+        let activity = store.data().spin.activity.clone();
         let result = store
             .run_concurrent(async |accessor| -> wasmtime::Result<()> {
                 let response = match service.handle(accessor, request).await? {
@@ -698,7 +741,11 @@ async fn execute(
                         let _ = tx.send(Err(anyhow!("response body failed: {code:?}")));
                     }
                 }
+                let answered = Instant::now();
                 tokio::time::sleep(LINGER).await;
+                while !activity.quiet_for(LINGER_QUIET) && answered.elapsed() < LINGER_MAX {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Ok(())
             })
             .await;
@@ -706,7 +753,9 @@ async fn execute(
             s.capture(&id, out, err);
         }
         let healthy = matches!(result, Ok(Ok(())));
-        if !healthy {
+        if s.kv.crashed() {
+            eprintln!("[spin-test-host] {id}: instance killed (crash point)");
+        } else if !healthy {
             eprintln!("[spin-test-host] {id}: {result:?}");
         }
         if s.reuse
