@@ -10,7 +10,8 @@
 //!   twice only when the dead host had already sent it (killed between the callback's answer
 //!   and its record), and only that one;
 //! - after one more settling tick, the auditor's next full pass repairs nothing
-//!   (`adcp_audit_repairs_total` unchanged), and a clean run repairs nothing at all.
+//!   (`adcp_audit_repairs_total` unchanged), a clean run repairs nothing at all, and no
+//!   operation lease counter is left in the store.
 //!
 //! The steps, each first run clean to count its calls (so `N` is discovered, not written
 //! down): creating an operation (the operations component: its records, listing, task index,
@@ -209,6 +210,8 @@ struct Outcome {
     fired: bool,
     /// Repairs the auditor made on the way to convergence, by invariant.
     repairs: Vec<String>,
+    /// Operation lease counters still in the store at the end.
+    leases_left: usize,
     /// `webhook-id`s the buyer got twice (sent by the dead host, then again).
     resent: Vec<String>,
     rounds: usize,
@@ -657,6 +660,7 @@ async fn every_crash_point(step: Step, check_clean: impl Fn(&Outcome)) {
     let mut repairs_at = Vec::new();
     let mut resent = 0;
     let (mut rounds, mut busy) = (0, Duration::ZERO);
+    let mut leases_left = Vec::new();
     for ((nth, when), r, took) in results {
         busy += took;
         let call = &clean.trace[nth as usize - 1];
@@ -669,6 +673,9 @@ async fn every_crash_point(step: Step, check_clean: impl Fn(&Outcome)) {
                 }
                 resent += o.resent.len();
                 rounds += o.rounds;
+                if o.leases_left > 0 {
+                    leases_left.push(format!("{when:?} {nth}"));
+                }
             }
             Err(e) => {
                 let msg = e
@@ -688,7 +695,7 @@ async fn every_crash_point(step: Step, check_clean: impl Fn(&Outcome)) {
     eprintln!(
         "crash points, {step:?}: N = {n} calls ({writes} writes) of `{}`: {} points, {} \
          failed, {not_reached} not reached, {resent} notifications sent twice, auditor \
-         repairs at {repairs_at:?}; {:.1} rounds and {:.1?} per point; calls {:?}; {:.0?}",
+         repairs at {repairs_at:?}; dead holders' lease counters left at {leases_left:?}; {:.1} rounds and {:.1?} per point; calls {:?}; {:.0?}",
         step.component(),
         points.len(),
         failures.len(),
