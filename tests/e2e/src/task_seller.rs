@@ -157,11 +157,25 @@ pub struct Webhook {
 impl Webhook {
     /// Signs the body now (legacy HMAC) and posts it to `base`.
     pub async fn send(&self, http: &reqwest::Client, base: &str) -> Delivered {
-        let ts = std::time::SystemTime::now()
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
-            .as_secs()
-            .to_string();
+            .as_secs();
+        self.send_at(http, base, now)
+            .await
+            .expect("the host answers")
+    }
+
+    /// Signs the body with HMAC timestamp `unix_s` (a seller whose clock agrees with a host
+    /// running ahead of the real time) and posts it; `Err` when no answer came (a host killed
+    /// mid-request).
+    pub async fn send_at(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        unix_s: u64,
+    ) -> Result<Delivered, reqwest::Error> {
+        let ts = unix_s.to_string();
         let sig = hmac_signature::sign(self.secret.as_bytes(), &ts, self.body.as_bytes());
         let resp = http
             .post(format!("{base}{}", self.path))
@@ -170,8 +184,7 @@ impl Webhook {
             .header("x-adcp-signature", sig)
             .body(self.body.clone())
             .send()
-            .await
-            .expect("the host answers");
+            .await?;
         let status = resp.status().as_u16();
         let retry_after_s = resp
             .headers()
@@ -179,11 +192,11 @@ impl Webhook {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         let text = resp.text().await.unwrap_or_default();
-        Delivered {
+        Ok(Delivered {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
             retry_after_s,
-        }
+        })
     }
 }
 

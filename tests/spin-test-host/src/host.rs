@@ -1,10 +1,9 @@
 //! Instances and the host side of Spin's interfaces.
 
-use crate::activity::{Activity, TrackedBody};
 use crate::bindings::spin::key_value::key_value as spin_kv;
 use crate::bindings::spin::variables::variables as spin_vars;
 use crate::bindings::wasi::keyvalue::{atomics, batch, store as wasi_store};
-use crate::kv::Kv;
+use crate::kv::{CrashWhen, Kv, KvOp};
 use crate::outbound::AllowList;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -59,7 +58,56 @@ pub struct OutboundFaults {
 pub struct OutboundHooks {
     pub allowed: AllowList,
     pub faults: Arc<Mutex<OutboundFaults>>,
+    /// The host's store, asked whether a crash point killed the "process" (a dead process
+    /// sends nothing more).
+    pub kv: Arc<Kv>,
     pub activity: Arc<Activity>,
+}
+
+/// What an instance is doing: when it last called the store and how many outbound requests
+/// it has in flight. An instance that answered keeps running while this shows work going on
+/// (the guest's spawned tasks), as Spin keeps an instance's event loop alive for them.
+#[derive(Debug, Default)]
+pub struct Activity {
+    last_call: Mutex<Option<std::time::Instant>>,
+    outbound: std::sync::atomic::AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_call.lock() {
+            *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// No outbound request in flight and no store call for `quiet`.
+    pub fn quiet_for(&self, quiet: Duration) -> bool {
+        self.outbound.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self
+                .last_call
+                .lock()
+                .map(|t| t.is_none_or(|t| t.elapsed() >= quiet))
+                .unwrap_or(true)
+    }
+}
+
+/// Counts an outbound request in flight while it lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(a: &Arc<Activity>) -> InFlight {
+        a.outbound.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .outbound
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.touch();
+    }
 }
 
 /// Spin's default for each outbound timeout the guest leaves unset.
@@ -83,7 +131,7 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         drop(fut);
-        let in_flight = self.activity.outbound();
+        let crashed = self.kv.crashed();
         let allowed = self.allowed.allows_url(request.uri());
         let injected = self.faults.lock().ok().is_some_and(|mut f| {
             let by_url = f
@@ -113,8 +161,15 @@ impl WasiHttpHooks for OutboundHooks {
                 .between_bytes_timeout
                 .or(Some(DEFAULT_OUTBOUND_TIMEOUT)),
         };
+        let in_flight = InFlight::enter(&self.activity);
         Box::new(async move {
             use http_body_util::BodyExt;
+            let _in_flight = in_flight;
+            if crashed {
+                return Err(wasmtime_wasi::TrappableError::trap(wasmtime::format_err!(
+                    "spin-test-host: the process was killed"
+                )));
+            }
             if !allowed {
                 return Err(ErrorCode::HttpRequestDenied.into());
             }
@@ -123,10 +178,6 @@ impl WasiHttpHooks for OutboundHooks {
             }
             let (res, io) =
                 wasmtime_wasi_http::p3::default_send_request(request, Some(options)).await?;
-            let res = res.map(|body| TrackedBody {
-                body: body.boxed_unsync(),
-                in_flight,
-            });
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,
@@ -138,8 +189,10 @@ impl WasiHttpHooks for OutboundHooks {
 /// Key-value stores and variables of one instance.
 pub struct SpinState {
     pub kv: Arc<Kv>,
-    /// The guest's host calls, watched to tell when its work after a response is done.
+    /// The instance's host calls, shared with its [`OutboundHooks`].
     pub activity: Arc<Activity>,
+    /// The component's id, for crash points counting one component's calls.
+    pub component: String,
     /// The component's `key_value_stores`.
     pub allowed_stores: Vec<String>,
     /// Component variables (already resolved).
@@ -155,13 +208,15 @@ const STORE_TABLE_CAPACITY: usize = 256;
 impl SpinState {
     pub fn new(
         kv: Arc<Kv>,
+        activity: Arc<Activity>,
+        component: String,
         allowed_stores: Vec<String>,
         variables: Arc<HashMap<String, String>>,
-        activity: Arc<Activity>,
     ) -> Self {
         SpinState {
             kv,
             activity,
+            component,
             allowed_stores,
             variables,
             stores: HashMap::new(),
@@ -170,7 +225,22 @@ impl SpinState {
         }
     }
 
-    fn open(&mut self, label: &str) -> Result<u32, spin_kv::Error> {
+    fn open(&mut self, label: &str) -> wasmtime::Result<Result<u32, spin_kv::Error>> {
+        if self
+            .kv
+            .crash_point(&self.component, KvOp::Open, label)
+            .is_some()
+        {
+            return Err(killed(
+                &self.component,
+                KvOp::Open,
+                CrashWhen::BeforeApplied,
+            ));
+        }
+        Ok(self.open_unguarded(label))
+    }
+
+    fn open_unguarded(&mut self, label: &str) -> Result<u32, spin_kv::Error> {
         if !self.allowed_stores.iter().any(|s| s == label) {
             return Err(spin_kv::Error::AccessDenied);
         }
@@ -185,9 +255,35 @@ impl SpinState {
     }
 
     fn label(&self, rep: u32) -> Option<String> {
-        // Every store call resolves its store here first.
-        self.activity.touch();
         self.stores.get(&rep).cloned()
+    }
+}
+
+/// The trap a crash point raises: wasmtime tears the instance down, as a killed process
+/// loses it; the in-flight request gets no answer.
+fn killed(component: &str, op: KvOp, when: CrashWhen) -> wasmtime::Error {
+    wasmtime::format_err!("spin-test-host: crash point: `{component}` killed at {op:?} ({when:?})")
+}
+
+/// Runs one key-value call under the armed crash point ([`Kv::crash_point`]): a trap before
+/// it is applied, or after (the write landed, the answer never given).
+fn guarded<T>(
+    activity: &Activity,
+    kv: &Kv,
+    component: &str,
+    op: KvOp,
+    key: &str,
+    call: impl FnOnce() -> T,
+) -> wasmtime::Result<T> {
+    activity.touch();
+    let when = kv.crash_point(component, op, key);
+    if when == Some(CrashWhen::BeforeApplied) {
+        return Err(killed(component, op, CrashWhen::BeforeApplied));
+    }
+    let out = call();
+    match when {
+        Some(w) => Err(killed(component, op, w)),
+        None => Ok(out),
     }
 }
 
@@ -201,13 +297,31 @@ impl HasData for SpinData {
 fn label_of<T: Send>(
     accessor: &Accessor<T, SpinData>,
     store: &Resource<spin_kv::Store>,
-) -> Result<(Arc<Kv>, String), spin_kv::Error> {
+) -> Result<(Arc<Kv>, String, String, Arc<Activity>), spin_kv::Error> {
     accessor.with(|mut a| {
         let s = a.get();
         s.label(store.rep())
-            .map(|l| (s.kv.clone(), l))
+            .map(|l| (s.kv.clone(), l, s.component.clone(), s.activity.clone()))
             .ok_or(spin_kv::Error::NoSuchStore)
     })
+}
+
+/// One `spin:key-value` call on the store's label, under the crash point.
+fn spin_call<T: Send, R>(
+    accessor: &Accessor<T, SpinData>,
+    store: &Resource<spin_kv::Store>,
+    op: KvOp,
+    key: &str,
+    call: impl FnOnce(&Kv, &str) -> crate::kv::KvResult<R>,
+) -> wasmtime::Result<Result<R, spin_kv::Error>> {
+    match label_of(accessor, store) {
+        Err(e) => Ok(Err(e)),
+        Ok((kv, label, component, activity)) => {
+            guarded(&activity, &kv, &component, op, key, || {
+                call(&kv, &label).map_err(spin_kv::Error::Other)
+            })
+        }
+    }
 }
 
 impl spin_kv::HostStoreWithStore for SpinData {
@@ -216,7 +330,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         label: String,
     ) -> wasmtime::Result<Result<Resource<spin_kv::Store>, spin_kv::Error>> {
         Ok(accessor
-            .with(|mut a| a.get().open(&label))
+            .with(|mut a| a.get().open(&label))?
             .map(Resource::new_own))
     }
 
@@ -225,8 +339,7 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.get(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Get, &key, |kv, l| kv.get(l, &key))
     }
 
     async fn set<T: Send>(
@@ -235,8 +348,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.set(&l, &key, &value).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Set, &key, |kv, l| {
+            kv.set(l, &key, &value)
+        })
     }
 
     async fn delete<T: Send>(
@@ -244,8 +358,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.delete(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Delete, &key, |kv, l| {
+            kv.delete(l, &key)
+        })
     }
 
     async fn exists<T: Send>(
@@ -253,8 +368,9 @@ impl spin_kv::HostStoreWithStore for SpinData {
         store: Resource<spin_kv::Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, spin_kv::Error>> {
-        Ok(label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.exists(&l, &key).map_err(spin_kv::Error::Other)))
+        spin_call(accessor, &store, KvOp::Exists, &key, |kv, l| {
+            kv.exists(l, &key)
+        })
     }
 
     async fn get_keys<T: Send>(
@@ -264,12 +380,11 @@ impl spin_kv::HostStoreWithStore for SpinData {
         StreamReader<String>,
         FutureReader<Result<(), spin_kv::Error>>,
     )> {
-        let (keys, result) = match label_of(accessor, &store)
-            .and_then(|(kv, l)| kv.keys(&l).map_err(spin_kv::Error::Other))
-        {
-            Ok(keys) => (keys, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        };
+        let (keys, result) =
+            match spin_call(accessor, &store, KvOp::GetKeys, "", |kv, l| kv.keys(l))? {
+                Ok(keys) => (keys, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            };
         accessor.with(|mut a| {
             let keys = StreamReader::new(&mut a, keys)?;
             let done = FutureReader::new(&mut a, async move {
@@ -331,7 +446,7 @@ impl wasi_store::Host for SpinState {
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<wasi_store::Bucket>, wasi_store::Error>> {
         Ok(self
-            .open(&identifier)
+            .open(&identifier)?
             .map(Resource::new_own)
             .map_err(|e| match e {
                 spin_kv::Error::AccessDenied => wasi_store::Error::AccessDenied,
@@ -350,9 +465,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Get,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.get(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn set(
@@ -361,9 +484,17 @@ impl wasi_store::HostBucket for SpinState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Set,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.set(&l, &key, &value).map_err(wasi_err))
+            },
+        )
     }
 
     async fn delete(
@@ -371,9 +502,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<(), wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Delete,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.delete(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn exists(
@@ -381,9 +520,17 @@ impl wasi_store::HostBucket for SpinState {
         b: Resource<wasi_store::Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<bool, wasi_store::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Exists,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.exists(&l, &key).map_err(wasi_err))
+            },
+        )
     }
 
     async fn list_keys(
@@ -396,10 +543,18 @@ impl wasi_store::HostBucket for SpinState {
                 "list_keys: cursor not supported".into(),
             )));
         }
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
-            .map(|keys| wasi_store::KeyResponse { keys, cursor: None }))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::GetKeys,
+            "",
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.keys(&l).map_err(wasi_err))
+                    .map(|keys| wasi_store::KeyResponse { keys, cursor: None })
+            },
+        )
     }
 
     async fn drop(&mut self, rep: Resource<wasi_store::Bucket>) -> wasmtime::Result<()> {
@@ -433,7 +588,14 @@ impl atomics::HostCas for SpinState {
                 "compare and swap not found".into(),
             )));
         };
-        let value = match self.kv.cas_current(&label, &key) {
+        let value = match guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::CasCurrent,
+            &key,
+            || self.kv.cas_current(&label, &key),
+        )? {
             Ok(v) => v,
             Err(e) => return Ok(Err(atomics::Error::Other(e))),
         };
@@ -456,9 +618,17 @@ impl atomics::Host for SpinState {
         key: String,
         delta: i64,
     ) -> wasmtime::Result<Result<i64, atomics::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::Increment,
+            &key,
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.increment(&l, &key, delta).map_err(wasi_err))
+            },
+        )
     }
 
     async fn swap(
@@ -471,7 +641,14 @@ impl atomics::Host for SpinState {
                 "compare and swap not found".into(),
             ))));
         };
-        match self.kv.cas_swap(&label, &key, old.as_deref(), &value) {
+        match guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::CasSwap,
+            &key,
+            || self.kv.cas_swap(&label, &key, old.as_deref(), &value),
+        )? {
             Ok(true) => Ok(Ok(())),
             Ok(false) => {
                 // Like Spin: hand back a fresh CAS handle on the same key, already read.
@@ -492,9 +669,17 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::GetMany,
+            keys.first().map_or("", |k| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.get_many(&l, &keys).map_err(wasi_err))
+            },
+        )
     }
 
     async fn set_many(
@@ -502,9 +687,17 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         kvs: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::SetMany,
+            kvs.first().map_or("", |(k, _)| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.set_many(&l, &kvs).map_err(wasi_err))
+            },
+        )
     }
 
     async fn delete_many(
@@ -512,8 +705,16 @@ impl batch::Host for SpinState {
         b: Resource<batch::Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), batch::Error>> {
-        Ok(self
-            .bucket(&b)
-            .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err)))
+        guarded(
+            &self.activity,
+            &self.kv,
+            &self.component,
+            KvOp::DeleteMany,
+            keys.first().map_or("", |k| k),
+            || {
+                self.bucket(&b)
+                    .and_then(|l| self.kv.delete_many(&l, &keys).map_err(wasi_err))
+            },
+        )
     }
 }

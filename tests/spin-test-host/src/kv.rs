@@ -3,7 +3,10 @@
 //! `increment` as an 8-byte little-endian integer in a transaction, and compare-and-swap
 //! that compares the old value's bytes and upserts unconditionally when the key was absent.
 //! Every call is counted by kind, and calls can be made to fail on purpose: before they are
-//! applied, or after (the answer lost), chosen by position or at random.
+//! applied, or after (the answer lost), chosen by position or at random. A call can also be
+//! made a **crash point** ([`Kv::crash_at`]): the host's key-value functions then trap the
+//! calling instance before or after applying it, and every later call of the host traps too,
+//! as when the process dies there (see [`crate::TestHost::crash_at_kv_call`]).
 //!
 //! `spin up` runs each trigger type as its own process, each with its own connection to the
 //! same file: [`Kv::connect_again`] opens such a second connection (sharing the counts and
@@ -41,6 +44,21 @@ pub enum KvOp {
     DeleteMany,
 }
 
+impl KvOp {
+    /// Whether the call can change the store (`Increment` even by 0 creates a missing key).
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            KvOp::Set
+                | KvOp::Delete
+                | KvOp::Increment
+                | KvOp::CasSwap
+                | KvOp::SetMany
+                | KvOp::DeleteMany
+        )
+    }
+}
+
 /// Counts of key-value calls by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KvCounts(pub BTreeMap<KvOp, u64>);
@@ -67,6 +85,35 @@ struct Fault {
     remaining: u64,
     kind: Option<KvOp>,
     lose: bool,
+}
+
+/// Where a crash point kills the instance making the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashWhen {
+    /// The call is not applied: the process dies as the call arrives.
+    BeforeApplied,
+    /// The call is applied (committed to the file), then the process dies before answering.
+    AfterApplied,
+}
+
+/// One data call as traced: who made it, its kind and key (the first, for batches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvCall {
+    pub component: String,
+    pub op: KvOp,
+    pub key: String,
+}
+
+/// An armed crash point: the `nth` data call from arming (optionally only counting calls of
+/// one component and/or one kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashPoint {
+    pub nth: u64,
+    /// Count only calls made by this component (its id in `spin.toml`).
+    pub component: Option<String>,
+    /// Count only calls of this kind.
+    pub kind: Option<KvOp>,
+    pub when: CrashWhen,
 }
 
 /// Faults drawn at random: each data call fails with probability `per_million` / 10⁶, half of
@@ -102,6 +149,12 @@ struct Stats {
     random: Mutex<Option<RandomFaults>>,
     calls: AtomicU64,
     injected: AtomicU64,
+    /// The armed crash point, with the calls still to count before it fires.
+    crash: Mutex<Option<CrashPoint>>,
+    /// A crash point fired: the "process" is dead and every call traps.
+    crashed: std::sync::atomic::AtomicBool,
+    /// When tracing: every data call's component and kind, in the order crash points count.
+    trace: Mutex<Option<Vec<KvCall>>>,
 }
 
 pub type KvResult<T> = Result<T, String>;
@@ -197,6 +250,78 @@ impl Kv {
                 state: seed,
             });
         }
+    }
+
+    /// Arms a crash point (replacing any armed one): the `nth` matching data call from now
+    /// (`Open` is not counted) is where the process dies, before or after the call is
+    /// applied. [`Kv::crash_point`] is what the host's key-value functions ask on each call.
+    pub fn crash_at(&self, point: CrashPoint) {
+        if let Ok(mut c) = self.stats.crash.lock() {
+            *c = Some(CrashPoint {
+                nth: point.nth.max(1),
+                ..point
+            });
+        }
+    }
+
+    /// Starts (afresh) or stops recording every data call's component and kind, in the order
+    /// and with the numbering crash points use.
+    pub fn trace_calls(&self, on: bool) {
+        if let Ok(mut t) = self.stats.trace.lock() {
+            *t = on.then(Vec::new);
+        }
+    }
+
+    /// The calls recorded since [`Kv::trace_calls`] started it.
+    pub fn call_trace(&self) -> Vec<KvCall> {
+        self.stats
+            .trace
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether an armed crash point fired (on any connection of this host).
+    pub fn crashed(&self) -> bool {
+        self.stats.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Asked by the host before each call of `component`: `Some` when the instance must die
+    /// at this call, before or after applying it. Once a crash point fired, every call of
+    /// every instance dies before being applied (the process is gone). Deterministic: calls
+    /// are counted one by one under a lock, in the order they reach the host.
+    pub fn crash_point(&self, component: &str, op: KvOp, key: &str) -> Option<CrashWhen> {
+        if self.crashed() {
+            return Some(CrashWhen::BeforeApplied);
+        }
+        if op == KvOp::Open {
+            return None;
+        }
+        if let Ok(mut t) = self.stats.trace.lock()
+            && let Some(t) = t.as_mut()
+        {
+            t.push(KvCall {
+                component: component.to_string(),
+                op,
+                key: key.to_string(),
+            });
+        }
+        let mut armed = self.stats.crash.lock().ok()?;
+        let point = armed.as_mut()?;
+        if point.component.as_deref().is_some_and(|c| c != component)
+            || point.kind.is_some_and(|k| k != op)
+        {
+            return None;
+        }
+        point.nth -= 1;
+        if point.nth > 0 {
+            return None;
+        }
+        let when = point.when;
+        *armed = None;
+        self.stats.crashed.store(true, Ordering::SeqCst);
+        Some(when)
     }
 
     /// Faults injected so far (scheduled and random).

@@ -21,8 +21,16 @@
 //!   requests and cron ticks use two separate connections to the file. Or on a Redis server
 //!   with Spin's Redis commands ([`HostOptions::redis_url`]), which several hosts may share.
 //! - **Instances**: reused between requests by default (up to 128 requests, idle 1 s), or
-//!   fresh per request. After its response an instance runs on until the work its guest
-//!   spawned is done, as Spin waits for the handler task to exit ([`activity`]).
+//!   fresh per request.
+//!
+//! Test facilities beyond Spin: key-value call counts and injected store faults ([`kv`]);
+//! outbound faults; cron ticks at a chosen fire time; a wall clock shifted by a chosen offset
+//! ([`HostOptions::clock_offset_ms`], [`TestHost::advance_clock`]: the time a host restarted
+//! a while after a crash lives in); and **crash points** ([`TestHost::crash_at_kv_call`]): at
+//! the Nth key-value call the calling instance traps, before or after the call is applied,
+//! and the whole host behaves as a killed process from then on (every key-value call traps,
+//! outbound requests and in-flight requests get no answer) until the test calls
+//! [`TestHost::kill`] and starts a new host on the same state file.
 //!
 //! Deliberately not implemented (the product imports none of it): `fermyon:spin@2.0.0` and
 //! older interfaces, the SQLite/Postgres/MySQL/Redis/MQTT/LLM guest interfaces, `wasi:config`,
@@ -32,7 +40,6 @@
 //! allows 16; here a busy instance is never shared, so per-instance state is never shared
 //! between concurrent requests).
 
-pub mod activity;
 pub mod bindings;
 pub mod cron;
 pub mod host;
@@ -47,7 +54,7 @@ use host::{Ctx, OutboundFaults, OutboundHooks, SpinData, SpinState};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-pub use kv::{KvCounts, KvOp};
+pub use kv::{CrashPoint, CrashWhen, KvCall, KvCounts, KvOp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,6 +72,14 @@ use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
 /// Spin 4.0.2's instance reuse limits for WASIp3 components.
 const MAX_REUSE: u32 = 128;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an instance keeps running after its response was read, so work the guest
+/// spawned after responding can finish (Spin keeps an idle instance's event loop alive).
+const LINGER: Duration = Duration::from_millis(200);
+/// Beyond [`LINGER`], an instance keeps running while its spawned work calls the store or
+/// waits for an outbound answer (until quiet this long, at most [`LINGER_MAX`]), so a slow
+/// machine does not cut that work short where Spin would let it finish.
+const LINGER_QUIET: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_secs(5);
 
 /// How to start a host.
 #[derive(Debug, Clone)]
@@ -84,6 +99,9 @@ pub struct HostOptions {
     pub build: bool,
     /// Where to listen (`spin up --listen`); an ephemeral loopback port when `None`.
     pub listen: Option<SocketAddr>,
+    /// How far ahead of the real time the components' wall clock runs (`wasi:clocks`), e.g.
+    /// for a host restarted a minute after a crash; 0 (the real time) by default.
+    pub clock_offset_ms: u64,
 }
 
 impl Default for HostOptions {
@@ -96,11 +114,13 @@ impl Default for HostOptions {
             instance_reuse: true,
             build: true,
             listen: None,
+            clock_offset_ms: 0,
         }
     }
 }
 
 struct Prepared {
+    id: String,
     component: Component,
     allowed: outbound::AllowList,
     stores: Vec<String>,
@@ -129,6 +149,42 @@ struct Shared {
     reuse: bool,
     pool: Mutex<HashMap<String, Vec<Pooled>>>,
     tasks: Mutex<tokio::task::JoinSet<()>>,
+    /// The wall clock's offset from the real time, in ms.
+    clock_offset: Arc<std::sync::atomic::AtomicU64>,
+    /// HTTP-triggered instances still running (answering, or working after their answer).
+    busy: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts an instance as busy while it lives.
+struct Busy<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Busy<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The components' wall clock: the real time plus the host's offset.
+struct OffsetClock(Arc<std::sync::atomic::AtomicU64>);
+
+impl wasmtime_wasi::HostWallClock for OffsetClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+
+    fn now(&self) -> Duration {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        real + Duration::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 /// A running application.
@@ -173,6 +229,7 @@ impl TestHost {
             components.insert(
                 id.clone(),
                 Prepared {
+                    id: id.clone(),
                     component,
                     allowed,
                     stores: c.key_value_stores.clone(),
@@ -201,6 +258,8 @@ impl TestHost {
             reuse: opts.instance_reuse,
             pool: Mutex::default(),
             tasks: Mutex::default(),
+            clock_offset: Arc::new(opts.clock_offset_ms.into()),
+            busy: Default::default(),
         });
         let listener = TcpListener::bind(
             opts.listen
@@ -219,7 +278,12 @@ impl TestHost {
                     let svc = hyper::service::service_fn(move |req| {
                         let s = svc_shared.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(handle(s, req, client, addr).await)
+                            let response = handle(s.clone(), req, client, addr).await;
+                            if s.kv.crashed() {
+                                // A killed process answers nothing: the connection just drops.
+                                return Err(std::io::Error::other("the process was killed"));
+                            }
+                            Ok(response)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -255,6 +319,48 @@ impl TestHost {
             self.cron_tick_component(&t.component, timestamp).await?;
         }
         Ok(())
+    }
+
+    /// The components' wall clock now (Unix ms): the real time plus the clock offset.
+    pub fn now_ms(&self) -> u64 {
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        real + self.clock_offset_ms()
+    }
+
+    /// How far ahead of the real time the components' wall clock runs.
+    pub fn clock_offset_ms(&self) -> u64 {
+        self.shared
+            .clock_offset
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Moves the components' wall clock forward by `ms` (running instances included).
+    pub fn advance_clock(&self, ms: u64) {
+        self.shared
+            .clock_offset
+            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits (up to `within`) until no HTTP-triggered instance is running: every request
+    /// answered and the work components do after answering (Spin keeps an instance's event
+    /// loop alive for it) finished. `false` if some were still running.
+    pub async fn wait_idle(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while self.shared.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Fires every cron trigger at the components' current time ([`TestHost::now_ms`]).
+    pub async fn cron_tick_now(&self) -> Result<()> {
+        self.cron_tick(self.now_ms() / 1000).await
     }
 
     /// Fires the cron trigger of one component.
@@ -303,6 +409,35 @@ impl TestHost {
     /// Makes the `nth` key-value call from now take effect and then fail (its answer lost).
     pub fn lose_kv_answer(&self, nth: u64, kind: Option<KvOp>) {
         self.shared.kv.lose_answer(nth, kind);
+    }
+
+    /// Arms a crash point: the `point.nth` key-value call from now (data calls only, not
+    /// `open`; optionally only those of `point.component` and/or of `point.kind`) kills the
+    /// calling instance, before or after the call is applied (`point.when`): the host's
+    /// key-value function returns a trap, so wasmtime tears the instance down mid-request as
+    /// a process kill would. From then on the host is dead: every key-value call of any
+    /// instance traps before being applied, outbound requests fail, an HTTP request in
+    /// flight gets no answer (its connection is dropped) and a cron tick returns an error.
+    /// The test then calls [`TestHost::kill`] and starts a new host on the same file.
+    /// Counting is per call, in arrival order, so the same run crashes at the same call.
+    pub fn crash_at_kv_call(&self, point: CrashPoint) {
+        self.shared.kv.crash_at(point);
+    }
+
+    /// Starts (afresh) or stops recording each key-value data call's component and kind, in
+    /// the order and numbering [`TestHost::crash_at_kv_call`] counts them.
+    pub fn trace_kv_calls(&self, on: bool) {
+        self.shared.kv.trace_calls(on);
+    }
+
+    /// The key-value calls recorded since [`TestHost::trace_kv_calls`] started it.
+    pub fn kv_call_trace(&self) -> Vec<KvCall> {
+        self.shared.kv.call_trace()
+    }
+
+    /// Whether an armed crash point fired.
+    pub fn crashed(&self) -> bool {
+        self.shared.kv.crashed()
     }
 
     /// Fails key-value calls at random, of both kinds (see [`kv::Kv::random_faults`]).
@@ -413,8 +548,9 @@ impl Shared {
         let wasi = WasiCtxBuilder::new()
             .stdout(out.clone())
             .stderr(err.clone())
+            .wall_clock(OffsetClock(self.clock_offset.clone()))
             .build();
-        let activity = Arc::new(activity::Activity::default());
+        let activity = Arc::new(host::Activity::default());
         let ctx = Ctx {
             table: ResourceTable::new(),
             wasi,
@@ -422,9 +558,16 @@ impl Shared {
             hooks: OutboundHooks {
                 allowed: p.allowed.clone(),
                 faults: self.faults.clone(),
+                kv: kv.clone(),
                 activity: activity.clone(),
             },
-            spin: SpinState::new(kv.clone(), p.stores.clone(), p.variables.clone(), activity),
+            spin: SpinState::new(
+                kv.clone(),
+                activity,
+                p.id.clone(),
+                p.stores.clone(),
+                p.variables.clone(),
+            ),
         };
         (Store::new(&self.engine, ctx), out, err)
     }
@@ -566,6 +709,7 @@ async fn execute(
     let id = m.component.clone();
     let s = shared.clone();
     let task = async move {
+        let _busy = Busy::enter(&s.busy);
         let Some(p) = s.components.get(&id) else {
             return;
         };
@@ -599,8 +743,11 @@ async fn execute(
                         let _ = tx.send(Err(anyhow!("response body failed: {code:?}")));
                     }
                 }
-                // Like Spin, run on until the guest's work after responding is done.
-                activity.settled().await;
+                let answered = Instant::now();
+                tokio::time::sleep(LINGER).await;
+                while !activity.quiet_for(LINGER_QUIET) && answered.elapsed() < LINGER_MAX {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Ok(())
             })
             .await;
@@ -608,7 +755,9 @@ async fn execute(
             s.capture(&id, out, err);
         }
         let healthy = matches!(result, Ok(Ok(())));
-        if !healthy {
+        if s.kv.crashed() {
+            eprintln!("[spin-test-host] {id}: instance killed (crash point)");
+        } else if !healthy {
             eprintln!("[spin-test-host] {id}: {result:?}");
         }
         if s.reuse

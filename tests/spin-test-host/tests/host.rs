@@ -337,3 +337,68 @@ async fn counts_faults_output_shared_and_restarted_state() {
     );
     assert!(get(&again, "/exact?op=kv-keys").await.1.contains("shared"));
 }
+
+/// A crash point kills the instance at the chosen call, before or after it is applied: the
+/// request gets no answer, the host stays dead until killed, and a new host on the file
+/// finds exactly what had landed. Calls of another component, or of another kind, are not
+/// counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_points_kill_before_or_after_the_call_is_applied() {
+    use spin_test_host::{CrashPoint, CrashWhen};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kv.db");
+    let set = |v: &str| format!("/exact?op=kv-set&store=default&key=k&value={v}");
+    let answered = |host: &TestHost, path: String| {
+        let url = format!("{}{path}", host.base_url());
+        async move { reqwest::get(url).await.is_ok() }
+    };
+    let mut host = start(&db).await;
+    assert_eq!(get(&host, &set("1")).await.1, "Ok(())");
+    for (when, value, kept) in [
+        (CrashWhen::BeforeApplied, "2", "some:1"),
+        (CrashWhen::AfterApplied, "3", "some:3"),
+    ] {
+        // Not counted: another component's calls, and (by kind) the open and the get.
+        host.crash_at_kv_call(CrashPoint {
+            nth: 1,
+            component: Some("no-such-component".into()),
+            kind: None,
+            when,
+        });
+        assert_eq!(get(&host, &set("x")).await.1, "Ok(())");
+        assert_eq!(get(&host, &set("1")).await.1, "Ok(())");
+        host.trace_kv_calls(true);
+        host.crash_at_kv_call(CrashPoint {
+            nth: 2,
+            component: None,
+            kind: Some(KvOp::Set),
+            when,
+        });
+        assert_eq!(
+            get(&host, "/exact?op=kv-get&store=default&key=k").await.1,
+            "some:1"
+        );
+        assert_eq!(get(&host, &set("1")).await.1, "Ok(())");
+        assert!(!host.crashed());
+        assert!(!answered(&host, set(value)).await, "killed: no answer");
+        assert!(host.crashed());
+        let trace = host.kv_call_trace();
+        assert_eq!(
+            trace.iter().map(|c| c.op).collect::<Vec<_>>(),
+            [KvOp::Get, KvOp::Set, KvOp::Set],
+            "{trace:?}"
+        );
+        assert!(trace.iter().all(|c| c.key == "k"), "{trace:?}");
+        // Dead: nothing more is served or applied.
+        assert!(!answered(&host, set("4")).await);
+        host.kill();
+        let again = start(&db).await;
+        assert_eq!(
+            get(&again, "/exact?op=kv-get&store=default&key=k").await.1,
+            kept,
+            "{when:?}"
+        );
+        assert_eq!(get(&again, &set("1")).await.1, "Ok(())");
+        host = again;
+    }
+}
