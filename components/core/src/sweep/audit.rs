@@ -28,6 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Listing entries checked per tick.
 pub const BUDGET: u64 = 500;
+/// The gauges are counted on a pass beginning at least this long after the last count began
+/// (about 250 reads each end of the pass for one tenant: on a small store a pass is a tick).
+pub const COUNT_EVERY_MS: u64 = 10 * 60_000;
 /// A due time this far past, while the sweep keeps up with its index, means a lost hint.
 const OVERDUE_MS: u64 = 6 * 3_600_000;
 
@@ -41,6 +44,9 @@ pub struct AuditCursor {
     pub passes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tally: Option<Tally>,
+    /// When the last count began: one begins at most every [`COUNT_EVERY_MS`].
+    #[serde(default)]
+    pub counted_at_ms: u64,
 }
 
 /// The status gauges' counters when the pass began, and the operations counted in each
@@ -107,15 +113,22 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
     // A count is only kept from the start of a pass (none after an upgrade, or while the
     // position moved to a tenant that is gone).
     let mut tally = cursor.tally.filter(|_| resumed.is_some());
+    let mut counted_at = cursor.counted_at_ms;
     let mut budget = BUDGET;
     let mut finished = 0;
     while budget > 0 && finished < tenants.len() {
-        if i == 0 && next == 0 && tally.is_none() {
+        let now = env.clock.now_ms();
+        if i == 0
+            && next == 0
+            && tally.is_none()
+            && now >= counted_at.saturating_add(COUNT_EVERY_MS)
+        {
             let start = gauges::read_all(store, &tenants).await?;
             tally = Some(Tally {
                 moves_at_start: start.into_iter().map(|(g, r)| (g, r.moves)).collect(),
                 counted: BTreeMap::new(),
             });
+            counted_at = now;
         }
         let t = &tenants[i];
         let live = crate::records::indexes::live_listing(store, t).await?;
@@ -138,6 +151,7 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
                         next: n,
                         passes,
                         tally,
+                        counted_at_ms: counted_at,
                     };
                     set_json(store, keys::AUDIT_CURSOR, &here).await?;
                     return Err(e);
@@ -167,12 +181,13 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
         next,
         passes,
         tally,
+        counted_at_ms: counted_at,
     };
     Ok(set_json(store, keys::AUDIT_CURSOR, &cursor).await?)
 }
 
 /// At the end of a pass: each status gauge nothing entered or left during it is set to the
-/// operations the pass counted in it. Returns the gauges corrected.
+/// operations the pass counted in it. Returns how many were corrected.
 async fn correct_gauges<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     tenants: &[String],
