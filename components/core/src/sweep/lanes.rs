@@ -20,6 +20,11 @@ pub struct Turn {
     pub until_ms: u64,
 }
 
+/// The least time a turn gets for its calls. A call cut short after it reached its peer is
+/// sent again (a buyer notification twice, a seller request resent under its key), so no
+/// turn starts with less than this left of its lane's share or of the tick.
+const MIN_TURN_MS: u64 = 2_000;
+
 struct Lane {
     peer: String,
     hints: VecDeque<(Hint, Option<Operation>)>,
@@ -87,11 +92,12 @@ impl Lanes {
     }
 
     fn share_ms(&self) -> u64 {
-        self.budget_ms / (self.lanes.len().max(1) as u64)
+        (self.budget_ms / (self.lanes.len().max(1) as u64)).max(MIN_TURN_MS)
     }
 
+    /// Whether the lane has a turn's worth left of its share.
     fn within_share(&self, i: usize) -> bool {
-        self.lanes[i].used_ms < self.share_ms()
+        self.lanes[i].used_ms + MIN_TURN_MS <= self.share_ms()
     }
 
     /// Whether a lane other than `i` has work and time left in its share.
@@ -104,7 +110,7 @@ impl Lanes {
     /// budget is spent.
     pub fn next(&mut self, now_ms: u64) -> Option<Turn> {
         let end = self.started_ms.saturating_add(self.budget_ms);
-        if now_ms >= end {
+        if now_ms.saturating_add(MIN_TURN_MS) > end {
             return None;
         }
         let n = self.lanes.len();
@@ -195,6 +201,26 @@ mod tests {
         assert!(now <= 20_000, "the tick ends within its budget: {now}");
         // The rest of the budget went to the slow lane; its last hint waits for the next tick.
         assert_eq!(lanes.left(), 1);
+    }
+
+    #[test]
+    fn no_turn_starts_with_too_little_time_for_its_calls() {
+        // Many quick notifications share one lane: each turn still gets at least 2 s.
+        let mut lanes = Lanes::new(work(&["a", "a", "a", "a", "b"]), 0, 6_000);
+        let mut now = 0;
+        while let Some(turn) = lanes.next(now) {
+            assert!(
+                turn.until_ms >= now + MIN_TURN_MS,
+                "{} at {now}",
+                turn.until_ms
+            );
+            now += 1_100;
+            lanes.spent(turn.lane, 1_100);
+        }
+        assert!(
+            now + MIN_TURN_MS > 6_000,
+            "stopped with time for a turn: {now}"
+        );
     }
 
     #[test]
