@@ -337,7 +337,7 @@ impl Case {
                 let host = self.host();
                 // The due index's cursor starts here (a first tick reads an hour back).
                 host.cron_tick_now().await.unwrap();
-                // A: its dispatch fails (seller unreachable): a redispatch is due in 30 s.
+                // A: its dispatch fails (seller unreachable): a redispatch is due in 60 s.
                 let a = self.op("crash-point-sweep-redispatch", true);
                 self.host().fail_outbound_matching(&self.seller.url);
                 let v = self.create_clean(a).await;
@@ -349,8 +349,10 @@ impl Case {
                 assert_eq!(v["status"], "submitted", "{v}");
                 let task = self.task_of(b).unwrap();
                 self.seller.set_status(&task, "completed");
-                // The tick: the next epoch's first, 80 s on.
-                let at = (self.host().now_ms() / EPOCH_MS + 1) * EPOCH_MS + 10 * SECOND_MS;
+                // The tick: the first of the next epoch at least 2 minutes on (the
+                // redispatch is due by then, wherever in an epoch the test started).
+                let due = self.host().now_ms() + 120 * SECOND_MS;
+                let at = (due / EPOCH_MS + 1) * EPOCH_MS + 10 * SECOND_MS;
                 advance_to(self.host(), at);
             }
         }

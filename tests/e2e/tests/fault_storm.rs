@@ -223,6 +223,19 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
         .filter_map(|p| async move { p })
         .collect()
         .await;
+    if !pending.is_empty() {
+        // What the store says of them, for the failure message.
+        let kv = Kv::open(&db).unwrap();
+        for op_id in &pending {
+            let op = get(&api, &key, &format!("/api/v1/operations/{op_id}")).await;
+            let ev = get(&api, &key, &format!("/api/v1/operations/{op_id}/events")).await;
+            let poll = kv.get("default", &format!("poll:{op_id}")).unwrap();
+            eprintln!(
+                "{op_id}: {op}\nevents: {ev}\npoll state: {:?}",
+                poll.map(|p| String::from_utf8_lossy(&p).into_owned())
+            );
+        }
+    }
     assert!(pending.is_empty(), "never sent to the seller: {pending:?}");
     let injected = host.kv_faults_injected();
     host.random_kv_faults(0, 0);
