@@ -1,7 +1,8 @@
 //! A seller's AdCP tools over MCP (JSON-RPC over Streamable HTTP): `initialize`,
 //! `notifications/initialized`, then `tools/call`, echoing any `Mcp-Session-Id`. The session id
 //! is cached per seller in the store; a 404 on a request carrying one means it expired, so the
-//! client re-initializes once and retries. Every tool call carries AdCP's version envelope.
+//! client re-initializes once and retries. Every tool call carries the seller's version envelope
+//! (as discovery established it: a seller built on the official SDK takes a call without it as 3.0).
 
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
@@ -18,9 +19,6 @@ use crate::seller::port::SellerError;
 use serde_json::{Value, json};
 
 pub const MCP_PROTOCOL_VERSION: &str = "2025-06-18";
-/// Sent on every tool call: a seller built on the official SDK takes a call without it as 3.0.
-pub const ADCP_VERSION: &str = "3.1";
-pub const ADCP_MAJOR_VERSION: u64 = 3;
 
 pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub store: &'a S,
@@ -72,11 +70,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
         arguments: Value,
     ) -> Result<Value, CallFailure> {
         let mut args = arguments;
-        if let Value::Object(map) = &mut args {
-            map.entry("adcp_version").or_insert(json!(ADCP_VERSION));
-            map.entry("adcp_major_version")
-                .or_insert(json!(ADCP_MAJOR_VERSION));
-        }
+        seller.version_envelope.apply(&mut args);
         let (resp, id) = self
             .exchange(
                 seller,

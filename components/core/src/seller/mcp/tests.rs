@@ -45,6 +45,7 @@ fn seller(sealing: &SealingKey) -> Seller {
         webhook_mode: None,
         auth_scheme: Default::default(),
         capabilities: None,
+        version_envelope: Default::default(),
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,
