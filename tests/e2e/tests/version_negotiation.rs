@@ -20,7 +20,12 @@ async fn an_operation_completes_at_a_seller_that_refuses_the_version_fields() {
     let key = api.tenant("Acme").await;
 
     let (s, b) = api
-        .call("PUT", "/api/v1/sellers/strict", Some(&key), Some(json!({"mcp_url": seller.url, "webhook_mode": "bearer"})))
+        .call(
+            "PUT",
+            "/api/v1/sellers/strict",
+            Some(&key),
+            Some(json!({"mcp_url": seller.url, "webhook_mode": "bearer"})),
+        )
         .await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(b["capabilities_error"], json!(null), "{b}");

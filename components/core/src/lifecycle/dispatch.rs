@@ -16,8 +16,8 @@ use crate::model::operation::{
 };
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
-use crate::records::journal::{EntryKind, JournalResult, Recorded};
 use crate::records::capabilities::VersionEnvelope;
+use crate::records::journal::{EntryKind, JournalResult, Recorded};
 use crate::records::seller::{self, Seller};
 use crate::schedule::{backoff::Backoff, lease::Lease};
 use crate::seller::port::{CallFailure, Recovery, SellerCalls};

@@ -166,7 +166,10 @@ impl VersionEnvelope {
             }
         };
         set("adcp_version", self.adcp_version.as_ref().map(|v| json!(v)));
-        set("adcp_major_version", self.adcp_major_version.map(|v| json!(v)));
+        set(
+            "adcp_major_version",
+            self.adcp_major_version.map(|v| json!(v)),
+        );
     }
 
     /// `args` without the envelope's fields.
@@ -264,7 +267,10 @@ mod tests {
         );
         let mut args = json!({"k": 1});
         pair(Some("3.0"), Some(3)).apply(&mut args);
-        assert_eq!(args, json!({"k": 1, "adcp_version": "3.0", "adcp_major_version": 3}));
+        assert_eq!(
+            args,
+            json!({"k": 1, "adcp_version": "3.0", "adcp_major_version": 3})
+        );
         assert_eq!(VersionEnvelope::strip(&args), json!({"k": 1}));
         let mut args = json!({"k": 1});
         VersionEnvelope::none().apply(&mut args);

@@ -49,12 +49,19 @@ pub async fn fetch(
         ..seller.clone()
     };
     let first = calls
-        .call(&probe(VersionEnvelope::default()), "get_adcp_capabilities", json!({}))
+        .call(
+            &probe(VersionEnvelope::default()),
+            "get_adcp_capabilities",
+            json!({}),
+        )
         .await;
     let (payload, envelope_less) = match first {
         Err(CallFailure::Seller(e)) if refuses_unknown_arguments(&e) => {
             let bare = probe(VersionEnvelope::none());
-            (calls.call(&bare, "get_adcp_capabilities", json!({})).await, true)
+            (
+                calls.call(&bare, "get_adcp_capabilities", json!({})).await,
+                true,
+            )
         }
         other => (other, false),
     };
@@ -177,6 +184,9 @@ mod tests {
             }
         }
         let got = block_on(fetch(&Refuses, &sample_seller(), 5));
-        assert!(matches!(got, Err(FetchError::Unavailable { .. })), "{got:?}");
+        assert!(
+            matches!(got, Err(FetchError::Unavailable { .. })),
+            "{got:?}"
+        );
     }
 }

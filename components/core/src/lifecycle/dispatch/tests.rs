@@ -509,6 +509,9 @@ fn a_digest_recorded_before_the_envelope_was_digested_still_matches() {
     block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
     let seller = FakeSeller::default();
     seller.answer(Ok(json!({"status": "submitted", "task_id": "task_9"})));
-    assert!(matches!(run(&s, &sealing, &seller), Dispatched::Answered(_)));
+    assert!(matches!(
+        run(&s, &sealing, &seller),
+        Dispatched::Answered(_)
+    ));
     assert_eq!(seller.calls.borrow()[0].1["adcp_version"], "3.1");
 }
