@@ -32,6 +32,9 @@ struct State {
     capabilities: Option<Value>,
     /// Tool names `tools/list` announces.
     tools: Option<Vec<String>>,
+    /// Refuses AdCP's version fields as unknown arguments, as an AdCP 3.1.1 seller on the
+    /// Python SDK 6.6.0 does on every tool (`VALIDATION_ERROR: Unexpected keyword argument`).
+    strict_arguments: bool,
 }
 
 /// What a conformant AdCP 3.1 seller declares: major version 3, a 24 h replay window,
@@ -107,6 +110,11 @@ impl FakeSeller {
     pub fn set_tools(&self, tools: &[&str]) {
         self.state.lock().expect("lock").tools =
             Some(tools.iter().map(|t| t.to_string()).collect());
+    }
+
+    /// Refuses the version fields from now on, like a seller that validates arguments strictly.
+    pub fn refuse_version_fields(&self) {
+        self.state.lock().expect("lock").strict_arguments = true;
     }
 
     /// Every `tools/call` received: tool name and arguments.
@@ -187,7 +195,18 @@ async fn handle(
             let args = msg["params"]["arguments"].clone();
             let answer = {
                 let mut st = state.lock().expect("lock");
+                let unknown = st.strict_arguments
+                    && ["adcp_version", "adcp_major_version"]
+                        .iter()
+                        .any(|k| args.get(k).is_some());
                 st.calls.push((name.clone(), args));
+                if unknown {
+                    return Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+                        "isError": true,
+                        "content": [{"type": "text", "text": "VALIDATION_ERROR: Unexpected keyword argument"}],
+                        "structuredContent": {"adcp_error": {"code": "VALIDATION_ERROR",
+                            "message": "Unexpected keyword argument", "recovery": "correctable"}}}})));
+                }
                 if name == "get_adcp_capabilities" {
                     Some(Answer::Payload(
                         st.capabilities.clone().unwrap_or_else(default_capabilities),

@@ -418,6 +418,22 @@ struct CreateInput {
     governance: Option<(String, String)>,
 }
 
+/// A task not in the table: named apart from field errors, since no argument can fix it.
+fn unsupported_task(task: &str) -> ApiError {
+    let mut shown: String = task.chars().take(64).collect();
+    if shown.len() < task.len() {
+        shown.push('…');
+    }
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unsupported_task",
+        format!(
+            "`{shown}` is not a task operations run; one of {}",
+            TaskKind::names().join(", ")
+        ),
+    )
+}
+
 fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
     let mut errors = Vec::new();
     let seller_id = match body.get("seller_id").and_then(Value::as_str) {
@@ -431,13 +447,10 @@ fn parse_create(body: &Map<String, Value>) -> ApiResult<CreateInput> {
         }
     };
     let task = match body.get("task").and_then(Value::as_str) {
-        Some(t) => TaskKind::parse(t).or_else(|| {
-            errors.push(FieldError::new(
-                "task",
-                format!("unsupported task; one of {}", TaskKind::names().join(", ")),
-            ));
-            None
-        }),
+        Some(t) => match TaskKind::parse(t) {
+            Some(k) => Some(k),
+            None => return Err(unsupported_task(t)),
+        },
         None => {
             errors.push(FieldError::new("task", "required"));
             None

@@ -13,7 +13,7 @@ use crate::model::operation::{Operation, WebhookMode};
 use crate::records::seller::{self, AuthScheme, Seller, credentials_purpose};
 use crate::records::tenant::Tenant;
 use crate::schedule::breaker::Breaker;
-use crate::seller::capabilities::{self, FetchError};
+use crate::seller::capabilities::{self, Discovered, FetchError};
 use crate::seller::port::SellerCalls;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -53,6 +53,7 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 webhook_mode: input.webhook_mode,
                 attention: None,
                 capabilities: None,
+                version_envelope: Default::default(),
                 created_at_ms: existing.map_or(now, |s| s.created_at_ms),
                 updated_at_ms: now,
             };
@@ -64,8 +65,9 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             let existing = seller::get(env.store, tid, seller_id).await?;
             let mut record = registration(existing.as_ref());
             let capabilities_error = match fetched {
-                Ok(c) => {
-                    record.capabilities = Some(c);
+                Ok(d) => {
+                    record.capabilities = Some(d.capabilities);
+                    record.version_envelope = d.envelope;
                     None
                 }
                 Err(e) => {
@@ -222,11 +224,15 @@ pub async fn ensure_capabilities<S: Store, C: SellerCalls, T: Transport>(
     }
     let now = env.clock.now_ms();
     match capabilities::fetch(env.calls, record, now).await {
-        Ok(c) => {
+        Ok(Discovered {
+            capabilities: c,
+            envelope,
+        }) => {
             // Merged into the record as stored now: a rotation or removal during the call
             // stands, and capabilities of a replaced registration are not kept.
             let amended = seller::amend(env.store, record, |s| {
                 s.capabilities = Some(c.clone());
+                s.version_envelope = envelope;
                 s.updated_at_ms = now;
             })
             .await?;
@@ -341,6 +347,7 @@ fn view(s: &Seller) -> Value {
         "has_credentials": s.credentials.is_some(),
         "auth_scheme": s.auth_scheme,
         "capabilities": s.capabilities,
+        "version_envelope": s.version_envelope,
         "webhook_mode": s.webhook_mode,
         "attention": s.attention,
         "created_at_ms": s.created_at_ms,

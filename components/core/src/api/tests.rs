@@ -378,13 +378,13 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
                 .header("authorization", &auth)
                 .header("content-type", "application/json")
                 .body(
-                    json!({"seller_id": "s1", "task": "get_products", "arguments": {}})
+                    json!({"seller_id": "s1", "task": "get_signals", "arguments": {}})
                         .to_string()
                         .into_bytes(),
                 )
                 .unwrap(),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            "unsupported_task",
         ),
         (
             http::Request::get("/api/v1/nowhere").body(vec![]).unwrap(),
@@ -560,6 +560,57 @@ fn callback_secret_is_shown_once_and_never_stored_in_clear() {
     );
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["details"]["fields"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn every_task_of_the_table_is_accepted_and_sent_under_its_own_name() {
+    use crate::model::task::{TASKS, TaskKind};
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    let detailed = [
+        TaskKind::CreateMediaBuy,
+        TaskKind::UpdateMediaBuy,
+        TaskKind::SyncCreatives,
+    ];
+    let (_, doc) = w.call("GET", "/api/v1/openapi.json", None, None);
+    let documented = doc.pointer("/components/schemas/OperationInput/properties/task/enum");
+    assert_eq!(
+        documented,
+        Some(&json!(TaskKind::names())),
+        "the OpenAPI enum is the table"
+    );
+    for t in TASKS.iter().filter(|t| !detailed.contains(&t.kind)) {
+        let arguments: serde_json::Map<String, Value> = t
+            .required
+            .iter()
+            .map(|f| (f.to_string(), json!({"account_id": "acc_1"})))
+            .collect();
+        w.seller
+            .answer(Ok(json!({"status": "submitted", "task_id": t.name})));
+        let body = json!({"seller_id": "s1", "task": t.name, "arguments": arguments});
+        let (s, op) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+        assert_eq!(s, StatusCode::CREATED, "{}: {op}", t.name);
+        assert_eq!(op["task"], t.name);
+        assert_eq!(w.seller.calls.borrow().last().unwrap().0, t.name);
+        if let Some(first) = t.required.first() {
+            let mut missing = arguments.clone();
+            missing.remove(*first);
+            let body = json!({"seller_id": "s1", "task": t.name, "arguments": missing});
+            let (s, b) = w.call("POST", "/api/v1/operations", Some(&key), Some(body));
+            assert_eq!(
+                (s, &b["code"]),
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!("validation_failed")
+                )
+            );
+            assert_eq!(
+                b["details"]["fields"][0]["field"],
+                format!("arguments.{first}")
+            );
+        }
+    }
 }
 
 #[test]

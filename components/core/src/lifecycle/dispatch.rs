@@ -16,6 +16,7 @@ use crate::model::operation::{
 };
 use crate::model::payload::observation_from_payload;
 use crate::model::status::{OperationStatus, TaskStatus};
+use crate::records::capabilities::VersionEnvelope;
 use crate::records::journal::{EntryKind, JournalResult, Recorded};
 use crate::records::seller::{self, Seller};
 use crate::schedule::{backoff::Backoff, lease::Lease};
@@ -132,17 +133,22 @@ pub async fn dispatch(
     } else {
         op
     };
-    let args = match wire_arguments(&op, sealing) {
+    let mut args = match wire_arguments(&op, sealing) {
         Ok(a) => a,
         Err(error) => {
             return fail(cx, &op, error, None, None).await.map(Some);
         }
     };
+    seller.version_envelope.apply(&mut args);
     // Under one `idempotency_key` the seller must only ever see one request: bytes that
-    // differ from what may already have been delivered are not sent (reconciliation, which
-    // looks the buy up, decides).
+    // differ from what may already have been delivered (the version fields included) are
+    // not sent (reconciliation, which looks the buy up, decides).
     let digest = digest_hex(&serde_json::to_vec(&args).unwrap_or_default());
-    if op.sent_digest.as_ref().is_some_and(|sent| *sent != digest) {
+    if op
+        .sent_digest
+        .as_ref()
+        .is_some_and(|sent| *sent != digest && !legacy_digest(sent, &seller, &args))
+    {
         let error = OperationError::new(
             "REQUEST_CHANGED",
             "the resend would differ from a request the seller may have received; not sent",
@@ -236,6 +242,14 @@ pub async fn dispatch(
             answered(cx, op, obs).await.map(Some)
         }
     }
+}
+
+/// Digests recorded before the version fields were part of them covered the arguments
+/// alone, while the client added the default envelope: those bytes are the same request.
+fn legacy_digest(sent: &str, seller: &Seller, args: &Value) -> bool {
+    seller.version_envelope == VersionEnvelope::default()
+        && *sent
+            == digest_hex(&serde_json::to_vec(&VersionEnvelope::strip(args)).unwrap_or_default())
 }
 
 /// Asks governance before the seller hears of `op` and records its verdict: `Ok` with the

@@ -6,3 +6,6 @@ pub mod payload;
 pub mod state_machine;
 pub mod status;
 pub mod task;
+
+#[cfg(test)]
+mod task_table_tests;

@@ -528,6 +528,17 @@ impl Operation {
                 self.next_poll_at_ms = None;
             }
         }
+        // A completion recorded without its result (the look-up found nothing) is filled in
+        // by a later report of the same completion that carries it: history, not a transition.
+        if outcome == Outcome::Duplicate
+            && self.status == OperationStatus::Seller(TaskStatus::Completed)
+            && self.result.is_none()
+            && obs.result.is_some()
+        {
+            self.result = obs.result.clone();
+            self.updated_at_ms = recorded_at_ms;
+            return Outcome::Recorded;
+        }
         outcome
     }
 
@@ -734,6 +745,23 @@ mod tests {
         let mut failed = obs(TaskStatus::Failed, Some("task_1"));
         failed.result = Some(json!({"errors": []}));
         assert_eq!(op.observe(&failed, 6_000), Outcome::Conflict);
+        assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
+    }
+
+    #[test]
+    fn a_completion_recorded_without_its_result_is_filled_in_by_a_later_one() {
+        let mut op = sample("op1");
+        op.observe(&obs(TaskStatus::Completed, Some("task_1")), 5_000);
+        assert_eq!(op.result, None);
+        let mut with = obs(TaskStatus::Completed, Some("task_1"));
+        with.result = Some(json!({"media_buy_id": "mb_1"}));
+        assert_eq!(op.observe(&with, 6_000), Outcome::Recorded);
+        assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
+        assert_eq!(op.updated_at_ms, 6_000);
+        // Once there, a result is never replaced.
+        let mut other = obs(TaskStatus::Completed, Some("task_1"));
+        other.result = Some(json!({"media_buy_id": "mb_2"}));
+        assert_eq!(op.observe(&other, 7_000), Outcome::Duplicate);
         assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
     }
 

@@ -185,15 +185,22 @@ pub(crate) const MEDIA_BUY_STATUSES: [&str; 7] = [
 pub fn observation_from_payload(payload: &Value, source: Source) -> Observation {
     let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
     // No `status` means completed (flat wire rule), and so does a 3.0 media-buy status (e.g.
-    // "active"). In a 3.0 success branch (a buy, no task handle, no errors) `status` is the
-    // buy's: `canceled` there is a canceled *buy*, a completed task.
+    // "active"). In a success branch (a buy, no task handle, no errors) `status` is the
+    // buy's: 3.0 put it there, 3.1 mirrors `media_buy_status` there (deprecated). `canceled`
+    // there is a canceled *buy*, a completed task.
+    let buy_status = payload.get("media_buy_status").and_then(Value::as_str);
     let buy_success = payload.get("media_buy_id").is_some()
         && payload.get("task_id").is_none()
-        && payload.get("errors").is_none()
-        && payload.get("media_buy_status").is_none();
+        && payload.get("errors").is_none();
     let status = match payload.get("status").and_then(Value::as_str) {
         None => TaskStatus::Completed,
-        Some(s) if buy_success && MEDIA_BUY_STATUSES.contains(&s) => TaskStatus::Completed,
+        Some(s)
+            if buy_success
+                && MEDIA_BUY_STATUSES.contains(&s)
+                && buy_status.is_none_or(|b| b == s) =>
+        {
+            TaskStatus::Completed
+        }
         Some(s) => TaskStatus::parse(s).unwrap_or(if MEDIA_BUY_STATUSES.contains(&s) {
             TaskStatus::Completed
         } else {
@@ -407,5 +414,21 @@ mod status_reading {
             TaskStatus::Canceled
         );
         assert_eq!(read(json!({"status": "canceled"})), TaskStatus::Canceled);
+    }
+
+    #[test]
+    fn a_3_1_update_success_with_a_canceled_buy_is_a_completed_task_with_its_result() {
+        let answer = json!({"media_buy_id": "mb", "media_buy_status": "canceled",
+                            "status": "canceled", "revision": 4});
+        let obs = observation_from_payload(&answer, Source::Dispatch);
+        assert_eq!(obs.status, TaskStatus::Completed);
+        assert_eq!(obs.result.unwrap()["media_buy_status"], "canceled");
+        // A `status` that is not the buy's mirror stays the task's.
+        let other =
+            json!({"media_buy_id": "mb", "media_buy_status": "active", "status": "canceled"});
+        assert_eq!(
+            observation_from_payload(&other, Source::Dispatch).status,
+            TaskStatus::Canceled
+        );
     }
 }

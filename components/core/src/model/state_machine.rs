@@ -7,6 +7,8 @@
 //!   protocol conflict, recorded but not applied;
 //! - a non-terminal status after a terminal one is acknowledged as stale;
 //! - non-terminal statuses are ordered by the seller's `timestamp`; an older one is stale;
+//!   a report without one (a poll answer lacking `updated_at`) never moves the lifecycle
+//!   back (`input-required` to `working`, `working` to `submitted`);
 //! - `timed_out` is ours, not the seller's: a seller terminal status replaces it;
 //! - so is `canceled_locally` (the buyer canceled before the seller resolved the task): the
 //!   sweep keeps reconciling, and a seller terminal status replaces it;
@@ -51,7 +53,8 @@ pub enum EventClass {
 pub enum Rule {
     /// Move to the event's status.
     Apply,
-    /// Same status → duplicate; older seller timestamp → stale; otherwise apply.
+    /// Same status → duplicate; older seller timestamp, or no timestamp and an earlier
+    /// lifecycle stage → stale; otherwise apply.
     ApplyIfNewer,
     /// Same terminal status → duplicate; a different one → conflict (never applied).
     SameOrConflict,
@@ -202,6 +205,10 @@ pub fn decide(current: OperationStatus, last_seller_at_ms: Option<u64>, event: E
                     at < last
                         || (at == last && target == OperationStatus::Seller(TaskStatus::Submitted))
                 }
+                // Untimed, it may be older than what we have: only the lifecycle orders it.
+                (Event::Seller { at_ms: None, .. }, _) => {
+                    matches!((stage(current), stage(target)), (Some(c), Some(t)) if t < c)
+                }
                 _ => false,
             };
             if target == current {
@@ -218,6 +225,17 @@ pub fn decide(current: OperationStatus, last_seller_at_ms: Option<u64>, event: E
         Rule::Record => Outcome::Recorded,
         Rule::Stale => Outcome::Stale,
         Rule::Duplicate => Outcome::Duplicate,
+    }
+}
+
+/// Where a non-terminal status stands in a task's lifecycle (`unknown` stands nowhere: it
+/// neither follows nor precedes the others).
+fn stage(status: OperationStatus) -> Option<u8> {
+    match status {
+        OperationStatus::Seller(TaskStatus::Submitted) => Some(0),
+        OperationStatus::Seller(TaskStatus::Working) => Some(1),
+        OperationStatus::Seller(TaskStatus::InputRequired | TaskStatus::AuthRequired) => Some(2),
+        _ => None,
     }
 }
 

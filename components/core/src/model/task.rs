@@ -6,35 +6,152 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 /// A seller tool the orchestrator tracks as an operation (stored and sent as its tool name).
+/// Declared in [`TASKS`]' order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     CreateMediaBuy,
     UpdateMediaBuy,
     SyncCreatives,
+    AcceptProposal,
+    BuildCreative,
+    BuyProducts,
+    ControlMediaBuy,
+    DeclineProposals,
+    GetCreativeFeatures,
+    GetProducts,
+    RefineProposals,
+    RequestProposals,
+    SyncCatalogs,
 }
 
+/// How a task's outcome can be found when no answer, webhook or poll tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeLookup {
+    /// `get_media_buys` finds the buy by the `context.operation_id` we sent.
+    MediaBuyByContext,
+    /// Nothing carries a natural key to find it by: reconciliation decides.
+    Impossible,
+}
+
+/// What the orchestrator knows of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSpec {
+    pub kind: TaskKind,
+    pub name: &'static str,
+    /// How long we wait for its outcome before declaring `timed_out`.
+    pub deadline_ms: u64,
+    pub lookup: OutcomeLookup,
+    /// The request schema's required fields, beside the `idempotency_key` we add.
+    pub required: &'static [&'static str],
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+/// A task without guidance of its own waits the longest any task does: timing out early
+/// would stop tracking a task the seller may still complete.
+const UNGUIDED_DEADLINE_MS: u64 = 48 * HOUR_MS;
+
+const fn task(kind: TaskKind, name: &'static str, required: &'static [&'static str]) -> TaskSpec {
+    TaskSpec {
+        kind,
+        name,
+        deadline_ms: UNGUIDED_DEADLINE_MS,
+        lookup: OutcomeLookup::Impossible,
+        required,
+    }
+}
+
+/// Every AdCP 3.2 mutating task with an asynchronous response (the manifest's tools with
+/// `mutating` and `async_response_schemas`; `task_table_tests.rs` checks it against the
+/// installed 3.2 manifest). Deadlines of the first three follow AdCP's orchestrator guide
+/// (create 24 h, update 12 h, creative approval 48 h).
+pub const TASKS: [TaskSpec; 13] = [
+    TaskSpec {
+        deadline_ms: 24 * HOUR_MS,
+        lookup: OutcomeLookup::MediaBuyByContext,
+        ..task(
+            TaskKind::CreateMediaBuy,
+            "create_media_buy",
+            &["account", "brand", "start_time", "end_time"],
+        )
+    },
+    TaskSpec {
+        deadline_ms: 12 * HOUR_MS,
+        ..task(
+            TaskKind::UpdateMediaBuy,
+            "update_media_buy",
+            &["account", "media_buy_id"],
+        )
+    },
+    task(TaskKind::SyncCreatives, "sync_creatives", &["account"]),
+    task(
+        TaskKind::AcceptProposal,
+        "accept_proposal",
+        &["account", "proposal_id", "proposal_terms_digest"],
+    ),
+    task(TaskKind::BuildCreative, "build_creative", &[]),
+    task(
+        TaskKind::BuyProducts,
+        "buy_products",
+        &[
+            "account",
+            "feed_version",
+            "purchases",
+            "start_time",
+            "end_time",
+        ],
+    ),
+    task(
+        TaskKind::ControlMediaBuy,
+        "control_media_buy",
+        &["account", "media_buy_id", "revision"],
+    ),
+    task(
+        TaskKind::DeclineProposals,
+        "decline_proposals",
+        &["declines"],
+    ),
+    task(
+        TaskKind::GetCreativeFeatures,
+        "get_creative_features",
+        &["creative_manifest"],
+    ),
+    task(TaskKind::GetProducts, "get_products", &["buying_mode"]),
+    task(
+        TaskKind::RefineProposals,
+        "refine_proposals",
+        &["refinements"],
+    ),
+    task(TaskKind::RequestProposals, "request_proposals", &["brief"]),
+    task(TaskKind::SyncCatalogs, "sync_catalogs", &["account"]),
+];
+
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [
-        TaskKind::CreateMediaBuy,
-        TaskKind::UpdateMediaBuy,
-        TaskKind::SyncCreatives,
-    ];
+    pub const ALL: [TaskKind; TASKS.len()] = {
+        let mut all = [TaskKind::CreateMediaBuy; TASKS.len()];
+        let mut i = 0;
+        while i < TASKS.len() {
+            all[i] = TASKS[i].kind;
+            i += 1;
+        }
+        all
+    };
+
+    pub fn spec(self) -> &'static TaskSpec {
+        &TASKS[self as usize]
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            TaskKind::CreateMediaBuy => "create_media_buy",
-            TaskKind::UpdateMediaBuy => "update_media_buy",
-            TaskKind::SyncCreatives => "sync_creatives",
-        }
+        self.spec().name
     }
 
     pub fn parse(s: &str) -> Option<TaskKind> {
-        TaskKind::ALL.into_iter().find(|t| t.name() == s)
+        TASKS.iter().find(|t| t.name == s).map(|t| t.kind)
     }
 
     pub fn names() -> Vec<&'static str> {
-        TaskKind::ALL.iter().map(|t| t.name()).collect()
+        TASKS.iter().map(|t| t.name).collect()
     }
 }
 
@@ -44,16 +161,9 @@ impl fmt::Display for TaskKind {
     }
 }
 
-const HOUR_MS: u64 = 3_600_000;
-
-/// How long we wait for a seller outcome before declaring `timed_out` (AdCP's orchestrator
-/// guide: create 24 h, update 12 h, creative approval 48 h).
+/// How long we wait for a seller outcome before declaring `timed_out`.
 pub fn default_deadline_ms(task: TaskKind) -> u64 {
-    match task {
-        TaskKind::CreateMediaBuy => 24 * HOUR_MS,
-        TaskKind::UpdateMediaBuy => 12 * HOUR_MS,
-        TaskKind::SyncCreatives => 48 * HOUR_MS,
-    }
+    task.spec().deadline_ms
 }
 
 /// Fields the orchestrator owns and adds itself; a buyer supplying them is an error.
@@ -88,13 +198,10 @@ pub fn validate_arguments(task: TaskKind, args: &Map<String, Value>) -> Vec<Fiel
             format!("required ({what})"),
         )),
     };
-    require(
-        "account",
-        account_ref,
-        "`{account_id}` or `{brand, operator, sandbox?}` (core/account-ref.json)",
-    );
+    let account = "`{account_id}` or `{brand, operator, sandbox?}` (core/account-ref.json)";
     match task {
         TaskKind::CreateMediaBuy => {
+            require("account", account_ref, account);
             require("brand", brand_ref, "an object with a lower-case `domain`");
             require(
                 "start_time",
@@ -129,20 +236,23 @@ pub fn validate_arguments(task: TaskKind, args: &Map<String, Value>) -> Vec<Fiel
                 )),
             }
         }
-        TaskKind::UpdateMediaBuy => require("media_buy_id", Value::is_string, "a string"),
-        TaskKind::SyncCreatives => match args.get("creatives") {
-            Some(Value::Array(c)) if (1..=100).contains(&c.len()) => {
-                for (i, creative) in c.iter().enumerate() {
-                    if let Some(why) = creative_asset(creative) {
-                        errors.push(FieldError::new(format!("arguments.creatives[{i}]"), why));
-                    }
+        TaskKind::UpdateMediaBuy => {
+            require("account", account_ref, account);
+            require("media_buy_id", Value::is_string, "a string");
+        }
+        TaskKind::SyncCreatives => {
+            require("account", account_ref, account);
+            creatives(args, &mut errors);
+        }
+        // The other tasks' arguments go to the seller as given, once the schema's required
+        // fields are present (the seller validates the rest).
+        _ => {
+            for field in task.spec().required {
+                if !args.contains_key(*field) {
+                    errors.push(FieldError::new(format!("arguments.{field}"), "required"));
                 }
             }
-            _ => errors.push(FieldError::new(
-                "arguments.creatives",
-                "required: an array of 1-100 creatives",
-            )),
-        },
+        }
     }
     if let Some(ctx) = args.get("context")
         && !ctx.is_object()
@@ -150,6 +260,23 @@ pub fn validate_arguments(task: TaskKind, args: &Map<String, Value>) -> Vec<Fiel
         errors.push(FieldError::new("arguments.context", "must be an object"));
     }
     errors
+}
+
+/// `sync_creatives`' `creatives`: 1 to 100 creatives with their assets.
+fn creatives(args: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    match args.get("creatives") {
+        Some(Value::Array(c)) if (1..=100).contains(&c.len()) => {
+            for (i, creative) in c.iter().enumerate() {
+                if let Some(why) = creative_asset(creative) {
+                    errors.push(FieldError::new(format!("arguments.creatives[{i}]"), why));
+                }
+            }
+        }
+        _ => errors.push(FieldError::new(
+            "arguments.creatives",
+            "required: an array of 1-100 creatives",
+        )),
+    }
 }
 
 /// `core/account-ref.json`: exactly `{account_id}`, or the natural key

@@ -4,7 +4,7 @@
 
 use crate::model::operation::WebhookMode;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 /// The replay window bounds the spec allows (`replay_ttl_seconds`: 1 h to 7 days).
 pub const REPLAY_TTL_MIN_S: u64 = 3_600;
@@ -107,6 +107,88 @@ impl Capabilities {
     }
 }
 
+/// The AdCP releases we speak, preferred first.
+const RELEASES: [&str; 2] = ["3.1", "3.0"];
+
+/// The AdCP version fields sent with every call to a seller, as discovery established them;
+/// both `None` for a seller that refuses them (an SDK that rejects unknown arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEnvelope {
+    pub adcp_version: Option<String>,
+    pub adcp_major_version: Option<u64>,
+}
+
+impl Default for VersionEnvelope {
+    /// What a seller not yet discovered gets, and what every call carried before discovery
+    /// negotiated it (so records stored then keep sending the same bytes).
+    fn default() -> Self {
+        VersionEnvelope {
+            adcp_version: Some(RELEASES[0].into()),
+            adcp_major_version: Some(3),
+        }
+    }
+}
+
+impl VersionEnvelope {
+    /// For a seller that refused the fields.
+    pub fn none() -> Self {
+        VersionEnvelope {
+            adcp_version: None,
+            adcp_major_version: None,
+        }
+    }
+
+    /// The fields a seller's declaration allows: major 3 if it declares it, and our most
+    /// preferred release among its `supported_versions` (ours when it lists none; none
+    /// when it lists only releases we do not speak, leaving the choice to the seller).
+    pub fn for_capabilities(c: &Capabilities) -> Self {
+        if !c.major_versions.contains(&3) {
+            return Self::none();
+        }
+        let declared: Vec<&str> = c.supported_versions.iter().map(|v| release(v)).collect();
+        let adcp_version = if declared.is_empty() {
+            Some(RELEASES[0])
+        } else {
+            RELEASES.into_iter().find(|r| declared.contains(r))
+        };
+        VersionEnvelope {
+            adcp_version: adcp_version.map(str::to_string),
+            adcp_major_version: Some(3),
+        }
+    }
+
+    /// Sets the fields on a call's arguments (an object; anything else is left alone).
+    pub fn apply(&self, args: &mut Value) {
+        let Value::Object(map) = args else { return };
+        let mut set = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                map.insert(k.to_string(), v);
+            }
+        };
+        set("adcp_version", self.adcp_version.as_ref().map(|v| json!(v)));
+        set(
+            "adcp_major_version",
+            self.adcp_major_version.map(|v| json!(v)),
+        );
+    }
+
+    /// `args` without the envelope's fields.
+    pub fn strip(args: &Value) -> Value {
+        let mut map: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
+        map.remove("adcp_version");
+        map.remove("adcp_major_version");
+        Value::Object(map)
+    }
+}
+
+/// A declared version at release precision: `3.1.1` and `3.1` are both release `3.1`.
+fn release(v: &str) -> &str {
+    match v.match_indices('.').nth(1) {
+        Some((i, _)) if !v[..i].contains('-') => &v[..i],
+        _ => v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +240,41 @@ mod tests {
             "idempotency": {"supported": true, "replay_ttl_seconds": 3600}}}))
         .unwrap();
         assert!(c.refuses_mutations().is_some());
+    }
+
+    #[test]
+    fn the_envelope_follows_the_declared_versions() {
+        let env = |v: Value| VersionEnvelope::for_capabilities(&caps(v).unwrap());
+        let pair = |v: Option<&str>, m: Option<u64>| VersionEnvelope {
+            adcp_version: v.map(str::to_string),
+            adcp_major_version: m,
+        };
+        for (declared, want) in [
+            (json!(["3.0", "3.1"]), pair(Some("3.1"), Some(3))),
+            (json!(["3.1"]), pair(Some("3.1"), Some(3))),
+            (json!(["3.1.1"]), pair(Some("3.1"), Some(3))),
+            (json!(["3.0"]), pair(Some("3.0"), Some(3))),
+            (json!(["3.2"]), pair(None, Some(3))),
+            (json!(["3.1-beta"]), pair(None, Some(3))),
+            (json!([]), pair(Some("3.1"), Some(3))),
+        ] {
+            let got = env(json!({"adcp": {"major_versions": [3], "supported_versions": declared}}));
+            assert_eq!(got, want, "{declared}");
+        }
+        assert_eq!(
+            env(json!({"adcp": {"major_versions": [2], "supported_versions": ["2.5"]}})),
+            VersionEnvelope::none()
+        );
+        let mut args = json!({"k": 1});
+        pair(Some("3.0"), Some(3)).apply(&mut args);
+        assert_eq!(
+            args,
+            json!({"k": 1, "adcp_version": "3.0", "adcp_major_version": 3})
+        );
+        assert_eq!(VersionEnvelope::strip(&args), json!({"k": 1}));
+        let mut args = json!({"k": 1});
+        VersionEnvelope::none().apply(&mut args);
+        assert_eq!(args, json!({"k": 1}));
     }
 
     #[test]

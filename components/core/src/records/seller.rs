@@ -4,7 +4,7 @@ use crate::foundation::keys;
 use crate::foundation::seal::Sealed;
 use crate::foundation::store::{Store, StoreResult, get_decimal, get_json, set_json};
 use crate::model::operation::WebhookMode;
-use crate::records::capabilities::Capabilities;
+use crate::records::capabilities::{Capabilities, VersionEnvelope};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,10 @@ pub struct Seller {
     /// What the seller declared in `get_adcp_capabilities`, once fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// The version fields every call carries, as discovery established them (records from
+    /// before discovery negotiated them read as the envelope that was sent then).
+    #[serde(default)]
+    pub version_envelope: VersionEnvelope,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -186,4 +190,23 @@ pub async fn all(store: &impl Store) -> StoreResult<Vec<Seller>> {
 /// The sealing purpose of a seller's credentials: bound to the record's identity.
 pub fn credentials_purpose(tenant: &str, seller: &str) -> String {
     format!("seller-credentials:{tenant}:{seller}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_stored_before_version_negotiation_reads_as_the_envelope_sent_then() {
+        let old = serde_json::json!({"tenant_id": "t", "seller_id": "s",
+            "mcp_url": "https://s.example/mcp", "created_at_ms": 1, "updated_at_ms": 1});
+        let s: Seller = serde_json::from_value(old).unwrap();
+        assert_eq!(s.version_envelope, VersionEnvelope::default());
+        let none = Seller {
+            version_envelope: VersionEnvelope::none(),
+            ..s
+        };
+        let back: Seller = serde_json::from_slice(&serde_json::to_vec(&none).unwrap()).unwrap();
+        assert_eq!(back.version_envelope, VersionEnvelope::none());
+    }
 }

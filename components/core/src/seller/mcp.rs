@@ -1,7 +1,8 @@
 //! A seller's AdCP tools over MCP (JSON-RPC over Streamable HTTP): `initialize`,
 //! `notifications/initialized`, then `tools/call`, echoing any `Mcp-Session-Id`. The session id
 //! is cached per seller in the store; a 404 on a request carrying one means it expired, so the
-//! client re-initializes once and retries. Every tool call carries AdCP's version envelope.
+//! client re-initializes once and retries. Every tool call carries the seller's version envelope
+//! (as discovery established it: a seller built on the official SDK takes a call without it as 3.0).
 
 use crate::foundation::clock::{Clock, Entropy};
 use crate::foundation::keys;
@@ -17,10 +18,11 @@ use crate::seller::port::SellerCalls;
 use crate::seller::port::SellerError;
 use serde_json::{Value, json};
 
+/// The MCP version we ask for at `initialize`; the server's answer names the one the session
+/// speaks, sent in `MCP-Protocol-Version` from then on.
 pub const MCP_PROTOCOL_VERSION: &str = "2025-06-18";
-/// Sent on every tool call: a seller built on the official SDK takes a call without it as 3.0.
-pub const ADCP_VERSION: &str = "3.1";
-pub const ADCP_MAJOR_VERSION: u64 = 3;
+/// Versions a server may answer that we speak (any other: we keep ours).
+const MCP_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
 pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub store: &'a S,
@@ -38,17 +40,38 @@ pub struct McpSellerCalls<'a, S: Store, T: Transport> {
     pub deadline: Deadline,
 }
 
-/// Per-instance memo of MCP sessions by store key: `Some(id)`, or `None` for a server that
-/// issued no session id (the handshake is done; nothing to echo).
+/// Per-instance memo of MCP sessions by store key.
 #[derive(Debug, Default)]
-pub struct SessionMemo(std::cell::RefCell<std::collections::HashMap<String, Option<String>>>);
+pub struct SessionMemo(std::cell::RefCell<std::collections::HashMap<String, Session>>);
+
+/// An initialized MCP session: its id (`None` for a server that issued none: nothing to
+/// echo) and the protocol version `initialize` negotiated.
+#[derive(Debug, Clone, PartialEq)]
+struct Session {
+    id: Option<String>,
+    protocol: String,
+}
+
+impl Session {
+    /// Stored as `{id}\n{protocol}`; a record without the version (written before it was
+    /// kept) is a session that negotiated the version we always asked for.
+    fn parse(stored: &str) -> Session {
+        let (id, protocol) = stored
+            .split_once('\n')
+            .unwrap_or((stored, MCP_PROTOCOL_VERSION));
+        Session {
+            id: Some(id.to_string()),
+            protocol: protocol.to_string(),
+        }
+    }
+}
 
 impl SessionMemo {
-    fn get(&self, key: &str) -> Option<Option<String>> {
+    fn get(&self, key: &str) -> Option<Session> {
         self.0.borrow().get(key).cloned()
     }
 
-    fn put(&self, key: &str, session: Option<String>) {
+    fn put(&self, key: &str, session: Session) {
         self.0.borrow_mut().insert(key.to_string(), session);
     }
 }
@@ -72,11 +95,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
         arguments: Value,
     ) -> Result<Value, CallFailure> {
         let mut args = arguments;
-        if let Value::Object(map) = &mut args {
-            map.entry("adcp_version").or_insert(json!(ADCP_VERSION));
-            map.entry("adcp_major_version")
-                .or_insert(json!(ADCP_MAJOR_VERSION));
-        }
+        seller.version_envelope.apply(&mut args);
         let (resp, id) = self
             .exchange(
                 seller,
@@ -163,8 +182,9 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
                     .and_then(|v| String::from_utf8(v).ok());
                 match cached {
                     Some(s) => {
-                        self.sessions.put(&session_key, Some(s.clone()));
-                        Some(s)
+                        let session = Session::parse(&s);
+                        self.sessions.put(&session_key, session.clone());
+                        session
                     }
                     None => {
                         self.initialize(seller, auth.as_deref(), &session_key)
@@ -173,16 +193,12 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
                 }
             }
         };
-        let resp = self
-            .post(seller, auth.as_deref(), session.as_deref(), &body)
-            .await?;
-        if resp.status() == http::StatusCode::NOT_FOUND && session.is_some() {
+        let resp = self.post(seller, auth.as_deref(), &session, &body).await?;
+        if resp.status() == http::StatusCode::NOT_FOUND && session.id.is_some() {
             let fresh = self
                 .initialize(seller, auth.as_deref(), &session_key)
                 .await?;
-            let resp = self
-                .post(seller, auth.as_deref(), fresh.as_deref(), &body)
-                .await?;
+            let resp = self.post(seller, auth.as_deref(), &fresh, &body).await?;
             return Ok((resp, id));
         }
         Ok((resp, id))
@@ -193,27 +209,42 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
         seller: &Seller,
         auth: Option<&str>,
         session_key: &str,
-    ) -> Result<Option<String>, CallFailure> {
+    ) -> Result<Session, CallFailure> {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": MCP_PROTOCOL_VERSION, "capabilities": {},
             "clientInfo": {"name": "adcp-orchestrator", "version": env!("CARGO_PKG_VERSION")}}});
-        let resp = self.post(seller, auth, None, &init).await?;
+        let asking = Session {
+            id: None,
+            protocol: MCP_PROTOCOL_VERSION.into(),
+        };
+        let resp = self.post(seller, auth, &asking, &init).await?;
         if !resp.status().is_success() {
             return Err(http_failure(&resp, self.clock.now_ms()));
         }
-        let session = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let answer = rpc_message(&resp, &json!(0), self.clock.now_ms()).ok();
+        let protocol = answer
+            .as_ref()
+            .and_then(|a| a.pointer("/result/protocolVersion"))
+            .and_then(Value::as_str)
+            .filter(|v| MCP_VERSIONS.contains(v))
+            .unwrap_or(MCP_PROTOCOL_VERSION);
+        let session = Session {
+            id: resp
+                .headers()
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            protocol: protocol.to_string(),
+        };
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let ack = self.post(seller, auth, session.as_deref(), &note).await?;
+        let ack = self.post(seller, auth, &session, &note).await?;
         if !ack.status().is_success() {
             return Err(http_failure(&ack, self.clock.now_ms()));
         }
-        if let Some(s) = &session {
+        if let Some(id) = &session.id {
             // A cache: losing this write only costs another handshake.
-            let _ = self.store.set(session_key, s.as_bytes()).await;
+            let stored = format!("{id}\n{}", session.protocol);
+            let _ = self.store.set(session_key, stored.as_bytes()).await;
         }
         self.sessions.put(session_key, session.clone());
         Ok(session)
@@ -223,17 +254,17 @@ impl<S: Store, T: Transport> McpSellerCalls<'_, S, T> {
         &self,
         seller: &Seller,
         auth: Option<&str>,
-        session: Option<&str>,
+        session: &Session,
         body: &Value,
     ) -> Result<InboundResponse, CallFailure> {
         let mut b = http::Request::post(&seller.mcp_url)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", MCP_PROTOCOL_VERSION);
+            .header("mcp-protocol-version", &session.protocol);
         if let Some(a) = auth {
             b = b.header("authorization", authorization(seller.auth_scheme, a));
         }
-        if let Some(s) = session {
+        if let Some(s) = &session.id {
             b = b.header("mcp-session-id", s);
         }
         let req = b.body(body.to_string().into_bytes()).map_err(|e| {

@@ -7,7 +7,7 @@ use crate::lifecycle::{effects, next::LOOKUP_EVERY_MS};
 use crate::model::operation::{Observation, Operation, OperationError, Source};
 use crate::model::payload::MEDIA_BUY_STATUSES;
 use crate::model::status::TaskStatus;
-use crate::model::task::TaskKind;
+use crate::model::task::OutcomeLookup;
 use crate::records::journal::EntryKind;
 use crate::records::journal::JournalResult;
 use crate::records::seller;
@@ -37,7 +37,7 @@ pub async fn lookup_by_context<S: Store, C: SellerCalls, T: Transport>(
     seller: &seller::Seller,
     op: &Operation,
 ) -> Lookup {
-    if op.task != TaskKind::CreateMediaBuy {
+    if op.task.spec().lookup != OutcomeLookup::MediaBuyByContext {
         return Lookup::Impossible;
     }
     let mut args = json!({

@@ -14,7 +14,7 @@ use crate::model::operation::{Observation, Operation};
 use crate::model::payload::observation_from_task_status;
 use crate::model::state_machine::Outcome;
 use crate::model::status::{OperationStatus, TaskStatus};
-use crate::model::task::TaskKind;
+use crate::model::task::OutcomeLookup;
 use crate::records::journal::EntryKind;
 use crate::records::journal::JournalResult;
 use crate::records::seller;
@@ -266,7 +266,7 @@ async fn with_result<S: Store, C: SellerCalls, T: Transport>(
 ) -> Option<Observation> {
     if obs.status != TaskStatus::Completed
         || obs.result.is_some()
-        || op.task != TaskKind::CreateMediaBuy
+        || op.task.spec().lookup != OutcomeLookup::MediaBuyByContext
     {
         return Some(obs);
     }

@@ -44,6 +44,7 @@ pub fn sample_seller() -> Seller {
         webhook_mode: None,
         auth_scheme: Default::default(),
         capabilities: None,
+        version_envelope: Default::default(),
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,

@@ -11,7 +11,11 @@ const STATUSES = [
   "canceled_locally",
 ];
 const CLOSED = ["completed", "failed", "rejected", "canceled", "timed_out", "canceled_locally"];
-const TASKS = ["create_media_buy", "update_media_buy", "sync_creatives"];
+const TASKS = [
+  "create_media_buy", "update_media_buy", "sync_creatives", "accept_proposal", "build_creative",
+  "buy_products", "control_media_buy", "decline_proposals", "get_creative_features", "get_products",
+  "refine_proposals", "request_proposals", "sync_catalogs",
+];
 
 class ApiError extends Error {
   constructor(status, code, message) {

@@ -34,6 +34,7 @@ fn setup(s: &MemoryStore, mode: WebhookMode) -> SealingKey {
         webhook_mode: Some(mode),
         auth_scheme: Default::default(),
         capabilities: None,
+        version_envelope: Default::default(),
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,
@@ -427,4 +428,90 @@ fn a_resend_whose_bytes_differ_from_a_possibly_delivered_request_is_not_sent() {
         (retry_at_ms, error.code.as_str()),
         (None, "REQUEST_CHANGED")
     );
+}
+
+/// Sets the version fields the seller's discovery established.
+fn set_envelope(s: &MemoryStore, envelope: VersionEnvelope) {
+    let mut seller = block_on(seller::get(s, "t1", "s1")).unwrap().unwrap();
+    seller.version_envelope = envelope;
+    block_on(seller::put(s, &seller)).unwrap();
+}
+
+fn timed_out() -> Result<Value, CallFailure> {
+    Err(CallFailure::Transport(TransportError::Timeout(
+        "first byte".into(),
+    )))
+}
+
+#[test]
+fn the_version_fields_discovery_established_are_part_of_the_resent_bytes() {
+    let s = MemoryStore::new();
+    let sealing = setup(&s, WebhookMode::Bearer);
+    let declared = VersionEnvelope {
+        adcp_version: Some("3.0".into()),
+        adcp_major_version: Some(3),
+    };
+    set_envelope(&s, declared.clone());
+    let seller = FakeSeller::default();
+    seller.answer(timed_out());
+    seller.answer(timed_out());
+    run(&s, &sealing, &seller);
+    run(&s, &sealing, &seller);
+    {
+        let calls = seller.calls.borrow();
+        assert_eq!(calls[0].1["adcp_version"], "3.0");
+        assert_eq!(calls[0].1["adcp_major_version"], 3);
+        assert_eq!(
+            serde_json::to_vec(&calls[0].1).unwrap(),
+            serde_json::to_vec(&calls[1].1).unwrap()
+        );
+    }
+    // Discovery now says envelope-less: the resend would differ from what may have arrived.
+    set_envelope(&s, VersionEnvelope::none());
+    let d = run(&s, &sealing, &seller);
+    assert!(
+        matches!(&d, Dispatched::Failed { error, .. } if error.code == "REQUEST_CHANGED"),
+        "{d:?}"
+    );
+    assert_eq!(seller.calls.borrow().len(), 2, "not sent");
+}
+
+#[test]
+fn an_envelope_less_seller_gets_no_version_fields() {
+    let s = MemoryStore::new();
+    let sealing = setup(&s, WebhookMode::Bearer);
+    set_envelope(&s, VersionEnvelope::none());
+    let seller = FakeSeller::default();
+    seller.answer(Ok(json!({"status": "submitted", "task_id": "task_9"})));
+    run(&s, &sealing, &seller);
+    let calls = seller.calls.borrow();
+    assert!(calls[0].1.get("adcp_version").is_none(), "{}", calls[0].1);
+    assert!(calls[0].1.get("adcp_major_version").is_none());
+}
+
+#[test]
+fn a_digest_recorded_before_the_envelope_was_digested_still_matches() {
+    let s = MemoryStore::new();
+    let sealing = setup(&s, WebhookMode::Bearer);
+    let op = block_on(journal::load(&s, &FixedClock(1_500), "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    let bare = wire_arguments(&op, &sealing).unwrap();
+    let lost = EntryKind::DispatchFailed {
+        error: OperationError::new("TRANSPORT", "timed out"),
+        retry_at_ms: Some(1_500),
+        outcome_unknown: true,
+        sent_digest: Some(digest_hex(&serde_json::to_vec(&bare).unwrap())),
+        sent_at_ms: None,
+        look_up: false,
+    };
+    block_on(crate::testing::record(&s, &FixedClock(1_500), "op1", lost)).unwrap();
+    let seller = FakeSeller::default();
+    seller.answer(Ok(json!({"status": "submitted", "task_id": "task_9"})));
+    assert!(matches!(
+        run(&s, &sealing, &seller),
+        Dispatched::Answered(_)
+    ));
+    assert_eq!(seller.calls.borrow()[0].1["adcp_version"], "3.1");
 }

@@ -75,6 +75,45 @@ fn active_moves_forward_on_newer_progress() {
 }
 
 #[test]
+fn an_untimed_report_never_moves_the_lifecycle_back() {
+    let ir = O::Seller(T::InputRequired);
+    for last in [None, Some(200)] {
+        assert_eq!(decide(ir, last, seller(T::Working, None)), Outcome::Stale);
+        assert_eq!(decide(ir, last, seller(T::Submitted, None)), Outcome::Stale);
+        assert_eq!(
+            decide(O::Seller(T::AuthRequired), last, seller(T::Working, None)),
+            Outcome::Stale
+        );
+        assert_eq!(
+            decide(O::Seller(T::Working), last, seller(T::Submitted, None)),
+            Outcome::Stale
+        );
+        // Forward, sideways, and to or from `unknown` (unordered): applied.
+        assert_eq!(
+            decide(O::Seller(T::Working), last, seller(T::InputRequired, None)),
+            Outcome::Applied(ir)
+        );
+        assert_eq!(
+            decide(ir, last, seller(T::AuthRequired, None)),
+            Outcome::Applied(O::Seller(T::AuthRequired))
+        );
+        assert_eq!(
+            decide(ir, last, seller(T::Unknown, None)),
+            Outcome::Applied(O::Seller(T::Unknown))
+        );
+        assert_eq!(
+            decide(O::Seller(T::Unknown), last, seller(T::Submitted, None)),
+            Outcome::Applied(O::Seller(T::Submitted))
+        );
+    }
+    // A timestamp newer than the last applied one still moves it back: the seller says so.
+    assert_eq!(
+        decide(ir, Some(200), seller(T::Working, Some(300))),
+        Outcome::Applied(O::Seller(T::Working))
+    );
+}
+
+#[test]
 fn active_ignores_out_of_order_and_duplicate_progress() {
     let working = O::Seller(T::Working);
     assert_eq!(

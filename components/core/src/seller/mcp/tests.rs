@@ -45,6 +45,7 @@ fn seller(sealing: &SealingKey) -> Seller {
         webhook_mode: None,
         auth_scheme: Default::default(),
         capabilities: None,
+        version_envelope: Default::default(),
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,
@@ -124,6 +125,55 @@ fn handshake_then_call_with_session_auth_and_version_envelope() {
 }
 
 #[test]
+fn the_protocol_version_negotiated_at_initialize_is_sent_and_kept_with_the_session() {
+    let store = MemoryStore::new();
+    let sealing = SealingKey::from_hex(KEY).unwrap();
+    let t = ScriptedTransport::default();
+    t.reply_with(resp(
+        200,
+        &[
+            ("mcp-session-id", "sess-2"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-03-26","capabilities":{}}}"#,
+    ));
+    t.reply_with(resp(202, &[], ""));
+    let ok = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"status":"working"}}}"#;
+    t.reply_with(resp(200, &[("content-type", "application/json")], ok));
+    t.reply_with(resp(200, &[("content-type", "application/json")], ok));
+    let calls = |memo| McpSellerCalls {
+        store: &store,
+        transport: &t,
+        sealing: &sealing,
+        clock: &crate::foundation::clock::FixedClock(0),
+        entropy: &IdOne,
+        sessions: memo,
+        deadline: Default::default(),
+    };
+    block_on(calls(Default::default()).call(&seller(&sealing), "get_task_status", json!({})))
+        .unwrap();
+    // Another instance finds the session and its version in the store.
+    block_on(calls(Default::default()).call(&seller(&sealing), "get_task_status", json!({})))
+        .unwrap();
+    let reqs = t.requests.borrow();
+    assert_eq!(reqs.len(), 4);
+    assert_eq!(
+        reqs[0].headers()["mcp-protocol-version"],
+        "2025-06-18",
+        "asked"
+    );
+    for r in &reqs[1..] {
+        assert_eq!(r.headers()["mcp-protocol-version"], "2025-03-26");
+    }
+    assert_eq!(
+        block_on(store.get(&keys::mcp_session("t1", "s1")))
+            .unwrap()
+            .unwrap(),
+        b"sess-2\n2025-03-26"
+    );
+}
+
+#[test]
 fn a_cached_session_is_reused_and_renewed_after_a_404() {
     let store = MemoryStore::new();
     let sealing = SealingKey::from_hex(KEY).unwrap();
@@ -153,7 +203,7 @@ fn a_cached_session_is_reused_and_renewed_after_a_404() {
         block_on(store.get(&keys::mcp_session("t1", "s1")))
             .unwrap()
             .unwrap(),
-        b"new"
+        b"new\n2025-06-18"
     );
     // The instance remembers the session: the next call reads nothing from the store.
     t.reply_with(resp(200, &[("content-type", "application/json")],
