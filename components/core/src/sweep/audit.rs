@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const BUDGET: u64 = 500;
 /// The gauges are counted on a pass beginning at least this long after the last count began
 /// (about 250 reads each end of the pass for one tenant: on a small store a pass is a tick).
-pub const COUNT_EVERY_MS: u64 = 10 * 60_000;
+pub const COUNT_EVERY_MS: u64 = 20 * 60_000;
 /// A due time this far past, while the sweep keeps up with its index, means a lost hint.
 const OVERDUE_MS: u64 = 6 * 3_600_000;
 
