@@ -11,12 +11,10 @@ use crate::model::operation::Operation;
 use crate::schedule::due::Hint;
 use std::collections::VecDeque;
 
-/// A hint to work now, with the operation's snapshot read when the lanes were made (`None`
-/// for a notification, or when it could not be read), and when its calls must be over.
+/// A hint to work now, and when its calls must be over.
 pub struct Turn {
     pub lane: usize,
     pub hint: Hint,
-    pub snapshot: Option<Operation>,
     pub until_ms: u64,
 }
 
@@ -27,7 +25,7 @@ const MIN_TURN_MS: u64 = 2_000;
 
 struct Lane {
     peer: String,
-    hints: VecDeque<(Hint, Option<Operation>)>,
+    hints: VecDeque<Hint>,
     used_ms: u64,
 }
 
@@ -38,7 +36,8 @@ pub struct Lanes {
     next: usize,
 }
 
-/// Reads each operation's snapshot (work needs it anyway) to find its seller.
+/// Reads each operation's snapshot to find its seller (a stale one names the same seller;
+/// the work reads its own under the lease).
 pub async fn split(store: &impl Store, hints: &[Hint], started_ms: u64, budget_ms: u64) -> Lanes {
     let mut work = Vec::with_capacity(hints.len());
     for hint in hints {
@@ -81,7 +80,7 @@ impl Lanes {
                     lanes.len() - 1
                 }
             };
-            lanes[lane].hints.push_back((hint, snapshot));
+            lanes[lane].hints.push_back(hint);
         }
         Lanes {
             lanes,
@@ -128,12 +127,11 @@ impl Lanes {
             } else {
                 end
             };
-            let (hint, snapshot) = self.lanes[i].hints.pop_front()?;
+            let hint = self.lanes[i].hints.pop_front()?;
             self.next = i + 1;
             return Some(Turn {
                 lane: i,
                 hint,
-                snapshot,
                 until_ms,
             });
         }

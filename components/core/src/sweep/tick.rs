@@ -7,7 +7,6 @@ use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::{Bounded, Deadline, Transport};
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
-use crate::model::operation::Operation;
 use crate::records::{format, journal::JournalResult, notify, tick_report::TickReport};
 use crate::schedule::due;
 use crate::schedule::lease::{self, Claim};
@@ -58,7 +57,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         env.calls.set_deadline(Some(until));
         bounded.deadline.set(Some(until));
         let hint = &turn.hint;
-        let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, now, &mut report).await;
+        let worked = due_hint(env, &memo, &hint.op_id, now, &mut report).await;
         lanes.spent(turn.lane, env.clock.now_ms().saturating_sub(now));
         match worked {
             Ok(Worked::Busy { retry_at_ms }) => {
@@ -125,7 +124,6 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     id: &str,
-    snapshot: Option<Operation>,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
@@ -133,7 +131,7 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
         Claim::Held(l) => l,
         Claim::Busy { retry_at_ms } => return Ok(Worked::Busy { retry_at_ms }),
     };
-    let worked = under_lease(env, memo, &lease, id, snapshot, now, report).await;
+    let worked = under_lease(env, memo, &lease, id, now, report).await;
     // A release that fails leaves a counter its slot's end makes harmless (and the auditor
     // removes): not worth failing the work that was done.
     let _ = lease.release(env.store).await;
@@ -145,7 +143,6 @@ async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     lease: &lease::Lease,
     id: &str,
-    snapshot: Option<Operation>,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
@@ -158,16 +155,7 @@ async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
         report.notifications += 1;
         retry_notification(env, id).await?
     } else {
-        work_on(
-            env,
-            memo,
-            lease,
-            id,
-            snapshot,
-            state.unwrap_or_default(),
-            now,
-        )
-        .await?
+        work_on(env, memo, lease, id, state.unwrap_or_default(), now).await?
     };
     report.touched += usize::from(touched);
     Ok(Worked::Settled)

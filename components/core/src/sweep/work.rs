@@ -6,7 +6,7 @@ use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
 use super::memo::SellerMemo;
 use super::resend::Resend;
 use crate::foundation::keys;
-use crate::foundation::store::Store;
+use crate::foundation::store::{Store, get_json};
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::{self, Step};
 use crate::lifecycle::{dispatch, effects, linked};
@@ -31,14 +31,14 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     lease: &Lease,
     op_id: &str,
-    snapshot: Option<Operation>,
     state: PollState,
     now: u64,
 ) -> JournalResult<bool> {
-    // The snapshot alone chooses (read when the tick made its lanes; no journal head): a poll
-    // re-reads the head after its seller call ([`current`]), a dispatch loads the operation
-    // itself, and every write catches up with the journal first, so a stale snapshot only
-    // costs a poll that finds nothing new.
+    // The snapshot alone chooses (one read under the lease, no journal head): a poll re-reads
+    // the head after its seller call ([`current`]), a dispatch loads the operation itself, and
+    // every write catches up with the journal first. Read before the lease it could predate
+    // another holder's change, such as an outcome that left nothing to poll.
+    let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
     let op = match snapshot {
         Some(op) => op,
         None => match effects::load_and_adopt(env.cx(), op_id).await? {
