@@ -6,6 +6,7 @@ pub mod browser;
 pub mod fake_seller;
 pub mod proxy;
 pub mod python_seller;
+pub mod receiver;
 pub mod redis_server;
 pub mod schema;
 pub mod task_seller;

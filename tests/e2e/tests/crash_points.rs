@@ -26,11 +26,9 @@
 //! makes the same calls; a restarted host's clock runs a minute later (the time a restart
 //! takes, and what proves a dead writer's journal hole permanent).
 
-use bytes::Bytes;
 use e2e::task_seller::TaskSeller;
 use e2e::{Api, METRICS_TOKEN, repo_root, variables};
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use spin_test_host::{CrashPoint, CrashWhen, HostOptions, KvCall, TestHost};
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,41 +75,6 @@ struct Op {
     webhook: bool,
     /// The seller took our `completed` webhook (answered 200).
     webhook_taken: bool,
-}
-
-/// The buyer's receiver: every `webhook-id` it was sent, duplicates kept.
-async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let g = g.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let g = g.clone();
-                        async move {
-                            let id = req.headers()["webhook-id"].to_str().unwrap().to_string();
-                            let _ = req.into_body().collect().await;
-                            g.lock().unwrap().push(id);
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(204)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (url, got)
 }
 
 async fn start_host(db: &Path, clock_offset_ms: u64) -> TestHost {
@@ -233,7 +196,7 @@ impl Case {
         };
         let db = dir.path().join("kv.db");
         let seller = TaskSeller::start().await;
-        let (hook, received) = receiver().await;
+        let (hook, received) = e2e::receiver::start().await;
         // Epoch E+13:50: the Sweep step's tick (E+1, 00:10) is its epoch's first.
         let host = start_host(&db, aligned_offset(13 * 60 * SECOND_MS + 50 * SECOND_MS)).await;
         let api = Api::new(host.base_url());

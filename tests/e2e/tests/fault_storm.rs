@@ -7,56 +7,19 @@
 //! gauges of `/metrics` and of the tenant's summary equal the operations' statuses, and the
 //! auditor's next full pass finds nothing left to repair.
 
-use bytes::Bytes;
 use e2e::task_seller::{TaskSeller, Webhook};
 use e2e::{Api, METRICS_TOKEN, create_body, now_s, start};
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use spin_test_host::kv::Kv;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const OPS: usize = 200;
 const FAULTS_PER_MILLION: u64 = 10_000;
 const FINALS: [&str; 3] = ["completed", "failed", "rejected"];
-
-/// The buyer's receiver: every `webhook-id` it was sent, in order (duplicates kept).
-async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<String>>> = Arc::default();
-    let g = got.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let g = g.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let g = g.clone();
-                        async move {
-                            let id = req.headers()["webhook-id"].to_str().unwrap().to_string();
-                            let _ = req.into_body().collect().await;
-                            g.lock().unwrap().push(id);
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(204)
-                                    .body(Full::new(Bytes::new()))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (url, got)
-}
 
 /// Creates operation `i` as a careful buyer does: the same `Idempotency-Key` until answered
 /// (an id whose first writer failed answers `in_progress` until the hole is provably
@@ -171,7 +134,7 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    let (hook, received) = receiver().await;
+    let (hook, received) = e2e::receiver::start().await;
     let (s, b) = api
         .call(
             "PUT",
