@@ -1,6 +1,7 @@
 //! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`, all handled
-//! by `orchestrator_core::intake`. After answering it makes the first attempt of any buyer
-//! notification the change produced (stored and filed for retry, so losing it loses nothing).
+//! by `orchestrator_core::intake`. After answering it settles the change (its effects: buyer
+//! notification, counters) and makes the notification's first attempt; if this instance dies
+//! first, the next reader of the operation or the sweep settles it (nothing is lost).
 
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
@@ -25,13 +26,27 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         transport: &SpinTransport,
     };
     let answer = intake::handle(&env, req).await;
-    if let Some(id) = answer.notification {
-        let sealing = config.sealing.clone();
+    if let Some(op) = answer.settle {
         spin_sdk::wasip3::spawn(async move {
-            let lease = Default::default();
-            let _ =
-                notify::attempt_alone(&store, &HostClock, &lease, &SpinTransport, &sealing, &id)
-                    .await;
+            let env = IntakeEnv {
+                store: &store,
+                clock: &HostClock,
+                log: &StderrLog,
+                config: &config,
+                transport: &SpinTransport,
+            };
+            for id in intake::settle(&env, &op).await {
+                let lease = Default::default();
+                let _ = notify::attempt_alone(
+                    &store,
+                    &HostClock,
+                    &lease,
+                    &SpinTransport,
+                    &config.sealing,
+                    &id,
+                )
+                .await;
+            }
         });
     }
     Ok(into_spin_response(answer.response))

@@ -9,7 +9,7 @@ use crate::foundation::log;
 use crate::foundation::seal::digest_hex;
 use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
-use crate::lifecycle::create::{Stored, finish_filing, store_new};
+use crate::lifecycle::create::{Filing, Stored, finish_filing, store_new};
 use crate::lifecycle::dispatch;
 use crate::lifecycle::next::reschedule_after_change;
 use crate::model::operation::{
@@ -18,7 +18,7 @@ use crate::model::operation::{
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
 use crate::records::{journal, seller, tenant::Tenant};
-use crate::schedule::lease::{self, Claim};
+use crate::schedule::lease::{self, Claim, Lease};
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::{guard::Guarded, port::SellerCalls};
 use http::StatusCode;
@@ -126,7 +126,15 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     op.governance = governance;
     // Filed for a redispatch in case this request dies before the seller answers.
     let safety_net = now + REDISPATCH_SAFETY_NET_MS;
-    match store_new(env.cx(), &env.sweep.due, &op, safety_net).await? {
+    match store_new(
+        env.cx(),
+        &env.sweep.due,
+        &op,
+        safety_net,
+        Filing::BeforeDispatch,
+    )
+    .await?
+    {
         Stored::Created(op) => {
             log::emit(
                 env.log,
@@ -142,8 +150,14 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
                 },
             );
             // Stored and indexed: now, and only now, the seller hears of it.
-            let op = send_now(env, &op.operation_id).await?.unwrap_or(op);
-            Ok(json_response(StatusCode::CREATED, &view(&op)))
+            let sent = send_new(env, op.clone(), safety_net).await?;
+            // Counted after the call (at most once, like every counter): a failure here must
+            // not turn a dispatched operation into an error the buyer would retry.
+            let _ = crate::records::indexes::count_created(env.store, &op).await;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &view(&sent.unwrap_or(op)),
+            ))
         }
         Stored::Existing(existing) => {
             let Some(existing) = existing else {
@@ -357,10 +371,47 @@ async fn send_now<S: Store, C: SellerCalls, T: Transport>(
         lease::claim_operation(env.store, &env.sweep.lease, op_id, now).await?
     {
         let dispatched =
-            dispatch::dispatch(env.cx(), &lease, &env.config.sealing, &guarded, op_id).await;
+            dispatch::dispatch(env.cx(), &lease, &env.config.sealing, &guarded, op_id, None).await;
         lease.release(env.store).await?;
         dispatched?;
     }
+    filed_after_dispatch(env, op_id).await
+}
+
+/// [`send_now`] for an operation this request just stored (`op`, filed due only at
+/// `safety_net_ms`): nobody else dispatches it before the sweep finds it due then (and claims
+/// its lease), so until shortly before that this request holds the lease without a counter;
+/// past it, nothing is sent and the sweep dispatches. Saves the claim, its release and a
+/// load before the seller call.
+async fn send_new<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    op: Operation,
+    safety_net_ms: u64,
+) -> ApiResult<Option<Operation>> {
+    let guarded = Guarded::new(env.store, env.clock, &env.sweep.breaker, env.calls);
+    let op_id = op.operation_id.clone();
+    let lease = Lease::implicit(
+        keys::lease_scope_operation(&op_id),
+        safety_net_ms,
+        env.sweep.lease.margin_ms,
+    );
+    dispatch::dispatch(
+        env.cx(),
+        &lease,
+        &env.config.sealing,
+        &guarded,
+        &op_id,
+        Some(op),
+    )
+    .await?;
+    filed_after_dispatch(env, &op_id).await
+}
+
+/// Files a dispatched operation for what it needs next and returns it as it then stands.
+async fn filed_after_dispatch<S: Store, C: SellerCalls, T: Transport>(
+    env: &Env<'_, S, C, T>,
+    op_id: &str,
+) -> ApiResult<Option<Operation>> {
     reschedule_after_change(
         env.cx(),
         env.entropy,

@@ -657,12 +657,32 @@ fn creation_dispatches_after_storing_and_reports_the_sellers_answer() {
 
 #[test]
 fn a_store_failure_between_storing_and_calling_leaves_the_operation_waiting() {
+    // The seller's breaker unreadable: nothing sent, nothing failed, no store text shown.
     let w = World::new();
     let key = w.tenant("Acme");
     w.seller(&key, "s1");
-    // Creation reads/writes succeed; the dispatch's first store read fails.
-    // (tenant auth get x2, seller get, increment, set entry, set snapshot, counters x2, index x2)
     w.store.fail_nth_call(11);
+    let (s, op) = w.call(
+        "POST",
+        "/api/v1/operations",
+        Some(&key),
+        Some(create_body("s1")),
+    );
+    assert_eq!(
+        (s, &op["status"]),
+        (StatusCode::CREATED, &json!("pending_dispatch")),
+        "{op}"
+    );
+    assert_eq!(op["error"], Value::Null, "{op}");
+    assert!(w.seller.calls.borrow().is_empty());
+
+    let w = World::new();
+    let key = w.tenant("Acme");
+    w.seller(&key, "s1");
+    // Creation reads/writes succeed; the dispatch's first store read (the seller) fails.
+    // (tenant auth get x2, seller get, listing position, seq, entry, listing entry, due
+    // hint x2)
+    w.store.fail_nth_call(10);
     let (s, e) = w.call(
         "POST",
         "/api/v1/operations",

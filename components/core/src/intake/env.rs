@@ -37,8 +37,9 @@ impl<'a, S: Store, T: Transport> IntakeEnv<'a, S, T> {
     }
 }
 
-/// The answer, plus a buyer notification the component may attempt after responding.
+/// The answer, plus the operation whose changes the component settles after responding
+/// ([`super::settle`]).
 pub struct Answer {
     pub response: Response,
-    pub notification: Option<String>,
+    pub settle: Option<crate::model::operation::Operation>,
 }

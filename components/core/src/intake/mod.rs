@@ -13,7 +13,7 @@ mod receive;
 mod refusal;
 
 pub use env::{Answer, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
-pub use receive::{canonical_hash, handle};
+pub use receive::{canonical_hash, handle, settle};
 
 #[cfg(test)]
 mod hmac_tests;

@@ -29,8 +29,10 @@ pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Requ
         Ok(answer) => answer,
         Err(refusal) => {
             let status = refusal.error.status;
-            // Store failures are ours, not the sender's: not counted as rejections.
-            if status != StatusCode::SERVICE_UNAVAILABLE {
+            // Counted only once the sender proved who it is: forged or misdirected traffic
+            // costs one read and no write (it is logged). Store failures are ours, not the
+            // sender's.
+            if refusal.authenticated && status != StatusCode::SERVICE_UNAVAILABLE {
                 let _ = metrics::webhook_rejected(env.store, refusal.reason).await;
                 if let Some(tenant) = &refusal.tenant_id {
                     let _ = summary::webhook_rejected(env.store, tenant, refusal.reason).await;
@@ -61,7 +63,7 @@ pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Requ
             }
             Answer {
                 response,
-                notification: None,
+                settle: None,
             }
         }
     }
@@ -132,8 +134,6 @@ async fn receive_for<S: Store, T: Transport>(
     op_id: String,
     op: Operation,
 ) -> Result<Answer, Refusal> {
-    let bad =
-        |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
     let registration = op.webhook.as_ref().ok_or_else(|| {
         Refusal::unauthenticated(
             "webhook_not_registered",
@@ -142,7 +142,30 @@ async fn receive_for<S: Store, T: Transport>(
     })?;
 
     let nonce = authenticate(env, req, &op, registration.mode).await?;
+    authenticated(env, req, op_id, op, nonce)
+        .await
+        .map_err(|refusal| Refusal {
+            authenticated: true,
+            ..refusal
+        })
+}
 
+/// The checks and the recording of a delivery whose sender was authenticated.
+async fn authenticated<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    op_id: String,
+    op: Operation,
+    nonce: Option<crate::model::operation::NonceMark>,
+) -> Result<Answer, Refusal> {
+    let bad =
+        |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
+    let Some(registration) = op.webhook.as_ref() else {
+        return Err(Refusal::unauthenticated(
+            "webhook_not_registered",
+            "no webhook was registered for this operation",
+        ));
+    };
     let payload: Value = serde_json::from_slice(req.body()).map_err(|e| {
         bad(
             StatusCode::BAD_REQUEST,
@@ -212,14 +235,10 @@ async fn receive_for<S: Store, T: Transport>(
         payload_hash,
         nonce,
     });
-    let effects::Written {
-        recorded,
-        notification,
-    } = effects::record(
+    let recorded = effects::record_unsettled(
         env.cx(),
-        "webhook",
         &op_id,
-        Some(op),
+        op,
         EntryKind::Observed {
             observation: Box::new(observation),
         },
@@ -237,6 +256,7 @@ async fn receive_for<S: Store, T: Transport>(
             reason: Rejection::BadRequest,
             www_authenticate: None,
             tenant_id: None,
+            authenticated: false,
         });
     };
     match effect {
@@ -261,16 +281,42 @@ async fn receive_for<S: Store, T: Transport>(
             ..Default::default()
         },
     );
-    Ok(accepted(effect_name(effect), Some(effect), notification))
+    let settle = recorded.operation.filter(|o| !o.unsettled.is_empty());
+    Ok(accepted(effect_name(effect), Some(effect), settle))
 }
 
-fn accepted(outcome: &str, effect: Option<Effect>, notification: Option<String>) -> Answer {
+fn accepted(outcome: &str, effect: Option<Effect>, settle: Option<Operation>) -> Answer {
     Answer {
         response: json_response(
             StatusCode::OK,
             &json!({ "received": true, "outcome": outcome, "effect": effect }),
         ),
-        notification,
+        settle,
+    }
+}
+
+/// After the answer: runs the effects the accepted delivery left unsettled in `op` (see
+/// [`effects::record_unsettled`]) and returns the buyer notifications to attempt now. If this
+/// never runs, the next reader or writer of the operation, or the sweep, settles them.
+pub async fn settle<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    op: &Operation,
+) -> Vec<String> {
+    match effects::settle(env.cx(), "webhook", op).await {
+        Ok(notifications) => notifications,
+        Err(e) => {
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: env.clock.now_ms(),
+                    event: "webhook.settle_failed",
+                    operation_id: Some(&op.operation_id),
+                    detail: Some(log::capped(&e.to_string())),
+                    ..Default::default()
+                },
+            );
+            Vec::new()
+        }
     }
 }
 
@@ -288,14 +334,19 @@ fn effect_name(e: Effect) -> &'static str {
     }
 }
 
-/// The operation as of its snapshot (one read); the full journal check only when the
-/// snapshot is missing (a creation interrupted between its two writes).
+/// The operation as of its snapshot (one read). Without one, an id whose journal was never
+/// started is unknown (a second read); otherwise the journal is folded: an operation the API
+/// is still sending (it stores the first snapshot after the seller's answer), or a creation
+/// interrupted.
 async fn load<S: Store, T: Transport>(
     env: &IntakeEnv<'_, S, T>,
     op_id: &str,
 ) -> Result<Option<Operation>, Refusal> {
     if let Some(op) = get_json::<Operation>(env.store, &keys::operation(op_id)).await? {
         return Ok(Some(op));
+    }
+    if env.store.get(&keys::operation_seq(op_id)).await?.is_none() {
+        return Ok(None);
     }
     Ok(crate::lifecycle::effects::load_and_adopt(env.cx(), op_id)
         .await?

@@ -10,6 +10,8 @@ pub struct Refusal {
     pub www_authenticate: Option<String>,
     /// The tenant whose operation the delivery was for, once known (for its summary).
     pub tenant_id: Option<String>,
+    /// The sender was authenticated: only then is the refusal counted (a write).
+    pub authenticated: bool,
 }
 
 impl Refusal {
@@ -24,6 +26,7 @@ impl Refusal {
             reason,
             www_authenticate: None,
             tenant_id: None,
+            authenticated: false,
         }
     }
 
@@ -45,6 +48,7 @@ impl From<crate::foundation::error::StoreError> for Refusal {
             reason: Rejection::BadRequest,
             www_authenticate: None,
             tenant_id: None,
+            authenticated: false,
         }
     }
 }
@@ -56,6 +60,7 @@ impl From<journal::JournalError> for Refusal {
             reason: Rejection::BadRequest,
             www_authenticate: None,
             tenant_id: None,
+            authenticated: false,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! that fails before it is applied, and one applied whose answer is lost. Whoever touches
 //! the operation next (a retry, a reader) must finish the job: nothing lost, nothing twice.
 
-use super::create::{Stored, store_new};
+use super::create::{Filing, Stored, store_new};
 use super::effects;
 use crate::foundation::clock::Clock;
 use crate::foundation::cx::Cx;
@@ -67,6 +67,7 @@ fn create(store: &LossyStore, clock: &TestClock) -> Option<Stored> {
         &DueConfig::default(),
         &sample("op1"),
         clock.now_ms() + 5_000,
+        Filing::Complete,
     ))
     .ok()
 }

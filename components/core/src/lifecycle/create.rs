@@ -7,7 +7,7 @@ use crate::foundation::{cx::Cx, keys, store::Store, store::StoreResult};
 use crate::model::operation::Operation;
 use crate::records::indexes;
 use crate::records::journal::{self, JournalError, JournalResult};
-use crate::schedule::due::DueConfig;
+use crate::schedule::due::{self, DueConfig};
 use crate::schedule::poll::{PollState, schedule_at};
 
 /// What storing found.
@@ -20,6 +20,18 @@ pub enum Stored {
     Existing(Option<Operation>),
 }
 
+/// How much of a new operation's filing happens now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filing {
+    /// Everything: snapshot, listing, creation counters, poll state and due time.
+    Complete,
+    /// Only what must precede the seller call, in five writes: the listing position, the
+    /// creation entry (seq and entry), the listing entry, the due time (the redispatch safety
+    /// net). The caller dispatches, then counts the creation ([`indexes::count_created`]);
+    /// the dispatch's own record stores the first snapshot and the poll state.
+    BeforeDispatch,
+}
+
 /// Stores `op` under its id (idempotently: a taken id is not written again), lists it for
 /// its tenant (and its seller task, if it has one), and files it due at `due_at_ms`. Every
 /// step can be re-run: a retry, or any creator of the same id, finishes what a failure left.
@@ -28,11 +40,26 @@ pub async fn store_new(
     due: &DueConfig,
     op: &Operation,
     due_at_ms: u64,
+    filing: Filing,
 ) -> JournalResult<Stored> {
     let Cx { store, clock, .. } = cx;
-    match journal::create(store, clock, op).await {
+    let mut op = op.clone();
+    if op.listed_at.is_none() {
+        op.listed_at = Some(indexes::allocate_position(store, &op.tenant_id).await?);
+    }
+    let created = match filing {
+        Filing::Complete => journal::create(store, clock, &op).await,
+        Filing::BeforeDispatch => journal::create_entry(store, clock, &op).await,
+    };
+    match created {
         Ok(created) => {
-            file(cx, due, &created, due_at_ms, true).await?;
+            match filing {
+                Filing::Complete => file(cx, due, &created, due_at_ms, true).await?,
+                Filing::BeforeDispatch => {
+                    indexes::list(store, &created, true).await?;
+                    due::schedule(store, due, clock, &created.operation_id, due_at_ms).await?;
+                }
+            }
             Ok(Stored::Created(created))
         }
         Err(JournalError::Exists) => {
@@ -69,7 +96,9 @@ async fn file(
     fresh: bool,
 ) -> StoreResult<()> {
     let Cx { store, clock, .. } = cx;
-    indexes::list(store, op, fresh).await?;
+    if indexes::list(store, op, fresh).await? {
+        indexes::count_created(store, op).await?;
+    }
     indexes::track(store, op).await?;
     // `schedule_at` writes the poll state last: once it exists, the operation was filed.
     if fresh

@@ -89,18 +89,23 @@ pub fn wire_arguments(op: &Operation, sealing: &SealingKey) -> Result<Value, Ope
 
 /// Dispatches one operation if it is still waiting for its seller. The caller holds the
 /// operation's `lease` (one dispatcher at a time); no call is started once it ran out.
+/// `known`: the operation as its creator just stored it (saves loading it).
 pub async fn dispatch(
     cx: Cx<'_, impl Store>,
     lease: &Lease,
     sealing: &SealingKey,
     calls: &impl SellerCalls,
     op_id: &str,
+    known: Option<Operation>,
 ) -> JournalResult<Option<Dispatched>> {
     let Cx { store, clock, .. } = cx;
-    let Some(loaded) = effects::load_and_adopt(cx, op_id).await? else {
-        return Ok(None);
+    let op = match known {
+        Some(op) => op,
+        None => match effects::load_and_adopt(cx, op_id).await? {
+            Some(loaded) => loaded.operation,
+            None => return Ok(None),
+        },
     };
-    let op = loaded.operation;
     if op.status != OperationStatus::PendingDispatch {
         return Ok(Some(Dispatched::NotPending));
     }

@@ -2,16 +2,24 @@
 //! scheduling, the task index, then counters and a log line.
 //!
 //! Run for each journal entry that changed the status, by its writer and, if that writer
-//! failed or died before finishing them, by whoever folds the entry next (the change is
-//! "adopted"): the snapshot moves past an entry only after its effects ran, so until then
-//! every reader folds it again. The notification, scheduling and indexing are idempotent
-//! and come first; the counters and the log line follow a claim per entry
-//! (`increment == 1`), so they run at most once (a lost claim answer costs one count).
+//! failed or died before finishing them, by whoever comes next. Two ways to leave a trace
+//! for that next one:
+//! - [`record`] (the API, the sweep) runs the effects, then stores the fold: until then the
+//!   snapshot lags behind the entry and every reader folds it again (the change is
+//!   "adopted");
+//! - [`record_unsettled`] (the webhook intake, which must answer after three writes) stores
+//!   the fold at once, listing the change in the record's `unsettled`, and [`settle`] runs
+//!   the effects after the answer; every reader and writer that finds the list settles it.
+//!
+//! The notification, scheduling and indexing are idempotent and come first; the counters and
+//! the log line follow a claim per entry (`increment == 1`), so they run at most once (a lost
+//! claim answer costs one count).
 
 use crate::foundation::cx::Cx;
 use crate::foundation::log;
 use crate::foundation::store::{Store, StoreResult};
-use crate::model::{operation::Operation, status::OperationStatus};
+use crate::model::operation::{Operation, Unsettled};
+use crate::model::status::OperationStatus;
 use crate::records::journal::{self, Effect, EntryKind, JournalResult, Loaded, Recorded};
 use crate::records::metrics;
 use crate::records::notify;
@@ -21,15 +29,21 @@ use serde_json::json;
 /// component that made the change time to attempt it first.
 pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 
-/// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted.
+/// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted or
+/// found unsettled in the record; stores the record if that moved it on.
 pub async fn load_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResult<Option<Loaded>> {
     let Cx { store, clock, .. } = cx;
-    let loaded = journal::load(store, clock, op_id).await?;
-    if let Some(l) = &loaded {
+    let mut loaded = journal::load(store, clock, op_id).await?;
+    if let Some(l) = &mut loaded {
         for change in &l.adopted {
-            apply(cx, "adopted", change).await?;
+            apply(cx, "adopted", change_of(change)).await?;
         }
-        if l.behind {
+        let settled = !l.operation.unsettled.is_empty();
+        if settled {
+            settle(cx, "adopted", &l.operation).await?;
+            l.operation.unsettled.clear();
+        }
+        if l.behind || settled {
             journal::save(store, &l.operation).await?;
         }
     }
@@ -43,9 +57,10 @@ pub struct Written {
     pub notification: Option<String>,
 }
 
-/// The one way every writer changes an operation: appends `kind` to its journal (folded
-/// over `known`, the record as the caller holds it, or the stored one) and runs the effects
-/// of what that changed. `source` names the writer in logs.
+/// The one way every writer but the webhook intake changes an operation: appends `kind` to
+/// its journal (folded over `known`, the record as the caller holds it, or the stored one),
+/// runs the effects of what that changed (and of changes the record lists as unsettled),
+/// then stores the fold. `source` names the writer in logs.
 pub async fn record(
     cx: Cx<'_, impl Store>,
     source: &str,
@@ -54,18 +69,98 @@ pub async fn record(
     kind: EntryKind,
 ) -> JournalResult<Written> {
     let Cx { store, clock, .. } = cx;
-    let recorded = match known {
+    let mut recorded = match known {
         Some(op) => journal::record_from(store, clock, op_id, Some(op), kind).await?,
         None => journal::record(store, clock, op_id, kind).await?,
     };
     let notification = after_record(cx, source, &recorded).await?;
-    if let (true, Some(op)) = (recorded.behind, &recorded.operation) {
-        journal::save(store, op).await?;
+    if let Some(op) = &mut recorded.operation {
+        let settled = !op.unsettled.is_empty();
+        if settled {
+            settle(cx, "adopted", op).await?;
+            op.unsettled.clear();
+        }
+        if recorded.behind || settled {
+            journal::save(store, op).await?;
+        }
     }
     Ok(Written {
         recorded,
         notification,
     })
+}
+
+/// The webhook intake's write, before it answers: appends `kind` over `known` and stores the
+/// fold at once, listing its status changes (the entry's own and any it adopted) as
+/// unsettled in the record. [`settle`] runs their effects after the answer; until someone
+/// has, every reader and writer of the record finds them there. Three writes: the seq, the
+/// entry, the record.
+pub async fn record_unsettled(
+    cx: Cx<'_, impl Store>,
+    op_id: &str,
+    known: Operation,
+    kind: EntryKind,
+) -> JournalResult<Recorded> {
+    let Cx { store, clock, .. } = cx;
+    let mut recorded = journal::record_from(store, clock, op_id, Some(known), kind).await?;
+    let changes: Vec<Unsettled> = (recorded.adopted.iter())
+        .chain(std::iter::once(&recorded))
+        .filter_map(|r| {
+            let c = change_of(r)?;
+            Some(Unsettled {
+                seq: c.seq,
+                from: c.from,
+                to: c.to,
+                at_ms: c.op.updated_at_ms,
+            })
+        })
+        .collect();
+    if let Some(op) = &mut recorded.operation {
+        for change in changes {
+            if !op.unsettled.iter().any(|u| u.seq == change.seq) {
+                op.unsettled.push(change);
+            }
+        }
+        if recorded.behind {
+            journal::save(store, op).await?;
+        }
+    }
+    Ok(recorded)
+}
+
+/// Runs the effects still owed for `op`'s unsettled changes. Each runs once whoever settles
+/// it (its effects claim); one another settler already claimed is skipped. Returns the buyer
+/// notifications to attempt now. The caller clears `op.unsettled` when it next stores it.
+pub async fn settle(
+    cx: Cx<'_, impl Store>,
+    source: &str,
+    op: &Operation,
+) -> StoreResult<Vec<String>> {
+    let mut notifications = Vec::new();
+    for u in &op.unsettled {
+        let claim = crate::foundation::keys::effects_claim(&op.operation_id, u.seq);
+        if cx.store.get(&claim).await?.is_some() {
+            continue;
+        }
+        // The notification describes the change, not what came after it.
+        let mut at = op.clone();
+        if u.to != op.status {
+            at.result = None;
+            at.error = None;
+        }
+        at.status = u.to;
+        at.updated_at_ms = u.at_ms;
+        let change = Change {
+            op: &at,
+            seq: u.seq,
+            from: u.from,
+            to: u.to,
+        };
+        if let Some(id) = apply(cx, source, Some(change)).await? {
+            notifications.push(id);
+        }
+    }
+    Ok(notifications)
 }
 
 /// Applies the side effects of the changes `recorded` adopted and of its own entry, if it
@@ -77,20 +172,38 @@ async fn after_record(
     recorded: &Recorded,
 ) -> StoreResult<Option<String>> {
     for change in &recorded.adopted {
-        apply(cx, "adopted", change).await?;
+        apply(cx, "adopted", change_of(change)).await?;
     }
-    apply(cx, source, recorded).await
+    apply(cx, source, change_of(recorded)).await
+}
+
+/// A status change whose effects are to run, with the operation as of it.
+struct Change<'a> {
+    op: &'a Operation,
+    seq: u64,
+    from: OperationStatus,
+    to: OperationStatus,
+}
+
+fn change_of(recorded: &Recorded) -> Option<Change<'_>> {
+    match (recorded.effect, &recorded.operation, recorded.previous) {
+        (Some(Effect::Applied(to) | Effect::Overrode(to)), Some(op), Some(from)) => Some(Change {
+            op,
+            seq: recorded.seq,
+            from,
+            to,
+        }),
+        _ => None,
+    }
 }
 
 async fn apply(
     cx: Cx<'_, impl Store>,
     source: &str,
-    recorded: &Recorded,
+    change: Option<Change<'_>>,
 ) -> StoreResult<Option<String>> {
     let Cx { store, clock, log } = cx;
-    let (Some(Effect::Applied(to) | Effect::Overrode(to)), Some(op), Some(from)) =
-        (recorded.effect, &recorded.operation, recorded.previous)
-    else {
+    let Some(Change { op, seq, from, to }) = change else {
         return Ok(None);
     };
     let now = clock.now_ms();
@@ -108,8 +221,8 @@ async fn apply(
         // The first seller status with a task handle: index the task for reconciliation.
         crate::records::indexes::track(store, op).await?;
     }
-    let notification = announce(store, clock, op, from, to, recorded.seq).await?;
-    let claim = crate::foundation::keys::effects_claim(&op.operation_id, recorded.seq);
+    let notification = announce(store, clock, op, from, to, seq).await?;
+    let claim = crate::foundation::keys::effects_claim(&op.operation_id, seq);
     if store.increment(&claim, 1).await? != 1 {
         return Ok(notification);
     }

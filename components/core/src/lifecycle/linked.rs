@@ -3,7 +3,7 @@
 //! the re-plan of an operation a seller held in `input-required`. Each is an ordinary
 //! operation (stored before sent, tracked, redispatched by the sweep) linked to its parent.
 
-use super::create::{Stored, store_new};
+use super::create::{Filing, Stored, store_new};
 use crate::foundation::clock::Entropy;
 use crate::foundation::clock::uuid_v4;
 use crate::foundation::cx::Cx;
@@ -62,7 +62,7 @@ pub async fn store_derived(
     op: &Operation,
 ) -> JournalResult<Operation> {
     let Cx { clock, .. } = cx;
-    match store_new(cx, due, op, clock.now_ms()).await? {
+    match store_new(cx, due, op, clock.now_ms(), Filing::Complete).await? {
         Stored::Created(created) | Stored::Existing(Some(created)) => Ok(created),
         // Never an unstored copy: the caller would report an operation that does not exist.
         Stored::Existing(None) => Err(JournalError::InFlight),

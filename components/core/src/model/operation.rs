@@ -75,7 +75,29 @@ pub struct Operation {
     /// Operations stored by earlier releases were not, and stay out of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_tenant_summary: bool,
+    /// Status changes folded into this record whose effects (buyer notification, task index,
+    /// counters) may still be owed: the webhook intake stores the fold before answering and
+    /// runs them after (`lifecycle::effects::settle`). Absent in records of earlier
+    /// releases, which stored a fold only after its effects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsettled: Vec<Unsettled>,
+    /// Its position in the tenant's listing, allocated before its creation entry was
+    /// written (so every creator of the id lists it there). Absent in records of earlier
+    /// releases, which kept it under `op:{id}:listed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed_at: Option<u64>,
     pub version: u64,
+}
+
+/// A status change whose effects may still be owed (see [`Operation::unsettled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsettled {
+    /// The journal entry that made it.
+    pub seq: u64,
+    pub from: OperationStatus,
+    pub to: OperationStatus,
+    /// The entry's time: when the change was recorded.
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,6 +488,8 @@ impl Operation {
             cancel: None,
             linked_from: new.linked_from,
             in_tenant_summary: true,
+            unsettled: Vec::new(),
+            listed_at: None,
             version: 0,
         }
     }

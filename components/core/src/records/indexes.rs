@@ -5,39 +5,51 @@ use crate::foundation::keys;
 use crate::foundation::store::{Store, StoreResult, get_decimal};
 use crate::model::operation::Operation;
 
-/// Lists a stored operation for its tenant, once: re-run after a failure anywhere, it
-/// finishes the listing without a second entry. The position is recorded before the entry so
-/// a rerun writes the same entry if it is missing; a crash before that leaves an unused position, which
-/// listing readers skip. The created counters (global and the tenant's summary) follow the
-/// listing: at most once per operation.
-/// `fresh`: the caller just created it, so it cannot be listed yet (saves a read).
-pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResult<()> {
-    let listed = keys::operation_listed(&op.operation_id);
-    let position = match fresh {
-        true => None,
-        false => get_decimal(store, &listed).await?,
-    };
-    let n = match position {
-        Some(n) => n,
+/// A position in the tenant's listing for an operation about to be created: recorded in the
+/// operation ([`Operation::listed_at`]) before its creation entry, so any creator that finishes
+/// its filing lists it there, never twice. A creator that dies first leaves an unused
+/// position, which listing readers skip.
+pub async fn allocate_position(store: &impl Store, tenant: &str) -> StoreResult<u64> {
+    Ok(store
+        .increment(&keys::tenant_ops_count(tenant), 1)
+        .await?
+        .max(0) as u64)
+}
+
+/// Lists a stored operation for its tenant at its position: re-run after a failure anywhere,
+/// it finishes the listing without a second entry. `fresh`: the caller just created it, so
+/// the entry cannot exist yet (saves a read). Operations of earlier releases have no
+/// position in the record: theirs is under `op:{id}:listed`, allocated here if missing.
+/// Returns whether this listed it (its creation is then counted, see [`count_created`]).
+pub async fn list(store: &impl Store, op: &Operation, fresh: bool) -> StoreResult<bool> {
+    let (n, known) = match op.listed_at {
+        Some(n) => (n, !fresh),
         None => {
-            let n = store
-                .increment(&keys::tenant_ops_count(&op.tenant_id), 1)
-                .await?
-                .max(0) as u64;
-            store.set(&listed, n.to_string().as_bytes()).await?;
-            n
+            let listed = keys::operation_listed(&op.operation_id);
+            match get_decimal(store, &listed).await? {
+                Some(n) => (n, true),
+                None => {
+                    let n = allocate_position(store, &op.tenant_id).await?;
+                    store.set(&listed, n.to_string().as_bytes()).await?;
+                    (n, false)
+                }
+            }
         }
     };
     let entry = keys::tenant_ops_entry(&op.tenant_id, n);
     // A rerun (a replayed create, say) usually finds the entry written: a read, not a write.
-    if position.is_none() || store.get(&entry).await?.is_none() {
-        store.set(&entry, op.operation_id.as_bytes()).await?;
+    if known && store.get(&entry).await?.is_some() {
+        return Ok(false);
     }
-    if position.is_none() {
-        super::metrics::operation_created(store, op.task.name()).await?;
-        super::summary::created(store, &op.tenant_id, op.status).await?;
-    }
-    Ok(())
+    store.set(&entry, op.operation_id.as_bytes()).await?;
+    Ok(true)
+}
+
+/// Counts a newly listed operation's creation (global and in the tenant's summary): at most
+/// once per operation, by whoever listed it.
+pub async fn count_created(store: &impl Store, op: &Operation) -> StoreResult<()> {
+    super::metrics::operation_created(store, op.task.name()).await?;
+    super::summary::created(store, &op.tenant_id, op.status).await
 }
 
 /// The tenant's listing entries that may still name an operation: from retention's low mark

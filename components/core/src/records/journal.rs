@@ -214,6 +214,18 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
 }
 
 /// Stores a new operation: its creation entry, then its snapshot.
+pub async fn create(
+    store: &impl Store,
+    clock: &dyn Clock,
+    operation: &Operation,
+) -> JournalResult<Operation> {
+    let op = create_entry(store, clock, operation).await?;
+    save(store, &op).await?;
+    Ok(op)
+}
+
+/// Stores a new operation's creation entry only: readers fold it until a later write stores
+/// a snapshot (the API creates this way, to reach the seller in fewer writes).
 ///
 /// The first creation entry in sequence order creates the operation; later ones fold as
 /// duplicates. Each creator writes its entry at the seq it got, so a retry never leaves a
@@ -221,7 +233,7 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
 /// a permanent hole (its writer died): until a later entry proves that (see [`HOLE_AGE_MS`])
 /// it answers [`JournalError::InFlight`], and a retry after that finds its entry and gets
 /// [`JournalError::Exists`]. So an id whose first writer died is usable again, never bricked.
-pub async fn create(
+pub async fn create_entry(
     store: &impl Store,
     clock: &dyn Clock,
     operation: &Operation,
@@ -251,7 +263,6 @@ pub async fn create(
     let Some(op) = op else {
         return Err(StoreError::Corrupt(format!("creation entry of {id} yields no record")).into());
     };
-    save(store, &op).await?;
     Ok(op)
 }
 

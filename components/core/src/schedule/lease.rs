@@ -85,6 +85,19 @@ impl Claim {
 }
 
 impl Lease {
+    /// A lease no counter backs, for a scope nobody else may act on before `expires_at_ms`:
+    /// a new operation before its first due time (the sweep claims the real one then).
+    /// Releasing it deletes nothing.
+    pub fn implicit(scope: String, expires_at_ms: u64, margin_ms: u64) -> Lease {
+        Lease {
+            scope,
+            first_slot: 1,
+            last_slot: 0,
+            expires_at_ms,
+            margin_ms,
+        }
+    }
+
     pub fn valid_at(&self, now_ms: u64) -> bool {
         now_ms.saturating_add(self.margin_ms) < self.expires_at_ms
     }

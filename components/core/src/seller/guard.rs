@@ -4,7 +4,6 @@ use super::error_mapping::code_recovery;
 use super::port::{CallFailure, Recovery, SellerCalls};
 use crate::foundation::clock::Clock;
 use crate::foundation::store::Store;
-use crate::foundation::transport::TransportError;
 use crate::records::seller::{self, Seller};
 use crate::records::summary;
 use crate::schedule::breaker::{Breaker, BreakerConfig, Decision, Permit, Snapshot};
@@ -87,10 +86,12 @@ impl<'a, S: Store, C: SellerCalls> Guarded<'a, S, C> {
         seller: &Seller,
         breaker: &Breaker<'_>,
     ) -> Result<(Permit, bool), CallFailure> {
-        let store_down = |e: crate::foundation::error::StoreError| {
-            CallFailure::Transport(TransportError::Connect(e.to_string()))
-        };
         let now = self.clock.now_ms();
+        // The breaker cannot be read: nothing is sent, and the operation is not failed over
+        // our store (nor does the store's text reach its error); it is tried again shortly.
+        let store_down = |_: crate::foundation::error::StoreError| CallFailure::Deferred {
+            until_ms: now + 30_000,
+        };
         let kept = self
             .seen
             .0

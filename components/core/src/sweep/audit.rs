@@ -239,8 +239,9 @@ async fn check<S: Store, C: SellerCalls, T: Transport>(
     let now = env.clock.now_ms();
     let mut repairs: Vec<&str> = Vec::new();
 
+    // Operations of earlier releases keep their listing position under its own key.
     let listed = keys::operation_listed(&id);
-    if store.get(&listed).await?.is_none() {
+    if op.listed_at.is_none() && store.get(&listed).await?.is_none() {
         store.set(&listed, n.to_string().as_bytes()).await?;
         repairs.push("listed");
     }

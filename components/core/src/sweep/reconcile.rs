@@ -10,7 +10,7 @@ use crate::foundation::cx::Cx;
 use crate::foundation::keys;
 use crate::foundation::log;
 use crate::foundation::store::{Store, get_decimal, get_json, set_json};
-use crate::lifecycle::create::{Stored, store_new};
+use crate::lifecycle::create::{Filing, Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
@@ -264,7 +264,7 @@ async fn adopt(
         linked_from: None,
     };
     let op = Operation::new(new, now);
-    match store_new(cx, &config.due, &op, now).await? {
+    match store_new(cx, &config.due, &op, now, Filing::Complete).await? {
         Stored::Created(_) => {
             log::emit(
                 log,

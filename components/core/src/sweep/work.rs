@@ -39,13 +39,20 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     // every write catches up with the journal first. Read before the lease it could predate
     // another holder's change, such as an outcome that left nothing to poll.
     let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
-    let op = match snapshot {
+    let mut op = match snapshot {
         Some(op) => op,
         None => match effects::load_and_adopt(env.cx(), op_id).await? {
             Some(loaded) => loaded.operation,
             None => return Ok(false),
         },
     };
+    if !op.unsettled.is_empty() {
+        // A webhook's change whose effects its component did not get to run (or did, and
+        // left the list for the next writer): the claims make this cheap if so.
+        effects::settle(env.cx(), "sweep", &op).await?;
+        op.unsettled.clear();
+        crate::records::journal::save(env.store, &op).await?;
+    }
     match next::step(&op, now) {
         Step::FollowUp => {
             // A canceled create whose buy came into being anyway: cancel it at the seller.
@@ -69,7 +76,8 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
                     return Ok(true);
                 }
             }
-            let result = dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id).await?;
+            let result =
+                dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id, None).await?;
             match result {
                 Some(dispatch::Dispatched::Deferred { until_ms }) => {
                     // Nothing was sent (breaker open, or the lease ran out): come back later.

@@ -128,6 +128,7 @@ fn run(s: &MemoryStore, sealing: &SealingKey, seller: &FakeSeller) -> Dispatched
         sealing,
         seller,
         "op1",
+        None,
     ));
     block_on(lease.release(s)).unwrap();
     dispatched.unwrap().unwrap()
@@ -150,6 +151,7 @@ fn a_dispatcher_whose_lease_ran_out_starts_no_call() {
         &sealing,
         &seller,
         "op1",
+        None,
     ));
     assert_eq!(
         result.unwrap(),

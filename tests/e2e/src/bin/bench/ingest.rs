@@ -210,13 +210,23 @@ impl Floor {
 
     /// `count` requests, each stored under a new key.
     pub async fn run(&mut self, count: usize, concurrency: usize) -> IngestRun {
+        self.run_writing(count, concurrency, 1).await
+    }
+
+    /// [`Floor::run`] with `writes` key-value writes per request (calibration).
+    pub async fn run_writing(
+        &mut self,
+        count: usize,
+        concurrency: usize,
+        writes: usize,
+    ) -> IngestRun {
         let first = self.sent;
         self.sent += count;
         self.host.reset_kv_counts();
         let (host, client, body) = (&self.host, &self.client, &self.body);
         let run = stats::drive((first..first + count).collect(), concurrency, |n| {
             let req = client
-                .post(format!("{}/floor/{n}", host.base_url()))
+                .post(format!("{}/floor/{n}?writes={writes}", host.base_url()))
                 .header("content-type", "application/json")
                 .body(body.clone());
             async move {

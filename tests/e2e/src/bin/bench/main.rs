@@ -116,6 +116,10 @@ fn meminfo() -> String {
         .unwrap_or_else(|| "memory unknown".into())
 }
 
+/// Calibration rows: the floor component making this many writes per request, so the table
+/// shows what a write budget allows on this host and disk.
+const CALIBRATION: [usize; 3] = [3, 4, 5];
+
 /// Each repetition at each concurrency level runs the floor and then every mode back to
 /// back, so each ratio compares runs made under the same load on the machine; the table shows
 /// medians over the repetitions.
@@ -148,11 +152,18 @@ async fn ingest(n: usize, levels: &[usize], repeat: usize) {
     println!("|---|---|---|---|---|---|---|");
     for &c in levels {
         let mut floor_runs = Vec::new();
+        let mut calibration: Vec<Vec<(IngestRun, f64)>> =
+            CALIBRATION.iter().map(|_| Vec::new()).collect();
         let mut mode_runs: Vec<Vec<(IngestRun, f64)>> = modes.iter().map(|_| Vec::new()).collect();
         for _ in 0..repeat {
             let f = floor.run(n, c).await;
             for ((bench, _), runs) in modes.iter_mut().zip(&mut mode_runs) {
                 let r = bench.run(n, c).await;
+                let ratio = r.run.per_s / f.run.per_s;
+                runs.push((r, ratio));
+            }
+            for (&w, runs) in CALIBRATION.iter().zip(&mut calibration) {
+                let r = floor.run_writing(n, c, w).await;
                 let ratio = r.run.per_s / f.run.per_s;
                 runs.push((r, ratio));
             }
@@ -173,6 +184,14 @@ async fn ingest(n: usize, levels: &[usize], repeat: usize) {
             &floor_runs.iter().collect::<Vec<_>>(),
             "1".into(),
         );
+        for (&w, runs) in CALIBRATION.iter().zip(&calibration) {
+            let ratio = median(runs.iter().map(|(_, q)| *q));
+            row(
+                &format!("floor x{w} (calibration)"),
+                &runs.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                format!("{ratio:.2}"),
+            );
+        }
         for ((bench, _), runs) in modes.iter().zip(&mode_runs) {
             let ratio = median(runs.iter().map(|(_, q)| *q));
             row(
