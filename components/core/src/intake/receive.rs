@@ -295,21 +295,23 @@ fn accepted(outcome: &str, effect: Option<Effect>, settle: Option<Operation>) ->
     }
 }
 
-/// After the answer: runs the effects the accepted delivery left unsettled in `op` (see
-/// [`effects::record_unsettled`]) and returns the buyer notifications to attempt now. If this
-/// never runs, the next reader or writer of the operation, or the sweep, settles them.
+/// After the answer: queues the buyer notifications of the changes the accepted delivery
+/// left unsettled in `op` (see [`effects::record_unsettled`]) and returns them to attempt now.
+/// The rest of settling (task index, counters) is left to the sweep's next look at the
+/// operation, the auditor's walk, or whoever reads or writes it first: in this process it
+/// would cost six more writes per change, twice what the delivery itself costs.
 pub async fn settle<S: Store, T: Transport>(
     env: &IntakeEnv<'_, S, T>,
     op: &Operation,
 ) -> Vec<String> {
-    match effects::settle(env.cx(), "webhook", op).await {
+    match effects::announce_unsettled(env.cx(), op).await {
         Ok(notifications) => notifications,
         Err(e) => {
             log::emit(
                 env.log,
                 &log::Event {
                     ts_ms: env.clock.now_ms(),
-                    event: "webhook.settle_failed",
+                    event: "webhook.announce_failed",
                     operation_id: Some(&op.operation_id),
                     detail: Some(log::capped(&e.to_string())),
                     ..Default::default()

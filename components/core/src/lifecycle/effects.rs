@@ -138,29 +138,58 @@ pub async fn settle(
 ) -> StoreResult<Vec<String>> {
     let mut notifications = Vec::new();
     for u in &op.unsettled {
+        // Only whether the claim exists: its value is never read with `get`.
         let claim = crate::foundation::keys::effects_claim(&op.operation_id, u.seq);
         if cx.store.get(&claim).await?.is_some() {
             continue;
         }
-        // The notification describes the change, not what came after it.
-        let mut at = op.clone();
-        if u.to != op.status {
-            at.result = None;
-            at.error = None;
-        }
-        at.status = u.to;
-        at.updated_at_ms = u.at_ms;
-        let change = Change {
-            op: &at,
-            seq: u.seq,
-            from: u.from,
-            to: u.to,
-        };
-        if let Some(id) = apply(cx, source, Some(change)).await? {
+        let at = as_of(op, u);
+        if let Some(id) = apply(cx, source, Some(change(&at, u))).await? {
             notifications.push(id);
         }
     }
     Ok(notifications)
+}
+
+/// The part of [`settle`] that cannot wait for the sweep: the buyer notifications of `op`'s
+/// unsettled changes, queued (idempotently) and returned to attempt now. Costs one read
+/// when the tenant has no callback. The task index and the counters are left to whoever
+/// settles the changes next: a reader or writer of the operation, the sweep's next look at
+/// it, or the auditor's walk.
+pub async fn announce_unsettled(
+    cx: Cx<'_, impl Store>,
+    op: &Operation,
+) -> StoreResult<Vec<String>> {
+    let mut notifications = Vec::new();
+    for u in &op.unsettled {
+        let at = as_of(op, u);
+        if let Some(id) = announce(cx.store, cx.clock, &at, u.from, u.to, u.seq).await? {
+            notifications.push(id);
+        }
+    }
+    Ok(notifications)
+}
+
+/// The operation as of an unsettled change: a notification describes the change, not what
+/// came after it.
+fn as_of(op: &Operation, u: &Unsettled) -> Operation {
+    let mut at = op.clone();
+    if u.to != op.status {
+        at.result = None;
+        at.error = None;
+    }
+    at.status = u.to;
+    at.updated_at_ms = u.at_ms;
+    at
+}
+
+fn change<'a>(at: &'a Operation, u: &Unsettled) -> Change<'a> {
+    Change {
+        op: at,
+        seq: u.seq,
+        from: u.from,
+        to: u.to,
+    }
 }
 
 /// Applies the side effects of the changes `recorded` adopted and of its own entry, if it

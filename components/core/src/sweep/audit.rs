@@ -237,6 +237,14 @@ async fn check<S: Store, C: SellerCalls, T: Transport>(
         return Ok(Checked::default());
     };
     let now = env.clock.now_ms();
+    if !op.unsettled.is_empty() {
+        // A webhook's change no one has settled since (its component only announces it):
+        // the walk bounds how long its counters and task index can wait.
+        crate::lifecycle::effects::settle(env.cx(), "audit", &op).await?;
+        let mut settled = op.clone();
+        settled.unsettled.clear();
+        crate::records::journal::save(store, &settled).await?;
+    }
     let mut repairs: Vec<&str> = Vec::new();
 
     // Operations of earlier releases keep their listing position under its own key.
