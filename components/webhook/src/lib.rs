@@ -28,6 +28,8 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let answer = intake::handle(&env, req).await;
     if let Some(op) = answer.settle {
         spin_sdk::wasip3::spawn(async move {
+            // Yield until the answer is out: this work starts after it, never before.
+            spin_sdk::wasip3::clocks::monotonic_clock::wait_for(1_000_000).await;
             let env = IntakeEnv {
                 store: &store,
                 clock: &HostClock,

@@ -131,6 +131,7 @@ impl WasiHttpHooks for OutboundHooks {
             > + Send,
     > {
         drop(fut);
+        self.kv.mark_outbound(request.uri().to_string());
         let crashed = self.kv.crashed();
         let allowed = self.allowed.allows_url(request.uri());
         let injected = self.faults.lock().ok().is_some_and(|mut f| {

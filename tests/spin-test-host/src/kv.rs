@@ -68,6 +68,15 @@ impl KvCounts {
         self.0.get(&op).copied().unwrap_or(0)
     }
 
+    /// Calls that can change the store ([`KvOp::writes`]).
+    pub fn writes(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.writes())
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Data calls (everything but opening a store).
     pub fn total(&self) -> u64 {
         self.0
@@ -145,6 +154,9 @@ enum Backend {
 #[derive(Default)]
 struct Stats {
     counts: Mutex<BTreeMap<KvOp, u64>>,
+    /// The counts when each outbound request (its URL) started, since the counts were reset:
+    /// what a request cost before it called a peer.
+    at_outbound: Mutex<Vec<(String, KvCounts)>>,
     faults: Mutex<Vec<Fault>>,
     random: Mutex<Option<RandomFaults>>,
     calls: AtomicU64,
@@ -227,6 +239,26 @@ impl Kv {
         if let Ok(mut c) = self.stats.counts.lock() {
             c.clear();
         }
+        if let Ok(mut o) = self.stats.at_outbound.lock() {
+            o.clear();
+        }
+    }
+
+    /// Records the counts as an outbound request to `url` starts.
+    pub fn mark_outbound(&self, url: String) {
+        let counts = self.counts();
+        if let Ok(mut o) = self.stats.at_outbound.lock() {
+            o.push((url, counts));
+        }
+    }
+
+    /// The counts at each outbound request since the last reset, in order.
+    pub fn counts_at_outbound(&self) -> Vec<(String, KvCounts)> {
+        self.stats
+            .at_outbound
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     /// Makes the `nth` call from now (1 = the next one), optionally only counting calls of

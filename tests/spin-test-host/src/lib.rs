@@ -153,6 +153,9 @@ struct Shared {
     clock_offset: Arc<std::sync::atomic::AtomicU64>,
     /// HTTP-triggered instances still running (answering, or working after their answer).
     busy: std::sync::atomic::AtomicUsize,
+    /// The HTTP trigger's key-value counts when the last response was produced: with one
+    /// request at a time, what a request cost before its answer (its spawned work runs on).
+    counts_at_answer: Mutex<Option<kv::KvCounts>>,
 }
 
 /// Counts an instance as busy while it lives.
@@ -260,6 +263,7 @@ impl TestHost {
             tasks: Mutex::default(),
             clock_offset: Arc::new(opts.clock_offset_ms.into()),
             busy: Default::default(),
+            counts_at_answer: Default::default(),
         });
         let listener = TcpListener::bind(
             opts.listen
@@ -344,6 +348,18 @@ impl TestHost {
             .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The HTTP trigger's key-value counts (since the last [`TestHost::reset_kv_counts`]) as
+    /// each outbound request started (with its URL): what a request cost before calling out.
+    pub fn kv_counts_at_outbound(&self) -> Vec<(String, KvCounts)> {
+        self.shared.kv.counts_at_outbound()
+    }
+
+    /// The HTTP trigger's key-value counts (since the last [`TestHost::reset_kv_counts`]) when
+    /// the last response was produced: sent one at a time, a request's calls before its answer.
+    pub fn kv_counts_at_last_answer(&self) -> Option<KvCounts> {
+        self.shared.counts_at_answer.lock().ok().and_then(|c| c.clone())
+    }
+
     /// Waits (up to `within`) until no HTTP-triggered instance is running: every request
     /// answered and the work components do after answering (Spin keeps an instance's event
     /// loop alive for it) finished. `false` if some were still running.
@@ -399,6 +415,9 @@ impl TestHost {
 
     pub fn reset_kv_counts(&self) {
         self.shared.kv.reset_counts();
+        if let Ok(mut c) = self.shared.counts_at_answer.lock() {
+            *c = None;
+        }
     }
 
     /// Makes the `nth` key-value call from now (optionally only counting `kind`) fail.
@@ -723,7 +742,12 @@ async fn execute(
         let activity = store.data().spin.activity.clone();
         let result = store
             .run_concurrent(async |accessor| -> wasmtime::Result<()> {
-                let response = match service.handle(accessor, request).await? {
+                let response = service.handle(accessor, request).await?;
+                // The guest returned its answer: what it cost so far (its spawned work runs on).
+                if let Ok(mut c) = s.counts_at_answer.lock() {
+                    *c = Some(s.kv.counts());
+                }
+                let response = match response {
                     Ok(r) => r,
                     Err(code) => {
                         let _ = tx.send(Err(anyhow!("guest returned error code {code:?}")));

@@ -13,6 +13,26 @@ pub struct CreateRun {
     pub seller_calls_per_op: f64,
 }
 
+/// The key-value calls of one creation until its first call to the seller (after a warm-up
+/// creation, which makes the capability handshake).
+pub async fn before_the_seller(app: &App) -> spin_test_host::KvCounts {
+    let answer = Answer::Payload(json!({"status": "completed", "media_buy_id": "mb_first", "packages": []}));
+    app.seller.answer(answer.clone());
+    app.create(true).await;
+    app.seller.answer(answer);
+    app.host.reset_kv_counts();
+    app.host.trace_kv_calls(true);
+    app.create(true).await;
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        for c in app.host.kv_call_trace() {
+            eprintln!("TRACE {} {:?} {}", c.component, c.op, c.key);
+        }
+    }
+    app.host.trace_kv_calls(false);
+    let marks = app.host.kv_counts_at_outbound();
+    marks.into_iter().next().expect("the seller was called").1
+}
+
 /// Creates `count` operations `concurrency` at a time (after one warm-up creation, which
 /// also makes the capability handshake) and checks each completed.
 pub async fn run(app: &App, count: usize, concurrency: usize) -> CreateRun {

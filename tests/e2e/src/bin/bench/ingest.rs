@@ -54,12 +54,30 @@ fn request(
     mode: Mode,
     t: &Pending,
 ) -> reqwest::RequestBuilder {
+    request_as(client, app, mode, t, false)
+}
+
+/// [`request`], or (`forged`) one a forger makes: a wrong secret, or a signature by a key
+/// the seller never published. Every request gets its own RFC 9421 nonce, as a seller's
+/// retry would.
+fn request_as(
+    client: &reqwest::Client,
+    app: &App,
+    mode: Mode,
+    t: &Pending,
+    forged: bool,
+) -> reqwest::RequestBuilder {
+    let secret = match forged {
+        true => "not-the-secret-0123456789abcdef0123456789",
+        false => t.secret.as_deref().unwrap_or(""),
+    };
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = webhook_body(t);
     let path = format!("/webhooks/adcp/{}", t.op);
     let req = client
         .post(format!("{}{path}", app.host.base_url()))
         .header("content-type", "application/json");
-    let secret = t.secret.as_deref().unwrap_or("");
     match mode {
         Mode::Bearer => req.bearer_auth(secret).body(body),
         Mode::Hmac => {
@@ -73,7 +91,7 @@ fn request(
             let digest = rfc9421::content_digest(body.as_bytes());
             let created = now_s();
             let params = format!(
-                "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={created};expires={};nonce=\"bench-{}\";keyid=\"bench-key\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
+                "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={created};expires={};nonce=\"bench-{}-{nth}\";keyid=\"bench-key\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
                 created + 300,
                 t.op
             );
@@ -82,7 +100,11 @@ fn request(
             let base = format!(
                 "\"@method\": POST\n\"@target-uri\": {target}\n\"@authority\": {authority}\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
             );
-            let sig = URL_SAFE_NO_PAD.encode(signing_key().sign(base.as_bytes()).to_bytes());
+            let key = match forged {
+                true => ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
+                false => signing_key(),
+            };
+            let sig = URL_SAFE_NO_PAD.encode(key.sign(base.as_bytes()).to_bytes());
             req.header("content-digest", digest)
                 .header("signature-input", format!("sig1={params}"))
                 .header("signature", format!("sig1=:{sig}:"))
@@ -97,6 +119,18 @@ pub struct Ingest {
     app: App,
     pending: Vec<Pending>,
     client: reqwest::Client,
+}
+
+/// Key-value calls of single deliveries.
+pub struct Costs {
+    /// An accepted webhook, until its answer.
+    pub before_answer: KvCounts,
+    /// The same, including what its component did after answering.
+    pub accepted: KvCounts,
+    /// A repeat of it.
+    pub duplicate: KvCounts,
+    /// A forged one (wrong secret or signature).
+    pub refused: KvCounts,
 }
 
 /// What a run of deliveries measured.
@@ -127,6 +161,8 @@ impl Ingest {
             .expect("webhook reaches the host");
         let body: Value = r.json().await.unwrap_or_default();
         assert_eq!(body["outcome"], "applied", "{mode:?}: {body}");
+        // Its work after the answer must not be counted in the next measurement.
+        assert!(app.host.wait_idle(std::time::Duration::from_secs(10)).await);
         Ingest {
             mode,
             app,
@@ -135,17 +171,47 @@ impl Ingest {
         }
     }
 
-    /// The key-value calls of one accepted webhook delivered alone.
-    pub async fn kv_of_one(&mut self) -> KvCounts {
+    /// The key-value calls of one accepted webhook delivered alone (before its answer, and in
+    /// all once its component is idle), of a repeat of it, and of a forged one.
+    pub async fn costs(&mut self) -> Costs {
         let t = self.pending.pop().expect("an operation left");
-        self.app.host.reset_kv_counts();
-        let r = request(&self.client, &self.app, self.mode, &t)
-            .send()
-            .await
-            .expect("webhook reaches the host");
-        let body: Value = r.json().await.unwrap_or_default();
+        let host = &self.app.host;
+        let send = |forged: bool| {
+            let req = request_as(&self.client, &self.app, self.mode, &t, forged);
+            async move {
+                let r = req.send().await.expect("webhook reaches the host");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or_default();
+                assert!(host.wait_idle(std::time::Duration::from_secs(10)).await);
+                (status, body)
+            }
+        };
+        host.reset_kv_counts();
+        host.trace_kv_calls(true);
+        let (_, body) = send(false).await;
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            for c in host.kv_call_trace() {
+                eprintln!("TRACE {} {:?} {}", c.component, c.op, c.key);
+            }
+        }
+        host.trace_kv_calls(false);
         assert_eq!(body["outcome"], "applied", "{body}");
-        self.app.host.kv_counts()
+        let before_answer = host.kv_counts_at_last_answer().expect("answered");
+        let accepted = host.kv_counts();
+        host.reset_kv_counts();
+        let (_, body) = send(false).await;
+        assert_eq!(body["outcome"], "duplicate", "{body}");
+        let duplicate = host.kv_counts();
+        host.reset_kv_counts();
+        let (status, body) = send(true).await;
+        assert_eq!(status, 401, "{body}");
+        let refused = host.kv_counts();
+        Costs {
+            before_answer,
+            accepted,
+            duplicate,
+            refused,
+        }
     }
 
     /// Delivers `count` webhooks, each completing a different operation, `concurrency` at

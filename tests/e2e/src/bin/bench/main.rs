@@ -13,6 +13,7 @@ mod stats;
 mod sweep;
 
 use ingest::{Floor, Ingest, IngestRun, Mode};
+use spin_test_host::KvCounts;
 
 struct Args {
     webhooks: usize,
@@ -128,19 +129,47 @@ async fn ingest(n: usize, levels: &[usize], repeat: usize) {
     let mut modes = Vec::new();
     for mode in Mode::ALL {
         let mut bench = Ingest::start(mode, n * levels.len() * repeat + 1).await;
-        let kv = bench.kv_of_one().await;
-        modes.push((bench, kv));
+        let costs = bench.costs().await;
+        modes.push((bench, costs));
     }
     println!("\n## Webhook ingest\n");
-    println!("Key-value calls of one accepted webhook, delivered alone:\n");
-    println!("| mode | KV calls | by kind |");
-    println!("|---|---|---|");
-    for (bench, kv) in &modes {
+    println!("Key-value calls of single deliveries (calls / writes), each delivered alone:\n");
+    println!("| mode | accepted, before its answer | accepted, in all | by kind | duplicate | forged |");
+    println!("|---|---|---|---|---|---|");
+    let cw = |k: &KvCounts| format!("{} / {}", k.total(), k.writes());
+    for (bench, c) in &modes {
         println!(
-            "| {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             bench.mode.name(),
-            kv.total(),
-            stats::breakdown(kv)
+            cw(&c.before_answer),
+            cw(&c.accepted),
+            stats::breakdown(&c.accepted),
+            cw(&c.duplicate),
+            cw(&c.refused),
+        );
+    }
+    for (bench, c) in &modes {
+        let mode = bench.mode.name();
+        // The budgets (issue #17): three writes and five calls before the answer; a repeat
+        // two calls; a forgery its operation's read, no write. RFC 9421 reads the seller's
+        // cached keys once more for each.
+        assert!(
+            c.before_answer.writes() <= 3 && c.before_answer.total() <= 5,
+            "{mode}: an accepted webhook costs {} before its answer (budget 5 / 3)",
+            cw(&c.before_answer)
+        );
+        let keys = u64::from(bench.mode == Mode::Rfc9421);
+        assert!(
+            c.duplicate.total() <= 2 + keys,
+            "{mode}: a duplicate costs {} (budget {} calls)",
+            cw(&c.duplicate),
+            2 + keys
+        );
+        let reads = 1 + keys;
+        assert!(
+            c.refused.writes() == 0 && c.refused.total() <= reads,
+            "{mode}: a forged webhook costs {} (budget {reads} read, no write)",
+            cw(&c.refused)
         );
     }
     println!(
@@ -216,6 +245,19 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 async fn create(n: usize) {
     let app = app::App::start("hmac").await;
     println!("\n## Operation creation ({n} per row, local seller completing synchronously)\n");
+    let first = create::before_the_seller(&app).await;
+    println!(
+        "One creation before its seller call: {} key-value calls, {} writes ({}).\n",
+        first.total(),
+        first.writes(),
+        stats::breakdown(&first)
+    );
+    // The budget (issue #17): six writes before the seller hears of it.
+    assert!(
+        first.writes() <= 6,
+        "a creation writes {} times before its seller call (budget 6)",
+        first.writes()
+    );
     println!(
         "| concurrency | req/s | p50 ms | p99 ms | KV calls/operation | seller calls/operation |"
     );
