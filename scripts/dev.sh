@@ -34,6 +34,7 @@ echo "==> admin API key (for POST /api/v1/tenants): SPIN_VARIABLE_ADMIN_API_KEY 
 
 # rustup does not add rust-toolchain.toml's targets to a toolchain that is already installed.
 rustup target add wasm32-wasip2
+command -v wasm-opt >/dev/null || echo "note: without wasm-opt (binaryen) the components are built larger than 1 MiB; see README \"Benchmarks\"" >&2
 if ! command -v spin >/dev/null; then
   echo "spin not found: install Spin 4.0.x (https://spinframework.dev), then run this again" >&2
   exit 1

@@ -9,6 +9,14 @@ echo "==> toolchain and the wasm32-wasip2 target (rustup adds rust-toolchain.tom
 rustup show active-toolchain >/dev/null
 rustup target add wasm32-wasip2
 
+echo "==> wasm-opt (Debian's binaryen) for the release components' size (scripts/wasm-link)"
+if ! command -v wasm-opt >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq binaryen >/dev/null
+fi
+wasm-opt --version
+
 echo "==> redis-server (Debian's package) for the multi-replica tests"
 if ! command -v redis-server >/dev/null; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -42,6 +50,16 @@ cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 echo "==> Spin components (release, wasm32-wasip2)"
 cargo build --target wasm32-wasip2 --release -p operations-api -p webhook-intake -p poll-sweep
 ls -l target/wasm32-wasip2/release/*.wasm
+# Each release component at most 1 MiB (issue #17; README "Benchmarks", "Component size", says how to measure).
+limit=1048576
+for wasm in operations_api webhook_intake poll_sweep; do
+  size=$(stat -c %s "target/wasm32-wasip2/release/$wasm.wasm")
+  if [ "$size" -gt "$limit" ]; then
+    echo "FAIL: $wasm.wasm is $size bytes, over the 1 MiB limit ($limit bytes); wasm-opt missing (scripts/wasm-link), or RUSTFLAGS set (it replaces .cargo/config.toml's opt-level=z)?" >&2
+    exit 1
+  fi
+  echo "$wasm.wasm: $size bytes (limit $limit)"
+done
 
 echo "==> tests (core, test host, end to end on the real .wasm files)"
 cargo test --workspace --exclude operations-api --exclude webhook-intake --exclude poll-sweep --exclude spin-adapter

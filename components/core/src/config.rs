@@ -51,7 +51,8 @@ impl SweepConfig {
         let c: SweepConfig = if json.is_empty() {
             SweepConfig::default()
         } else {
-            serde_json::from_str(json).map_err(|e| format!("sweep_config: {e}"))?
+            // From bytes, as every other read: one JSON reader in the `.wasm`.
+            serde_json::from_slice(json.as_bytes()).map_err(|e| format!("sweep_config: {e}"))?
         };
         let mut wrong = Vec::new();
         let mut need = |ok: bool, what: &str| {

@@ -134,7 +134,9 @@ pub struct Cancel {
 }
 
 /// A change the orchestrator itself (or a human through it) makes to an operation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Deserialize` is written out in `de`: the derived one kept a second deserializer of its
+/// fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum LocalChange {
     /// The governance agent approved: call the seller with this context.
@@ -670,6 +672,8 @@ impl Operation {
         outcome
     }
 }
+
+mod de;
 
 #[cfg(test)]
 mod tests {

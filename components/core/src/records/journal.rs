@@ -18,7 +18,7 @@ use crate::foundation::store::{Store, StoreResult, get_json, set_json};
 use crate::model::operation::{Observation, Observed, Operation};
 use crate::model::state_machine::Outcome;
 use crate::model::status::OperationStatus;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 
 /// A writer slower than this between allocating a seq and writing its entry abandons it.
@@ -27,7 +27,9 @@ pub const WRITE_GUARD_MS: u64 = 10_000;
 /// margin over `2 * WRITE_GUARD_MS` for clock skew between replicas.
 pub const HOLE_AGE_MS: u64 = 60_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Deserialize` is written out in `de`: the derived one kept a second copy of the operation's
+/// deserializer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
     pub seq: u64,
     /// Our clock when the writer started the append.
@@ -36,7 +38,7 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EntryKind {
     /// The operation as first stored, before anything was sent.
@@ -489,12 +491,13 @@ async fn catch_up(
     for seq in start + 1..=head {
         entries.push(get_json(store, &keys::operation_entry(op_id, seq)).await?);
     }
-    let sealed: std::collections::BTreeSet<u64> = (entries.iter().flatten())
-        .filter_map(|e| match e.kind {
-            EntryKind::Sealed { abandoned } => Some(abandoned),
-            _ => None,
-        })
-        .collect();
+    // Extended, not collected: collecting into a B-tree sorts first, a sort routine in the
+    // `.wasm` per element type.
+    let mut sealed = std::collections::BTreeSet::new();
+    sealed.extend((entries.iter().flatten()).filter_map(|e| match e.kind {
+        EntryKind::Sealed { abandoned } => Some(abandoned),
+        _ => None,
+    }));
     let mut missing: Vec<u64> = Vec::new();
     for (seq, entry) in (start + 1..).zip(&entries) {
         match entry {
@@ -554,5 +557,6 @@ impl From<JournalError> for crate::foundation::http::ApiError {
     }
 }
 
+mod de;
 #[cfg(test)]
 mod tests;

@@ -234,17 +234,18 @@ impl Default for Deadlines {
     /// create_media_buy 24 h, update_media_buy 12 h, sync_creatives 48 h (AdCP's orchestrator
     /// guide, [`crate::model::task::default_deadline_ms`]); anything else 24 h.
     fn default() -> Self {
+        // Extended, not collected: collecting into a B-tree sorts first, a sort routine in
+        // the `.wasm` per element type.
+        let mut tasks = BTreeMap::new();
+        tasks.extend(crate::model::task::TaskKind::ALL.iter().map(|t| {
+            (
+                t.name().to_string(),
+                crate::model::task::default_deadline_ms(*t),
+            )
+        }));
         Deadlines {
             default_ms: DAY_MS,
-            tasks: crate::model::task::TaskKind::ALL
-                .iter()
-                .map(|t| {
-                    (
-                        t.name().to_string(),
-                        crate::model::task::default_deadline_ms(*t),
-                    )
-                })
-                .collect(),
+            tasks,
         }
     }
 }

@@ -266,14 +266,15 @@ impl Cursor {
     /// Commutative, associative and idempotent, so the order of commits does not matter.
     pub fn merge(&self, other: &Cursor) -> Cursor {
         let bucket = self.bucket.max(other.bucket);
-        let open = self
-            .open
-            .keys()
-            .chain(other.open.keys())
-            .filter(|b| **b >= bucket)
-            .map(|b| (*b, self.progress(*b).union(&other.progress(*b))))
-            .filter(|(_, p)| !p.is_empty())
-            .collect();
+        // Extended, not collected: collecting into a B-tree sorts first, a sort routine in
+        // the `.wasm` per element type.
+        let mut open = BTreeMap::new();
+        open.extend(
+            (self.open.keys().chain(other.open.keys()))
+                .filter(|b| **b >= bucket)
+                .map(|b| (*b, self.progress(*b).union(&other.progress(*b))))
+                .filter(|(_, p)| !p.is_empty()),
+        );
         Cursor {
             bucket,
             open,

@@ -179,7 +179,7 @@ pub fn find_error(response: &Value) -> Option<Value> {
             .and_then(|c| {
                 c.iter().find_map(|item| {
                     let text = item.get("text")?.as_str()?;
-                    serde_json::from_str::<Value>(text)
+                    serde_json::from_slice::<Value>(text.as_bytes())
                         .ok()?
                         .get("adcp_error")
                         .cloned()

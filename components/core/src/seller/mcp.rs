@@ -445,7 +445,7 @@ fn extract(result: &Value) -> Option<Value> {
         if text.len() > 1024 * 1024 {
             return None;
         }
-        serde_json::from_str::<Value>(text)
+        serde_json::from_slice::<Value>(text.as_bytes())
             .ok()
             .filter(Value::is_object)
     })
@@ -463,7 +463,7 @@ fn sse_response(body: &[u8], id: &Value) -> Option<Value> {
         if data.is_empty() {
             return None;
         }
-        serde_json::from_str::<Value>(&data.join("\n"))
+        serde_json::from_slice::<Value>(data.join("\n").as_bytes())
             .ok()
             .filter(|v| {
                 v.get("id") == Some(id) && (v.get("result").is_some() || v.get("error").is_some())

@@ -98,12 +98,11 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
         .await?
         .unwrap_or_default();
     let mut registered = seller::registry(store).await?;
-    let tenants: Vec<String> = registered
-        .iter()
-        .map(|(t, _)| t.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // Extended, not collected: collecting into a B-tree sorts first, a sort routine in the
+    // `.wasm` per element type.
+    let mut distinct = BTreeSet::new();
+    distinct.extend(registered.iter().map(|(t, _)| t.clone()));
+    let tenants: Vec<String> = distinct.into_iter().collect();
     if tenants.is_empty() {
         return Ok(());
     }
@@ -124,8 +123,10 @@ async fn walk<S: Store, C: SellerCalls, T: Transport>(
             && now >= counted_at.saturating_add(COUNT_EVERY_MS)
         {
             let start = gauges::read_all(store, &tenants).await?;
+            let mut moves_at_start = BTreeMap::new();
+            moves_at_start.extend(start.into_iter().map(|(g, r)| (g, r.moves)));
             tally = Some(Tally {
-                moves_at_start: start.into_iter().map(|(g, r)| (g, r.moves)).collect(),
+                moves_at_start,
                 counted: BTreeMap::new(),
             });
             counted_at = now;
@@ -280,15 +281,17 @@ async fn check<S: Store, C: SellerCalls, T: Transport>(
         let due = lease.slot_of(state.next_at_ms);
         // States written before `filed_at_ms` existed carry 0: only the due time is known.
         let filed = (state.filed_at_ms > 0).then(|| lease.slot_of(state.filed_at_ms));
-        let near: BTreeSet<u64> = [due, due + 1]
-            .into_iter()
-            .chain(
-                filed
-                    .into_iter()
-                    .flat_map(|f| [f.saturating_sub(1), f, f + 1]),
-            )
-            .filter(|s| *s < lease.slot_of(now))
-            .collect();
+        let mut near = BTreeSet::new();
+        near.extend(
+            [due, due + 1]
+                .into_iter()
+                .chain(
+                    filed
+                        .into_iter()
+                        .flat_map(|f| [f.saturating_sub(1), f, f + 1]),
+                )
+                .filter(|s| *s < lease.slot_of(now)),
+        );
         for slot in near {
             let key = keys::lease(&scope, slot);
             if store.get(&key).await?.is_some() {
