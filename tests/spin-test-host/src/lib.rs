@@ -357,7 +357,11 @@ impl TestHost {
     /// The HTTP trigger's key-value counts (since the last [`TestHost::reset_kv_counts`]) when
     /// the last response was produced: sent one at a time, a request's calls before its answer.
     pub fn kv_counts_at_last_answer(&self) -> Option<KvCounts> {
-        self.shared.counts_at_answer.lock().ok().and_then(|c| c.clone())
+        self.shared
+            .counts_at_answer
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
     }
 
     /// Waits (up to `within`) until no HTTP-triggered instance is running: every request

@@ -16,7 +16,8 @@ pub struct CreateRun {
 /// The key-value calls of one creation until its first call to the seller (after a warm-up
 /// creation, which makes the capability handshake).
 pub async fn before_the_seller(app: &App) -> spin_test_host::KvCounts {
-    let answer = Answer::Payload(json!({"status": "completed", "media_buy_id": "mb_first", "packages": []}));
+    let answer =
+        Answer::Payload(json!({"status": "completed", "media_buy_id": "mb_first", "packages": []}));
     app.seller.answer(answer.clone());
     app.create(true).await;
     app.seller.answer(answer);

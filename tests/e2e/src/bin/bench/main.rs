@@ -134,7 +134,9 @@ async fn ingest(n: usize, levels: &[usize], repeat: usize) {
     }
     println!("\n## Webhook ingest\n");
     println!("Key-value calls of single deliveries (calls / writes), each delivered alone:\n");
-    println!("| mode | accepted, before its answer | accepted, in all | by kind | duplicate | forged |");
+    println!(
+        "| mode | accepted, before its answer | accepted, in all | by kind | duplicate | forged |"
+    );
     println!("|---|---|---|---|---|---|");
     let cw = |k: &KvCounts| format!("{} / {}", k.total(), k.writes());
     for (bench, c) in &modes {
