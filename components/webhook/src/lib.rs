@@ -6,8 +6,8 @@
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
 use spin_adapter::{
-    HostClock, SpinTransport, StderrLog, accept, allow_private_networks, into_spin_response,
-    public_base_url, sealing_key,
+    HostClock, SpinStore, SpinTransport, StderrLog, accept, allow_private_networks,
+    into_spin_response, public_base_url, sealing_key,
 };
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
@@ -18,26 +18,12 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         Ok(accepted) => accepted,
         Err(response) => return Ok(response),
     };
-    let env = IntakeEnv {
-        store: &store,
-        clock: &HostClock,
-        log: &StderrLog,
-        config: &config,
-        transport: &SpinTransport,
-    };
-    let answer = intake::handle(&env, req).await;
+    let answer = intake::handle(&env(&store, &config), req).await;
     if let Some(op) = answer.settle {
         spin_sdk::wasip3::spawn(async move {
             // Yield until the answer is out: this work starts after it, never before.
             spin_sdk::wasip3::clocks::monotonic_clock::wait_for(1_000_000).await;
-            let env = IntakeEnv {
-                store: &store,
-                clock: &HostClock,
-                log: &StderrLog,
-                config: &config,
-                transport: &SpinTransport,
-            };
-            for id in intake::settle(&env, &op).await {
+            for id in intake::settle(&env(&store, &config), &op).await {
                 let lease = Default::default();
                 let _ = notify::attempt_alone(
                     &store,
@@ -52,6 +38,19 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         });
     }
     Ok(into_spin_response(answer.response))
+}
+
+fn env<'a>(
+    store: &'a SpinStore,
+    config: &'a IntakeConfig,
+) -> IntakeEnv<'a, SpinStore, SpinTransport> {
+    IntakeEnv {
+        store,
+        clock: &HostClock,
+        log: &StderrLog,
+        config,
+        transport: &SpinTransport,
+    }
 }
 
 async fn config() -> Result<IntakeConfig, String> {

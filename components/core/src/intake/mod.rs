@@ -2,8 +2,10 @@
 //! method, content type and size (before any verification), the operation, authentication in the
 //! mode the operation registered (another mode is refused: a switch, never a fallback), payload,
 //! then de-duplication and the state machine through the journal. Nothing is written before
-//! authentication passes, and a refusal only bumps a counter and logs, so forged traffic cannot
-//! evict real history. De-duplication lives in the operation record
+//! authentication passes: a refusal before it reads the operation (an unknown id also its
+//! journal's counter, RFC 9421 the seller's cached keys) and only logs, so forged traffic
+//! costs no write and cannot evict real history. An accepted delivery answers after three
+//! writes; its effects are settled after the answer ([`settle`]). De-duplication lives in the operation record
 //! ([`crate::model::operation::DeliveryLedger`]): a repeat of an applied delivery answers 2xx, the
 //! same key with another payload 409, one whose fold awaits an in-flight entry 503 + `Retry-After`.
 

@@ -142,7 +142,8 @@ async fn receive_for<S: Store, T: Transport>(
     })?;
 
     let nonce = authenticate(env, req, &op, registration.mode).await?;
-    authenticated(env, req, op_id, op, nonce)
+    let token = registration.token.clone();
+    authenticated(env, req, op_id, op, token, nonce)
         .await
         .map_err(|refusal| Refusal {
             authenticated: true,
@@ -156,16 +157,11 @@ async fn authenticated<S: Store, T: Transport>(
     req: &Request,
     op_id: String,
     op: Operation,
+    token: crate::foundation::seal::Sealed,
     nonce: Option<crate::model::operation::NonceMark>,
 ) -> Result<Answer, Refusal> {
     let bad =
         |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
-    let Some(registration) = op.webhook.as_ref() else {
-        return Err(Refusal::unauthenticated(
-            "webhook_not_registered",
-            "no webhook was registered for this operation",
-        ));
-    };
     let payload: Value = serde_json::from_slice(req.body()).map_err(|e| {
         bad(
             StatusCode::BAD_REQUEST,
@@ -176,10 +172,7 @@ async fn authenticated<S: Store, T: Transport>(
     let token = env
         .config
         .sealing
-        .open(
-            &WebhookRegistration::token_purpose(&op_id),
-            &registration.token,
-        )
+        .open(&WebhookRegistration::token_purpose(&op_id), &token)
         .map_err(|_| {
             Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
         })?;

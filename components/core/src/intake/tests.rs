@@ -25,6 +25,7 @@ const SECRET: &str = "bearer-secret-0123456789abcdef-0123456789";
 struct World {
     store: MemoryStore,
     config: IntakeConfig,
+    transport: crate::testing::ScriptedTransport,
 }
 
 impl World {
@@ -48,17 +49,23 @@ impl World {
                 due: DueConfig::default(),
                 allow_private_networks: false,
             },
+            transport: Default::default(),
         }
     }
 
-    fn send(&self, req: Request) -> (StatusCode, Value) {
-        let env = IntakeEnv {
+    /// The component's view, at 2 s.
+    fn env(&self) -> IntakeEnv<'_, MemoryStore, crate::testing::ScriptedTransport> {
+        IntakeEnv {
             store: &self.store,
             clock: &FixedClock(2_000),
             log: &NoLog,
             config: &self.config,
-            transport: &crate::testing::ScriptedTransport::default(),
-        };
+            transport: &self.transport,
+        }
+    }
+
+    fn send(&self, req: Request) -> (StatusCode, Value) {
+        let env = self.env();
         let a = block_on(handle(&env, req));
         // As the component does after answering.
         if let Some(op) = &a.settle {
@@ -135,13 +142,7 @@ fn a_genuine_delivery_is_applied_once_and_repeats_change_nothing() {
 fn twenty_concurrent_copies_change_the_state_once() {
     let w = World::new(WebhookMode::Bearer);
     let body = payload("completed", "whk_cccccccccccccccc");
-    let env = IntakeEnv {
-        store: &w.store,
-        clock: &FixedClock(2_000),
-        log: &NoLog,
-        config: &w.config,
-        transport: &crate::testing::ScriptedTransport::default(),
-    };
+    let env = w.env();
     let answers = block_on(futures::future::join_all(
         (0..20).map(|_| handle(&env, bearer(&body))),
     ));
@@ -344,13 +345,7 @@ fn an_accepted_webhook_answers_after_three_writes_and_a_repeat_costs_two_calls()
     ))
     .unwrap();
     let body = payload("completed", "whk_eeeeeeeeeeeeeeee");
-    let env = IntakeEnv {
-        store: &w.store,
-        clock: &FixedClock(2_000),
-        log: &NoLog,
-        config: &w.config,
-        transport: &crate::testing::ScriptedTransport::default(),
-    };
+    let env = w.env();
     w.store.reset_counts();
     let answer = block_on(handle(&env, bearer(&body)));
     assert_eq!(answer.response.status(), StatusCode::OK);
