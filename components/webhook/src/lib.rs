@@ -25,7 +25,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             spin_sdk::wasip3::clocks::monotonic_clock::wait_for(1_000_000).await;
             for id in intake::settle(&env(&store, &config), &op).await {
                 let lease = Default::default();
-                let _ = notify::attempt_alone(
+                let attempted = notify::attempt_alone(
                     &store,
                     &HostClock,
                     &lease,
@@ -34,6 +34,11 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                     &id,
                 )
                 .await;
+                // In order: one not delivered now leaves the later ones to the sweep.
+                if !matches!(attempted, Ok(Some(n)) if n.state == notify::DeliveryState::Delivered)
+                {
+                    break;
+                }
             }
         });
     }

@@ -54,6 +54,32 @@ impl<S: Store + ?Sized> Store for &S {
     }
 }
 
+/// Reads a counter kept by [`Store::increment`] with a `get`: a read, where `increment(key,
+/// 0)` is a write transaction on SQLite (it takes the database's write lock) and a metered
+/// write on hosted stores. 0 when absent.
+pub async fn get_counter(store: &impl Store, key: &str) -> StoreResult<i64> {
+    match store.get(key).await? {
+        None => Ok(0),
+        Some(v) => decode_counter(key, &v),
+    }
+}
+
+/// A counter's stored value: Spin's SQLite store keeps it as 8 little-endian bytes, Redis
+/// (`INCRBY`) as decimal text. Never ambiguous: a little-endian count whose 8 bytes are all
+/// ASCII digits would be above 3.4 × 10^18.
+pub fn decode_counter(key: &str, v: &[u8]) -> StoreResult<i64> {
+    let decimal = v.strip_prefix(b"-").unwrap_or(v);
+    if !decimal.is_empty() && decimal.iter().all(u8::is_ascii_digit) {
+        if let Some(n) = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok()) {
+            return Ok(n);
+        }
+    }
+    match <[u8; 8]>::try_from(v) {
+        Ok(b) => Ok(i64::from_le_bytes(b)),
+        Err(_) => Err(StoreError::Corrupt(format!("`{key}` is not a counter"))),
+    }
+}
+
 /// A number kept as decimal text (cursors, positions, times); `None` when absent or not one.
 pub async fn get_decimal<T: std::str::FromStr>(
     store: &impl Store,
@@ -257,6 +283,33 @@ mod tests {
             assert_eq!(s.get("c").await.unwrap().unwrap(), 6i64.to_le_bytes());
             s.set("text", b"hello").await.unwrap();
             assert!(s.increment("text", 1).await.is_err());
+        });
+    }
+
+    /// Counters read with `get` decode both backends' encodings, whatever the value.
+    #[test]
+    fn counters_read_with_get_decode_sqlite_and_redis_values() {
+        for n in [0i64, 1, 9, 10, 255, 12_345_678, 99_999_999, 1 << 40, -3] {
+            assert_eq!(
+                decode_counter("c", &n.to_le_bytes()).unwrap(),
+                n,
+                "SQLite {n}"
+            );
+            assert_eq!(
+                decode_counter("c", n.to_string().as_bytes()).unwrap(),
+                n,
+                "Redis {n}"
+            );
+        }
+        assert!(decode_counter("c", b"hello").is_err());
+        assert!(decode_counter("c", b"").is_err());
+        let s = MemoryStore::new();
+        block_on(async {
+            assert_eq!(get_counter(&s, "c").await.unwrap(), 0);
+            s.increment("c", 7).await.unwrap();
+            s.reset_counts();
+            assert_eq!(get_counter(&s, "c").await.unwrap(), 7);
+            assert_eq!(s.count(StoreOp::Get), s.total_ops(), "a read only");
         });
     }
 

@@ -307,6 +307,81 @@ fn refusals_change_nothing_and_only_authenticated_ones_are_counted() {
     assert!(text.contains("adcp_webhook_rejections_total{reason=\"unknown_operation\"} 0"));
 }
 
+/// A tenant callback on `w`'s tenant `t1`.
+fn register_callback(w: &World) {
+    let e = SeededEntropy::new(4);
+    let cb = crate::records::notify::Callback {
+        url: "https://buyer.example/hook".into(),
+        secret: w.config.sealing.seal(
+            &e,
+            &crate::records::notify::secret_purpose("t1"),
+            b"whsec_x",
+        ),
+        enabled: true,
+        disabled_reason: None,
+    };
+    block_on(crate::foundation::store::set_json(
+        &w.store,
+        &keys::callback("t1"),
+        &cb,
+    ))
+    .unwrap();
+}
+
+/// The seller's webhook comes before the sweep delivered the notification of the change
+/// before it (the `submitted` a creation queues): that one is to be attempted first.
+#[test]
+fn a_webhooks_notification_follows_the_earlier_one_still_pending() {
+    let w = World::new(WebhookMode::Bearer);
+    register_callback(&w);
+    let cx = crate::foundation::cx::Cx::new(&w.store, &FixedClock(1_500), &NoLog);
+    let submitted = crate::testing::obs(TaskStatus::Submitted, Some("task_1"));
+    let written = block_on(crate::lifecycle::effects::record(
+        cx,
+        "api",
+        "op1",
+        None,
+        journal::EntryKind::Observed {
+            observation: Box::new(submitted),
+        },
+    ))
+    .unwrap();
+    let earlier = written.notification.expect("submitted is queued");
+    let env = w.env();
+    let answer = block_on(handle(
+        &env,
+        bearer(&payload("completed", "whk_ffffffffffffffff")),
+    ));
+    assert_eq!(answer.response.status(), StatusCode::OK);
+    let op = answer
+        .settle
+        .expect("the change is announced after the answer");
+    let notifications = block_on(settle(&env, &op));
+    assert_eq!(
+        notifications,
+        vec![
+            earlier.clone(),
+            crate::records::notify::notification_id("op1", op.version)
+        ],
+        "submitted first, then completed"
+    );
+    // Once the earlier one is delivered, it is not attempted again.
+    let mut n: crate::records::notify::Notification = block_on(crate::foundation::store::get_json(
+        &w.store,
+        &keys::notification(&earlier),
+    ))
+    .unwrap()
+    .unwrap();
+    n.state = crate::records::notify::DeliveryState::Delivered;
+    block_on(crate::foundation::store::set_json(
+        &w.store,
+        &keys::notification(&earlier),
+        &n,
+    ))
+    .unwrap();
+    assert_eq!(block_on(settle(&env, &op)).len(), 1);
+}
+
 #[test]
 /// Before its answer an accepted webhook costs the record's read and three writes (seq,
 /// entry, record) and its change is visible at once; settling it after the answer (here
@@ -373,8 +448,9 @@ fn an_accepted_webhook_answers_after_three_writes_and_a_repeat_costs_two_calls()
     w.store.reset_counts();
     let notifications = block_on(settle(&env, &op));
     assert_eq!(notifications.len(), 1, "the buyer notification to attempt");
-    // The callback, the notification (read, write, filed due: 2).
-    assert_eq!(w.store.total_ops(), 5, "calls to announce");
+    // The callback, the notification (read, write, filed due: 2), the one of the change
+    // before (read: none, the test recorded `submitted` without effects).
+    assert_eq!(w.store.total_ops(), 6, "calls to announce");
     // The sweep (or any later reader or writer) settles the rest: the claim (read, write),
     // the notification found queued (callback, record; filed due again: 2), transition,
     // left, outcome histogram (2), tenant summary.

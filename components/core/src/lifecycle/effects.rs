@@ -102,16 +102,21 @@ pub async fn record_unsettled(
     kind: EntryKind,
 ) -> JournalResult<Recorded> {
     let Cx { store, clock, .. } = cx;
+    // The status change before each, for the order of their notifications.
+    let mut before = known.status_seq;
     let mut recorded = journal::record_from(store, clock, op_id, Some(known), kind).await?;
     let changes: Vec<Unsettled> = (recorded.adopted.iter())
         .chain(std::iter::once(&recorded))
         .filter_map(|r| {
             let c = change_of(r)?;
+            let after = (before != 0).then_some(before);
+            before = c.seq;
             Some(Unsettled {
                 seq: c.seq,
                 from: c.from,
                 to: c.to,
                 at_ms: c.op.updated_at_ms,
+                after,
             })
         })
         .collect();
@@ -152,10 +157,13 @@ pub async fn settle(
 }
 
 /// The part of [`settle`] that cannot wait for the sweep: the buyer notifications of `op`'s
-/// unsettled changes, queued (idempotently) and returned to attempt now. Costs one read
-/// when the tenant has no callback. The task index and the counters are left to whoever
-/// settles the changes next: a reader or writer of the operation, the sweep's next look at
-/// it, or the auditor's walk.
+/// unsettled changes, queued (idempotently) and returned to attempt now, in order. The
+/// notification of the change before one, if still pending (a creation's `submitted`, due
+/// for the sweep, when the seller's webhook comes first), is returned ahead of it: the
+/// buyer hears of the changes in the order they were made. Costs one read when the tenant
+/// has no callback. The task index and the counters are left to whoever settles the changes
+/// next: a reader or writer of the operation, the sweep's next look at it, or the auditor's
+/// walk.
 pub async fn announce_unsettled(
     cx: Cx<'_, impl Store>,
     op: &Operation,
@@ -163,9 +171,16 @@ pub async fn announce_unsettled(
     let mut notifications = Vec::new();
     for u in &op.unsettled {
         let at = as_of(op, u);
-        if let Some(id) = announce(cx.store, cx.clock, &at, u.from, u.to, u.seq).await? {
-            notifications.push(id);
+        let Some(id) = announce(cx.store, cx.clock, &at, u.from, u.to, u.seq).await? else {
+            continue;
+        };
+        if let Some(before) = u.after {
+            let earlier = notify::notification_id(&op.operation_id, before);
+            if !notifications.contains(&earlier) && notify::pending(cx.store, &earlier).await? {
+                notifications.push(earlier);
+            }
         }
+        notifications.push(id);
     }
     Ok(notifications)
 }

@@ -86,6 +86,10 @@ pub struct Operation {
     /// releases, which kept it under `op:{id}:listed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_at: Option<u64>,
+    /// The journal entry that gave it its current status (its creation entry until a change).
+    /// 0 in records of earlier releases: unknown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub status_seq: u64,
     pub version: u64,
 }
 
@@ -98,6 +102,10 @@ pub struct Unsettled {
     pub to: OperationStatus,
     /// The entry's time: when the change was recorded.
     pub at_ms: u64,
+    /// The entry of the status change before it, if known: its buyer notification goes
+    /// first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +500,7 @@ impl Operation {
             in_tenant_summary: true,
             unsettled: Vec::new(),
             listed_at: None,
+            status_seq: 0,
             version: 0,
         }
     }

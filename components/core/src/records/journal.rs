@@ -211,6 +211,12 @@ pub fn fold(op: &mut Option<Operation>, entry: &Entry) -> Effect {
     };
     if let Some(o) = op {
         o.version = entry.seq;
+        if matches!(
+            effect,
+            Effect::Created | Effect::Applied(_) | Effect::Overrode(_)
+        ) {
+            o.status_seq = entry.seq;
+        }
     }
     effect
 }
@@ -329,16 +335,16 @@ pub async fn load(
     op_id: &str,
 ) -> JournalResult<Option<Loaded>> {
     let snapshot: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
-    // Reading a counter with `increment` creates it: look for it with `get` first, so probing
-    // unknown ids (random webhook URLs, say) leaves no keys behind. Not entry 1, which a
-    // creator that died after allocating it never wrote (see [`create`]).
-    if snapshot.is_none() && store.get(&keys::operation_seq(op_id)).await?.is_none() {
-        return Ok(None);
+    // The head is read with `get`, not `increment(_, 0)`: a read leaves no key behind for
+    // unknown ids (random webhook URLs, say) and takes no write lock. Without a snapshot the
+    // seq tells whether the id exists (not entry 1, which a creator that died after
+    // allocating it never wrote: see [`create`]).
+    let head = match (&snapshot, store.get(&keys::operation_seq(op_id)).await?) {
+        (None, None) => return Ok(None),
+        (_, None) => 0,
+        (_, Some(v)) => crate::foundation::store::decode_counter(&keys::operation_seq(op_id), &v)?,
     }
-    let head = store
-        .increment(&keys::operation_seq(op_id), 0)
-        .await?
-        .max(0) as u64;
+    .max(0) as u64;
     let start = snapshot.as_ref().map_or(0, |o| o.version);
     let mut op = snapshot;
     let mut adopted = Vec::new();
@@ -460,8 +466,7 @@ pub async fn history_page(
     after: u64,
     limit: u64,
 ) -> JournalResult<(Vec<(Entry, Effect)>, bool)> {
-    let head = store
-        .increment(&keys::operation_seq(op_id), 0)
+    let head = crate::foundation::store::get_counter(store, &keys::operation_seq(op_id))
         .await?
         .max(0) as u64;
     let end = head.min(after.saturating_add(limit));

@@ -135,6 +135,12 @@ pub async fn enqueue(
     Ok(Some(n))
 }
 
+/// Whether notification `id` exists and is still to be delivered.
+pub async fn pending(store: &impl Store, id: &str) -> StoreResult<bool> {
+    let n: Option<Notification> = get_json(store, &keys::notification(id)).await?;
+    Ok(n.is_some_and(|n| n.state == DeliveryState::Pending))
+}
+
 /// Makes one delivery attempt if the notification is due, and records the result.
 pub async fn attempt(
     store: &impl Store,

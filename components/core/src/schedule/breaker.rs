@@ -333,10 +333,14 @@ impl<'a> Breaker<'a> {
     async fn snapshot(&self, store: &impl Store, failures: Option<i64>) -> StoreResult<Snapshot> {
         let failures = match failures {
             Some(f) => f,
+            // A read, not `increment(_, 0)`: a creation's seller call reads the breaker
+            // before it is sent, and that must not cost a write.
             None => {
-                store
-                    .increment(&keys::breaker_failures(self.tenant, self.seller), 0)
-                    .await?
+                crate::foundation::store::get_counter(
+                    store,
+                    &keys::breaker_failures(self.tenant, self.seller),
+                )
+                .await?
             }
         };
         let mark = parse_decimal(
