@@ -33,4 +33,7 @@ pub struct TickReport {
     pub audited: usize,
     #[serde(default)]
     pub audit_repairs: usize,
+    /// Another tick held the sweep: this one did nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlapped: bool,
 }

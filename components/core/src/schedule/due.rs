@@ -22,8 +22,9 @@
 //!
 //! The cursor (`sweep:cursor`, a small JSON [`Cursor`]) holds the first bucket not yet
 //! *finished* and, for partly read buckets after it, how far they were read and which slots
-//! were still empty ("holes"). A tick ([`Sweep::begin`]) reads each due bucket's count with
-//! `increment(key, 0)` and only entries not read before, plus re-reads of holes.
+//! were still empty ("holes"). A tick ([`Sweep::begin`]) reads each due bucket's count (a
+//! `get`: [`crate::foundation::store::get_counter`]) and only entries not read before, plus
+//! re-reads of holes.
 //!
 //! A writer may still append to a bucket whose time has just passed, and a slot's `increment`
 //! may be visible before its `set`. So a bucket is **finished** only when it ended more than
@@ -49,9 +50,7 @@
 //! # Retention
 //!
 //! Buckets finished more than [`DueConfig::retain_ms`] (10 min) ago are deleted, entries and
-//! count (tracked by `Cursor::purged`); this includes counts created by `increment(key, 0)`. A
-//! tick slower than the retention window could re-create a purged count (8 bytes, never read
-//! again); the sweep lease bounds ticks far below that.
+//! count (tracked by `Cursor::purged`).
 //!
 //! # Limits
 //!
@@ -181,7 +180,7 @@ pub struct Hint {
 }
 
 pub async fn bucket_count(store: &impl Store, bucket: u64) -> StoreResult<u64> {
-    let n = store.increment(&keys::due_count(bucket), 0).await?;
+    let n = crate::foundation::store::get_counter(store, &keys::due_count(bucket)).await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 

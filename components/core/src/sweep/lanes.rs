@@ -11,10 +11,12 @@ use crate::model::operation::Operation;
 use crate::schedule::due::Hint;
 use std::collections::VecDeque;
 
-/// A hint to work now, and when its calls must be over.
+/// A hint to work now, with the operation's snapshot as read for the split, and when its
+/// calls must be over.
 pub struct Turn {
     pub lane: usize,
     pub hint: Hint,
+    pub snapshot: Option<Operation>,
     pub until_ms: u64,
 }
 
@@ -25,7 +27,7 @@ const MIN_TURN_MS: u64 = 2_000;
 
 struct Lane {
     peer: String,
-    hints: VecDeque<Hint>,
+    hints: VecDeque<(Hint, Option<Operation>)>,
     used_ms: u64,
 }
 
@@ -36,8 +38,11 @@ pub struct Lanes {
     next: usize,
 }
 
-/// Reads each operation's snapshot to find its seller (a stale one names the same seller;
-/// the work reads its own under the lease).
+/// Reads each operation's snapshot to find its seller. The work starts from the same
+/// snapshot (one read per due operation, not two): it may be a few seconds old by then,
+/// which every step allows for (a poll's answer is checked against the journal's head
+/// before it is recorded, writes catch up with the journal, and a dispatch re-reads the
+/// operation under its lease).
 pub async fn split(store: &impl Store, hints: &[Hint], started_ms: u64, budget_ms: u64) -> Lanes {
     let mut work = Vec::with_capacity(hints.len());
     for hint in hints {
@@ -80,7 +85,7 @@ impl Lanes {
                     lanes.len() - 1
                 }
             };
-            lanes[lane].hints.push_back(hint);
+            lanes[lane].hints.push_back((hint, snapshot));
         }
         Lanes {
             lanes,
@@ -127,11 +132,12 @@ impl Lanes {
             } else {
                 end
             };
-            let hint = self.lanes[i].hints.pop_front()?;
+            let (hint, snapshot) = self.lanes[i].hints.pop_front()?;
             self.next = i + 1;
             return Some(Turn {
                 lane: i,
                 hint,
+                snapshot,
                 until_ms,
             });
         }

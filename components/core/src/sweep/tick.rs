@@ -1,12 +1,14 @@
-//! One tick: the due hints worked one by one under operation leases, then reconciliation
-//! once per epoch, and the tick's report.
+//! One tick, under the sweep lease: the due hints worked one by one, then reconciliation
+//! once per epoch and the auditor, and the tick's report.
 
-use super::{env::SweepEnv, lanes, memo::SellerMemo, work::work_on};
+use super::work::{Done, work_on};
+use super::{env::SweepEnv, lanes, memo::SellerMemo};
 use crate::foundation::keys;
 use crate::foundation::log;
 use crate::foundation::store::{Store, get_json, set_json};
 use crate::foundation::transport::{Bounded, Deadline, Transport};
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
+use crate::model::operation::Operation;
 use crate::records::{format, journal::JournalResult, notify, tick_report::TickReport};
 use crate::schedule::due;
 use crate::schedule::lease::{self, Claim};
@@ -44,11 +46,46 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         started_at_ms: started,
         ..Default::default()
     };
+    // One tick at a time does the work (the replicas' triggers fire together): the others
+    // end here. The lease also stands in for per-operation leases on polls, which would
+    // cost two store calls per due operation; dispatches still take the operation's lease
+    // (the API's immediate dispatch takes it too). A tick that dies holds the sweep until
+    // its slot ends (`lease.slot_ms`, 60 s).
+    let lease = match lease::claim_sweep(env.store, &env.config.lease, started).await? {
+        Claim::Held(l) => l,
+        Claim::Busy { .. } => {
+            report.overlapped = true;
+            report.finished_at_ms = env.clock.now_ms();
+            return Ok(report);
+        }
+    };
+    let worked = under_sweep_lease(env, &bounded, &lease, &mut report).await;
+    // A release that fails leaves a counter its slot's end makes harmless.
+    let _ = lease.release(env.store).await;
+    worked?;
+    report.finished_at_ms = env.clock.now_ms();
+    set_json(env.store, keys::SWEEP_LAST, &report).await?;
+    Ok(report)
+}
+
+/// The tick's work, while it holds the sweep: the due hints, then reconciliation and the
+/// auditor.
+async fn under_sweep_lease<S: Store, C: SellerCalls, T: Transport, U: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    bounded: &Bounded<'_, U>,
+    lease: &lease::Lease,
+    report: &mut TickReport,
+) -> JournalResult<()> {
+    let started = report.started_at_ms;
     let memo = SellerMemo::default();
     let mut sweep = due::Sweep::begin(env.store, &env.config.due, started).await?;
     let hints = sweep.hints().to_vec();
     report.due = hints.len();
-    let budget = env.config.budget_ms();
+    // Due work stops while the sweep lease is still certainly held.
+    let held_ms = (lease.expires_at_ms)
+        .saturating_sub(env.config.lease.margin_ms)
+        .saturating_sub(started);
+    let budget = env.config.budget_ms().min(held_ms);
     let mut lanes = lanes::split(env.store, &hints, started, budget).await;
     while let Some(turn) = lanes.next(env.clock.now_ms()) {
         // Every call of this hint's work ends by its lane's share of the budget.
@@ -57,7 +94,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
         env.calls.set_deadline(Some(until));
         bounded.deadline.set(Some(until));
         let hint = &turn.hint;
-        let worked = due_hint(env, &memo, &hint.op_id, now, &mut report).await;
+        let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, now, report).await;
         lanes.spent(turn.lane, env.clock.now_ms().saturating_sub(now));
         match worked {
             Ok(Worked::Busy { retry_at_ms }) => {
@@ -105,9 +142,7 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     let audited = super::audit::run(env, !report.backlog).await;
     report.audited = audited.checked;
     report.audit_repairs = audited.repaired;
-    report.finished_at_ms = env.clock.now_ms();
-    set_json(env.store, keys::SWEEP_LAST, &report).await?;
-    Ok(report)
+    Ok(())
 }
 
 /// What became of one due hint.
@@ -118,46 +153,64 @@ enum Worked {
     Settled,
 }
 
-/// One due hint under the operation's lease. A store failure anywhere in it costs this hint
-/// (deferred by the caller), never the rest of the tick.
+/// One due hint. A store failure anywhere in it costs this hint (deferred by the caller),
+/// never the rest of the tick.
 async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     id: &str,
+    snapshot: Option<Operation>,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
-    let lease = match lease::claim_operation(env.store, &env.config.lease, id, now).await? {
-        Claim::Held(l) => l,
-        Claim::Busy { retry_at_ms } => return Ok(Worked::Busy { retry_at_ms }),
+    if id.starts_with("ntf_") {
+        // The notification's lease: the webhook component's first attempt takes it too.
+        let lease = match lease::claim_operation(env.store, &env.config.lease, id, now).await? {
+            Claim::Held(l) => l,
+            Claim::Busy { retry_at_ms } => return Ok(Worked::Busy { retry_at_ms }),
+        };
+        let worked = notification_hint(env, id, now, report).await;
+        // A release that fails leaves a counter its slot's end makes harmless (and the
+        // auditor removes): not worth failing the work that was done.
+        let _ = lease.release(env.store).await;
+        return worked;
+    }
+    let Some(state) = current_state(env, id, now).await? else {
+        return Ok(Worked::Settled);
     };
-    let worked = under_lease(env, memo, &lease, id, now, report).await;
-    // A release that fails leaves a counter its slot's end makes harmless (and the auditor
-    // removes): not worth failing the work that was done.
-    let _ = lease.release(env.store).await;
-    worked
+    match work_on(env, memo, id, snapshot, state, now).await? {
+        Done::Acted(touched) => {
+            report.touched += usize::from(touched);
+            Ok(Worked::Settled)
+        }
+        Done::Busy { retry_at_ms } => Ok(Worked::Busy { retry_at_ms }),
+    }
 }
 
-async fn under_lease<S: Store, C: SellerCalls, T: Transport>(
+/// The hint's poll state; `None` when it was rescheduled later (a newer hint exists).
+async fn current_state<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
-    memo: &SellerMemo,
-    lease: &lease::Lease,
+    id: &str,
+    now: u64,
+) -> JournalResult<Option<PollState>> {
+    let state: Option<PollState> = get_json(env.store, &keys::poll_state(id)).await?;
+    Ok(match state {
+        Some(s) if s.next_at_ms > now => None,
+        s => Some(s.unwrap_or_default()),
+    })
+}
+
+async fn notification_hint<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
     id: &str,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
-    let state: Option<PollState> = get_json(env.store, &keys::poll_state(id)).await?;
-    if state.as_ref().is_some_and(|s| s.next_at_ms > now) {
-        // Rescheduled later: a newer hint exists.
+    if current_state(env, id, now).await?.is_none() {
         return Ok(Worked::Settled);
     }
-    let touched = if id.starts_with("ntf_") {
-        report.notifications += 1;
-        retry_notification(env, id).await?
-    } else {
-        work_on(env, memo, lease, id, state.unwrap_or_default(), now).await?
-    };
-    report.touched += usize::from(touched);
+    report.notifications += 1;
+    report.touched += usize::from(retry_notification(env, id).await?);
     Ok(Worked::Settled)
 }
 

@@ -6,7 +6,7 @@ use super::lookup::{Lookup, give_up_dispatch, lookup_by_context};
 use super::memo::SellerMemo;
 use super::resend::Resend;
 use crate::foundation::keys;
-use crate::foundation::store::{Store, get_json};
+use crate::foundation::store::Store;
 use crate::foundation::transport::Transport;
 use crate::lifecycle::next::{self, Step};
 use crate::lifecycle::{dispatch, effects, linked};
@@ -19,14 +19,66 @@ use crate::records::journal::EntryKind;
 use crate::records::journal::JournalResult;
 use crate::records::seller;
 use crate::schedule::{
-    lease::Lease,
+    lease::{self, Claim, Lease},
     poll::{PollState, schedule_at},
 };
 use crate::seller::port::{CallFailure, SellerCalls};
 use serde_json::json;
 
-/// Does the one thing the operation needs now. Returns whether it acted.
+/// What came of a due operation's work.
+pub enum Done {
+    /// Whether it acted.
+    Acted(bool),
+    /// Its work needs the operation's lease, which someone else holds.
+    Busy { retry_at_ms: u64 },
+}
+
+/// Does the one thing the operation needs now, starting from `snapshot` (the record as the
+/// tick read it, `None` if unread). A poll, a deadline or a wait run under the sweep lease
+/// alone; a dispatch or a cancel follow-up takes the operation's lease and re-reads it.
 pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op_id: &str,
+    snapshot: Option<Operation>,
+    state: PollState,
+    now: u64,
+) -> JournalResult<Done> {
+    let op = match snapshot {
+        // A webhook's change whose effects its component did not get to run (or did, and
+        // left the list for the next writer): settled from the record as it now stands.
+        Some(op) if op.unsettled.is_empty() => op,
+        _ => match effects::load_and_adopt(env.cx(), op_id).await? {
+            Some(loaded) => loaded.operation,
+            None => return Ok(Done::Acted(false)),
+        },
+    };
+    match next::step(&op, now) {
+        Step::FollowUp | Step::Dispatch => {
+            let lease =
+                match lease::claim_operation(env.store, &env.config.lease, op_id, now).await? {
+                    Claim::Held(l) => l,
+                    Claim::Busy { retry_at_ms } => return Ok(Done::Busy { retry_at_ms }),
+                };
+            let worked = leased(env, memo, &lease, op_id, state, now).await;
+            // A release that fails leaves a counter its slot's end makes harmless (and the
+            // auditor removes): not worth failing the work that was done.
+            let _ = lease.release(env.store).await;
+            worked.map(Done::Acted)
+        }
+        Step::Rest => Ok(Done::Acted(false)),
+        Step::AwaitDecision | Step::Expire => {
+            let op = expire_if_due(env, op, now).await?;
+            next::reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
+            Ok(Done::Acted(true))
+        }
+        Step::Poll => poll_due(env, memo, op, state, now).await.map(Done::Acted),
+    }
+}
+
+/// A dispatch or a cancel follow-up, under the operation's lease: decided again on the
+/// operation as it stands now (another holder may have done it meanwhile).
+async fn leased<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     lease: &Lease,
@@ -34,25 +86,10 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     state: PollState,
     now: u64,
 ) -> JournalResult<bool> {
-    // The snapshot alone chooses (one read under the lease, no journal head): a poll re-reads
-    // the head after its seller call ([`current`]), a dispatch loads the operation itself, and
-    // every write catches up with the journal first. Read before the lease it could predate
-    // another holder's change, such as an outcome that left nothing to poll.
-    let snapshot: Option<Operation> = get_json(env.store, &keys::operation(op_id)).await?;
-    let mut op = match snapshot {
-        Some(op) => op,
-        None => match effects::load_and_adopt(env.cx(), op_id).await? {
-            Some(loaded) => loaded.operation,
-            None => return Ok(false),
-        },
+    let Some(loaded) = effects::load_and_adopt(env.cx(), op_id).await? else {
+        return Ok(false);
     };
-    if !op.unsettled.is_empty() {
-        // A webhook's change whose effects its component did not get to run (or did, and
-        // left the list for the next writer): the claims make this cheap if so.
-        effects::settle(env.cx(), "sweep", &op).await?;
-        op.unsettled.clear();
-        crate::records::journal::save(env.store, &op).await?;
-    }
+    let op = loaded.operation;
     match next::step(&op, now) {
         Step::FollowUp => {
             // A canceled create whose buy came into being anyway: cancel it at the seller.
@@ -60,73 +97,85 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
             let started = linked::cancel_follow_up(env.cx(), env.entropy, env.config, &op).await?;
             Ok(fresh && started.is_some())
         }
-        Step::Rest => Ok(false),
-        Step::AwaitDecision | Step::Expire => {
-            let op = expire_if_due(env, op, now).await?;
-            next::reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
-            Ok(true)
-        }
-        Step::Dispatch => {
-            match super::resend::before_resend(env, memo, &op, now).await? {
-                Resend::Send => {}
-                Resend::Filed => return Ok(true),
-                Resend::Decided => {
-                    next::reschedule_after_change(env.cx(), env.entropy, env.config, op_id, state)
-                        .await?;
-                    return Ok(true);
-                }
-            }
-            let result =
-                dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id, None).await?;
-            match result {
-                Some(dispatch::Dispatched::Deferred { until_ms }) => {
-                    // Nothing was sent (breaker open, or the lease ran out): come back later.
-                    let next = PollState {
-                        next_at_ms: until_ms,
-                        ..state
-                    };
-                    schedule_at(env.store, env.clock, &env.config.due, op_id, next).await?;
-                    return Ok(false);
-                }
-                Some(dispatch::Dispatched::Failed {
-                    retry_at_ms: None,
-                    error,
-                }) => {
-                    // Attempts exhausted: the seller may still have the task. Look it up by
-                    // the context we sent before declaring a failure.
-                    give_up_dispatch(env, memo, &op, error).await?;
-                }
-                _ => {}
-            }
+        Step::Dispatch => dispatch_due(env, memo, lease, op, state, now).await,
+        // Someone else moved it on and filed what comes next.
+        _ => Ok(false),
+    }
+}
+
+async fn dispatch_due<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    lease: &Lease,
+    op: Operation,
+    state: PollState,
+    now: u64,
+) -> JournalResult<bool> {
+    let op_id = op.operation_id.as_str();
+    match super::resend::before_resend(env, memo, &op, now).await? {
+        Resend::Send => {}
+        Resend::Filed => return Ok(true),
+        Resend::Decided => {
             next::reschedule_after_change(env.cx(), env.entropy, env.config, op_id, state).await?;
-            Ok(true)
-        }
-        Step::Poll => {
-            let polled = poll(env, memo, &op).await?;
-            let op_now = polled.operation;
-            if op_now.status.is_authoritative_terminal() {
-                linked::cancel_follow_up(env.cx(), env.entropy, env.config, &op_now).await?;
-            }
-            let op_now = if op_now.status.is_closed() {
-                op_now
-            } else {
-                expire_if_due(env, op_now, now).await?
-            };
-            let moved = polled.status.is_some_and(|s| state.last_status != Some(s));
-            let next = PollState {
-                attempts_since_change: if moved {
-                    0
-                } else {
-                    state.attempts_since_change + 1
-                },
-                last_status: polled.status.or(state.last_status),
-                retry_after_s: polled.retry_after_s,
-                ..state
-            };
-            next::reschedule(env.store, env.clock, env.entropy, env.config, &op_now, next).await?;
-            Ok(true)
+            return Ok(true);
         }
     }
+    let result = dispatch::dispatch(env.cx(), lease, env.sealing, env.calls, op_id, None).await?;
+    match result {
+        Some(dispatch::Dispatched::Deferred { until_ms }) => {
+            // Nothing was sent (breaker open, or the lease ran out): come back later.
+            let next = PollState {
+                next_at_ms: until_ms,
+                ..state
+            };
+            schedule_at(env.store, env.clock, &env.config.due, op_id, next).await?;
+            return Ok(false);
+        }
+        Some(dispatch::Dispatched::Failed {
+            retry_at_ms: None,
+            error,
+        }) => {
+            // Attempts exhausted: the seller may still have the task. Look it up by the
+            // context we sent before declaring a failure.
+            give_up_dispatch(env, memo, &op, error).await?;
+        }
+        _ => {}
+    }
+    next::reschedule_after_change(env.cx(), env.entropy, env.config, op_id, state).await?;
+    Ok(true)
+}
+
+/// A poll, under the sweep lease alone.
+async fn poll_due<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op: Operation,
+    state: PollState,
+    now: u64,
+) -> JournalResult<bool> {
+    let polled = poll(env, memo, &op).await?;
+    let op_now = polled.operation;
+    if op_now.status.is_authoritative_terminal() {
+        linked::cancel_follow_up(env.cx(), env.entropy, env.config, &op_now).await?;
+    }
+    let op_now = if op_now.status.is_closed() {
+        op_now
+    } else {
+        expire_if_due(env, op_now, now).await?
+    };
+    let moved = polled.status.is_some_and(|s| state.last_status != Some(s));
+    let next = PollState {
+        attempts_since_change: if moved {
+            0
+        } else {
+            state.attempts_since_change + 1
+        },
+        last_status: polled.status.or(state.last_status),
+        retry_after_s: polled.retry_after_s,
+        ..state
+    };
+    next::reschedule(env.store, env.clock, env.entropy, env.config, &op_now, next).await?;
+    Ok(true)
 }
 
 /// Records our deadline's expiry if it has passed; returns the operation as it then stands.
@@ -205,19 +254,31 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
             Lookup::Absent | Lookup::TooMany | Lookup::Unknown | Lookup::Impossible => None,
         },
     };
-    // The seller call took time: a webhook may have changed the record meanwhile.
-    let current = current(env, op).await?;
     let Some(obs) = obs else {
         return Ok(Polled {
             status: None,
             retry_after_s,
-            operation: current,
+            operation: op.clone(),
         });
     };
     let status = Some(OperationStatus::Seller(obs.status));
-    let mut probe = current.clone();
-    let outcome = probe.observe(&obs, env.clock.now_ms());
-    if matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == current {
+    // Nothing new against the snapshot is nothing new: no read of the journal's head. Else
+    // the snapshot may trail the journal (a webhook during the seller call, a writer since
+    // the tick read it): the answer is checked against the head before it is recorded.
+    let known = |op: &Operation| {
+        let mut probe = op.clone();
+        let outcome = probe.observe(&obs, env.clock.now_ms());
+        matches!(outcome, Outcome::Duplicate | Outcome::Stale) && probe == *op
+    };
+    if known(op) {
+        return Ok(Polled {
+            status,
+            retry_after_s: None,
+            operation: op.clone(),
+        });
+    }
+    let current = current(env, op).await?;
+    if known(&current) {
         return Ok(Polled {
             status,
             retry_after_s: None,
@@ -242,15 +303,15 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
     })
 }
 
-/// The operation now: `op` unless the journal has moved past it (one counter read), else re-read.
+/// The operation now: `op` unless the journal has moved past it (one read of its head), else
+/// re-read.
 async fn current<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     op: &Operation,
 ) -> JournalResult<Operation> {
-    let head = env
-        .store
-        .increment(&keys::operation_seq(&op.operation_id), 0)
-        .await?;
+    let head =
+        crate::foundation::store::get_counter(env.store, &keys::operation_seq(&op.operation_id))
+            .await?;
     if u64::try_from(head).unwrap_or(0) <= op.version {
         return Ok(op.clone());
     }

@@ -168,7 +168,11 @@ fn holes_are_waited_for_during_the_grace_period_then_skipped() {
         s.reset_counts();
         let (hints, r) = tick(&s, &c, T0 + 20_000).await;
         assert_eq!(ids(&hints), ["op_1"]);
-        assert_eq!(s.count(StoreOp::Get), 2 + 2, "cursor twice, two holes");
+        assert_eq!(
+            s.count(StoreOp::Get),
+            2 + 2 + 2,
+            "cursor twice, two holes, the two due buckets' counts"
+        );
         assert_eq!(r.holes_skipped, 0);
         // Once the bucket is closed, the remaining hole is given up and the cursor moves on.
         let (hints, r) = tick(&s, &c, T0 + 70_000).await;
