@@ -459,7 +459,11 @@ async fn a_sweep_killed_mid_poll_converges_after_restart_with_each_operation_app
     host.cron_tick(at).await.unwrap();
     for (id, task, _) in &ops {
         let op = get_op(&api, &key, id).await;
-        assert_eq!(polls_of(task), usize::from(*task == held), "only by the dead tick");
+        assert_eq!(
+            polls_of(task),
+            usize::from(*task == held),
+            "only by the dead tick"
+        );
         assert_eq!(op["status"], "submitted", "{op}");
     }
     // Once that lease has lapsed, the next tick polls them all (the held one again); later

@@ -49,7 +49,12 @@ async fn creations_and_webhooks_stay_within_their_store_budgets() {
     assert_eq!(s, 200, "{b}");
     let create = || async {
         let (s, op) = api
-            .call("POST", "/api/v1/operations", Some(&key), Some(create_body()))
+            .call(
+                "POST",
+                "/api/v1/operations",
+                Some(&key),
+                Some(create_body()),
+            )
             .await;
         assert_eq!((s, op["status"].as_str()), (201, Some("submitted")), "{op}");
         op["operation_id"].as_str().unwrap().to_string()
@@ -75,7 +80,9 @@ async fn creations_and_webhooks_stay_within_their_store_budgets() {
     host.reset_kv_counts();
     let answer = webhook.send(&api.http, &host.base_url()).await;
     let answered = Instant::now();
-    let before_answer = host.kv_counts_at_last_answer().expect("counted at the answer");
+    let before_answer = host
+        .kv_counts_at_last_answer()
+        .expect("counted at the answer");
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert!(
         before_answer.writes() <= 3 && before_answer.total() <= 5,

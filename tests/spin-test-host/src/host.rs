@@ -80,6 +80,17 @@ impl Activity {
         }
     }
 
+    /// Whether it called the store, or had an outbound request in flight, after `t`: the
+    /// guest has work of its own going on (spawned before or after its answer).
+    pub fn active_since(&self, t: std::time::Instant) -> bool {
+        self.outbound.load(std::sync::atomic::Ordering::SeqCst) > 0
+            || self
+                .last_call
+                .lock()
+                .map(|c| c.is_some_and(|c| c > t))
+                .unwrap_or(false)
+    }
+
     /// No outbound request in flight and no store call for `quiet`.
     pub fn quiet_for(&self, quiet: Duration) -> bool {
         self.outbound.load(std::sync::atomic::Ordering::SeqCst) == 0

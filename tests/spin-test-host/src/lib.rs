@@ -75,11 +75,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an instance keeps running after its response was read, so work the guest
 /// spawned after responding can finish (Spin keeps an idle instance's event loop alive).
 const LINGER: Duration = Duration::from_millis(200);
-/// Beyond [`LINGER`], an instance keeps running while its spawned work calls the store or
-/// waits for an outbound answer (until quiet this long, at most [`LINGER_MAX`]), so a slow
-/// machine does not cut that work short where Spin would let it finish.
-const LINGER_QUIET: Duration = Duration::from_millis(100);
-const LINGER_MAX: Duration = Duration::from_secs(5);
+/// An instance whose guest called the store or sent a request after answering (it spawned
+/// work) keeps running until that work has been quiet this long, at most [`LINGER_MAX`].
+/// Spin lets such work finish; a shorter quiet period cut it short on a loaded machine
+/// between a buyer notification's send and its record (measured: the fault storm's
+/// notifications sent twice), which Spin would not.
+const LINGER_QUIET: Duration = Duration::from_secs(1);
+/// The quiet period of an instance that did nothing after answering (work it spawned has
+/// not reached the store yet).
+const LINGER_QUIET_IDLE: Duration = Duration::from_millis(100);
+const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// How to start a host.
 #[derive(Debug, Clone)]
@@ -747,6 +752,7 @@ async fn execute(
         let result = store
             .run_concurrent(async |accessor| -> wasmtime::Result<()> {
                 let response = service.handle(accessor, request).await?;
+                let answered = Instant::now();
                 // The guest returned its answer: what it cost so far (its spawned work runs on).
                 if let Ok(mut c) = s.counts_at_answer.lock() {
                     *c = Some(s.kv.counts());
@@ -771,9 +777,16 @@ async fn execute(
                         let _ = tx.send(Err(anyhow!("response body failed: {code:?}")));
                     }
                 }
-                let answered = Instant::now();
                 tokio::time::sleep(LINGER).await;
-                while !activity.quiet_for(LINGER_QUIET) && answered.elapsed() < LINGER_MAX {
+                while answered.elapsed() < LINGER_MAX {
+                    let quiet = if activity.active_since(answered) {
+                        LINGER_QUIET
+                    } else {
+                        LINGER_QUIET_IDLE
+                    };
+                    if activity.quiet_for(quiet) {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(())

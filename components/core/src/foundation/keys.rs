@@ -28,6 +28,7 @@
 //! | `sellers:{n}` | `{tenant}\n{seller}` of the n-th registration (per-seller metrics) | operations API |
 //! | `sweep:cursor` | first bucket not yet fully swept | sweep |
 //! | `sweep:last` | summary of the last sweep tick (JSON) | sweep |
+//! | `sweep:holder` | when the sweep lease's holder started its tick (Unix ms, decimal); 0 once it finished | sweep |
 //! | `lease:op:{op}:{slot}` | counter: claims of the operation in a lease slot; the first wins | `increment` only |
 //! | `lease:sweep:{slot}` | counter: claims of the sweep tick in a lease slot | `increment` only |
 //! | `breaker:{tenant}:{seller}:failures` | counter: failures ever recorded for the seller | `increment` only |
@@ -158,6 +159,7 @@ pub fn sellers_entry(n: u64) -> String {
 
 pub const SWEEP_CURSOR: &str = "sweep:cursor";
 pub const SWEEP_LAST: &str = "sweep:last";
+pub const SWEEP_HOLDER: &str = "sweep:holder";
 
 /// A lease slot's claim counter; `scope` is [`lease_scope_operation`] or [`LEASE_SCOPE_SWEEP`].
 pub fn lease(scope: &str, slot: u64) -> String {

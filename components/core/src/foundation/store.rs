@@ -69,10 +69,11 @@ pub async fn get_counter(store: &impl Store, key: &str) -> StoreResult<i64> {
 /// ASCII digits would be above 3.4 × 10^18.
 pub fn decode_counter(key: &str, v: &[u8]) -> StoreResult<i64> {
     let decimal = v.strip_prefix(b"-").unwrap_or(v);
-    if !decimal.is_empty() && decimal.iter().all(u8::is_ascii_digit) {
-        if let Some(n) = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok()) {
-            return Ok(n);
-        }
+    if !decimal.is_empty()
+        && decimal.iter().all(u8::is_ascii_digit)
+        && let Some(n) = std::str::from_utf8(v).ok().and_then(|t| t.parse().ok())
+    {
+        return Ok(n);
     }
     match <[u8; 8]>::try_from(v) {
         Ok(b) => Ok(i64::from_le_bytes(b)),
@@ -89,6 +90,11 @@ pub async fn get_decimal<T: std::str::FromStr>(
         .get(key)
         .await?
         .and_then(|v| String::from_utf8(v).ok()?.parse().ok()))
+}
+
+/// Writes a number as decimal text (read back with [`get_decimal`]).
+pub async fn set_decimal(store: &impl Store, key: &str, n: u64) -> StoreResult<()> {
+    store.set(key, n.to_string().as_bytes()).await
 }
 
 /// Reads and writes JSON values through any [`Store`].

@@ -110,9 +110,23 @@ impl Lease {
     /// key is left behind. Call it only when the work is done (or abandoned).
     pub async fn release(self, store: &impl Store) -> StoreResult<()> {
         for slot in self.first_slot..=self.last_slot {
-            store.delete(&keys::lease(&self.scope, slot)).await?;
+            delete_retried(store, &keys::lease(&self.scope, slot)).await?;
         }
         Ok(())
+    }
+}
+
+/// Deletes a lease key, trying again on a store failure (a delete is idempotent): a key
+/// left behind blocks its scope until the slot ends, which for the sweep lease is every
+/// tick's due work.
+async fn delete_retried(store: &impl Store, key: &str) -> StoreResult<()> {
+    const TRIES: usize = 3;
+    let mut tries = 1;
+    loop {
+        match store.delete(key).await {
+            Err(_) if tries < TRIES => tries += 1,
+            done => return done,
+        }
     }
 }
 
@@ -158,7 +172,7 @@ pub async fn claim(
 /// only leaves a key that lapses with its slot.
 async fn undo(store: &impl Store, scope: &str, first: u64, until: u64) {
     for slot in first..until {
-        let _ = store.delete(&keys::lease(scope, slot)).await;
+        let _ = delete_retried(store, &keys::lease(scope, slot)).await;
     }
 }
 

@@ -926,6 +926,44 @@ fn two_overlapping_ticks_never_poll_the_same_operation_twice() {
     );
 }
 
+/// A tick that finds the sweep lease held by a running tick ends at once; one held by a
+/// claimant that never ran (died, or lost its claim's answer) does not stop the sweep: the
+/// tick works each operation under its own lease instead.
+#[test]
+fn a_sweep_lease_left_by_a_dead_tick_does_not_stop_the_sweep() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Working));
+    w.advance(30_000);
+    let seller =
+        ScriptSeller::new(|_, args| Ok(json!({"task_id": args["task_id"], "status": "working"})));
+    let now = w.clock.now_ms();
+    let dead = block_on(crate::schedule::lease::claim_sweep(
+        &w.store,
+        &w.config.lease,
+        now,
+    ));
+    assert!(matches!(dead, Ok(crate::schedule::lease::Claim::Held(_))));
+    // A running holder announced itself a second ago: this tick stands aside.
+    block_on(crate::foundation::store::set_decimal(
+        &w.store,
+        keys::SWEEP_HOLDER,
+        now - 1_000,
+    ))
+    .unwrap();
+    let report = w.tick(&seller);
+    assert!(report.overlapped && report.touched == 0, "{report:?}");
+    // The holder finished (or never ran): the work is done, each operation leased.
+    block_on(crate::foundation::store::set_decimal(
+        &w.store,
+        keys::SWEEP_HOLDER,
+        0,
+    ))
+    .unwrap();
+    let report = w.tick(&seller);
+    assert!(!report.overlapped && report.touched == 1, "{report:?}");
+    assert_eq!(seller.count("get_task_status"), 1);
+}
+
 /// A store failure while one due operation is worked costs that operation (deferred), never
 /// the rest of the tick: on a store that fails now and then, every tick still gets through.
 #[test]

@@ -1,11 +1,11 @@
 //! One tick, under the sweep lease: the due hints worked one by one, then reconciliation
 //! once per epoch and the auditor, and the tick's report.
 
-use super::work::{Done, work_on};
+use super::work::{Done, Leasing, work_on};
 use super::{env::SweepEnv, lanes, memo::SellerMemo};
 use crate::foundation::keys;
 use crate::foundation::log;
-use crate::foundation::store::{Store, get_json, set_json};
+use crate::foundation::store::{Store, get_decimal, get_json, set_decimal, set_json};
 use crate::foundation::transport::{Bounded, Deadline, Transport};
 use crate::lifecycle::next::LOOKUP_EVERY_MS;
 use crate::model::operation::Operation;
@@ -49,31 +49,51 @@ pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
     // One tick at a time does the work (the replicas' triggers fire together): the others
     // end here. The lease also stands in for per-operation leases on polls, which would
     // cost two store calls per due operation; dispatches still take the operation's lease
-    // (the API's immediate dispatch takes it too). A tick that dies holds the sweep until
-    // its slot ends (`lease.slot_ms`, 60 s).
-    let lease = match lease::claim_sweep(env.store, &env.config.lease, started).await? {
-        Claim::Held(l) => l,
-        Claim::Busy { .. } => {
+    // (the API's immediate dispatch takes it too).
+    match lease::claim_sweep(env.store, &env.config.lease, started).await? {
+        Claim::Held(lease) => {
+            set_decimal(env.store, keys::SWEEP_HOLDER, started).await?;
+            let worked = sweep(env, &bounded, Some(&lease), &mut report).await;
+            // Failures of these two leave the holder to look alive, or the lease held,
+            // until the next tick's fallback below or the slot's end.
+            let _ = set_decimal(env.store, keys::SWEEP_HOLDER, 0).await;
+            let _ = lease.release(env.store).await;
+            worked?;
+        }
+        Claim::Busy { .. } if holder_alive(env, started).await? => {
             report.overlapped = true;
             report.finished_at_ms = env.clock.now_ms();
             return Ok(report);
         }
-    };
-    let worked = under_sweep_lease(env, &bounded, &lease, &mut report).await;
-    // A release that fails leaves a counter its slot's end makes harmless.
-    let _ = lease.release(env.store).await;
-    worked?;
+        // Held, but by no tick that is running: one that died, or a claim whose answer was
+        // lost. Until its slot ends this tick works without the sweep lease, each operation
+        // under its own, as concurrent ticks safely can.
+        Claim::Busy { .. } => sweep(env, &bounded, None, &mut report).await?,
+    }
     report.finished_at_ms = env.clock.now_ms();
     set_json(env.store, keys::SWEEP_LAST, &report).await?;
     Ok(report)
 }
 
-/// The tick's work, while it holds the sweep: the due hints, then reconciliation and the
-/// auditor.
-async fn under_sweep_lease<S: Store, C: SellerCalls, T: Transport, U: Transport>(
+/// Whether the sweep lease's holder is a tick still running: it announced its start and
+/// not its end, within the longest a tick's due work lasts.
+async fn holder_alive<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    now: u64,
+) -> JournalResult<bool> {
+    let since: u64 = get_decimal(env.store, keys::SWEEP_HOLDER)
+        .await?
+        .unwrap_or(0);
+    let longest = env.config.budget_ms() + env.config.call_deadline_ms();
+    Ok(since != 0 && now.saturating_sub(since) < longest)
+}
+
+/// The tick's work: the due hints, then reconciliation and the auditor. With the sweep
+/// `lease`, polls, deadlines and waits take no operation lease; without it, every step does.
+async fn sweep<S: Store, C: SellerCalls, T: Transport, U: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     bounded: &Bounded<'_, U>,
-    lease: &lease::Lease,
+    lease: Option<&lease::Lease>,
     report: &mut TickReport,
 ) -> JournalResult<()> {
     let started = report.started_at_ms;
@@ -82,10 +102,17 @@ async fn under_sweep_lease<S: Store, C: SellerCalls, T: Transport, U: Transport>
     let hints = sweep.hints().to_vec();
     report.due = hints.len();
     // Due work stops while the sweep lease is still certainly held.
-    let held_ms = (lease.expires_at_ms)
-        .saturating_sub(env.config.lease.margin_ms)
-        .saturating_sub(started);
+    let held_ms = lease.map_or(u64::MAX, |l| {
+        (l.expires_at_ms)
+            .saturating_sub(env.config.lease.margin_ms)
+            .saturating_sub(started)
+    });
     let budget = env.config.budget_ms().min(held_ms);
+    let leased = if lease.is_some() {
+        Leasing::UnderSweep
+    } else {
+        Leasing::EachStep
+    };
     let mut lanes = lanes::split(env.store, &hints, started, budget).await;
     while let Some(turn) = lanes.next(env.clock.now_ms()) {
         // Every call of this hint's work ends by its lane's share of the budget.
@@ -94,7 +121,7 @@ async fn under_sweep_lease<S: Store, C: SellerCalls, T: Transport, U: Transport>
         env.calls.set_deadline(Some(until));
         bounded.deadline.set(Some(until));
         let hint = &turn.hint;
-        let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, now, report).await;
+        let worked = due_hint(env, &memo, &hint.op_id, turn.snapshot, leased, now, report).await;
         lanes.spent(turn.lane, env.clock.now_ms().saturating_sub(now));
         match worked {
             Ok(Worked::Busy { retry_at_ms }) => {
@@ -160,6 +187,7 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
     memo: &SellerMemo,
     id: &str,
     snapshot: Option<Operation>,
+    leased: Leasing,
     now: u64,
     report: &mut TickReport,
 ) -> JournalResult<Worked> {
@@ -178,7 +206,7 @@ async fn due_hint<S: Store, C: SellerCalls, T: Transport>(
     let Some(state) = current_state(env, id, now).await? else {
         return Ok(Worked::Settled);
     };
-    match work_on(env, memo, id, snapshot, state, now).await? {
+    match work_on(env, memo, id, snapshot, state, leased, now).await? {
         Done::Acted(touched) => {
             report.touched += usize::from(touched);
             Ok(Worked::Settled)

@@ -33,17 +33,40 @@ pub enum Done {
     Busy { retry_at_ms: u64 },
 }
 
+/// Which steps take the operation's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leasing {
+    /// The tick holds the sweep lease: only a dispatch or a cancel follow-up (the API's
+    /// immediate dispatch takes the same lease).
+    UnderSweep,
+    /// The tick works without it (its holder died): every step, as concurrent ticks must.
+    EachStep,
+}
+
 /// Does the one thing the operation needs now, starting from `snapshot` (the record as the
-/// tick read it, `None` if unread). A poll, a deadline or a wait run under the sweep lease
-/// alone; a dispatch or a cancel follow-up takes the operation's lease and re-reads it.
+/// tick read it, `None` if unread). Under the sweep lease a poll, a deadline or a wait take
+/// no lease of their own; a dispatch or a cancel follow-up takes the operation's lease and
+/// re-reads it.
 pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     op_id: &str,
     snapshot: Option<Operation>,
     state: PollState,
+    leasing: Leasing,
     now: u64,
 ) -> JournalResult<Done> {
+    if leasing == Leasing::EachStep {
+        let lease = match lease::claim_operation(env.store, &env.config.lease, op_id, now).await? {
+            Claim::Held(l) => l,
+            Claim::Busy { retry_at_ms } => return Ok(Done::Busy { retry_at_ms }),
+        };
+        // Read under the lease: a snapshot from before it could predate another holder's
+        // change.
+        let worked = leased(env, memo, &lease, op_id, state, now).await;
+        let _ = lease.release(env.store).await;
+        return worked.map(Done::Acted);
+    }
     let op = match snapshot {
         // A webhook's change whose effects its component did not get to run (or did, and
         // left the list for the next writer): settled from the record as it now stands.
@@ -68,16 +91,14 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         }
         Step::Rest => Ok(Done::Acted(false)),
         Step::AwaitDecision | Step::Expire => {
-            let op = expire_if_due(env, op, now).await?;
-            next::reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
-            Ok(Done::Acted(true))
+            expire_due(env, op, state, now).await.map(Done::Acted)
         }
         Step::Poll => poll_due(env, memo, op, state, now).await.map(Done::Acted),
     }
 }
 
-/// A dispatch or a cancel follow-up, under the operation's lease: decided again on the
-/// operation as it stands now (another holder may have done it meanwhile).
+/// The operation's step under its lease, decided again on the operation as it stands now
+/// (another holder may have done it meanwhile).
 async fn leased<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
@@ -99,8 +120,22 @@ async fn leased<S: Store, C: SellerCalls, T: Transport>(
         }
         Step::Dispatch => dispatch_due(env, memo, lease, op, state, now).await,
         // Someone else moved it on and filed what comes next.
-        _ => Ok(false),
+        Step::Rest => Ok(false),
+        Step::AwaitDecision | Step::Expire => expire_due(env, op, state, now).await,
+        Step::Poll => poll_due(env, memo, op, state, now).await,
     }
+}
+
+/// A deadline, or a wait for the buyer's decision (expired at its deadline).
+async fn expire_due<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    op: Operation,
+    state: PollState,
+    now: u64,
+) -> JournalResult<bool> {
+    let op = expire_if_due(env, op, now).await?;
+    next::reschedule(env.store, env.clock, env.entropy, env.config, &op, state).await?;
+    Ok(true)
 }
 
 async fn dispatch_due<S: Store, C: SellerCalls, T: Transport>(
