@@ -390,23 +390,7 @@ fn a_webhooks_notification_follows_the_earlier_one_still_pending() {
 fn an_accepted_webhook_answers_after_three_writes_and_a_repeat_costs_two_calls() {
     let w = World::new(WebhookMode::Bearer);
     // A tenant callback is registered, so the notification path is included.
-    let e = SeededEntropy::new(4);
-    let cb = crate::records::notify::Callback {
-        url: "https://buyer.example/hook".into(),
-        secret: w.config.sealing.seal(
-            &e,
-            &crate::records::notify::secret_purpose("t1"),
-            b"whsec_x",
-        ),
-        enabled: true,
-        disabled_reason: None,
-    };
-    block_on(crate::foundation::store::set_json(
-        &w.store,
-        &keys::callback("t1"),
-        &cb,
-    ))
-    .unwrap();
+    register_callback(&w);
     // The usual case: the seller already answered `submitted` (the first status with a
     // task id also indexes the task for reconciliation; that is not the webhook's cost).
     let submitted = crate::testing::obs(TaskStatus::Submitted, Some("task_1"));
