@@ -57,15 +57,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     now: u64,
 ) -> JournalResult<Done> {
     if leasing == Leasing::EachStep {
-        let lease = match lease::claim_operation(env.store, &env.config.lease, op_id, now).await? {
-            Claim::Held(l) => l,
-            Claim::Busy { retry_at_ms } => return Ok(Done::Busy { retry_at_ms }),
-        };
-        // Read under the lease: a snapshot from before it could predate another holder's
-        // change.
-        let worked = leased(env, memo, &lease, op_id, state, now).await;
-        let _ = lease.release(env.store).await;
-        return worked.map(Done::Acted);
+        return leased(env, memo, op_id, state, now).await;
     }
     let op = match snapshot {
         // A webhook's change whose effects its component did not get to run (or did, and
@@ -77,18 +69,7 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
         },
     };
     match next::step(&op, now) {
-        Step::FollowUp | Step::Dispatch => {
-            let lease =
-                match lease::claim_operation(env.store, &env.config.lease, op_id, now).await? {
-                    Claim::Held(l) => l,
-                    Claim::Busy { retry_at_ms } => return Ok(Done::Busy { retry_at_ms }),
-                };
-            let worked = leased(env, memo, &lease, op_id, state, now).await;
-            // A release that fails leaves a counter its slot's end makes harmless (and the
-            // auditor removes): not worth failing the work that was done.
-            let _ = lease.release(env.store).await;
-            worked.map(Done::Acted)
-        }
+        Step::FollowUp | Step::Dispatch => leased(env, memo, op_id, state, now).await,
         Step::Rest => Ok(Done::Acted(false)),
         Step::AwaitDecision | Step::Expire => {
             expire_due(env, op, state, now).await.map(Done::Acted)
@@ -97,9 +78,29 @@ pub async fn work_on<S: Store, C: SellerCalls, T: Transport>(
     }
 }
 
-/// The operation's step under its lease, decided again on the operation as it stands now
-/// (another holder may have done it meanwhile).
+/// The operation's step under its lease, decided on the operation read under it (a snapshot
+/// from before could predate another holder's change).
 async fn leased<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    memo: &SellerMemo,
+    op_id: &str,
+    state: PollState,
+    now: u64,
+) -> JournalResult<Done> {
+    let lease = match lease::claim_operation(env.store, &env.config.lease, op_id, now).await? {
+        Claim::Held(l) => l,
+        Claim::Busy { retry_at_ms } => return Ok(Done::Busy { retry_at_ms }),
+    };
+    let worked = step_under(env, memo, &lease, op_id, state, now).await;
+    // A release that fails leaves a counter its slot's end makes harmless (and the auditor
+    // removes): not worth failing the work that was done.
+    let _ = lease.release(env.store).await;
+    worked.map(Done::Acted)
+}
+
+/// [`leased`]'s work, on the operation as it stands now (another holder may have moved it
+/// on meanwhile).
+async fn step_under<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     memo: &SellerMemo,
     lease: &Lease,
