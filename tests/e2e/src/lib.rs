@@ -166,6 +166,19 @@ impl Api {
         assert!(s == 200 || s == 201, "{s} {b}");
     }
 
+    /// Registers the tenant's buyer callback at `url`; panics unless it is accepted.
+    pub async fn register_callback(&self, key: &str, url: &str) {
+        let (s, b) = self
+            .call(
+                "PUT",
+                "/api/v1/callback",
+                Some(key),
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Creates a tenant and returns its API key.
     pub async fn tenant(&self, name: &str) -> String {
         let (s, b) = self

@@ -135,15 +135,7 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
         .await;
     assert_eq!(s, 201, "{b}");
     let (hook, received) = e2e::receiver::start().await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/callback",
-            Some(&key),
-            Some(json!({"url": hook})),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    api.register_callback(&key, &hook).await;
 
     host.random_kv_faults(FAULTS_PER_MILLION, 0x5eed);
     let done = Arc::new(AtomicBool::new(false));

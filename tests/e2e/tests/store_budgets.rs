@@ -5,17 +5,10 @@
 //! write. (The sweep's budget per due poll is counted by the core's tests and the bench.)
 
 use e2e::task_seller::TaskSeller;
-use e2e::{Api, start};
-use serde_json::{Value, json};
+use e2e::{Api, create_body, start};
+use serde_json::json;
 use spin_test_host::{KvCounts, KvOp};
 use std::time::{Duration, Instant};
-
-fn create_body() -> Value {
-    json!({"seller_id": "ssp", "task": "create_media_buy", "webhook": true, "arguments": {
-        "account": {"account_id": "acc_1"}, "brand": {"domain": "acme.example"},
-        "start_time": "asap", "end_time": "2027-01-31T23:59:59Z",
-        "packages": [{"product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]}})
-}
 
 fn shown(c: &KvCounts) -> String {
     format!("{:?} ({} writes, {} calls)", c.0, c.writes(), c.total())
@@ -28,25 +21,10 @@ async fn creations_and_webhooks_stay_within_their_store_budgets() {
     let host = start(&dir.path().join("kv.db"), None).await;
     let api = Api::new(host.base_url());
     let key = api.tenant("Acme").await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/sellers/ssp",
-            Some(&key),
-            Some(json!({"mcp_url": seller.url, "webhook_mode": "hmac"})),
-        )
+    api.register_seller(&key, json!({"mcp_url": seller.url, "webhook_mode": "hmac"}))
         .await;
-    assert_eq!(s, 201, "{b}");
     let (callback, notified) = e2e::receiver::start().await;
-    let (s, b) = api
-        .call(
-            "PUT",
-            "/api/v1/callback",
-            Some(&key),
-            Some(json!({ "url": callback })),
-        )
-        .await;
-    assert_eq!(s, 200, "{b}");
+    api.register_callback(&key, &callback).await;
     let create = || async {
         let (s, op) = api
             .call(
