@@ -113,6 +113,9 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 .state(env.store, env.clock.now_ms())
                 .await?;
             v["breaker"] = serde_json::to_value(breaker).unwrap_or_default();
+            // Its authenticated deliveries refused for a spec violation: what, how often, when.
+            let interop = crate::records::interop::read(env.store, tid, seller_id).await?;
+            v["interop"] = serde_json::to_value(interop).unwrap_or_default();
             Ok(json_response(StatusCode::OK, &v))
         }
         _ => {
@@ -141,6 +144,7 @@ async fn forget_learned(store: &impl Store, tenant: &str, seller_id: &str) -> Ap
         store.delete(&key).await?;
     }
     crate::auth::jwks::forget(store, tenant, seller_id).await?;
+    crate::records::interop::forget(store, tenant, seller_id).await?;
     Ok(())
 }
 

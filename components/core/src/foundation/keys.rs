@@ -51,6 +51,8 @@
 //! | `tenant:{tenant}:sellers:n` | counter: sellers the tenant ever registered | `increment` only |
 //! | `tenant:{tenant}:sellers:{n}` | id of the tenant's n-th registered seller (listing index) | operations API |
 //! | `tenant:{tenant}:seller:{seller}:listed` | counter: claim on the seller's one listing entry | `increment` only |
+//! | `interop:{tenant}:{seller}:{defect}:n` | counter: the seller's deliveries refused for that spec violation | `increment` only |
+//! | `interop:{tenant}:{seller}:{defect}:last` | the last such refusal: when, and what exactly (JSON) | intake |
 //! | `sellerok:{tenant}:{seller}` | when a call to the seller last succeeded (Unix ms, decimal) | whoever calls the seller |
 //! | `sum:{tenant}:created:{status}` | counter: the tenant's operations stored in that status | `increment` only |
 //! | `sum:{tenant}:moved:{from}:{to}` | counter: the tenant's operations that went from one status to another | `increment` only |
@@ -126,6 +128,15 @@ pub fn mcp_session(tenant: &str, seller: &str) -> String {
 /// The seller's polling tool from `tools/list`, with when it was learned.
 pub fn poll_tool(tenant: &str, seller: &str) -> String {
     format!("polltool:{tenant}:{seller}")
+}
+
+/// Deliveries from the seller refused for the spec violation `defect` (`records::interop`).
+pub fn interop_count(tenant: &str, seller: &str, defect: &str) -> String {
+    format!("interop:{tenant}:{seller}:{defect}:n")
+}
+
+pub fn interop_last(tenant: &str, seller: &str, defect: &str) -> String {
+    format!("interop:{tenant}:{seller}:{defect}:last")
 }
 
 /// Claim on running the side effects of the status change made by journal entry `seq`

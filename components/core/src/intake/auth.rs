@@ -6,7 +6,7 @@ use crate::auth::hmac_signature::{self, HmacError};
 use crate::auth::{jwks, rfc9421};
 use crate::foundation::{http::Request, seal::ct_eq, store::Store, transport::Transport};
 use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
-use crate::records::{metrics::Rejection, seller};
+use crate::records::{interop::Defect, metrics::Rejection, seller};
 use http::{StatusCode, header};
 
 /// The authentication schemes a request presents.
@@ -80,14 +80,25 @@ pub async fn authenticate<S: Store, T: Transport>(
             let secret = secret().ok_or_else(no_secret)?;
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
             let now_s = (env.clock.now_ms() / 1000) as i64;
-            match hmac_signature::verify(
-                &[&secret],
-                header("x-adcp-signature"),
-                header("x-adcp-timestamp"),
-                req.body(),
-                now_s,
-            ) {
+            let (signature, timestamp) = (header("x-adcp-signature"), header("x-adcp-timestamp"));
+            match hmac_signature::verify(&[&secret], signature, timestamp, req.body(), now_s) {
                 Ok(()) => Ok(None),
+                Err(HmacError::BadSignature)
+                    if hmac_signature::signed_another_serialization(
+                        &[&secret],
+                        signature,
+                        timestamp,
+                        req.body(),
+                    ) =>
+                {
+                    // The sender holds the secret: telling it why costs a forger nothing.
+                    Err(Refusal::unauthenticated(
+                        HmacError::BadSignature.code(),
+                        "the legacy HMAC signature is over another serialization of the body \
+                         than the bytes sent; sign the exact bytes you send",
+                    )
+                    .violation(Defect::HmacOverReserializedBody))
+                }
                 Err(HmacError::MalformedBody) => Err(Refusal::new(
                     Rejection::BadRequest,
                     StatusCode::BAD_REQUEST,

@@ -101,3 +101,137 @@ fn legacy_hmac_deliveries_are_verified_over_the_raw_bytes() {
         "{b}"
     );
 }
+
+#[test]
+fn an_authenticated_sellers_spec_violations_are_refused_recorded_and_bring_its_poll_forward() {
+    use crate::foundation::store::StoreOp;
+    use crate::records::interop::{self, Defect};
+    use crate::schedule::poll::{PollState, schedule_at};
+    let (store, config) = world();
+    let now = 1_700_000_000_000;
+    let ts = "1700000000";
+    // The backup poll an hour away, as the schedule left it.
+    let later = PollState {
+        next_at_ms: now + 3_600_000,
+        ..PollState::default()
+    };
+    block_on(schedule_at(
+        &store,
+        &FixedClock(now),
+        &config.due,
+        "op1",
+        later,
+    ))
+    .unwrap();
+    let next_poll = || {
+        block_on(crate::foundation::store::get_json::<PollState>(
+            &store, "poll:op1",
+        ))
+        .unwrap()
+        .unwrap()
+        .next_at_ms
+    };
+    let writes = || {
+        store.count(StoreOp::Set) + store.count(StoreOp::Increment) + store.count(StoreOp::Delete)
+    };
+    let envelope = |status: &str, token: bool| {
+        let token = if token {
+            r#", "token": "tok-0123456789abcdef""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"idempotency_key": "whk_0123456789abcdef", "task_id": "t1", "task_type": "create_media_buy", "status": "{status}", "timestamp": "2026-11-22T10:00:00Z"{token}}}"#
+        )
+    };
+
+    // A forgery (another secret) stays one read and no write, whatever it claims.
+    store.reset_counts();
+    let no_token = envelope("completed", false);
+    let forged = hmac_signature::sign(
+        b"forger-secret-0123456789abcdef-01234",
+        ts,
+        no_token.as_bytes(),
+    );
+    assert_eq!(
+        send(&store, &config, &no_token, ts, &forged).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(writes(), 0);
+    assert!(
+        block_on(interop::read(&store, "t1", "s1"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Signed, but the token is not echoed (a seller that echoes `context` instead).
+    let signed = hmac_signature::sign(SECRET.as_bytes(), ts, no_token.as_bytes());
+    let (s, b) = send(&store, &config, &no_token, ts, &signed);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("webhook_token_missing"))
+    );
+    assert_eq!(next_poll(), now, "polled at the next tick, not in an hour");
+
+    // Signed over the compact form, sent spaced.
+    let spaced = envelope("completed", true);
+    // Compact in the body's own key order (what a Python signer's `separators=(",", ":")` makes).
+    let compact = spaced.replace("\", \"", "\",\"").replace("\": ", "\":");
+    assert_ne!(compact, spaced);
+    let over_compact = hmac_signature::sign(SECRET.as_bytes(), ts, compact.as_bytes());
+    let (s, b) = send(&store, &config, &spaced, ts, &over_compact);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("webhook_signature_invalid"))
+    );
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("another serialization"),
+        "{b}"
+    );
+
+    // A status outside the task enum.
+    let unlisted = envelope("requires_approval", true);
+    let sig = hmac_signature::sign(SECRET.as_bytes(), ts, unlisted.as_bytes());
+    let (s, b) = send(&store, &config, &unlisted, ts, &sig);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_envelope_status"))
+    );
+
+    let seen = block_on(interop::read(&store, "t1", "s1")).unwrap();
+    let kinds: Vec<(Defect, i64, String)> = seen
+        .iter()
+        .map(|e| (e.refused, e.count, e.last.as_ref().unwrap().detail.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                Defect::WebhookTokenMissing,
+                1,
+                "webhook_token_missing".to_string()
+            ),
+            (
+                Defect::HmacOverReserializedBody,
+                1,
+                "webhook_signature_invalid".to_string()
+            ),
+            (
+                Defect::WebhookEnvelopeInvalid,
+                1,
+                "invalid_envelope_status".to_string()
+            ),
+        ]
+    );
+    // None of them changed the operation.
+    let op = block_on(journal::load(&store, &FixedClock(now), "op1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        op.operation.status,
+        crate::model::status::OperationStatus::PendingDispatch
+    );
+}

@@ -2,6 +2,7 @@
 
 use super::auth::authenticate;
 use super::env::{Answer, IntakeEnv, MAX_WEBHOOK_BYTES};
+use super::interop;
 use super::refusal::{Refusal, key_conflict};
 use crate::foundation::http::{ApiError, Request, json_response};
 use crate::foundation::keys::{self, valid_id};
@@ -12,6 +13,7 @@ use crate::foundation::transport::Transport;
 use crate::lifecycle::effects;
 use crate::model::operation::{Delivery, DeliveryCheck, Operation, WebhookRegistration};
 use crate::model::payload::observation_from_webhook;
+use crate::records::interop::Defect;
 use crate::records::journal::{Effect, EntryKind};
 use crate::records::metrics::{self, Rejection};
 use crate::records::{deliveries, summary};
@@ -141,14 +143,30 @@ async fn receive_for<S: Store, T: Transport>(
         )
     })?;
 
-    let nonce = authenticate(env, req, &op, registration.mode).await?;
-    let token = registration.token.clone();
-    authenticated(env, req, op_id, op, token, nonce)
-        .await
-        .map_err(|refusal| Refusal {
-            authenticated: true,
-            ..refusal
-        })
+    let (tenant, seller, open) = (
+        op.tenant_id.clone(),
+        op.seller_id.clone(),
+        !op.status.is_closed(),
+    );
+    let at = op_id.clone();
+    let checked = match authenticate(env, req, &op, registration.mode).await {
+        Ok(nonce) => {
+            let token = registration.token.clone();
+            authenticated(env, req, op_id, op, token, nonce)
+                .await
+                .map_err(|refusal| Refusal {
+                    authenticated: true,
+                    ..refusal
+                })
+        }
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = &checked
+        && let Some(defect) = refusal.violation
+    {
+        interop::violated(env, &tenant, &seller, &at, open, defect, refusal.error.code).await;
+    }
+    checked
 }
 
 /// The checks and the recording of a delivery whose sender was authenticated.
@@ -176,7 +194,13 @@ async fn authenticated<S: Store, T: Transport>(
         .map_err(|_| {
             Refusal::unauthenticated("sealed_secret_unreadable", "cannot verify this webhook")
         })?;
-    let echoed = payload.get("token").and_then(Value::as_str).unwrap_or("");
+    let Some(echoed) = payload.get("token").and_then(Value::as_str) else {
+        return Err(Refusal::unauthenticated(
+            "webhook_token_missing",
+            "the payload does not echo the registration's token",
+        )
+        .violation(Defect::WebhookTokenMissing));
+    };
     if !ct_eq(echoed.as_bytes(), &token) {
         return Err(Refusal::unauthenticated(
             "webhook_token_mismatch",
@@ -190,6 +214,7 @@ async fn authenticated<S: Store, T: Transport>(
             e.code(),
             "the body is not a valid AdCP MCP webhook envelope",
         )
+        .violation(Defect::WebhookEnvelopeInvalid)
     })?;
     if parsed.delivery_report {
         // Delivery reports ride the same envelope but are not task status changes.
@@ -250,6 +275,7 @@ async fn authenticated<S: Store, T: Transport>(
             www_authenticate: None,
             tenant_id: None,
             authenticated: false,
+            violation: None,
         });
     };
     match effect {

@@ -1,7 +1,7 @@
 //! A refused delivery: its HTTP answer and the counted reason.
 
 use crate::foundation::http::ApiError;
-use crate::records::{journal, metrics::Rejection};
+use crate::records::{interop::Defect, journal, metrics::Rejection};
 use http::StatusCode;
 
 pub struct Refusal {
@@ -12,6 +12,9 @@ pub struct Refusal {
     pub tenant_id: Option<String>,
     /// The sender was authenticated: only then is the refusal counted (a write).
     pub authenticated: bool,
+    /// An authenticated seller's spec violation: recorded on the seller, and the operation
+    /// is polled at once instead of waiting for the backup poll.
+    pub violation: Option<Defect>,
 }
 
 impl Refusal {
@@ -27,7 +30,15 @@ impl Refusal {
             www_authenticate: None,
             tenant_id: None,
             authenticated: false,
+            violation: None,
         }
+    }
+
+    /// Refused for a spec violation by a sender that proved who it is.
+    pub fn violation(mut self, defect: Defect) -> Self {
+        self.authenticated = true;
+        self.violation = Some(defect);
+        self
     }
 
     pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
@@ -49,6 +60,7 @@ impl From<crate::foundation::error::StoreError> for Refusal {
             www_authenticate: None,
             tenant_id: None,
             authenticated: false,
+            violation: None,
         }
     }
 }
@@ -61,6 +73,7 @@ impl From<journal::JournalError> for Refusal {
             www_authenticate: None,
             tenant_id: None,
             authenticated: false,
+            violation: None,
         }
     }
 }

@@ -268,7 +268,7 @@ fn refusals_change_nothing_and_only_authenticated_ones_are_counted() {
                 b"[1,2]".to_vec(),
             ),
             StatusCode::UNAUTHORIZED,
-            "webhook_token_mismatch",
+            "webhook_token_missing",
         ),
     ];
     for (req, status, code) in cases {
@@ -280,6 +280,9 @@ fn refusals_change_nothing_and_only_authenticated_ones_are_counted() {
         let writes = w.store.total_ops() - w.store.count(crate::foundation::store::StoreOp::Get);
         match code {
             "webhook_token_mismatch" => assert_eq!(writes, 2, "{code}"),
+            // An authenticated sender's spec violation is also recorded on the seller (two
+            // writes) and files the operation's poll at once (three more).
+            "webhook_token_missing" => assert_eq!(writes, 7, "{code}"),
             // An unknown id: its snapshot and its journal's counter.
             "not_found" => assert_eq!((writes, w.store.total_ops()), (0, 2), "{code}"),
             _ => {
@@ -289,8 +292,15 @@ fn refusals_change_nothing_and_only_authenticated_ones_are_counted() {
         }
     }
     let mut after = w.store.keys();
-    after.retain(|k| !k.starts_with("m:") && !k.starts_with("sum:"));
-    assert_eq!(after, before, "refusals write nothing but counters");
+    after.retain(|k| {
+        !["m:", "sum:", "interop:", "poll:", "due:"]
+            .iter()
+            .any(|p| k.starts_with(p))
+    });
+    assert_eq!(
+        after, before,
+        "refusals write nothing but counters, diagnostics and the poll they bring forward"
+    );
     // Only the refusals of authenticated senders are counted (forged traffic cannot write),
     // in the tenant's summary and in /metrics.
     let summary = block_on(crate::records::summary::read(&w.store, "t1", &[])).unwrap();

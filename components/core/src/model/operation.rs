@@ -410,6 +410,10 @@ pub struct Observation {
     /// Set for webhook deliveries: their identity for de-duplication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// The seller's own status word, verbatim, when it is none of AdCP's task statuses
+    /// (`status` is then our conservative reading of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seller_status: Option<String>,
 }
 
 impl Observation {
@@ -425,6 +429,7 @@ impl Observation {
             result: None,
             error: None,
             delivery: None,
+            seller_status: None,
         }
     }
 }

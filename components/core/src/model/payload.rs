@@ -224,13 +224,27 @@ pub fn observation_from_payload(payload: &Value, source: Source) -> Observation 
         result: (status == TaskStatus::Completed).then(|| payload.clone()),
         error,
         delivery: None,
+        seller_status: None,
     }
 }
 
-/// The observation in a `get_task_status` answer (flat: `status`, `result`, `error`).
+/// The observation in a polling tool's answer (flat: `status`, `result`, `error`). A status
+/// outside AdCP's enum (`requires_approval`, `approved`: sellers built on older SDKs) is kept
+/// verbatim and read conservatively: completed only when the answer proves it with a media
+/// buy and its buy status, otherwise still being worked on.
 pub fn observation_from_task_status(payload: &Value) -> Option<Observation> {
-    let status = TaskStatus::parse(payload.get("status")?.as_str()?)?;
+    let said = payload.get("status")?.as_str()?;
+    let (status, seller_status) = match TaskStatus::parse(said) {
+        Some(s) => (s, None),
+        None => (unlisted_status(payload), Some(said.to_string())),
+    };
     let error = payload.get("error").and_then(error_of);
+    let result = match (payload.get("result"), seller_status.is_some()) {
+        (Some(r), _) => Some(r.clone()),
+        // A seller that does not speak the enum may put the buy beside its status.
+        (None, true) => Some(payload.clone()),
+        (None, false) => None,
+    };
     Some(Observation {
         source: Source::Poll,
         status,
@@ -249,13 +263,35 @@ pub fn observation_from_task_status(payload: &Value) -> Option<Observation> {
             .get("message")
             .and_then(Value::as_str)
             .map(str::to_string),
-        result: payload
-            .get("result")
-            .cloned()
-            .filter(|_| status == TaskStatus::Completed),
+        result: result.filter(|_| status == TaskStatus::Completed),
         error,
         delivery: None,
+        seller_status,
     })
+}
+
+/// Our reading of a status word outside AdCP's task enum: `completed` only when the answer
+/// (or its `result`) names a media buy and gives it a buy status; never another terminal.
+fn unlisted_status(payload: &Value) -> TaskStatus {
+    let proves_a_buy = |v: &Value| {
+        let buy_status = v
+            .get("media_buy_status")
+            .or_else(|| v.get("status"))
+            .and_then(Value::as_str);
+        v.get("media_buy_id").and_then(Value::as_str).is_some()
+            && buy_status.is_some_and(|s| MEDIA_BUY_STATUSES.contains(&s))
+    };
+    let in_result = payload.get("result").is_some_and(proves_a_buy);
+    let beside = payload.get("media_buy_id").is_some()
+        && payload
+            .get("media_buy_status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| MEDIA_BUY_STATUSES.contains(&s));
+    if in_result || beside {
+        TaskStatus::Completed
+    } else {
+        TaskStatus::Working
+    }
 }
 
 /// The fields of an MCP task webhook the orchestrator acts on.
@@ -284,6 +320,7 @@ pub fn observation_from_webhook(p: &Value) -> Result<Webhook, EnvelopeError> {
             result: e.result,
             error,
             delivery: None,
+            seller_status: None,
         },
     })
 }
@@ -430,5 +467,54 @@ mod status_reading {
             observation_from_payload(&other, Source::Dispatch).status,
             TaskStatus::Canceled
         );
+    }
+
+    #[test]
+    fn an_unlisted_poll_status_is_kept_verbatim_and_never_a_terminal_it_does_not_prove() {
+        for (answer, want) in [
+            (
+                json!({"task_id": "t", "status": "requires_approval"}),
+                TaskStatus::Working,
+            ),
+            (
+                json!({"task_id": "t", "status": "approved"}),
+                TaskStatus::Working,
+            ),
+            // A buy id alone, or a buy status alone, proves nothing.
+            (
+                json!({"task_id": "t", "status": "approved", "result": {"media_buy_id": "mb"}}),
+                TaskStatus::Working,
+            ),
+            (
+                json!({"task_id": "t", "status": "approved", "result": {"status": "active"}}),
+                TaskStatus::Working,
+            ),
+            // A rejection word outside the enum is not read as `rejected`.
+            (
+                json!({"task_id": "t", "status": "declined"}),
+                TaskStatus::Working,
+            ),
+        ] {
+            let obs = observation_from_task_status(&answer).unwrap();
+            assert_eq!(obs.status, want, "{answer}");
+            assert_eq!(obs.seller_status.as_deref(), answer["status"].as_str());
+            assert_eq!(obs.result, None, "{answer}");
+        }
+        // A media buy with its buy status proves the task completed, in `result` or beside.
+        for answer in [
+            json!({"task_id": "t", "status": "approved",
+                   "result": {"media_buy_id": "mb_1", "status": "active"}}),
+            json!({"task_id": "t", "status": "approved",
+                   "media_buy_id": "mb_1", "media_buy_status": "pending_start"}),
+        ] {
+            let obs = observation_from_task_status(&answer).unwrap();
+            assert_eq!(obs.status, TaskStatus::Completed, "{answer}");
+            assert_eq!(obs.seller_status.as_deref(), Some("approved"));
+            let result = obs.result.unwrap();
+            assert_eq!(result["media_buy_id"], "mb_1", "{answer}");
+        }
+        // Spec statuses are not marked.
+        let spec = observation_from_task_status(&json!({"task_id": "t", "status": "working"}));
+        assert_eq!(spec.unwrap().seller_status, None);
     }
 }

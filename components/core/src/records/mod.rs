@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod format;
 pub mod gauges;
 pub mod indexes;
+pub mod interop;
 pub mod journal;
 pub mod metrics;
 pub mod notify;

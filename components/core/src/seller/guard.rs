@@ -1,7 +1,7 @@
 //! Seller calls behind each seller's circuit breaker.
 
 use super::error_mapping::code_recovery;
-use super::port::{CallFailure, Recovery, SellerCalls};
+use super::port::{CallFailure, ListedTool, Recovery, SellerCalls};
 use crate::foundation::clock::Clock;
 use crate::foundation::store::Store;
 use crate::records::seller::{self, Seller};
@@ -50,7 +50,7 @@ impl<S: Store, C: SellerCalls> SellerCalls for Guarded<'_, S, C> {
         self.inner.set_deadline(until_ms);
     }
 
-    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<ListedTool>, CallFailure> {
         let breaker = Breaker::new(self.breaker, &seller.tenant_id, &seller.seller_id);
         let (permit, read) = self.permit(seller, &breaker).await?;
         let result = self.inner.list_tools(seller).await;

@@ -13,6 +13,7 @@ use crate::records::seller::{AuthScheme, Seller, credentials_purpose};
 use crate::schedule::backoff::parse_retry_after;
 use crate::seller::error_mapping::{self, Action};
 use crate::seller::port::CallFailure;
+use crate::seller::port::ListedTool;
 use crate::seller::port::Recovery;
 use crate::seller::port::SellerCalls;
 use crate::seller::port::SellerError;
@@ -106,8 +107,8 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
         interpret(&resp, &id, self.clock.now_ms())
     }
 
-    async fn list_tools(&self, seller: &Seller) -> Result<Vec<String>, CallFailure> {
-        let mut names = Vec::new();
+    async fn list_tools(&self, seller: &Seller) -> Result<Vec<ListedTool>, CallFailure> {
+        let mut listed = Vec::new();
         let mut cursor: Option<String> = None;
         // A seller's tool list is a handful of pages at most; stop a runaway cursor.
         for _ in 0..MAX_TOOL_PAGES {
@@ -121,12 +122,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
                 .get("result")
                 .ok_or_else(|| malformed("tools/list answer without result"))?;
             if let Some(tools) = result.get("tools").and_then(Value::as_array) {
-                names.extend(
-                    tools
-                        .iter()
-                        .filter_map(|t| t.get("name").and_then(Value::as_str))
-                        .map(str::to_string),
-                );
+                listed.extend(tools.iter().filter_map(ListedTool::from_listing));
             }
             cursor = result
                 .get("nextCursor")
@@ -137,7 +133,7 @@ impl<S: Store, T: Transport> SellerCalls for McpSellerCalls<'_, S, T> {
                 break;
             }
         }
-        Ok(names)
+        Ok(listed)
     }
 }
 

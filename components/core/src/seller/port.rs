@@ -53,8 +53,40 @@ pub trait SellerCalls {
     /// or, with `None`, only by each call's own limits.
     fn set_deadline(&self, _until_ms: Option<u64>) {}
 
-    /// The seller's tool names (MCP `tools/list`); if it cannot list, the 3.1 polling tool.
-    async fn list_tools(&self, _seller: &Seller) -> Result<Vec<String>, CallFailure> {
-        Ok(vec!["get_task_status".into()])
+    /// The seller's tools (MCP `tools/list`); if it cannot list, the 3.1 polling tool.
+    async fn list_tools(&self, _seller: &Seller) -> Result<Vec<ListedTool>, CallFailure> {
+        Ok(vec![ListedTool::named("get_task_status")])
+    }
+}
+
+/// A tool as `tools/list` describes it: its name and the properties its schemas declare.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListedTool {
+    pub name: String,
+    /// `inputSchema.properties`; `None`: none declared.
+    pub takes: Option<Vec<String>>,
+    /// `outputSchema.properties`; `None`: no output schema.
+    pub returns: Option<Vec<String>>,
+}
+
+impl ListedTool {
+    pub fn named(name: &str) -> ListedTool {
+        ListedTool {
+            name: name.to_string(),
+            ..ListedTool::default()
+        }
+    }
+
+    /// Read from one entry of `tools/list`'s `tools`; `None` without a name.
+    pub fn from_listing(tool: &Value) -> Option<ListedTool> {
+        let properties = |schema: &str| {
+            let props = tool.get(schema)?.get("properties")?.as_object()?;
+            Some(props.keys().cloned().collect::<Vec<_>>())
+        };
+        Some(ListedTool {
+            name: tool.get("name")?.as_str()?.to_string(),
+            takes: properties("inputSchema"),
+            returns: properties("outputSchema"),
+        })
     }
 }

@@ -15,7 +15,7 @@ use crate::records::seller::Seller;
 use crate::records::tick_report::TickReport;
 use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::port::SellerError;
-use crate::seller::port::{CallFailure, SellerCalls};
+use crate::seller::port::{CallFailure, ListedTool, SellerCalls};
 use crate::testing::{ScriptedTransport, SeededEntropy, sample};
 use futures::executor::block_on;
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ struct ScriptSeller {
     script: RefCell<Script>,
     calls: RefCell<Vec<(String, Value)>>,
     /// What `tools/list` answers; `None` means the default (the 3.1 polling tool).
-    tools: Option<Vec<String>>,
+    tools: Option<Vec<ListedTool>>,
     lists: Cell<u32>,
 }
 
@@ -52,7 +52,11 @@ impl ScriptSeller {
     }
 
     fn with_tools(mut self, tools: &[&str]) -> Self {
-        self.tools = Some(tools.iter().map(|t| t.to_string()).collect());
+        self.tools = Some(tools.iter().map(|t| ListedTool::named(t)).collect());
+        self
+    }
+    fn with_listed(mut self, tools: Vec<ListedTool>) -> Self {
+        self.tools = Some(tools);
         self
     }
     fn count(&self, tool: &str) -> usize {
@@ -72,12 +76,12 @@ impl SellerCalls for ScriptSeller {
         (self.script.borrow_mut())(tool, &args)
     }
 
-    async fn list_tools(&self, _: &Seller) -> Result<Vec<String>, CallFailure> {
+    async fn list_tools(&self, _: &Seller) -> Result<Vec<ListedTool>, CallFailure> {
         self.lists.set(self.lists.get() + 1);
         Ok(self
             .tools
             .clone()
-            .unwrap_or_else(|| vec!["get_task_status".into()]))
+            .unwrap_or_else(|| vec![ListedTool::named("get_task_status")]))
     }
 }
 
@@ -140,6 +144,7 @@ impl World {
                     result: None,
                     error: None,
                     delivery: None,
+                    seller_status: None,
                 };
                 crate::testing::record(
                     &self.store,
@@ -385,6 +390,67 @@ fn the_polling_tool_is_discovered_once_and_a_3_0_completion_gets_its_buy_by_cont
     assert_eq!(op.result.unwrap()["media_buy_id"], "mb_9");
     assert_eq!(seller.lists.get(), 1, "tools/list asked once, then cached");
     assert_eq!(seller.count("get_task_status"), 0);
+}
+
+#[test]
+fn a_get_task_seller_with_its_own_statuses_converges_on_its_buy() {
+    let w = World::new();
+    w.op("op1", OperationStatus::Seller(TaskStatus::Submitted));
+    let polls = Cell::new(0);
+    // A seller on an older SDK: `get_task` taking only `task_id` (it refuses any other
+    // argument), and statuses outside AdCP's enum.
+    let seller = ScriptSeller::new(move |tool, args| match tool {
+        "get_task" => {
+            let sent: Vec<&String> = args.as_object().unwrap().keys().collect();
+            if sent != ["task_id"] {
+                return Err(CallFailure::Seller(SellerError {
+                    code: "VALIDATION_ERROR".into(),
+                    message: "Unexpected keyword argument".into(),
+                    recovery: crate::seller::port::Recovery::Correctable,
+                    retry_after_s: None,
+                    adcp: true,
+                }));
+            }
+            polls.set(polls.get() + 1);
+            Ok(match polls.get() {
+                1 => json!({"task_id": "task_op1", "status": "requires_approval"}),
+                _ => json!({"task_id": "task_op1", "status": "approved",
+                            "result": {"media_buy_id": "mb_7", "status": "active"}}),
+            })
+        }
+        other => panic!("unexpected tool {other}"),
+    })
+    .with_listed(vec![
+        ListedTool {
+            name: "list_tasks".into(),
+            takes: Some(vec!["filters".into()]),
+            returns: None,
+        },
+        ListedTool {
+            name: "get_task".into(),
+            takes: Some(vec!["task_id".into()]),
+            returns: Some(vec!["task_id".into(), "status".into(), "result".into()]),
+        },
+    ]);
+    w.run_for(30 * 60_000, &seller);
+    assert_eq!(
+        w.status("op1"),
+        OperationStatus::Seller(TaskStatus::Completed)
+    );
+    let loaded = block_on(journal::load(&w.store, &w.clock, "op1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(loaded.operation.result.unwrap()["media_buy_id"], "mb_7");
+    // The seller's own words are kept on the entries they made.
+    let history = block_on(journal::history(&w.store, &w.clock, "op1")).unwrap();
+    let said: Vec<String> = history
+        .iter()
+        .filter_map(|(e, _)| match &e.kind {
+            EntryKind::Observed { observation } => observation.seller_status.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["requires_approval", "approved"]);
 }
 
 #[test]

@@ -256,14 +256,11 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
             operation: op.clone(),
         });
     };
-    let tool = match &op.task_id {
-        Some(_) => {
-            memo.tools(env.store, env.clock, env.calls, &seller)
-                .await?
-                .poll
-        }
+    let tools = match &op.task_id {
+        Some(_) => Some(memo.tools(env.store, env.clock, env.calls, &seller).await?),
         None => None,
     };
+    let tool = tools.as_ref().and_then(|t| t.poll.clone());
     let mut retry_after_s = None;
     let obs = match (&op.task_id, tool) {
         (Some(task_id), Some(tool)) => {
@@ -272,6 +269,10 @@ async fn poll<S: Store, C: SellerCalls, T: Transport>(
                 // A seller answers REFERENCE_NOT_FOUND for a task under another account.
                 args["account"] = account.clone();
             }
+            let args = match &tools {
+                Some(t) => t.poll_arguments(args),
+                None => args,
+            };
             match env.calls.call(&seller, &tool, args).await {
                 Ok(payload) => match observation_from_task_status(&payload) {
                     Some(obs) => with_result(env, &seller, op, obs).await,
