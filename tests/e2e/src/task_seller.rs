@@ -12,6 +12,7 @@
 //!   killed while the call is in flight.
 //! - [`TaskSeller::webhook`] builds the task's HMAC webhook for a status, from the
 //!   `push_notification_config` the orchestrator sent.
+//! - [`Deviations`] make it one of the imperfect sellers that exist.
 
 use crate::fake_seller::{DEFAULT_TOOLS, default_capabilities};
 use bytes::Bytes;
@@ -114,8 +115,25 @@ impl Hold {
     }
 }
 
+/// What a seller gets wrong, one switch each (none: a conformant AdCP 3.1 seller). Each was
+/// seen in one real seller, an AdCP 3.1.1 sales agent on the Python SDK 6.6.0.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deviations {
+    /// Refuses any argument it does not know, AdCP's version fields included, on every tool.
+    pub strict_arguments: bool,
+    /// Polls by `get_task` (declaring only `task_id`) instead of `get_task_status`, and
+    /// answers statuses outside AdCP's enum: `requires_approval` for a submitted task,
+    /// `approved` (with the buy) for a completed one.
+    pub get_task: bool,
+    /// Its webhooks echo `context`, neither `operation_id` nor `token`.
+    pub webhook_without_ids: bool,
+    /// Signs the legacy HMAC over the compact form of its webhook but sends spaced JSON.
+    pub hmac_over_compact: bool,
+}
+
 #[derive(Default)]
 struct State {
+    deviations: Deviations,
     tasks: Vec<Task>,
     by_key: HashMap<String, usize>,
     by_id: HashMap<String, usize>,
@@ -152,6 +170,8 @@ pub struct Webhook {
     pub secret: String,
     pub idempotency_key: String,
     pub body: String,
+    /// The bytes the HMAC covers: the body, unless the seller signs another serialization.
+    pub signed: String,
 }
 
 impl Webhook {
@@ -176,7 +196,7 @@ impl Webhook {
         unix_s: u64,
     ) -> Result<Delivered, reqwest::Error> {
         let ts = unix_s.to_string();
-        let sig = hmac_signature::sign(self.secret.as_bytes(), &ts, self.body.as_bytes());
+        let sig = hmac_signature::sign(self.secret.as_bytes(), &ts, self.signed.as_bytes());
         let resp = http
             .post(format!("{base}{}", self.path))
             .header("content-type", "application/json")
@@ -210,9 +230,17 @@ pub struct Delivered {
 
 impl TaskSeller {
     pub async fn start() -> TaskSeller {
+        TaskSeller::start_with(Deviations::default()).await
+    }
+
+    /// A seller with the given deviations from the spec.
+    pub async fn start_with(deviations: Deviations) -> TaskSeller {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/mcp", listener.local_addr().expect("addr"));
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            deviations,
+            ..State::default()
+        }));
         let arrived = Arc::new(Notify::new());
         let (s, a) = (state.clone(), arrived.clone());
         tokio::spawn(async move {
@@ -343,6 +371,19 @@ impl TaskSeller {
         if let Some(e) = error_of(status) {
             body["error"] = e;
         }
+        let deviations = self.state.lock().expect("lock").deviations;
+        if deviations.webhook_without_ids {
+            let map = body.as_object_mut().expect("an object");
+            map.remove("operation_id");
+            map.remove("token");
+            map.insert("context".into(), task.arguments["context"].clone());
+        }
+        let compact = body.to_string();
+        let sent = if deviations.hmac_over_compact {
+            spaced(&body)
+        } else {
+            compact.clone()
+        };
         Webhook {
             path,
             secret: pnc["authentication"]["credentials"]
@@ -350,9 +391,58 @@ impl TaskSeller {
                 .expect("HMAC secret")
                 .into(),
             idempotency_key,
-            body: body.to_string(),
+            body: sent,
+            signed: compact,
         }
     }
+}
+
+/// `v` as Python's `json.dumps` writes it by default (`", "` and `": "`).
+fn spaced(v: &Value) -> String {
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    serde::Serialize::serialize(
+        v,
+        &mut serde_json::Serializer::with_formatter(&mut out, Spaced),
+    )
+    .expect("a value serializes");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// What a `get_task` seller answers for a task: its own status words, the buy beside them.
+fn get_task_payload(task: &Task) -> Value {
+    let said = match task.status.as_str() {
+        "submitted" => "requires_approval",
+        "completed" => "approved",
+        other => other,
+    };
+    let mut p = json!({"task_id": task.task_id, "status": said});
+    if let Some(r) = result_of(&task.task_id, &task.status) {
+        p["result"] = r;
+    }
+    p
 }
 
 fn reply(v: Value) -> Response<Full<Bytes>> {
@@ -387,7 +477,39 @@ fn adcp_error(code: &str, message: &str, recovery: &str) -> Value {
 
 /// Acts on one tool call; `Err` is an AdCP error payload.
 fn act(st: &mut State, tool: &str, args: &Value) -> Result<Value, Value> {
+    let deviations = st.deviations;
+    let unknown_argument = || {
+        Err(adcp_error(
+            "VALIDATION_ERROR",
+            "Unexpected keyword argument",
+            "correctable",
+        ))
+    };
+    if deviations.strict_arguments
+        && (args.get("adcp_version").is_some() || args.get("adcp_major_version").is_some())
+    {
+        return unknown_argument();
+    }
     match tool {
+        "get_task" if deviations.get_task => {
+            if deviations.strict_arguments && args.as_object().is_some_and(|a| a.len() != 1) {
+                return unknown_argument();
+            }
+            let id = args["task_id"].as_str().unwrap_or("");
+            match st.by_id.get(id) {
+                Some(i) => Ok(get_task_payload(&st.tasks[*i])),
+                None => Err(adcp_error(
+                    "REFERENCE_NOT_FOUND",
+                    "no such task",
+                    "correctable",
+                )),
+            }
+        }
+        "get_task_status" if deviations.get_task => Err(adcp_error(
+            "UNSUPPORTED_FEATURE",
+            "get_task_status is not offered",
+            "correctable",
+        )),
         "get_adcp_capabilities" => Ok(default_capabilities()),
         "create_media_buy" => {
             let key = args["idempotency_key"].as_str().unwrap_or("").to_string();
@@ -476,10 +598,16 @@ async fn handle(
         }
         "notifications/initialized" => Ok(status_only(202)),
         "tools/list" => {
-            let tools: Vec<Value> = DEFAULT_TOOLS
+            let get_task = state.lock().expect("lock").deviations.get_task;
+            let mut tools: Vec<Value> = DEFAULT_TOOLS
                 .iter()
+                .filter(|n| !(get_task && **n == "get_task_status"))
                 .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                 .collect();
+            if get_task {
+                tools.push(json!({"name": "get_task", "inputSchema": {"type": "object",
+                    "properties": {"task_id": {"type": "string"}}, "required": ["task_id"]}}));
+            }
             Ok(reply(
                 json!({"jsonrpc": "2.0", "id": id, "result": {"tools": tools}}),
             ))
