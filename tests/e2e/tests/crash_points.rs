@@ -21,7 +21,9 @@
 //! deliveries, the epoch's retention pass and reconciliation, the auditor).
 //!
 //! A crash after a read is applied leaves the store as a crash before the next call does, so
-//! "after" points are run at writes only. Hosts run on a virtual clock ([`HostOptions`]'s
+//! "after" points are run at writes only; and a crash before a call that follows a read with
+//! nothing in between (no outbound request, no other component's call) leaves it as a crash
+//! before that read, so those "before" points are not run twice. Hosts run on a virtual clock ([`HostOptions`]'s
 //! offset) aligned on the 15-minute reconciliation epoch and the 60 s lease slots, so each run
 //! makes the same calls; a restarted host's clock runs a minute later (the time a restart
 //! takes, and what proves a dead writer's journal hole permanent).
@@ -169,6 +171,10 @@ struct Case {
 struct Outcome {
     /// The calls of the step, in crash-point numbering.
     trace: Vec<KvCall>,
+    /// For each call: a crash before it leaves the store as a crash before the previous one
+    /// does (that was a read, and nothing else, no outbound request nor another
+    /// component's call, happened in between), so its "before" point needs no run.
+    repeats_before: Vec<bool>,
     /// The crash point fired.
     fired: bool,
     /// Repairs the auditor made on the way to convergence, by invariant.
@@ -463,12 +469,22 @@ async fn run(step: Step, crash: Option<(u64, CrashWhen)>) -> Outcome {
     }
     case.act(step).await;
     let host = case.host();
+    let (mut trace, mut repeats_before) = (Vec::new(), Vec::new());
+    let mut after_a_read = false;
+    for call in host.kv_call_trace() {
+        if call.outbound_before > 0 || call.component != step.component() {
+            after_a_read = false;
+        }
+        if call.component != step.component() {
+            continue;
+        }
+        repeats_before.push(after_a_read);
+        after_a_read = !call.op.writes();
+        trace.push(call);
+    }
     let mut out = Outcome {
-        trace: host
-            .kv_call_trace()
-            .into_iter()
-            .filter(|c| c.component == step.component())
-            .collect(),
+        trace,
+        repeats_before,
         fired: host.crashed(),
         ..Default::default()
     };
@@ -588,7 +604,9 @@ async fn every_crash_point(step: Step, check_clean: impl Fn(&Outcome)) {
     let n = clean.trace.len() as u64;
     let mut points = Vec::new();
     for (i, call) in clean.trace.iter().enumerate() {
-        points.push((i as u64 + 1, CrashWhen::BeforeApplied));
+        if !clean.repeats_before[i] {
+            points.push((i as u64 + 1, CrashWhen::BeforeApplied));
+        }
         if call.op.writes() {
             points.push((i as u64 + 1, CrashWhen::AfterApplied));
         }

@@ -111,6 +111,9 @@ pub struct KvCall {
     pub component: String,
     pub op: KvOp,
     pub key: String,
+    /// Outbound HTTP requests (of any component) sent since the previous traced call: a
+    /// crash before this call differs from one before the previous call by those requests.
+    pub outbound_before: u64,
 }
 
 /// An armed crash point: the `nth` data call from arming (optionally only counting calls of
@@ -167,6 +170,8 @@ struct Stats {
     crashed: std::sync::atomic::AtomicBool,
     /// When tracing: every data call's component and kind, in the order crash points count.
     trace: Mutex<Option<Vec<KvCall>>>,
+    /// Outbound requests since the last traced call.
+    outbound_untraced: AtomicU64,
 }
 
 pub type KvResult<T> = Result<T, String>;
@@ -246,6 +251,7 @@ impl Kv {
 
     /// Records the counts as an outbound request to `url` starts.
     pub fn mark_outbound(&self, url: String) {
+        self.stats.outbound_untraced.fetch_add(1, Ordering::SeqCst);
         let counts = self.counts();
         if let Ok(mut o) = self.stats.at_outbound.lock() {
             o.push((url, counts));
@@ -302,6 +308,7 @@ impl Kv {
         if let Ok(mut t) = self.stats.trace.lock() {
             *t = on.then(Vec::new);
         }
+        self.stats.outbound_untraced.store(0, Ordering::SeqCst);
     }
 
     /// The calls recorded since [`Kv::trace_calls`] started it.
@@ -337,6 +344,7 @@ impl Kv {
                 component: component.to_string(),
                 op,
                 key: key.to_string(),
+                outbound_before: self.stats.outbound_untraced.swap(0, Ordering::SeqCst),
             });
         }
         let mut armed = self.stats.crash.lock().ok()?;

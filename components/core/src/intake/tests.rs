@@ -543,3 +543,40 @@ fn a_store_failure_answers_webhook_senders_a_fixed_message_and_logs_the_detail()
     );
     assert_eq!(w.status(), OperationStatus::PendingDispatch);
 }
+
+#[test]
+fn a_terminal_webhook_before_the_submitted_answer_is_kept_and_the_answer_moves_nothing() {
+    use crate::model::operation::{Observation, Source};
+    use crate::records::journal::EntryKind;
+    let w = World::new(WebhookMode::Bearer);
+    // The seller completed the task and said so before its `submitted` answer reached us:
+    // the operation is still `pending_dispatch` (the API is waiting for that answer).
+    assert_eq!(w.status(), OperationStatus::PendingDispatch);
+    let (s, b) = w.send(bearer(&payload("completed", "whk_aaaaaaaaaaaaaaaa")));
+    assert_eq!(
+        (s, b["outcome"].as_str()),
+        (StatusCode::OK, Some("applied")),
+        "{b}"
+    );
+    // Then the answer arrives, naming the same task.
+    let submitted = Observation {
+        task_id: Some("task_1".into()),
+        ..Observation::of(Source::Dispatch, TaskStatus::Submitted)
+    };
+    let effect = block_on(crate::testing::record(
+        &w.store,
+        &FixedClock(2_500),
+        "op1",
+        EntryKind::Observed {
+            observation: Box::new(submitted),
+        },
+    ))
+    .unwrap();
+    assert_eq!(effect.effect, Some(Effect::Stale));
+    let op = block_on(journal::load(&w.store, &FixedClock(3_000), "op1"))
+        .unwrap()
+        .unwrap()
+        .operation;
+    assert_eq!(op.status, OperationStatus::Seller(TaskStatus::Completed));
+    assert_eq!(op.result.unwrap()["media_buy_id"], "mb_1");
+}
