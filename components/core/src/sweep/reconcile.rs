@@ -9,9 +9,10 @@ use crate::foundation::clock::Entropy;
 use crate::foundation::cx::Cx;
 use crate::foundation::keys;
 use crate::foundation::log;
-use crate::foundation::store::{Store, get_decimal, get_json, set_json};
+use crate::foundation::store::{Store, get_counter, get_decimal, get_json, set_json};
 use crate::lifecycle::create::{Filing, Stored, store_new};
 use crate::model::operation::{NewOperation, Operation};
+use crate::model::payload::rfc3339_ms;
 use crate::model::status::{OperationStatus, TaskStatus};
 use crate::model::task::TaskKind;
 use crate::records::journal::JournalResult;
@@ -25,6 +26,9 @@ use std::collections::HashSet;
 
 /// How often the seller task lists are reconciled.
 pub const EPOCH_MS: u64 = 15 * 60_000;
+/// How long after its creation a listed task may still be one of our dispatches in flight
+/// (the dispatch's whole call is at most 30 s; its recording follows at once).
+const DISPATCH_IN_FLIGHT_MS: u64 = 10 * 60_000;
 /// Pages of `list_tasks` read per seller per run (100 tasks each).
 const MAX_PAGES: usize = 20;
 /// Tracked tasks checked per seller per run; the rest next time (a cursor walks the index).
@@ -238,13 +242,26 @@ async fn adopt(
     else {
         return Ok(None);
     };
-    let status = listed
-        .get("status")
-        .and_then(Value::as_str)
+    let said = listed.get("status").and_then(Value::as_str);
+    // A task the seller reports finished has nothing left to track: adopting it would only
+    // open an operation for an outcome nobody asked us about.
+    if said
         .and_then(TaskStatus::parse)
-        .filter(|s| !s.is_terminal())
-        .unwrap_or(TaskStatus::Unknown);
+        .is_some_and(TaskStatus::is_terminal)
+    {
+        return Ok(None);
+    }
     let now = clock.now_ms();
+    // A task this young may be one of our dispatches still waiting for its answer, which
+    // tracks it; a later epoch adopts it if nobody did.
+    let created = (listed.get("created_at").and_then(Value::as_str)).and_then(rfc3339_ms);
+    if created.is_some_and(|c| c.saturating_add(DISPATCH_IN_FLIGHT_MS) > now) {
+        return Ok(None);
+    }
+    // A status outside the enum is adopted as unknown: reconciliation keeps looking.
+    let status = said
+        .and_then(TaskStatus::parse)
+        .unwrap_or(TaskStatus::Unknown);
     let id = crate::lifecycle::linked::derived_id(
         &format!("adopt:{}:{}", seller.tenant_id, seller.seller_id),
         task_id,
@@ -296,8 +313,7 @@ async fn repoll_missing(
 ) -> JournalResult<Repolled> {
     let store = cx.store;
     let (t, s) = (&seller.tenant_id, &seller.seller_id);
-    let count = store
-        .increment(&keys::seller_tasks_count(t, s), 0)
+    let count = get_counter(store, &keys::seller_tasks_count(t, s))
         .await?
         .max(0) as u64;
     if count == 0 {

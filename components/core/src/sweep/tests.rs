@@ -577,11 +577,11 @@ fn a_store_failure_in_reconciliation_costs_one_task_and_the_epoch_runs_again() {
         Ok(
             json!({"query_summary": {}, "pagination": {"has_more": false},
         "tasks": [{"task_id": "task_a", "task_type": "create_media_buy", "domain": "media-buy",
-                   "status": "working", "created_at": "2026-01-01T00:00:00Z",
-                   "updated_at": "2026-01-01T00:00:00Z"},
+                   "status": "working", "created_at": "1970-01-01T00:00:00Z",
+                   "updated_at": "1970-01-01T00:00:00Z"},
                   {"task_id": "task_b", "task_type": "create_media_buy", "domain": "media-buy",
-                   "status": "working", "created_at": "2026-01-01T00:00:00Z",
-                   "updated_at": "2026-01-01T00:00:00Z"}]}),
+                   "status": "working", "created_at": "1970-01-01T00:00:00Z",
+                   "updated_at": "1970-01-01T00:00:00Z"}]}),
         )
     };
     let world = || {
@@ -657,10 +657,19 @@ fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
                 json!({"query_summary": {}, "pagination": {"has_more": false},
                 "tasks": [{"task_id": "task_new", "task_type": "create_media_buy",
                            "domain": "media-buy", "status": "working",
-                           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"},
+                           "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z"},
                           {"task_id": "task_sig", "task_type": "activate_signal",
                            "domain": "signals", "status": "working",
-                           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}]}),
+                           "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z"},
+                          // Finished at the seller: nothing to track.
+                          {"task_id": "task_done", "task_type": "create_media_buy",
+                           "domain": "media-buy", "status": "completed",
+                           "created_at": "1970-01-01T00:00:00Z", "updated_at": "1970-01-01T00:00:00Z"},
+                          // Created a minute ago (the clock is at 00:16:40): maybe our own
+                          // dispatch, still waiting for its answer.
+                          {"task_id": "task_young", "task_type": "create_media_buy",
+                           "domain": "media-buy", "status": "submitted",
+                           "created_at": "1970-01-01T00:15:40Z", "updated_at": "1970-01-01T00:15:40Z"}]}),
             )
         }
         "get_task_status" => Ok(json!({"task_id": args["task_id"], "status": "completed",
@@ -678,8 +687,12 @@ fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
         .unwrap()
     };
     let r = run().expect("first run of the epoch");
-    assert_eq!(r.listed, 2);
-    assert_eq!(r.adopted.len(), 1, "only task types we run are adopted");
+    assert_eq!(r.listed, 4);
+    assert_eq!(
+        r.adopted.len(),
+        1,
+        "only open tasks of types we run, old enough not to be a dispatch in flight"
+    );
     assert_eq!(r.repolled, ["op1"], "tracked but no longer listed");
     assert!(
         run().is_none(),
@@ -699,10 +712,12 @@ fn reconciliation_adopts_unknown_seller_tasks_and_repolls_unlisted_ones() {
         w.status("op1"),
         OperationStatus::Seller(TaskStatus::Completed)
     );
-    // Adopted once: a later epoch sees the task as tracked.
+    // Adopted once: a later epoch sees the task as tracked, and adopts the young task that
+    // no dispatch claimed meanwhile.
     w.advance(crate::sweep::reconcile::EPOCH_MS);
     let r = run().unwrap();
-    assert!(r.adopted.is_empty());
+    assert_eq!(r.adopted.len(), 1, "{:?}", r.adopted);
+    assert_ne!(r.adopted[0], adopted);
 }
 
 #[test]
