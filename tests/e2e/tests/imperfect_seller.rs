@@ -19,7 +19,19 @@ fn create_body() -> Value {
 /// conformant, else by the poll the refused webhook brings forward (the backup poll is two
 /// minutes away; only one tick, 11 s after the refusal, is fired). Returns the interop
 /// defects the seller record shows.
-async fn converges(deviations: Deviations) -> Vec<String> {
+struct World {
+    _dir: tempfile::TempDir,
+    host: spin_test_host::TestHost,
+    api: Api,
+    seller: TaskSeller,
+    key: String,
+    /// The operation created, and its task at the seller (`submitted` there).
+    id: String,
+    task: String,
+}
+
+/// A host, a tenant whose seller `ssp` has `deviations`, and one operation created there.
+async fn world(deviations: Deviations) -> World {
     let dir = tempfile::tempdir().unwrap();
     let host = start(&dir.path().join("kv.db"), None).await;
     let api = Api::new(host.base_url());
@@ -27,7 +39,6 @@ async fn converges(deviations: Deviations) -> Vec<String> {
     let key = api.tenant("Acme").await;
     api.register_seller(&key, json!({"mcp_url": seller.url, "webhook_mode": "hmac"}))
         .await;
-
     let (s, op) = api
         .call(
             "POST",
@@ -44,6 +55,27 @@ async fn converges(deviations: Deviations) -> Vec<String> {
     );
     let id = op["operation_id"].as_str().unwrap().to_string();
     let task = seller.tasks_for(&id)[0].task_id.clone();
+    World {
+        _dir: dir,
+        host,
+        api,
+        seller,
+        key,
+        id,
+        task,
+    }
+}
+
+async fn converges(deviations: Deviations) -> Vec<String> {
+    let World {
+        _dir,
+        host,
+        api,
+        seller,
+        key,
+        id,
+        task,
+    } = world(deviations).await;
     seller.set_status(&task, "completed");
 
     let webhook_deviates = deviations.webhook_without_ids || deviations.hmac_over_compact;
@@ -142,14 +174,87 @@ async fn a_seller_refusing_unknown_arguments() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seller_polled_by_get_task_with_its_own_statuses() {
-    // Its conformant webhook completes the operation; the poll is then checked by the
-    // all-together case, where only the poll can tell.
+    // Its conformant webhook completes the operation; polling alone is the next case.
     let defects = converges(Deviations {
         get_task: true,
         ..Deviations::default()
     })
     .await;
     assert!(defects.is_empty(), "{defects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_get_task_seller_is_followed_by_polling_alone_through_its_own_statuses() {
+    let w = world(Deviations {
+        get_task: true,
+        strict_arguments: true,
+        ..Deviations::default()
+    })
+    .await;
+    let get = || async {
+        let (s, got) = w
+            .api
+            .call(
+                "GET",
+                &format!("/api/v1/operations/{}", w.id),
+                Some(&w.key),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{got}");
+        got
+    };
+    // No webhook: the backup poll (two minutes after creation) finds `requires_approval`.
+    let mut at = now_s() + 130;
+    w.host.cron_tick(at).await.unwrap();
+    assert_eq!(
+        w.seller.calls_of("get_task").len(),
+        1,
+        "{:?}",
+        w.seller.calls()
+    );
+    assert_eq!(get().await["status"], "working");
+    // The seller approves; a later poll finds it, with the buy.
+    w.seller.set_status(&w.task, "completed");
+    for _ in 0..20 {
+        if get().await["status"] == "completed" {
+            break;
+        }
+        at += 60;
+        w.host.cron_tick(at).await.unwrap();
+    }
+    let got = get().await;
+    assert_eq!(got["status"], "completed", "{got}\n{}", w.host.output());
+    assert_eq!(
+        got["result"]["media_buy_id"],
+        format!("mb_{}", w.task),
+        "{got}"
+    );
+    for args in w.seller.calls_of("get_task") {
+        assert_eq!(
+            args,
+            json!({"task_id": w.task}),
+            "only what get_task declares"
+        );
+    }
+    // The seller's own words are on the events.
+    let (s, ev) = w
+        .api
+        .call(
+            "GET",
+            &format!("/api/v1/operations/{}/events", w.id),
+            Some(&w.key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{ev}");
+    let said: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["seller_status"].as_str())
+        .collect();
+    assert_eq!(said, ["requires_approval", "approved"], "{ev}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -226,6 +226,10 @@ pub async fn events<S: Store, C: SellerCalls, T: Transport>(
                     e["status"] = json!(observation.status);
                     e["task_id"] = json!(observation.task_id);
                     e["seller_at_ms"] = json!(observation.at_ms);
+                    if let Some(said) = &observation.seller_status {
+                        // The seller's own word when it is outside AdCP's enum.
+                        e["seller_status"] = json!(said);
+                    }
                 }
                 journal::EntryKind::DeadlineExpired => e["kind"] = json!("deadline_expired"),
                 journal::EntryKind::Sealed { abandoned } => {
