@@ -26,6 +26,10 @@ pub struct Operation {
     pub status: OperationStatus,
     /// The seller's result payload (e.g. `CreateMediaBuySuccess` with `media_buy_id`).
     pub result: Option<Value>,
+    /// Where `result` came from: a later report of the same outcome is compared with it only
+    /// when both are the task's own value (a webhook's or a poll's), not a look-up's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_source: Option<Source>,
     pub error: Option<OperationError>,
     /// The seller's last human-readable message (untrusted text).
     pub message: Option<String>,
@@ -484,6 +488,7 @@ impl Operation {
             context_id: None,
             status: new.status,
             result: None,
+            result_source: None,
             error: None,
             message: new.message,
             created_at_ms: now,
@@ -562,6 +567,7 @@ impl Operation {
             }
             if obs.result.is_some() {
                 self.result = obs.result.clone();
+                self.result_source = Some(obs.source);
             }
             self.error = obs.error.clone();
             if status.is_authoritative_terminal() {
@@ -576,8 +582,22 @@ impl Operation {
             && obs.result.is_some()
         {
             self.result = obs.result.clone();
+            self.result_source = Some(obs.source);
             self.updated_at_ms = recorded_at_ms;
             return Outcome::Recorded;
+        }
+        // AdCP 3.2: a task's first authoritative terminal is final, and a later report of it
+        // repeats it only with the same `{task_type, status, value}`; the same status with
+        // another value is a conflict, recorded and not applied.
+        let task_value = |s: Source| matches!(s, Source::Webhook | Source::Poll);
+        if outcome == Outcome::Duplicate
+            && self.status.is_authoritative_terminal()
+            && task_value(obs.source)
+            && self.result_source.is_some_and(task_value)
+            && let (Some(have), Some(seen)) = (&self.result, &obs.result)
+            && have != seen
+        {
+            return Outcome::Conflict;
         }
         outcome
     }
@@ -800,11 +820,50 @@ mod tests {
         assert_eq!(op.observe(&with, 6_000), Outcome::Recorded);
         assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
         assert_eq!(op.updated_at_ms, 6_000);
-        // Once there, a result is never replaced.
+        // Once there, a result is never replaced: another value is a conflict (AdCP 3.2).
         let mut other = obs(TaskStatus::Completed, Some("task_1"));
         other.result = Some(json!({"media_buy_id": "mb_2"}));
-        assert_eq!(op.observe(&other, 7_000), Outcome::Duplicate);
+        assert_eq!(op.observe(&other, 7_000), Outcome::Conflict);
         assert_eq!(op.result, Some(json!({"media_buy_id": "mb_1"})));
+    }
+
+    #[test]
+    fn a_later_report_of_the_first_terminal_repeats_it_only_with_the_same_value() {
+        let mut op = sample("op1");
+        let report = |source: Source, buy: &str| Observation {
+            source,
+            result: Some(json!({"media_buy_id": buy, "status": "active"})),
+            ..obs(TaskStatus::Completed, Some("task_1"))
+        };
+        assert!(matches!(
+            op.observe(&report(Source::Webhook, "mb_1"), 5_000),
+            Outcome::Applied(_)
+        ));
+        // The same value by poll: a repeat, whatever the key order on the wire.
+        let mut same = report(Source::Poll, "mb_1");
+        same.result = Some(json!({"status": "active", "media_buy_id": "mb_1"}));
+        assert_eq!(op.observe(&same, 6_000), Outcome::Duplicate);
+        // Another value for the same status: a conflict, and the first stands.
+        assert_eq!(
+            op.observe(&report(Source::Poll, "mb_2"), 7_000),
+            Outcome::Conflict
+        );
+        assert_eq!(op.result.as_ref().unwrap()["media_buy_id"], "mb_1");
+        // A look-up's record of the buy is not the task's value: never compared.
+        let mut looked_up = sample("op2");
+        looked_up.observe(&report(Source::Reconcile, "mb_1"), 5_000);
+        assert_eq!(
+            looked_up.observe(&report(Source::Webhook, "mb_9"), 6_000),
+            Outcome::Duplicate
+        );
+        // Nor is a result stored before its source was (an older record).
+        let mut older = sample("op3");
+        older.observe(&report(Source::Webhook, "mb_1"), 5_000);
+        older.result_source = None;
+        assert_eq!(
+            older.observe(&report(Source::Webhook, "mb_9"), 6_000),
+            Outcome::Duplicate
+        );
     }
 
     #[test]
