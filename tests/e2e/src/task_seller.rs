@@ -380,7 +380,8 @@ impl TaskSeller {
         }
         let compact = body.to_string();
         let sent = if deviations.hmac_over_compact {
-            spaced(&body)
+            let spaced = hmac_signature::spaced(compact.as_bytes()).expect("JSON");
+            String::from_utf8(spaced).expect("JSON is UTF-8")
         } else {
             compact.clone()
         };
@@ -395,40 +396,6 @@ impl TaskSeller {
             signed: compact,
         }
     }
-}
-
-/// `v` as Python's `json.dumps` writes it by default (`", "` and `": "`).
-fn spaced(v: &Value) -> String {
-    struct Spaced;
-    impl serde_json::ser::Formatter for Spaced {
-        fn begin_array_value<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-            first: bool,
-        ) -> std::io::Result<()> {
-            if first { Ok(()) } else { w.write_all(b", ") }
-        }
-        fn begin_object_key<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-            first: bool,
-        ) -> std::io::Result<()> {
-            if first { Ok(()) } else { w.write_all(b", ") }
-        }
-        fn begin_object_value<W: ?Sized + std::io::Write>(
-            &mut self,
-            w: &mut W,
-        ) -> std::io::Result<()> {
-            w.write_all(b": ")
-        }
-    }
-    let mut out = Vec::new();
-    serde::Serialize::serialize(
-        v,
-        &mut serde_json::Serializer::with_formatter(&mut out, Spaced),
-    )
-    .expect("a value serializes");
-    String::from_utf8(out).expect("JSON is UTF-8")
 }
 
 /// What a `get_task` seller answers for a task: its own status words, the buy beside them.

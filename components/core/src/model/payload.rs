@@ -263,7 +263,14 @@ pub fn observation_from_task_status(payload: &Value) -> Option<Observation> {
             .get("message")
             .and_then(Value::as_str)
             .map(str::to_string),
-        result: result.filter(|_| status == TaskStatus::Completed),
+        // `include_result` (AdCP 3.2) also returns a failed or rejected task's payload: the
+        // seller's account of why, recorded with the outcome.
+        result: result.filter(|_| {
+            matches!(
+                status,
+                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Rejected
+            )
+        }),
         error,
         delivery: None,
         seller_status,
@@ -329,20 +336,12 @@ pub fn observation_from_webhook(p: &Value) -> Result<Webhook, EnvelopeError> {
 mod tests {
     use super::*;
 
-    fn vectors(name: &str) -> Value {
-        let path = format!(
-            "{}/../../../shared/adcp/test-vectors/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(
-            &std::fs::read_to_string(path).expect("spec vectors beside the project"),
-        )
-        .unwrap()
-    }
+    use crate::testing::adcp::{read_json, shared, vector_sets};
 
     #[test]
     fn payload_extraction_vectors() {
-        let v = vectors("webhook-payload-extraction.json");
+        // Not shipped in 3.2.4: the 3.1.19 set is the only one.
+        let v = read_json(&shared().join("test-vectors/webhook-payload-extraction.json"));
         let list = v["vectors"].as_array().unwrap();
         assert_eq!(list.len(), 12);
         for case in list {
@@ -364,36 +363,41 @@ mod tests {
 
     #[test]
     fn receiver_envelope_vectors() {
-        let v = vectors("webhook-receiver-envelope.json");
-        let positive = v["positive"].as_array().unwrap();
-        assert_eq!(positive.len(), 2);
-        let mut keys = Vec::new();
-        for case in positive {
-            let e =
-                envelope(&case["payload"]).unwrap_or_else(|err| panic!("{}: {err:?}", case["id"]));
-            // Delivery reports are classified, not task transitions.
-            assert!(e.is_delivery_report());
-            assert!(
-                e.result
-                    .as_ref()
-                    .unwrap()
-                    .get("notification_type")
-                    .is_some()
-            );
-            keys.push(e.idempotency_key);
-        }
-        // The retry carries the same key as the original event.
-        assert_eq!(keys[0], keys[1]);
-        for case in v["negative"].as_array().unwrap() {
-            let expected = case["expected_error"].as_str().unwrap();
-            assert_eq!(
-                envelope(&case["payload"])
-                    .map(|_| ())
-                    .map_err(EnvelopeError::code),
-                Err(expected),
-                "{}",
-                case["id"]
-            );
+        for (release, dir) in vector_sets() {
+            let v = read_json(&dir.join("webhook-receiver-envelope.json"));
+            let positive = v["positive"].as_array().unwrap();
+            assert_eq!(positive.len(), 2, "{release}");
+            let mut keys = Vec::new();
+            for case in positive {
+                let id = format!("{release} {}", case["id"]);
+                let e = envelope(&case["payload"]).unwrap_or_else(|err| panic!("{id}: {err:?}"));
+                // Delivery reports are classified, not task transitions.
+                assert!(e.is_delivery_report(), "{id}");
+                assert!(
+                    e.result
+                        .as_ref()
+                        .unwrap()
+                        .get("notification_type")
+                        .is_some(),
+                    "{id}"
+                );
+                keys.push(e.idempotency_key);
+            }
+            // The retry carries the same key as the original event.
+            assert_eq!(keys[0], keys[1], "{release}");
+            let negative = v["negative"].as_array().unwrap();
+            assert_eq!(negative.len(), 3, "{release}");
+            for case in negative {
+                let expected = case["expected_error"].as_str().unwrap();
+                assert_eq!(
+                    envelope(&case["payload"])
+                        .map(|_| ())
+                        .map_err(EnvelopeError::code),
+                    Err(expected),
+                    "{release} {}",
+                    case["id"]
+                );
+            }
         }
     }
 
@@ -516,5 +520,20 @@ mod status_reading {
         // Spec statuses are not marked.
         let spec = observation_from_task_status(&json!({"task_id": "t", "status": "working"}));
         assert_eq!(spec.unwrap().seller_status, None);
+    }
+
+    #[test]
+    fn a_polled_failure_or_rejection_keeps_the_payload_include_result_returned() {
+        for status in ["failed", "rejected"] {
+            let answer = json!({"task_id": "t", "status": status,
+                "error": {"code": "POLICY_VIOLATION", "message": "brand not allowed"},
+                "result": {"errors": [{"code": "POLICY_VIOLATION", "message": "brand not allowed"}]}});
+            let obs = observation_from_task_status(&answer).unwrap();
+            assert_eq!(obs.result.unwrap()["errors"][0]["code"], "POLICY_VIOLATION");
+            assert_eq!(obs.error.unwrap().code, "POLICY_VIOLATION");
+        }
+        // A task still working carries no result, whatever the seller put there.
+        let working = json!({"task_id": "t", "status": "working", "result": {"partial": true}});
+        assert_eq!(observation_from_task_status(&working).unwrap().result, None);
     }
 }

@@ -4,32 +4,14 @@
 //! request schema's required fields. Read at test time; the wheel is never copied here.
 
 use super::task::{TASKS, TaskKind};
+use crate::testing::adcp::{package, read_json};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-/// The installed `adcp` package: `ADCP_PYTHON`, else the venv the test script creates.
-fn adcp_package() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var("ADCP_PYTHON")
-        .unwrap_or_else(|_| root.join(".venv/bin/python").to_string_lossy().into_owned());
-    let out = std::process::Command::new(&python)
-        .args(["-c", "import adcp,os;print(os.path.dirname(adcp.__file__))"])
-        .output()
-        .unwrap_or_else(|e| panic!("{python} runs (set ADCP_PYTHON to the venv with adcp): {e}"));
-    assert!(out.status.success(), "{python} imports adcp");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-fn read(path: PathBuf) -> Value {
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    serde_json::from_str(&text).unwrap()
-}
 
 #[test]
 fn the_table_holds_every_async_mutating_task_of_the_3_2_manifest() {
-    let schemas = adcp_package().join("_schemas/3.2");
-    let manifest = read(schemas.join("manifest.json"));
+    let schemas = package().join("_schemas/3.2");
+    let manifest = read_json(&schemas.join("manifest.json"));
     assert!(
         manifest["adcp_version"]
             .as_str()
@@ -45,7 +27,7 @@ fn the_table_holds_every_async_mutating_task_of_the_3_2_manifest() {
         if tool["mutating"] != true || !asynchronous {
             continue;
         }
-        let request = read(schemas.join(tool["request_schema"].as_str().unwrap()));
+        let request = read_json(&schemas.join(tool["request_schema"].as_str().unwrap()));
         let mut required: Vec<String> = request["required"]
             .as_array()
             .into_iter()

@@ -1,7 +1,8 @@
 //! Fixtures shared by the core's tests (compiled for tests only): clocks and randomness, a
 //! scripted transport and seller, a store that loses answers, a log that keeps its lines,
-//! sample operations.
+//! sample operations, and where the AdCP spec's schemas and vectors are.
 
+pub mod adcp;
 mod clock;
 mod log;
 mod operation;

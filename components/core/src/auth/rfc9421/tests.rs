@@ -1,27 +1,22 @@
-//! The spec's webhook-signing vectors: every positive one verifies and reproduces its
-//! signature base; every negative one fails with exactly its error code.
+//! The spec's webhook-signing vectors, 3.1.19 and 3.2.4: every positive one verifies and
+//! reproduces its signature base; every negative one fails with exactly its error code.
 
 use super::*;
+use crate::testing::adcp::{read_json, vector_sets};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/adcp/test-vectors/webhook-signing"
-    ))
+/// Each release's `webhook-signing` directory.
+fn dirs() -> Vec<PathBuf> {
+    vector_sets()
+        .into_iter()
+        .map(|(_, d)| d.join("webhook-signing"))
+        .collect()
 }
 
-fn load(p: PathBuf) -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
-}
-
-fn keys() -> HashMap<String, Jwk> {
-    load(dir().join("keys.json"))["keys"]
+fn keys(dir: &Path) -> HashMap<String, Jwk> {
+    read_json(&dir.join("keys.json"))["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -59,8 +54,8 @@ impl Trust for VectorTrust {
     }
 }
 
-fn run(v: &Value) -> (Result<Verified, SignatureError>, Option<String>) {
-    let all = keys();
+fn run(dir: &Path, v: &Value) -> (Result<Verified, SignatureError>, Option<String>) {
+    let all = keys(dir);
     let refs: Vec<&str> = v["jwks_ref"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -137,8 +132,8 @@ fn run(v: &Value) -> (Result<Verified, SignatureError>, Option<String>) {
     (verify(&req, &trust), base)
 }
 
-fn files(kind: &str) -> Vec<PathBuf> {
-    let mut f: Vec<PathBuf> = std::fs::read_dir(dir().join(kind))
+fn files(dir: &Path, kind: &str) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(dir.join(kind))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -148,37 +143,41 @@ fn files(kind: &str) -> Vec<PathBuf> {
 
 #[test]
 fn every_positive_vector_verifies_with_the_expected_signature_base() {
-    let all = files("positive");
-    assert_eq!(all.len(), 8);
-    for path in all {
-        let v = load(path.clone());
-        let (result, base) = run(&v);
-        assert!(result.is_ok(), "{}: {result:?}", path.display());
-        assert_eq!(
-            base.as_deref(),
-            v["expected_signature_base"].as_str(),
-            "{}",
-            path.display()
-        );
+    for dir in dirs() {
+        let all = files(&dir, "positive");
+        assert_eq!(all.len(), 8, "{}", dir.display());
+        for path in all {
+            let v = read_json(&path);
+            let (result, base) = run(&dir, &v);
+            assert!(result.is_ok(), "{}: {result:?}", path.display());
+            assert_eq!(
+                base.as_deref(),
+                v["expected_signature_base"].as_str(),
+                "{}",
+                path.display()
+            );
+        }
     }
 }
 
 #[test]
 fn every_negative_vector_fails_with_its_exact_error_code() {
-    let all = files("negative");
-    assert_eq!(all.len(), 21);
-    for path in all {
-        let v = load(path.clone());
-        let expected = v["expected_outcome"]["error_code"].as_str().unwrap();
-        let (result, _) = run(&v);
-        // Revocation lists and per-key caps have no transport in the spec ("requires runner
-        // state"); `Trust` is where a deployment plugs them in, and the vectors drive it here.
-        assert_eq!(
-            result.err().map(SignatureError::code),
-            Some(expected),
-            "{}",
-            path.display()
-        );
+    for dir in dirs() {
+        let all = files(&dir, "negative");
+        assert_eq!(all.len(), 21, "{}", dir.display());
+        for path in all {
+            let v = read_json(&path);
+            let expected = v["expected_outcome"]["error_code"].as_str().unwrap();
+            let (result, _) = run(&dir, &v);
+            // Revocation lists and per-key caps have no transport in the spec ("requires runner
+            // state"); `Trust` is where a deployment plugs them in, and the vectors drive it here.
+            assert_eq!(
+                result.err().map(SignatureError::code),
+                Some(expected),
+                "{}",
+                path.display()
+            );
+        }
     }
 }
 
