@@ -1,10 +1,12 @@
-//! AdCP JSON Schema validation for tests, against the spec's own schemas in
-//! `<repo>/../shared/adcp/schemas-3.1.19` (never copied into the repository).
+//! AdCP JSON Schema validation for tests, against the spec's own schemas of a release: 3.1
+//! from the spec checkout `<repo>/../shared/adcp/schemas-3.1.19`, 3.2 from the installed
+//! `adcp` Python package (`_schemas/3.2`). Neither is ever copied into the repository.
 //!
-//! Tools map to schemas through the spec's `manifest.json`. Schemas name each other by
-//! absolute-path `$ref`s (`/schemas/3.1.19/core/account-ref.json`); a retriever serves those
-//! from the local directory, so nothing is ever fetched over the network. Every keyword is
-//! honoured as written, `additionalProperties: false` and `format` included.
+//! Tools map to schemas through each release's `manifest.json`. Schemas name each other by
+//! `$ref`s under `/schemas/<patch release>/` (relative in 3.1.19, `/schemas/3.1.19/core/...`;
+//! absolute in 3.2, `https://adcontextprotocol.org/schemas/3.2.4/core/...`); a retriever
+//! serves those from the local directory, so nothing is ever fetched over the network. Every
+//! keyword is honoured as written, `additionalProperties: false` and `format` included.
 
 use jsonschema::{Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -12,14 +14,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The spec release the tests check against.
-pub const VERSION: &str = "3.1.19";
+/// The releases whose schemas the tests can open.
+pub const RELEASES: [&str; 2] = ["3.1", "3.2"];
 
-/// Where the schemas are: beside the repository, as the spec checkout is laid out.
-pub fn schemas_dir() -> PathBuf {
-    crate::repo_root()
-        .join("../shared/adcp")
-        .join(format!("schemas-{VERSION}"))
+/// Where a release's schemas are (`3.1` is the 3.1.19 checkout beside the repository).
+pub fn schemas_dir(release: &str) -> PathBuf {
+    match release {
+        "3.1" => crate::repo_root().join("../shared/adcp/schemas-3.1.19"),
+        "3.2" => adcp_package().join("_schemas/3.2"),
+        other => panic!("no AdCP {other} schemas (have {RELEASES:?})"),
+    }
+}
+
+/// The installed `adcp` package, through the project's Python.
+fn adcp_package() -> PathBuf {
+    let out = crate::python(
+        &["-c", "import adcp,os;print(os.path.dirname(adcp.__file__))"],
+        "",
+    );
+    PathBuf::from(out.trim())
 }
 
 /// Which side of a tool call a document is.
@@ -29,9 +42,10 @@ pub enum Direction {
     Response,
 }
 
-/// Serves `/schemas/3.1.19/<path>` references from the local schema directory.
+/// Serves `/schemas/<version>/<path>` references from the local schema directory.
 struct LocalRetriever {
     dir: PathBuf,
+    version: String,
 }
 
 impl Retrieve for LocalRetriever {
@@ -40,11 +54,11 @@ impl Retrieve for LocalRetriever {
         uri: &Uri<String>,
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let path = uri.path().as_str();
-        let prefix = format!("/schemas/{VERSION}/");
+        let prefix = format!("/schemas/{}/", self.version);
         let rel = path
             .strip_prefix(&prefix)
             .filter(|r| !r.split('/').any(|seg| seg == ".."))
-            .ok_or_else(|| format!("not an AdCP {VERSION} schema reference: {uri}"))?;
+            .ok_or_else(|| format!("not an AdCP {} schema reference: {uri}", self.version))?;
         read_json(&self.dir.join(rel))
     }
 }
@@ -106,25 +120,38 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The spec's schemas, compiled on first use and kept.
+/// One release's schemas, compiled on first use and kept.
 pub struct Schemas {
     dir: PathBuf,
     manifest: Value,
+    /// The patch release the manifest describes (`3.1.19`, `3.2.4`): what `$ref`s name.
+    version: String,
     compiled: Mutex<HashMap<String, Arc<Validator>>>,
 }
 
 impl Schemas {
-    /// Opens the schema directory; panics with the path when it is missing, since every
-    /// conformance check depends on it.
-    pub fn open() -> Schemas {
-        let dir = schemas_dir();
+    /// Opens the schemas of `release` (`3.1` or `3.2`); panics with the path when they are
+    /// missing, since every conformance check depends on them.
+    pub fn open(release: &str) -> Schemas {
+        let dir = schemas_dir(release);
         let manifest = read_json(&dir.join("manifest.json"))
-            .unwrap_or_else(|e| panic!("AdCP schemas not found beside the repository: {e}"));
+            .unwrap_or_else(|e| panic!("AdCP {release} schemas not found: {e}"));
+        let version = manifest["adcp_version"]
+            .as_str()
+            .filter(|v| v.strip_prefix(release).is_some_and(|p| p.starts_with('.')))
+            .unwrap_or_else(|| panic!("{} is not AdCP {release}", dir.display()))
+            .to_string();
         Schemas {
             dir,
             manifest,
+            version,
             compiled: Mutex::default(),
         }
+    }
+
+    /// The patch release these schemas are (`3.1.19`, `3.2.4`).
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// The schemas a tool's document must match, relative to the schema directory.
@@ -136,7 +163,11 @@ impl Schemas {
     /// the tool's schemas" would accept anything.)
     pub fn tool_schemas(&self, tool: &str, direction: Direction, doc: &Value) -> Vec<String> {
         let entry = &self.manifest["tools"][tool];
-        assert!(entry.is_object(), "{tool} is not an AdCP {VERSION} tool");
+        assert!(
+            entry.is_object(),
+            "{tool} is not an AdCP {} tool",
+            self.version
+        );
         let field = |k: &str| entry[k].as_str().map(str::to_string);
         if direction == Direction::Request {
             return field("request_schema").into_iter().collect();
@@ -167,6 +198,7 @@ impl Schemas {
         let v = jsonschema::draft7::options()
             .with_retriever(LocalRetriever {
                 dir: self.dir.clone(),
+                version: self.version.clone(),
             })
             .should_validate_formats(true)
             .build(&doc)
@@ -224,7 +256,8 @@ impl Schemas {
         let failed = self.check_tool(tool, direction, doc);
         assert!(
             failed.is_empty(),
-            "{what}: {tool} {direction:?} is not valid AdCP {VERSION}\n{doc:#}\n{}",
+            "{what}: {tool} {direction:?} is not valid AdCP {}\n{doc:#}\n{}",
+            self.version,
             failed.iter().map(Report::to_string).collect::<String>()
         );
     }
@@ -234,7 +267,8 @@ impl Schemas {
         let r = self.check(schema, doc);
         assert!(
             r.is_valid(),
-            "{what} is not valid AdCP {VERSION}\n{doc:#}\n{r}"
+            "{what} is not valid AdCP {}\n{doc:#}\n{r}",
+            self.version
         );
     }
 }

@@ -3,13 +3,15 @@
 //! and by a submitted task then polled, `update_media_buy` completed by webhook,
 //! `sync_creatives`, `get_task_status` polls, and the `get_media_buys` look-up the sweep makes
 //! before failing a redispatch past its attempts), in each webhook mode, checked against the
-//! spec's JSON Schemas in `../shared/adcp/schemas-3.1.19`. Every seller answer and webhook
-//! these tests make the orchestrator parse is checked too, so the fixtures are spec-valid.
+//! spec's JSON Schemas of the release negotiated with the seller: once with sellers declaring
+//! 3.1 (schemas 3.1.19 beside the repository), once with sellers declaring 3.2 (schemas 3.2.4
+//! from the installed `adcp` package). Every seller answer and webhook these tests make the
+//! orchestrator parse is checked against that release too, so the fixtures are spec-valid.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use e2e::fake_seller::{Answer, FakeSeller};
-use e2e::schema::{Direction, Schemas};
+use e2e::schema::{Direction, RELEASES, Schemas};
 use e2e::{Api, variables};
 use ed25519_dalek::Signer;
 use orchestrator_core::lifecycle::dispatch::MAX_DISPATCH_ATTEMPTS;
@@ -21,9 +23,14 @@ use std::sync::OnceLock;
 
 const WEBHOOK_SCHEMA: &str = "core/mcp-webhook-payload.json";
 
-fn schemas() -> &'static Schemas {
-    static S: OnceLock<Schemas> = OnceLock::new();
-    S.get_or_init(Schemas::open)
+/// The schemas of `release` (`3.1` or `3.2`), opened once.
+fn schemas(release: &str) -> &'static Schemas {
+    static S: [OnceLock<Schemas>; RELEASES.len()] = [const { OnceLock::new() }; RELEASES.len()];
+    let i = RELEASES
+        .iter()
+        .position(|r| *r == release)
+        .unwrap_or_else(|| panic!("no schemas for {release}"));
+    S[i].get_or_init(|| Schemas::open(release))
 }
 
 fn now_s() -> u64 {
@@ -59,11 +66,20 @@ fn created_buy(media_buy_id: &str) -> Value {
         "packages": [{"package_id": "pkg_1", "product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]})
 }
 
-/// A conformant AdCP 3.1 seller's capabilities: replay window, RFC 9421 signing with the
-/// legacy HMAC fallback.
-fn capabilities() -> Value {
+/// The releases a seller of `release` declares: 3.0 and 3.1 for a 3.1 seller, only 3.2 for a
+/// 3.2 one (a seller that also listed 3.1 would be pinned to it: we speak 3.1 at most).
+fn declared(release: &str) -> Value {
+    match release {
+        "3.1" => json!(["3.0", "3.1"]),
+        other => json!([other]),
+    }
+}
+
+/// A conformant AdCP seller's capabilities: its releases, replay window, RFC 9421 signing
+/// with the legacy HMAC fallback.
+fn capabilities(release: &str) -> Value {
     json!({"status": "completed",
-        "adcp": {"major_versions": [3], "supported_versions": ["3.0", "3.1"],
+        "adcp": {"major_versions": [3], "supported_versions": declared(release),
                  "idempotency": {"supported": true, "replay_ttl_seconds": 86400}},
         "supported_protocols": ["media_buy"],
         "webhook_signing": {"supported": true, "profile": "adcp/webhook-signing/v1",
@@ -74,23 +90,25 @@ fn signing_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
 }
 
-/// Checks a seller answer or webhook `result`. A completed task's result is also held to
-/// its task's own response schema: the generic `async-response-data` it is typed with
-/// accepts any object.
-fn assert_answer(what: &str, tool: &str, payload: &Value) {
-    schemas().assert_tool(what, tool, Direction::Response, payload);
+/// Checks a seller answer or webhook `result` against `release`. A completed task's result is
+/// also held to its task's own response schema: the generic `async-response-data` it is
+/// typed with accepts any object.
+fn assert_answer(release: &str, what: &str, tool: &str, payload: &Value) {
+    let schemas = schemas(release);
+    schemas.assert_tool(what, tool, Direction::Response, payload);
     if let (Some("completed"), Some(task), Some(result)) = (
         payload["status"].as_str(),
         payload["task_type"].as_str(),
         payload.get("result"),
     ) {
-        schemas().assert_tool(what, task, Direction::Response, result);
+        schemas.assert_tool(what, task, Direction::Response, result);
     }
 }
 
-/// Queues the seller's next answer to `tool`, after checking it is a valid response.
-fn answer(seller: &FakeSeller, tool: &str, payload: Value) {
-    assert_answer("scripted seller answer", tool, &payload);
+/// Queues the seller's next answer to `tool`, after checking it is a valid response in the
+/// seller's release.
+fn answer(s: &Sellers, seller: &FakeSeller, tool: &str, payload: Value) {
+    assert_answer(s.release, "scripted seller answer", tool, &payload);
     seller.answer(Answer::Payload(payload));
 }
 
@@ -104,9 +122,11 @@ struct App {
     _dir: tempfile::TempDir,
 }
 
-/// The two sellers registered for one webhook mode. Each has its own answer queue, so the
-/// operations of one never take the answers scripted for another.
+/// The two sellers registered for one webhook mode, both declaring one release. Each has its
+/// own answer queue, so the operations of one never take the answers scripted for another.
 struct Sellers {
+    /// The release the sellers serve (`3.1`, `3.2`): what their traffic is checked against.
+    release: &'static str,
     mode: &'static str,
     /// `ssp_{mode}`: answers every call.
     up: FakeSeller,
@@ -167,20 +187,20 @@ impl App {
         }
     }
 
-    /// Registers a pair of sellers whose webhooks use `mode`; each answers
+    /// Registers a pair of sellers of `release` whose webhooks use `mode`; each answers
     /// `get_adcp_capabilities` with a checked fixture and publishes the webhook signing key.
-    async fn sellers(&self, mode: &'static str) -> Sellers {
-        schemas().assert_tool(
+    async fn sellers(&self, release: &'static str, mode: &'static str) -> Sellers {
+        schemas(release).assert_tool(
             "capabilities fixture",
             "get_adcp_capabilities",
             Direction::Response,
-            &capabilities(),
+            &capabilities(release),
         );
         let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
         let mut pair = Vec::new();
         for id in [format!("ssp_{mode}"), format!("down_{mode}")] {
             let seller = FakeSeller::start().await;
-            seller.set_capabilities(capabilities());
+            seller.set_capabilities(capabilities(release));
             seller.publish_key(json!({"kid": "conformance-key", "kty": "OKP", "crv": "Ed25519",
                 "alg": "EdDSA", "use": "sig", "key_ops": ["verify"], "adcp_use": "webhook-signing", "x": x}));
             let body = json!({"mcp_url": seller.url, "credentials": "seller-token-1", "webhook_mode": mode});
@@ -194,7 +214,12 @@ impl App {
         }
         let down = pair.pop().unwrap();
         let up = pair.pop().unwrap();
-        Sellers { mode, up, down }
+        Sellers {
+            release,
+            mode,
+            up,
+            down,
+        }
     }
 
     async fn operation(&self, seller_id: &str, task: &str, arguments: Value) -> Value {
@@ -243,12 +268,13 @@ impl App {
     }
 
     /// Delivers `payload` to the operation's webhook URL, authenticated as the sellers'
-    /// webhook mode requires, after checking it against the webhook payload schema.
+    /// webhook mode requires, after checking it against their release's webhook schema.
     async fn webhook(&self, sellers: &Sellers, id: &str, payload: &Value) -> (u16, Value) {
-        schemas().assert_valid("webhook payload", WEBHOOK_SCHEMA, payload);
+        let release = sellers.release;
+        schemas(release).assert_valid("webhook payload", WEBHOOK_SCHEMA, payload);
         if let Some(result) = payload.get("result") {
             let task = payload["task_type"].as_str().unwrap_or_default();
-            assert_answer("webhook result", task, result);
+            assert_answer(release, "webhook result", task, result);
         }
         let pnc = sellers.registration(id);
         let body = payload.to_string();
@@ -312,7 +338,7 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
     let up = s.up_id();
 
     // create_media_buy answered synchronously.
-    answer(&s.up, "create_media_buy", created_buy("mb_sync"));
+    answer(s, &s.up, "create_media_buy", created_buy("mb_sync"));
     let op = app
         .operation(&up, "create_media_buy", create_arguments())
         .await;
@@ -321,6 +347,7 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
 
     // update_media_buy submitted, then completed by the seller's webhook.
     answer(
+        s,
         &s.up,
         "update_media_buy",
         json!({"status": "submitted", "task_id": "task_update", "message": "queued for trafficking"}),
@@ -348,6 +375,7 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
 
     // sync_creatives answered synchronously.
     answer(
+        s,
         &s.up,
         "sync_creatives",
         json!({"status": "completed", "creatives": [{"creative_id": "hero_video_30s", "action": "created"}]}),
@@ -359,6 +387,7 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
 
     // create_media_buy submitted, to be completed through get_task_status polls.
     answer(
+        s,
         &s.up,
         "create_media_buy",
         json!({"status": "submitted", "task_id": "task_poll", "message": "awaiting IO signature"}),
@@ -373,13 +402,13 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
     let mut working = task.clone();
     working["status"] = json!("working");
     working["updated_at"] = json!("2026-11-22T10:01:00Z");
-    answer(&s.up, "get_task_status", working);
+    answer(s, &s.up, "get_task_status", working);
     let mut done = task;
     done["status"] = json!("completed");
     done["updated_at"] = json!("2026-11-22T10:05:00Z");
     done["completed_at"] = json!("2026-11-22T10:05:00Z");
     done["result"] = created_buy("mb_polled");
-    answer(&s.up, "get_task_status", done);
+    answer(s, &s.up, "get_task_status", done);
 
     // A create the other seller never answers: redispatched until its attempts are spent,
     // then looked up with get_media_buys, which finds it by the context we sent.
@@ -392,6 +421,7 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
     assert_eq!(op["status"], "pending_dispatch", "{mode}: {op}");
     let lost = op["operation_id"].as_str().unwrap().to_string();
     answer(
+        s,
         &s.down,
         "get_media_buys",
         json!({"status": "completed", "media_buys": [{"media_buy_id": "mb_found", "status": "pending_creatives",
@@ -402,9 +432,24 @@ async fn drive(app: &App, s: &Sellers) -> Pending {
     Pending { polled, lost }
 }
 
-/// Checks what the sweep did for `s`, and every request its sellers received.
+/// The release a request is served in: the one it pins, else the seller's default (its
+/// highest declared release).
+fn negotiated(s: &Sellers, args: &Value) -> String {
+    match args.get("adcp_version") {
+        Some(pin) => pin.as_str().expect("a release string").to_string(),
+        None => declared(s.release)
+            .as_array()
+            .and_then(|d| d.last())
+            .and_then(Value::as_str)
+            .expect("a declared release")
+            .to_string(),
+    }
+}
+
+/// Checks what the sweep did for `s`, and every request its sellers received, against the
+/// release negotiated for it.
 fn check(s: &Sellers, polled: &Value, lost: &Value) -> Vec<String> {
-    let mode = s.mode;
+    let mode = format!("{} {}", s.release, s.mode);
     assert_eq!(polled["status"], "completed", "{mode}: {polled}");
     assert_eq!(
         polled["result"]["media_buy_id"], "mb_polled",
@@ -445,11 +490,17 @@ fn check(s: &Sellers, polled: &Value, lost: &Value) -> Vec<String> {
         exercised.is_subset(&tools),
         "{mode}: tools called: {tools:?}"
     );
+    // Discovery itself goes out before anything is negotiated, with our default pin; every
+    // later call carries what the seller's declaration allows, so it is served in its release.
+    for (tool, args) in calls.iter().filter(|(t, _)| t != "get_adcp_capabilities") {
+        assert_eq!(negotiated(s, args), s.release, "{mode} {tool}: {args}");
+        assert_eq!(args["adcp_major_version"], 3, "{mode} {tool}: {args}");
+    }
     calls
         .iter()
         .enumerate()
         .filter_map(|(i, (tool, args))| {
-            let reports = schemas().check_tool(tool, Direction::Request, args);
+            let reports = schemas(s.release).check_tool(tool, Direction::Request, args);
             (!reports.is_empty()).then(|| {
                 format!(
                     "{mode} call #{i} {tool}:\n{args:#}\n{}",
@@ -460,15 +511,14 @@ fn check(s: &Sellers, polled: &Value, lost: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Every tool call the orchestrator makes, with sellers in each webhook mode (which changes
-/// `push_notification_config`), on one host: every request is valid against its tool's
-/// request schema.
-#[tokio::test(flavor = "multi_thread")]
-async fn every_request_conforms_in_each_webhook_mode() {
+/// Every tool call the orchestrator makes, with sellers of `release` in each webhook mode
+/// (which changes `push_notification_config`), on one host: every request is valid against
+/// its tool's request schema in that release.
+async fn every_request_conforms_in_each_webhook_mode(release: &'static str) {
     let app = App::start().await;
     let mut all = Vec::new();
     for mode in ["rfc9421", "hmac", "bearer"] {
-        let sellers = app.sellers(mode).await;
+        let sellers = app.sellers(release, mode).await;
         let pending = drive(&app, &sellers).await;
         all.push((sellers, pending));
     }
@@ -487,10 +537,21 @@ async fn every_request_conforms_in_each_webhook_mode() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {requests} requests are not valid AdCP:\n{}",
+        "{} of {requests} requests are not valid AdCP {}:\n{}",
         failures.len(),
+        schemas(release).version(),
         failures.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_conforms_to_3_1_in_each_webhook_mode() {
+    every_request_conforms_in_each_webhook_mode("3.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_conforms_to_3_2_in_each_webhook_mode() {
+    every_request_conforms_in_each_webhook_mode("3.2").await;
 }
 
 /// A valid create request, as the orchestrator sends one.
@@ -504,10 +565,10 @@ fn valid_create() -> Value {
     args
 }
 
-/// The validator is strict where the schemas are closed, and reports where.
+/// The validator is strict where the 3.1 schemas are closed, and reports where.
 #[test]
 fn the_validator_rejects_what_the_schemas_close() {
-    let s = schemas();
+    let s = schemas("3.1");
     let check = |doc: &Value| s.check_tool("create_media_buy", Direction::Request, doc);
     assert!(
         check(&valid_create()).is_empty(),
@@ -617,4 +678,43 @@ fn the_validator_rejects_what_the_schemas_close() {
         !s.check_tool("create_media_buy", Direction::Response, &legacy)
             .is_empty()
     );
+}
+
+/// The 3.2 schemas, which name each other by absolute `https://` references, are resolved
+/// locally and hold as strictly: closed objects reached through references, the version
+/// envelope's release-precision pattern, the tool's response shapes.
+#[test]
+fn the_3_2_schemas_resolve_and_stay_strict() {
+    let s = schemas("3.2");
+    assert!(s.version().starts_with("3.2."), "{}", s.version());
+    let check = |doc: &Value| s.check_tool("create_media_buy", Direction::Request, doc);
+    let mut doc = valid_create();
+    doc["adcp_version"] = json!("3.2");
+    doc["adcp_major_version"] = json!(3);
+    assert!(check(&doc).is_empty(), "{:?}", check(&doc));
+
+    let mut bad = doc.clone();
+    bad["account"]["region"] = json!("eu");
+    let reports = check(&bad);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        reports[0].errors[0].instance_path, "/account",
+        "{}",
+        reports[0]
+    );
+    let mut bad = doc.clone();
+    bad["push_notification_config"]["authentication"]["algorithm"] = json!("sha256");
+    assert_eq!(
+        check(&bad)[0].errors[0].instance_path,
+        "/push_notification_config/authentication"
+    );
+    // A patch release is bundle metadata, not a wire value.
+    let mut bad = doc;
+    bad["adcp_version"] = json!("3.2.4");
+    assert_eq!(check(&bad)[0].errors[0].instance_path, "/adcp_version");
+
+    let mut answer = created_buy("mb_1");
+    answer.as_object_mut().unwrap().remove("revision");
+    let reports = s.check_tool("create_media_buy", Direction::Response, &answer);
+    assert_eq!(reports[0].errors[0].schema_path, "/oneOf", "{}", reports[0]);
 }
