@@ -1,7 +1,7 @@
 """AdCP sales agent peer for the orchestrator's e2e tests, built on adcp.server (MCP, Streamable HTTP).
 
     python tests/peers/seller.py --port 0 --control-port 0 [--create sync|submitted]
-        [--replay-ttl 86400 | --no-replay-ttl] [--host 127.0.0.1]
+        [--replay-ttl 86400 | --no-replay-ttl] [--adcp-version 3.0|3.1|3.2] [--host 127.0.0.1]
 
 Prints one JSON line when ready: {"mcp_url", "control_url", "brand_json_url", "jwks_url", "kid"}.
 See README.md for the control API.
@@ -20,7 +20,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
-from adcp.server import ADCPHandler, serve
+import uvicorn
+from adcp.server import ADCPHandler, create_mcp_server
 from adcp.signing.crypto import load_private_key_pem
 from adcp.signing.keygen import generate_ed25519
 from adcp.webhooks import WebhookSender
@@ -40,6 +41,16 @@ STATE = {
 }
 CFG = {}
 CURRENT_HEADERS = threading.local()
+
+# What a seller of each AdCP release declares and answers differently (the release's schemas are
+# in adcp/_schemas/<release>). `supported_versions` arrived in 3.1; 3.0 declares only
+# `major_versions`. A completed create's result: 3.0 puts the buy's status in `status`, 3.1 adds
+# `media_buy_status` and mirrors it in the deprecated `status`, 3.2 has `media_buy_status` only.
+RELEASES = {
+    "3.0": {"supported_versions": None, "buy_status": ("status",)},
+    "3.1": {"supported_versions": ["3.0", "3.1"], "buy_status": ("media_buy_status", "status")},
+    "3.2": {"supported_versions": ["3.0", "3.1", "3.2"], "buy_status": ("media_buy_status",)},
+}
 
 
 def _free_port(host):
@@ -65,9 +76,9 @@ def _error(code, message, recovery="transient"):
     return {"errors": [{"code": code, "message": message, "recovery": recovery}]}
 
 
-class Seller(ADCPHandler):
-    advertised_tools = {"get_adcp_capabilities", "create_media_buy", "update_media_buy", "get_task_status",
-                        "list_tasks", "get_media_buys", "sync_creatives"}
+class Tools:
+    """The tools every release has. Not an ADCPHandler: the SDK counts a tool as implemented only
+    where a class below the nearest `advertised_tools` declaration defines it."""
 
     async def get_adcp_capabilities(self, params, context=None):
         caps = {
@@ -81,6 +92,9 @@ class Seller(ADCPHandler):
                 "delivery_retry_horizon_seconds": 86400,
             },
         }
+        release = RELEASES.get(CFG["adcp_version"])
+        if release and release["supported_versions"]:
+            caps["adcp"]["supported_versions"] = release["supported_versions"]
         # The spec's discriminated union: `supported: true` with the window, or `supported: false`.
         if CFG["replay_ttl"] is not None:
             caps["adcp"]["idempotency"] = {"supported": True, "replay_ttl_seconds": CFG["replay_ttl"]}
@@ -165,6 +179,16 @@ class Seller(ADCPHandler):
         return {"creatives": [{"creative_id": c.get("creative_id"), "action": "created"}
                               for c in p.get("creatives", [])]}
 
+
+class Seller30(Tools, ADCPHandler):
+    """AdCP 3.0 has no `get_task_status`/`list_tasks`: its polling tool is `tasks/get` (`tasks_get`)."""
+    advertised_tools = {"get_adcp_capabilities", "create_media_buy", "update_media_buy", "get_media_buys",
+                        "sync_creatives"}
+
+
+class Seller(Tools, ADCPHandler):
+    advertised_tools = Seller30.advertised_tools | {"get_task_status", "list_tasks"}
+
     async def get_task_status(self, params, context=None):
         p = _d(params)
         with LOCK:
@@ -178,9 +202,27 @@ class Seller(ADCPHandler):
             return {"tasks": [_task_view(t, False) for t in STATE["tasks"].values()]}
 
 
+async def tasks_get(task_id: str, include_history: bool = False, adcp_major_version: int | None = None,
+                    context: dict | None = None, ext: dict | None = None) -> dict:
+    """AdCP 3.0's polling tool: its request's fields (core/tasks-get-request.json); the answer
+    carries no `result` (core/tasks-get-response.json), so a buyer finds the buy elsewhere."""
+    with LOCK:
+        t = STATE["tasks"].get(task_id)
+        if not t:
+            return _error("TASK_NOT_FOUND", "unknown task_id", "terminal")
+        return _task_view(t, False)
+
+
+def _iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
 def _task_view(t, include_result):
     v = {"task_id": t["task_id"], "task_type": t["task_type"], "status": t["status"],
          "created_at": t["created_at"], "updated_at": t["updated_at"]}
+    if CFG["adcp_version"]:
+        # The releases' task views: `protocol` is required, the times are date-times.
+        v.update(protocol="media-buy", created_at=_iso(t["created_at"]), updated_at=_iso(t["updated_at"]))
     if include_result and t["result"] is not None:
         v["result"] = t["result"]
     return v
@@ -393,6 +435,9 @@ class Control(BaseHTTPRequestHandler):
             result = body.get("result")
             if result is None and t["status"] == "completed":
                 result = {"media_buy_id": t["media_buy_id"], "packages": []}
+                release = RELEASES.get(CFG["adcp_version"])
+                for field in release["buy_status"] if release else ():
+                    result[field] = "active"
             t["result"] = result
             mb = STATE["media_buys"].get(t["media_buy_id"])
             if mb and t["status"] == "completed":
@@ -419,8 +464,11 @@ def main():
     ap.add_argument("--create", choices=["sync", "submitted"], default="sync")
     ap.add_argument("--replay-ttl", type=int, default=86400)
     ap.add_argument("--no-replay-ttl", action="store_true")
+    ap.add_argument("--adcp-version", choices=sorted(RELEASES), default=None,
+                    help="serve as a seller of this AdCP release (default: the original peer)")
     a = ap.parse_args()
     CFG["replay_ttl"] = None if a.no_replay_ttl else a.replay_ttl
+    CFG["adcp_version"] = a.adcp_version
     STATE["mode"]["create"] = a.create
     port = a.port or _free_port(a.host)
     origin = f"http://{a.host}:{port}"
@@ -454,9 +502,15 @@ def main():
                           "jwks_url": origin + "/.well-known/jwks.json", "kid": CFG["kid"]}), flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
-    serve(Seller(), name="peer-seller", host=a.host, port=port, validation=None,
-          asgi_middleware=[Capture],
-          allowed_hosts=[f"{a.host}:{port}", a.host, "localhost", f"localhost:{port}"])
+    legacy = a.adcp_version == "3.0"
+    # create_mcp_server rather than serve(): a 3.0 seller polls by `tasks/get`, which the SDK does
+    # not define, so it is added to the MCP server as a plain tool.
+    mcp = create_mcp_server(Seller30() if legacy else Seller(), name="peer-seller", host=a.host, port=port,
+                            validation=None,
+                            allowed_hosts=[f"{a.host}:{port}", a.host, "localhost", f"localhost:{port}"])
+    if legacy:
+        mcp.add_tool(tasks_get, name="tasks/get")
+    uvicorn.run(Capture(mcp.streamable_http_app()), host=a.host, port=port, timeout_keep_alive=30)
 
 
 if __name__ == "__main__":
