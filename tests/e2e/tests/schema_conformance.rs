@@ -66,12 +66,12 @@ fn created_buy(media_buy_id: &str) -> Value {
         "packages": [{"package_id": "pkg_1", "product_id": "p1", "budget": 5000, "pricing_option_id": "cpm"}]})
 }
 
-/// The releases a seller of `release` declares: 3.0 and 3.1 for a 3.1 seller, only 3.2 for a
-/// 3.2 one (a seller that also listed 3.1 would be pinned to it: we speak 3.1 at most).
+/// The releases a seller of `release` declares: 3.0 and 3.1 for a 3.1 seller, 3.0 to 3.2 for
+/// a 3.2 one (we prefer 3.2, so its calls are pinned to it).
 fn declared(release: &str) -> Value {
     match release {
         "3.1" => json!(["3.0", "3.1"]),
-        other => json!([other]),
+        _ => json!(["3.0", "3.1", "3.2"]),
     }
 }
 

@@ -107,8 +107,13 @@ impl Capabilities {
     }
 }
 
-/// The AdCP releases we speak, preferred first.
-const RELEASES: [&str; 2] = ["3.1", "3.0"];
+/// The AdCP releases we speak, preferred first: 3.2 is the reference.
+const RELEASES: [&str; 3] = ["3.2", "3.1", "3.0"];
+
+/// The release pinned for a seller that declares none (3.0 has no `supported_versions`) and
+/// before discovery: the pin every call carried before 3.2, so records stored then keep
+/// sending the same bytes.
+const UNDECLARED_RELEASE: &str = "3.1";
 
 /// The AdCP version fields sent with every call to a seller, as discovery established them;
 /// both `None` for a seller that refuses them (an SDK that rejects unknown arguments).
@@ -123,7 +128,7 @@ impl Default for VersionEnvelope {
     /// negotiated it (so records stored then keep sending the same bytes).
     fn default() -> Self {
         VersionEnvelope {
-            adcp_version: Some(RELEASES[0].into()),
+            adcp_version: Some(UNDECLARED_RELEASE.into()),
             adcp_major_version: Some(3),
         }
     }
@@ -147,7 +152,7 @@ impl VersionEnvelope {
         }
         let declared: Vec<&str> = c.supported_versions.iter().map(|v| release(v)).collect();
         let adcp_version = if declared.is_empty() {
-            Some(RELEASES[0])
+            Some(UNDECLARED_RELEASE)
         } else {
             RELEASES.into_iter().find(|r| declared.contains(r))
         };
@@ -254,7 +259,10 @@ mod tests {
             (json!(["3.1"]), pair(Some("3.1"), Some(3))),
             (json!(["3.1.1"]), pair(Some("3.1"), Some(3))),
             (json!(["3.0"]), pair(Some("3.0"), Some(3))),
-            (json!(["3.2"]), pair(None, Some(3))),
+            (json!(["3.2"]), pair(Some("3.2"), Some(3))),
+            (json!(["3.0", "3.1", "3.2"]), pair(Some("3.2"), Some(3))),
+            (json!(["3.2.4"]), pair(Some("3.2"), Some(3))),
+            (json!(["3.3"]), pair(None, Some(3))),
             (json!(["3.1-beta"]), pair(None, Some(3))),
             (json!([]), pair(Some("3.1"), Some(3))),
         ] {
