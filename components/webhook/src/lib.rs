@@ -1,12 +1,14 @@
-//! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}`, all handled
-//! by `orchestrator_core::intake`. After answering it settles the change (its effects: buyer
+//! The webhook intake component: seller webhooks at `/webhooks/adcp/{operation_id}` and the
+//! agent-level ones at `/webhooks/adcp/agent/{tenant}/{seller}`, all handled by
+//! `orchestrator_core::intake`. After answering it settles the change (its effects: buyer
 //! notification, counters) and makes the notification's first attempt; if this instance dies
 //! first, the next reader of the operation or the sweep settles it (nothing is lost).
 
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
+use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
-    HostClock, SpinStore, SpinTransport, StderrLog, accept, allow_private_networks,
+    HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, accept, allow_private_networks,
     into_spin_response, public_base_url, sealing_key,
 };
 use spin_sdk::http::{IntoResponse, Request};
@@ -18,6 +20,19 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         Ok(accepted) => accepted,
         Err(response) => return Ok(response),
     };
+    if intake::agent::is_agent_webhook(&req) {
+        let calls = McpSellerCalls {
+            store: &store,
+            transport: &SpinTransport,
+            sealing: &config.sealing,
+            clock: &HostClock,
+            entropy: &HostEntropy,
+            sessions: Default::default(),
+            deadline: Default::default(),
+        };
+        let response = intake::agent::handle(&env(&store, &config), &calls, req).await;
+        return Ok(into_spin_response(response));
+    }
     let answer = intake::handle(&env(&store, &config), req).await;
     if let Some(op) = answer.settle {
         spin_sdk::wasip3::spawn(async move {

@@ -6,6 +6,7 @@
 //! state before its input is fully validated.
 
 mod callback;
+mod capability_subscription;
 mod console;
 mod decisions;
 mod env;
@@ -31,7 +32,7 @@ use http::{Method, StatusCode, header};
 use serde_json::json;
 
 /// The OpenAPI 3.1 description of this API, served at `/api/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
+pub const OPENAPI: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.min.json"));
 
 /// Largest request body accepted anywhere in the API.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

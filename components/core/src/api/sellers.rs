@@ -1,5 +1,6 @@
 //! `PUT/GET/DELETE /api/v1/sellers/{seller_id}`.
 
+use super::capability_subscription;
 use super::env::Env;
 use crate::foundation::error::FieldError;
 use crate::foundation::http::{ApiError, ApiResult, Request, json_body, json_response};
@@ -54,6 +55,10 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
                 attention: None,
                 capabilities: None,
                 version_envelope: Default::default(),
+                // The seller keeps our subscriber for the same agent and credentials.
+                capability_subscription: existing
+                    .filter(|s| s.mcp_url == input.mcp_url && sealed.is_none())
+                    .and_then(|s| s.capability_subscription.clone()),
                 created_at_ms: existing.map_or(now, |s| s.created_at_ms),
                 updated_at_ms: now,
             };
@@ -95,6 +100,7 @@ pub async fn handle<S: Store, C: SellerCalls, T: Transport>(
             if existing.is_none() {
                 seller::index(env.store, tid, seller_id).await?;
             }
+            capability_subscription::ensure(env, &mut record).await?;
             let status = if existing.is_some() {
                 StatusCode::OK
             } else {
@@ -213,6 +219,7 @@ pub async fn refresh_capabilities<S: Store, C: SellerCalls, T: Transport>(
         .await?
         .ok_or_else(|| ApiError::not_found("seller"))?;
     ensure_capabilities(env, &mut record, true).await?;
+    capability_subscription::ensure(env, &mut record).await?;
     Ok(json_response(StatusCode::OK, &view(&record)))
 }
 
@@ -352,6 +359,7 @@ fn view(s: &Seller) -> Value {
         "auth_scheme": s.auth_scheme,
         "capabilities": s.capabilities,
         "version_envelope": s.version_envelope,
+        "capability_subscription": s.capability_subscription,
         "webhook_mode": s.webhook_mode,
         "attention": s.attention,
         "created_at_ms": s.created_at_ms,

@@ -1642,4 +1642,5 @@ fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
     }
 }
 
+mod capability_subscription;
 mod peers;

@@ -115,12 +115,33 @@ pub async fn authenticate<S: Store, T: Transport>(
     }
 }
 
-/// RFC 9421 in AdCP's webhook profile, with the seller's published keys.
+/// RFC 9421 in AdCP's webhook profile, with the seller's published keys; nonces from the
+/// operation's delivery ledger (the signature covers the target URI, so a nonce can only be
+/// replayed against this operation).
 async fn verify_signature<S: Store, T: Transport>(
     env: &IntakeEnv<'_, S, T>,
     req: &Request,
     op: &Operation,
 ) -> Result<crate::model::operation::NonceMark, Refusal> {
+    let now = env.clock.now_ms();
+    let seen = |keyid: &str, nonce: &str| op.deliveries.nonce_seen(keyid, nonce, now);
+    let v = verify_seller_signature(env, req, &op.tenant_id, &op.seller_id, &seen).await?;
+    Ok(crate::model::operation::NonceMark {
+        keyid: v.keyid,
+        nonce: v.nonce,
+        expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
+    })
+}
+
+/// RFC 9421 in AdCP's webhook profile, signed by the seller `seller_id` registered by
+/// `tenant`, with its published keys (cached; fetched when unknown or stale).
+pub async fn verify_seller_signature<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    tenant: &str,
+    seller_id: &str,
+    nonce_seen: &dyn Fn(&str, &str) -> bool,
+) -> Result<rfc9421::Verified, Refusal> {
     let refuse = |e: rfc9421::SignatureError| {
         let reason = if e == rfc9421::SignatureError::Replayed {
             Rejection::Replayed
@@ -154,14 +175,13 @@ async fn verify_signature<S: Store, T: Transport>(
     let verify = |keys: Option<&jwks::CachedKeys>| {
         rfc9421::verify(
             &signed,
-            &LedgerTrust {
+            &SellerTrust {
                 keys,
-                op,
+                nonce_seen,
                 now_ms: now,
             },
         )
     };
-    let (tenant, seller_id) = (&op.tenant_id, &op.seller_id);
     let mut keys = jwks::cached(env.store, tenant, seller_id).await?;
     let mut result = verify(keys.as_ref());
     let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
@@ -183,29 +203,22 @@ async fn verify_signature<S: Store, T: Transport>(
         keys = Some(jwks::record_attempt(env.store, tenant, seller_id, keys, found, now).await?);
         result = verify(keys.as_ref());
     }
-    result
-        .map(|v| crate::model::operation::NonceMark {
-            keyid: v.keyid,
-            nonce: v.nonce,
-            expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
-        })
-        .map_err(refuse)
+    result.map_err(refuse)
 }
 
-/// Keys from the cache; nonces from the operation's delivery ledger (the signature covers the
-/// target URI, so a nonce can only be replayed against this operation).
-struct LedgerTrust<'a> {
+/// Keys from the cache; nonces from the caller's replay ledger.
+struct SellerTrust<'a> {
     keys: Option<&'a jwks::CachedKeys>,
-    op: &'a Operation,
+    nonce_seen: &'a dyn Fn(&str, &str) -> bool,
     now_ms: u64,
 }
 
-impl rfc9421::Trust for LedgerTrust<'_> {
+impl rfc9421::Trust for SellerTrust<'_> {
     fn key(&self, keyid: &str) -> Option<rfc9421::Jwk> {
         self.keys.and_then(|k| k.key(keyid, self.now_ms))
     }
 
     fn nonce_seen(&self, keyid: &str, nonce: &str) -> bool {
-        self.op.deliveries.nonce_seen(keyid, nonce, self.now_ms)
+        (self.nonce_seen)(keyid, nonce)
     }
 }

@@ -11,7 +11,9 @@
 //! writes; its effects are settled after the answer ([`settle`]). De-duplication lives in the operation record
 //! ([`crate::model::operation::DeliveryLedger`]): a repeat of an applied delivery answers 2xx, the
 //! same key with another payload 409, one whose fold awaits an in-flight entry 503 + `Retry-After`.
+//! Agent-level webhooks (a seller's `capabilities.changed`) are [`agent`]'s.
 
+pub mod agent;
 mod auth;
 mod env;
 mod interop;
@@ -21,6 +23,8 @@ mod refusal;
 pub use env::{Answer, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 pub use receive::{canonical_hash, handle, settle};
 
+#[cfg(test)]
+mod agent_tests;
 #[cfg(test)]
 mod hmac_tests;
 #[cfg(test)]

@@ -71,14 +71,13 @@ pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Requ
     }
 }
 
-async fn receive<S: Store, T: Transport>(
-    env: &IntakeEnv<'_, S, T>,
-    req: &Request,
-) -> Result<Answer, Refusal> {
+/// Why a webhook is refused before anything is read, if it is: it must be a JSON POST
+/// within the size limit.
+pub(super) fn misshapen(req: &Request) -> Option<Refusal> {
     let bad =
         |status, code, message: &str| Refusal::new(Rejection::BadRequest, status, code, message);
     if req.method() != Method::POST {
-        return Err(bad(
+        return Some(bad(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "webhooks are POST only",
@@ -91,18 +90,28 @@ async fn receive<S: Store, T: Transport>(
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     if !json_type {
-        return Err(bad(
+        return Some(bad(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "webhooks must be `Content-Type: application/json`",
         ));
     }
     if req.body().len() > MAX_WEBHOOK_BYTES {
-        return Err(bad(
+        return Some(bad(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "webhook body exceeds 1 MB",
         ));
+    }
+    None
+}
+
+async fn receive<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+) -> Result<Answer, Refusal> {
+    if let Some(refusal) = misshapen(req) {
+        return Err(refusal);
     }
     let unknown = || {
         Refusal::new(

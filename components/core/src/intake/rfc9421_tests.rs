@@ -1,5 +1,4 @@
 use super::*;
-use crate::auth::rfc9421;
 use crate::foundation::http::Request;
 use crate::foundation::seal::SealingKey;
 use crate::model::operation::WebhookMode;
@@ -13,23 +12,12 @@ use crate::foundation::log::NoLog;
 use crate::foundation::store::MemoryStore;
 use crate::model::operation::WebhookRegistration;
 use crate::testing::{ScriptedTransport, SeededEntropy};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::Signer;
 use futures::executor::block_on;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const NOW_S: u64 = 1_776_520_800;
 
-fn signing_key() -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
-}
-
-fn jwk() -> Value {
-    let x = URL_SAFE_NO_PAD.encode(signing_key().verifying_key().as_bytes());
-    json!({"kid": "seller-key-1", "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
-           "key_ops": ["verify"], "adcp_use": "request-signing", "x": x})
-}
+use crate::testing::signer::{jwk, signed_post};
 
 fn world() -> (MemoryStore, IntakeConfig) {
     let sealing = SealingKey::from_hex(KEY).unwrap();
@@ -67,23 +55,7 @@ fn signed(body: &str, nonce: &str) -> Request {
 }
 
 fn signed_by(body: &str, nonce: &str, keyid: &str, created_s: u64) -> Request {
-    let digest = rfc9421::content_digest(body.as_bytes());
-    let params = format!(
-        "(\"@method\" \"@target-uri\" \"@authority\" \"content-type\" \"content-digest\");created={created_s};expires={};nonce=\"{nonce}\";keyid=\"{keyid}\";alg=\"ed25519\";tag=\"adcp/webhook-signing/v1\"",
-        created_s + 300
-    );
-    let base = format!(
-        "\"@method\": POST\n\"@target-uri\": https://orch.example/webhooks/adcp/op1\n\"@authority\": orch.example\n\"content-type\": application/json\n\"content-digest\": {digest}\n\"@signature-params\": {params}"
-    );
-    let sig = URL_SAFE_NO_PAD.encode(signing_key().sign(base.as_bytes()).to_bytes());
-    // Reached through a proxy: the listener's own address is not what was signed.
-    http::Request::post("http://10.0.0.7:3000/webhooks/adcp/op1")
-        .header("content-type", "application/json")
-        .header("content-digest", digest)
-        .header("signature-input", format!("sig1={params}"))
-        .header("signature", format!("sig1=:{sig}:"))
-        .body(body.as_bytes().to_vec())
-        .unwrap()
+    signed_post("/webhooks/adcp/op1", body, nonce, keyid, created_s)
 }
 
 fn seller_keys(t: &ScriptedTransport) {

@@ -3,6 +3,7 @@
 //! is undeclared) and which webhook authentication to request.
 
 use crate::model::operation::WebhookMode;
+use crate::records::capability_subscription::EVENT;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -27,6 +28,14 @@ pub struct Capabilities {
     /// How long the seller keeps retrying a webhook delivery, when declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_retry_horizon_seconds: Option<u64>,
+    /// `adcp.capability_changes.capabilities_version` (AdCP 3.2): the document's revision, the
+    /// fence a `capabilities.changed` notice is compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities_version: Option<String>,
+    /// The task that registers `capabilities.changed` subscribers, when the seller fires them
+    /// (`adcp.capability_changes.notifications`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_notifications: Option<String>,
     pub fetched_at_ms: u64,
 }
 
@@ -61,6 +70,14 @@ impl Capabilities {
             .and_then(|i| i.get("replay_ttl_seconds"))
             .and_then(Value::as_u64)
             .filter(|t| (REPLAY_TTL_MIN_S..=REPLAY_TTL_MAX_S).contains(t));
+        let changes = adcp.get("capability_changes");
+        let notifications = changes
+            .and_then(|c| c.get("notifications"))
+            .filter(|n| n.get("supported").and_then(Value::as_bool) == Some(true))
+            .filter(|n| {
+                n.get("event_types").is_none()
+                    || strings(n.get("event_types")).iter().any(|e| e == EVENT)
+            });
         let signing = payload.get("webhook_signing");
         let flag = |k: &str| {
             signing
@@ -78,6 +95,14 @@ impl Capabilities {
             delivery_retry_horizon_seconds: signing
                 .and_then(|s| s.get("delivery_retry_horizon_seconds"))
                 .and_then(Value::as_u64),
+            capabilities_version: changes
+                .and_then(|c| c.get("capabilities_version"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            change_notifications: notifications
+                .and_then(|n| n.get("registration_task"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
             fetched_at_ms: now_ms,
         })
     }
@@ -245,6 +270,30 @@ mod tests {
             "idempotency": {"supported": true, "replay_ttl_seconds": 3600}}}))
         .unwrap();
         assert!(c.refuses_mutations().is_some());
+    }
+
+    #[test]
+    fn capability_change_notifications_are_read_from_the_3_2_block() {
+        let with = |changes: Value| {
+            caps(json!({"adcp": {"major_versions": [3], "capability_changes": changes}})).unwrap()
+        };
+        let c = with(json!({"capabilities_version": "rev_7", "notifications": {
+            "supported": true, "registration_task": "sync_agent_notification_configs",
+            "event_types": ["capabilities.changed"]}}));
+        assert_eq!(c.capabilities_version.as_deref(), Some("rev_7"));
+        assert_eq!(
+            c.change_notifications.as_deref(),
+            Some("sync_agent_notification_configs")
+        );
+        let off =
+            with(json!({"capabilities_version": "rev_7", "notifications": {"supported": false}}));
+        assert_eq!(off.change_notifications, None);
+        assert_eq!(off.capabilities_version.as_deref(), Some("rev_7"));
+        let none = caps(json!({"adcp": {"major_versions": [3]}})).unwrap();
+        assert_eq!(
+            (none.capabilities_version, none.change_notifications),
+            (None, None)
+        );
     }
 
     #[test]

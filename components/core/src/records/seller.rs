@@ -5,6 +5,7 @@ use crate::foundation::seal::Sealed;
 use crate::foundation::store::{Store, StoreResult, get_decimal, get_json, set_json};
 use crate::model::operation::WebhookMode;
 use crate::records::capabilities::{Capabilities, VersionEnvelope};
+use crate::records::capability_subscription::CapabilitySubscription;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub struct Seller {
     /// before discovery negotiated them read as the envelope that was sent then).
     #[serde(default)]
     pub version_envelope: VersionEnvelope,
+    /// Our `capabilities.changed` subscription, at sellers that offer one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability_subscription: Option<CapabilitySubscription>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -204,6 +208,7 @@ mod tests {
         assert_eq!(s.version_envelope, VersionEnvelope::default());
         let none = Seller {
             version_envelope: VersionEnvelope::none(),
+            capability_subscription: None,
             ..s
         };
         let back: Seller = serde_json::from_slice(&serde_json::to_vec(&none).unwrap()).unwrap();

@@ -1,12 +1,14 @@
 //! Fixtures shared by the core's tests (compiled for tests only): clocks and randomness, a
 //! scripted transport and seller, a store that loses answers, a log that keeps its lines,
-//! sample operations, and where the AdCP spec's schemas and vectors are.
+//! sample operations, an RFC 9421 signing seller, and where the AdCP spec's schemas and
+//! vectors are.
 
 pub mod adcp;
 mod clock;
 mod log;
 mod operation;
 mod seller;
+pub mod signer;
 mod store;
 mod transport;
 

@@ -45,6 +45,7 @@ pub fn sample_seller() -> Seller {
         auth_scheme: Default::default(),
         capabilities: None,
         version_envelope: Default::default(),
+        capability_subscription: None,
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,

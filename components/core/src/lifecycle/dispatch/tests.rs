@@ -35,6 +35,7 @@ fn setup(s: &MemoryStore, mode: WebhookMode) -> SealingKey {
         auth_scheme: Default::default(),
         capabilities: None,
         version_envelope: Default::default(),
+        capability_subscription: None,
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,

@@ -46,6 +46,7 @@ fn seller(sealing: &SealingKey) -> Seller {
         auth_scheme: Default::default(),
         capabilities: None,
         version_envelope: Default::default(),
+        capability_subscription: None,
         attention: None,
         created_at_ms: 0,
         updated_at_ms: 0,
