@@ -35,6 +35,11 @@ struct State {
     /// Refuses AdCP's version fields as unknown arguments, as an AdCP 3.1.1 seller on the
     /// Python SDK 6.6.0 does on every tool (`VALIDATION_ERROR: Unexpected keyword argument`).
     strict_arguments: bool,
+    /// Where `sync_agent_notification_configs` subscribed our `capabilities.changed`
+    /// subscriber, once its challenge was echoed.
+    subscriber_url: Option<String>,
+    /// Each proof-of-control challenge sent: the receiver's status and body.
+    challenges: Vec<(u16, Value)>,
 }
 
 /// What a conformant AdCP 3.1 seller declares: major version 3, a 24 h replay window,
@@ -117,6 +122,43 @@ impl FakeSeller {
         self.state.lock().expect("lock").strict_arguments = true;
     }
 
+    /// Signs with RFC 9421 and fires `capabilities.changed` at revision `rev` (AdCP 3.2): its
+    /// key is published, `get_adcp_capabilities` offers `sync_agent_notification_configs`,
+    /// and a subscription is activated only after the seller's signed challenge is echoed.
+    pub fn announce_changes(&self, rev: &str) {
+        self.publish_key(crate::seller_signer::jwk());
+        let mut caps = default_capabilities();
+        caps["adcp"]["supported_versions"] = json!(["3.0", "3.1", "3.2"]);
+        caps["adcp"]["capability_changes"] = json!({"capabilities_version": rev,
+            "notifications": {"supported": true, "registration_task": "sync_agent_notification_configs",
+                              "event_types": ["capabilities.changed"]}});
+        self.set_capabilities(caps);
+    }
+
+    /// Publishes revision `rev` of the capabilities, then announces it to the subscriber with a
+    /// signed `capabilities.changed`; the receiver's status and body.
+    pub async fn change_capabilities(&self, rev: &str, notification_id: &str) -> (u16, Value) {
+        self.announce_changes(rev);
+        let url = self
+            .state
+            .lock()
+            .expect("lock")
+            .subscriber_url
+            .clone()
+            .expect("a subscriber");
+        let notice = json!({"idempotency_key": format!("whk_{notification_id}_0123456789"),
+            "notification_id": notification_id, "notification_type": "capabilities.changed",
+            "fired_at": "2026-12-03T10:00:00Z", "subscriber_id": "adcp-orchestrator",
+            "agent_url": self.url, "changed_at": "2026-12-03T09:59:00Z",
+            "reason": "capability_enabled", "capabilities_version": rev});
+        post(&url, &notice).await
+    }
+
+    /// The challenges sent so far, with what the receiver answered.
+    pub fn challenges(&self) -> Vec<(u16, Value)> {
+        self.state.lock().expect("lock").challenges.clone()
+    }
+
     /// Every `tools/call` received: tool name and arguments.
     pub fn calls(&self) -> Vec<(String, Value)> {
         self.state.lock().expect("lock").calls.clone()
@@ -193,6 +235,13 @@ async fn handle(
         "tools/call" => {
             let name = msg["params"]["name"].as_str().unwrap_or("").to_string();
             let args = msg["params"]["arguments"].clone();
+            if name == "sync_agent_notification_configs" {
+                state.lock().expect("lock").calls.push((name, args.clone()));
+                let answer = subscribe(&state, &args).await;
+                return Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "isError": false, "content": [{"type": "text", "text": answer.to_string()}],
+                    "structuredContent": answer}})));
+            }
             let answer = {
                 let mut st = state.lock().expect("lock");
                 let unknown = st.strict_arguments
@@ -239,4 +288,53 @@ async fn handle(
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}),
         )),
     }
+}
+
+/// `sync_agent_notification_configs`: challenges the one subscriber's URL with a signed
+/// `webhook.challenge` and activates it only when the challenge is echoed.
+async fn subscribe(state: &Arc<Mutex<State>>, args: &Value) -> Value {
+    let config = &args["notification_configs"][0];
+    let url = config["url"].as_str().unwrap_or_default().to_string();
+    let challenge = format!("ch_{:032x}", rand_u128());
+    let (status, body) = post(
+        &url,
+        &json!({"type": "webhook.challenge", "scope": "agent", "challenge": challenge,
+                "subscriber_id": config["subscriber_id"], "seller_agent_url": "fake",
+                "delivery_auth": {"mode": "rfc9421"}}),
+    )
+    .await;
+    let echoed = status == 200 && body["challenge"] == challenge.as_str();
+    let mut st = state.lock().expect("lock");
+    st.challenges.push((status, body));
+    if !echoed {
+        return json!({"status": "completed", "action": "failed",
+            "errors": [{"code": "CHALLENGE_FAILED", "message": "the challenge was not echoed"}]});
+    }
+    st.subscriber_url = Some(url);
+    json!({"status": "completed", "action": "updated",
+           "notification_configs": [{"subscriber_id": config["subscriber_id"], "url": config["url"],
+                                     "event_types": config["event_types"], "active": true}]})
+}
+
+/// A signed agent-level webhook; the receiver's status and JSON body (status 0: unreachable).
+async fn post(url: &str, body: &Value) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let Ok(r) = crate::seller_signer::signed_post(&client, url, body)
+        .send()
+        .await
+    else {
+        return (0, Value::Null);
+    };
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A challenge value unique to the process (not secret: the test seller's).
+fn rand_u128() -> u128 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    nanos ^ u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) << 64
 }

@@ -9,6 +9,7 @@ pub mod python_seller;
 pub mod receiver;
 pub mod redis_server;
 pub mod schema;
+pub mod seller_signer;
 pub mod task_seller;
 pub mod trickle;
 
