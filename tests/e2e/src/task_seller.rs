@@ -12,7 +12,9 @@
 //!   killed while the call is in flight.
 //! - [`TaskSeller::webhook`] builds the task's HMAC webhook for a status, from the
 //!   `push_notification_config` the orchestrator sent.
-//! - [`Deviations`] make it one of the imperfect sellers that exist.
+//! - [`Deviations`] make it one of the imperfect sellers that exist (strict arguments, a
+//!   `get_task` poll tool with its own statuses, webhooks without our ids, HMAC over another
+//!   serialization, Server-Sent Events answers, `list_tasks` in its own words).
 
 use crate::fake_seller::{DEFAULT_TOOLS, default_capabilities};
 use bytes::Bytes;
@@ -129,6 +131,11 @@ pub struct Deviations {
     pub webhook_without_ids: bool,
     /// Signs the legacy HMAC over the compact form of its webhook but sends spaced JSON.
     pub hmac_over_compact: bool,
+    /// Answers every JSON-RPC request as a Server-Sent Events stream (Streamable HTTP lets a
+    /// server choose), not `application/json`.
+    pub sse: bool,
+    /// Lists its tasks in `list_tasks`, in its own status words, whatever filter it is sent.
+    pub list_tasks: bool,
 }
 
 #[derive(Default)]
@@ -419,6 +426,27 @@ fn reply(v: Value) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
+/// The JSON-RPC answer `v` as one `message` event of a Server-Sent Events stream.
+fn sse_reply(v: Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Full::new(Bytes::from(format!(
+            "event: message\ndata: {v}\n\n"
+        ))))
+        .expect("response")
+}
+
+/// What `list_tasks` shows of a task: its own status word when it polls by `get_task`.
+fn listing(task: &Task, own_words: bool) -> Value {
+    let mut t = task.status_payload();
+    if own_words {
+        t["status"] = get_task_payload(task)["status"].clone();
+    }
+    t.as_object_mut().expect("object").remove("result");
+    t
+}
+
 fn status_only(code: u16) -> Response<Full<Bytes>> {
     Response::builder()
         .status(code)
@@ -478,6 +506,15 @@ fn act(st: &mut State, tool: &str, args: &Value) -> Result<Value, Value> {
             "correctable",
         )),
         "get_adcp_capabilities" => Ok(default_capabilities()),
+        "list_tasks" if deviations.list_tasks => {
+            let tasks: Vec<Value> = (st.tasks.iter())
+                .map(|t| listing(t, deviations.get_task))
+                .collect();
+            Ok(
+                json!({"query_summary": {"total_matching": tasks.len(), "returned": tasks.len()},
+                      "tasks": tasks, "pagination": {"has_more": false}}),
+            )
+        }
         "create_media_buy" => {
             let key = args["idempotency_key"].as_str().unwrap_or("").to_string();
             if key.is_empty() {
@@ -549,6 +586,8 @@ async fn handle(
     let body = req.into_body().collect().await?.to_bytes();
     let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = msg.get("id").cloned();
+    let sse = state.lock().expect("lock").deviations.sse;
+    let reply = |v: Value| if sse { sse_reply(v) } else { reply(v) };
     match msg.get("method").and_then(Value::as_str).unwrap_or("") {
         "initialize" => {
             let session = {
@@ -565,9 +604,10 @@ async fn handle(
         }
         "notifications/initialized" => Ok(status_only(202)),
         "tools/list" => {
-            let get_task = state.lock().expect("lock").deviations.get_task;
-            let mut tools: Vec<Value> = DEFAULT_TOOLS
-                .iter()
+            let deviations = state.lock().expect("lock").deviations;
+            let get_task = deviations.get_task;
+            let listed = deviations.list_tasks.then_some(&"list_tasks");
+            let mut tools: Vec<Value> = (DEFAULT_TOOLS.iter().chain(listed))
                 .filter(|n| !(get_task && **n == "get_task_status"))
                 .map(|n| json!({"name": n, "inputSchema": {"type": "object"}}))
                 .collect();

@@ -3,7 +3,7 @@
 //! buy id), and the seller record shows what was refused. The deviations are those of a real
 //! AdCP 3.1.1 sales agent on the Python SDK 6.6.0 ([`Deviations`]).
 
-use e2e::task_seller::{Deviations, TaskSeller};
+use e2e::task_seller::{Deviations, Task, TaskSeller};
 use e2e::{Api, now_s, start};
 use serde_json::{Value, json};
 
@@ -77,6 +77,16 @@ async fn converges(deviations: Deviations) -> Vec<String> {
         task,
     } = world(deviations).await;
     seller.set_status(&task, "completed");
+    if deviations.list_tasks {
+        // A task made at the seller with our credentials by another tool: reconciliation
+        // finds it in the listing and adopts it (in the seller's words it is awaiting approval).
+        seller.seed(Task {
+            task_id: "task_foreign".into(),
+            operation_id: String::new(),
+            arguments: json!({}),
+            status: "submitted".into(),
+        });
+    }
 
     let webhook_deviates = deviations.webhook_without_ids || deviations.hmac_over_compact;
     let delivered = seller
@@ -94,6 +104,10 @@ async fn converges(deviations: Deviations) -> Vec<String> {
         host.cron_tick(now_s() + 11).await.unwrap();
     } else {
         assert_eq!(delivered.status, 200, "{:?}", delivered.body);
+        if deviations.list_tasks {
+            // Reconciliation runs at the first tick of its epoch.
+            host.cron_tick(now_s() + 11).await.unwrap();
+        }
     }
 
     let (s, got) = api
@@ -138,6 +152,24 @@ async fn converges(deviations: Deviations) -> Vec<String> {
                 "only what get_task declares"
             );
         }
+    }
+
+    if deviations.list_tasks {
+        assert_eq!(seller.calls_of("list_tasks").len(), 1, "{calls:?}");
+        let (s, list) = api
+            .call("GET", "/api/v1/operations", Some(&key), None)
+            .await;
+        assert_eq!(s, 200, "{list}");
+        let tasks: Vec<&str> = list["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["task_id"].as_str())
+            .collect();
+        // Ours is tracked, so it is not adopted a second time; the foreign one is.
+        let mut sorted = tasks.clone();
+        sorted.sort();
+        assert_eq!(sorted, [task.as_str(), "task_foreign"], "{list}");
     }
 
     let (s, record) = api
@@ -278,12 +310,35 @@ async fn a_seller_signing_another_serialization_than_it_sends() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_seller_answering_in_server_sent_events() {
+    let defects = converges(Deviations {
+        sse: true,
+        ..Deviations::default()
+    })
+    .await;
+    assert!(defects.is_empty(), "{defects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seller_listing_its_tasks_in_its_own_words() {
+    let defects = converges(Deviations {
+        list_tasks: true,
+        get_task: true,
+        ..Deviations::default()
+    })
+    .await;
+    assert!(defects.is_empty(), "{defects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_seller_with_every_deviation_at_once() {
     let defects = converges(Deviations {
         strict_arguments: true,
         get_task: true,
         webhook_without_ids: true,
         hmac_over_compact: true,
+        sse: true,
+        list_tasks: true,
     })
     .await;
     // The signature is checked first: that is what the seller is told and shown.
