@@ -40,6 +40,8 @@ struct State {
     subscriber_url: Option<String>,
     /// Each proof-of-control challenge sent: the receiver's status and body.
     challenges: Vec<(u16, Value)>,
+    /// Every agent-level webhook sent (challenges and notices), as sent.
+    agent_webhooks: Vec<Value>,
 }
 
 /// What a conformant AdCP 3.1 seller declares: major version 3, a 24 h replay window,
@@ -111,6 +113,12 @@ impl FakeSeller {
         self.state.lock().expect("lock").capabilities = Some(caps);
     }
 
+    /// What `get_adcp_capabilities` answers now.
+    pub fn capabilities(&self) -> Value {
+        let st = self.state.lock().expect("lock");
+        st.capabilities.clone().unwrap_or_else(default_capabilities)
+    }
+
     /// Replaces the tool names `tools/list` announces.
     pub fn set_tools(&self, tools: &[&str]) {
         self.state.lock().expect("lock").tools =
@@ -129,7 +137,7 @@ impl FakeSeller {
         self.publish_key(crate::seller_signer::jwk());
         let mut caps = default_capabilities();
         caps["adcp"]["supported_versions"] = json!(["3.0", "3.1", "3.2"]);
-        caps["adcp"]["capability_changes"] = json!({"capabilities_version": rev,
+        caps["adcp"]["capability_changes"] = json!({"capabilities_version": rev, "cache_ttl_seconds": 3600,
             "notifications": {"supported": true, "registration_task": "sync_agent_notification_configs",
                               "event_types": ["capabilities.changed"]}});
         self.set_capabilities(caps);
@@ -151,7 +159,12 @@ impl FakeSeller {
             "fired_at": "2026-12-03T10:00:00Z", "subscriber_id": "adcp-orchestrator",
             "agent_url": self.url, "changed_at": "2026-12-03T09:59:00Z",
             "reason": "capability_enabled", "capabilities_version": rev});
-        post(&url, &notice).await
+        post(&self.state, &url, &notice).await
+    }
+
+    /// Every agent-level webhook sent so far (challenges and notices).
+    pub fn agent_webhooks(&self) -> Vec<Value> {
+        self.state.lock().expect("lock").agent_webhooks.clone()
     }
 
     /// The challenges sent so far, with what the receiver answered.
@@ -237,7 +250,7 @@ async fn handle(
             let args = msg["params"]["arguments"].clone();
             if name == "sync_agent_notification_configs" {
                 state.lock().expect("lock").calls.push((name, args.clone()));
-                let answer = subscribe(&state, &args).await;
+                let answer = subscribe(&state, &args, &format!("http://{host}/mcp")).await;
                 return Ok(reply(json!({"jsonrpc": "2.0", "id": id, "result": {
                     "isError": false, "content": [{"type": "text", "text": answer.to_string()}],
                     "structuredContent": answer}})));
@@ -292,14 +305,16 @@ async fn handle(
 
 /// `sync_agent_notification_configs`: challenges the one subscriber's URL with a signed
 /// `webhook.challenge` and activates it only when the challenge is echoed.
-async fn subscribe(state: &Arc<Mutex<State>>, args: &Value) -> Value {
+async fn subscribe(state: &Arc<Mutex<State>>, args: &Value, agent_url: &str) -> Value {
     let config = &args["notification_configs"][0];
     let url = config["url"].as_str().unwrap_or_default().to_string();
     let challenge = format!("ch_{:032x}", rand_u128());
     let (status, body) = post(
+        state,
         &url,
         &json!({"type": "webhook.challenge", "scope": "agent", "challenge": challenge,
-                "subscriber_id": config["subscriber_id"], "seller_agent_url": "fake",
+                "subscriber_id": config["subscriber_id"], "seller_agent_url": agent_url,
+                "event_types": config["event_types"],
                 "delivery_auth": {"mode": "rfc9421"}}),
     )
     .await;
@@ -317,7 +332,12 @@ async fn subscribe(state: &Arc<Mutex<State>>, args: &Value) -> Value {
 }
 
 /// A signed agent-level webhook; the receiver's status and JSON body (status 0: unreachable).
-async fn post(url: &str, body: &Value) -> (u16, Value) {
+async fn post(state: &Arc<Mutex<State>>, url: &str, body: &Value) -> (u16, Value) {
+    state
+        .lock()
+        .expect("lock")
+        .agent_webhooks
+        .push(body.clone());
     let client = reqwest::Client::new();
     let Ok(r) = crate::seller_signer::signed_post(&client, url, body)
         .send()

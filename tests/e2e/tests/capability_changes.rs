@@ -5,6 +5,7 @@
 
 use e2e::fake_seller::FakeSeller;
 use e2e::proxy::Proxy;
+use e2e::schema::{Direction, Schemas};
 use e2e::{Api, start};
 use serde_json::{Value, json};
 
@@ -37,6 +38,41 @@ async fn a_subscribed_seller_announces_a_change_and_its_capabilities_are_refresh
     assert_eq!(challenges[0].0, 200, "{challenges:?}");
     let url = sub["url"].as_str().unwrap().to_string();
     assert!(url.contains("/webhooks/adcp/agent/"), "{url}");
+
+    // What was said is AdCP 3.2.4: the seller's declaration, our subscription request (as
+    // the seller received it), our answer to its challenge.
+    let schemas = Schemas::open("3.2");
+    let caps = json!({"status": "completed"})
+        .as_object()
+        .cloned()
+        .map(|mut m| {
+            m.extend(seller.capabilities().as_object().unwrap().clone());
+            Value::Object(m)
+        });
+    schemas.assert_tool(
+        "capabilities",
+        "get_adcp_capabilities",
+        Direction::Response,
+        &caps.unwrap(),
+    );
+    let sync: Vec<Value> = seller
+        .calls()
+        .into_iter()
+        .filter(|(t, _)| t == "sync_agent_notification_configs")
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(sync.len(), 1);
+    schemas.assert_tool(
+        "subscription",
+        "sync_agent_notification_configs",
+        Direction::Request,
+        &sync[0],
+    );
+    schemas.assert_valid(
+        "challenge answer",
+        "core/webhook-challenge-response.json",
+        &challenges[0].1,
+    );
 
     let capabilities_version = |v: &Value| v["capabilities"]["capabilities_version"].clone();
     let view = || async {
@@ -75,6 +111,14 @@ async fn a_subscribed_seller_announces_a_change_and_its_capabilities_are_refresh
     let (s, answer) = seller.change_capabilities("rev_2", "capchg_1").await;
     assert_eq!((s, &answer), (200, &json!({"outcome": "unchanged"})));
     assert_eq!(fetches(&seller), before);
+
+    // What the seller sent is valid 3.2.4 too: the fixtures are honest.
+    let sent = seller.agent_webhooks();
+    assert_eq!(sent.len(), 3);
+    schemas.assert_valid("challenge", "core/agent-webhook-challenge.json", &sent[0]);
+    for notice in &sent[1..] {
+        schemas.assert_valid("notice", "core/capabilities-changed-webhook.json", notice);
+    }
 
     // Unsigned, it is refused and changes nothing.
     let forged = json!({"notification_type": "capabilities.changed", "subscriber_id": "adcp-orchestrator",
