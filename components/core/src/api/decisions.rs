@@ -204,10 +204,13 @@ async fn replan<S: Store, C: SellerCalls, T: Transport>(
         env.clock.now_ms(),
     );
     // Announced the way the original was: a re-planned buy is as urgent as the first.
-    child.webhook = op
-        .webhook
-        .as_ref()
-        .map(|w| super::operations::webhook_registration(env, &child.operation_id, w.mode));
+    child.webhook = op.webhook.as_ref().map(|w| {
+        let signer = crate::model::webhook_path::Signer {
+            tenant: &child.tenant_id,
+            seller: &child.seller_id,
+        };
+        super::operations::webhook_registration(env, signer, &child.operation_id, w.mode)
+    });
     child.governance = op
         .governance
         .clone()

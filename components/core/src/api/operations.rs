@@ -17,6 +17,7 @@ use crate::model::operation::{
 };
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
+use crate::model::webhook_path::{Signer, webhook_path};
 use crate::records::{journal, seller, tenant::Tenant};
 use crate::schedule::lease::{self, Claim, Lease};
 use crate::schedule::poll::{PollState, schedule_at};
@@ -105,7 +106,11 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
     let idempotency_key = crate::foundation::clock::uuid_v4(env.entropy);
     let webhook = input.webhook.then(|| {
         let mode = seller.webhook_mode.unwrap_or_else(|| caps.webhook_mode());
-        webhook_registration(env, &operation_id, mode)
+        let signer = Signer {
+            tenant: &seller.tenant_id,
+            seller: &seller.seller_id,
+        };
+        webhook_registration(env, signer, &operation_id, mode)
     });
     let new = NewOperation {
         arguments: sent_arguments(input.arguments, &idempotency_key, &operation_id),
@@ -309,13 +314,16 @@ pub(super) async fn load_owned<S: Store, C: SellerCalls, T: Transport>(
     }
 }
 
-/// A fresh webhook registration for an operation: its URL, a new token, and for the legacy
-/// modes a new secret (sealed; the seller receives them opened in the request).
+/// A fresh webhook registration for an operation of `signer`'s: its URL, a new token, and for
+/// the legacy modes a new secret (sealed; the seller receives them opened in the request).
 pub(super) fn webhook_registration<S: Store, C: SellerCalls, T: Transport>(
     env: &Env<'_, S, C, T>,
+    signer: Signer<'_>,
     operation_id: &str,
     mode: WebhookMode,
 ) -> WebhookRegistration {
+    // Only RFC 9421 deliveries are checked against the seller's keys before the operation.
+    let signer = (mode == WebhookMode::Rfc9421).then_some(signer);
     let token = random_hex(env.entropy, 32);
     let secret = (mode != WebhookMode::Rfc9421).then(|| {
         env.config.sealing.seal(
@@ -326,8 +334,9 @@ pub(super) fn webhook_registration<S: Store, C: SellerCalls, T: Transport>(
     });
     WebhookRegistration {
         url: format!(
-            "{}/webhooks/adcp/{operation_id}",
-            env.config.public_base_url.trim_end_matches('/')
+            "{}{}",
+            env.config.public_base_url.trim_end_matches('/'),
+            webhook_path(operation_id, signer)
         ),
         mode,
         token: env.config.sealing.seal(

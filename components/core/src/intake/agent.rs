@@ -87,12 +87,13 @@ async fn receive<S: Store, T: Transport, C: SellerCalls>(
     let (tenant, seller_id) = parse_path(req.uri().path())
         .filter(|(t, s)| valid_id(t) && valid_id(s))
         .ok_or_else(unknown)?;
+    // The signature first, with the seller's cached keys: a forgery costs that one read.
+    // Nothing is remembered of these deliveries, so no nonce is ever "seen".
+    verify_seller_signature(env, req, tenant, seller_id, &|_, _| false).await?;
     let record = seller::get(env.store, tenant, seller_id)
         .await?
         .filter(|s| s.capability_subscription.is_some())
         .ok_or_else(unknown)?;
-    // Nothing is remembered of these deliveries, so no nonce is ever "seen".
-    verify_seller_signature(env, req, tenant, seller_id, &|_, _| false).await?;
     let invalid = |message: &str| {
         Refusal::new(
             Rejection::BadRequest,

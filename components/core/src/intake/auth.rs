@@ -5,7 +5,7 @@ use super::{env::IntakeEnv, refusal::Refusal};
 use crate::auth::hmac_signature::{self, HmacError};
 use crate::auth::{jwks, rfc9421};
 use crate::foundation::{http::Request, seal::ct_eq, store::Store, transport::Transport};
-use crate::model::operation::{Operation, WebhookMode, WebhookRegistration};
+use crate::model::operation::{NonceMark, Operation, WebhookMode, WebhookRegistration};
 use crate::records::{interop::Defect, metrics::Rejection, seller};
 use http::{StatusCode, header};
 
@@ -23,13 +23,21 @@ fn presented_mode(req: &Request) -> Option<WebhookMode> {
     }
 }
 
-/// Checks the delivery in the registered mode. Returns the RFC 9421 nonce to remember.
+/// Whether the request carries an RFC 9421 signature.
+pub fn presents_signature(req: &Request) -> bool {
+    presented_mode(req) == Some(WebhookMode::Rfc9421)
+}
+
+/// Checks the delivery in the registered mode (an RFC 9421 signature already `presigned`
+/// against the seller's keys only has its nonce checked). Returns the RFC 9421 nonce to
+/// remember.
 pub async fn authenticate<S: Store, T: Transport>(
     env: &IntakeEnv<'_, S, T>,
     req: &Request,
     op: &Operation,
     mode: WebhookMode,
-) -> Result<Option<crate::model::operation::NonceMark>, Refusal> {
+    presigned: Option<rfc9421::Verified>,
+) -> Result<Option<NonceMark>, Refusal> {
     match presented_mode(req) {
         None => {
             return Err(Refusal::unauthenticated(
@@ -111,7 +119,16 @@ pub async fn authenticate<S: Store, T: Transport>(
                 )),
             }
         }
-        WebhookMode::Rfc9421 => verify_signature(env, req, op).await.map(Some),
+        WebhookMode::Rfc9421 => {
+            let now = env.clock.now_ms();
+            match presigned {
+                Some(v) if op.deliveries.nonce_seen(&v.keyid, &v.nonce, now) => {
+                    Err(refusal(rfc9421::SignatureError::Replayed))
+                }
+                Some(v) => Ok(Some(nonce_mark(v))),
+                None => verify_signature(env, req, op).await.map(Some),
+            }
+        }
     }
 }
 
@@ -122,15 +139,39 @@ async fn verify_signature<S: Store, T: Transport>(
     env: &IntakeEnv<'_, S, T>,
     req: &Request,
     op: &Operation,
-) -> Result<crate::model::operation::NonceMark, Refusal> {
+) -> Result<NonceMark, Refusal> {
     let now = env.clock.now_ms();
     let seen = |keyid: &str, nonce: &str| op.deliveries.nonce_seen(keyid, nonce, now);
     let v = verify_seller_signature(env, req, &op.tenant_id, &op.seller_id, &seen).await?;
-    Ok(crate::model::operation::NonceMark {
+    Ok(nonce_mark(v))
+}
+
+/// What the operation's ledger keeps of a verified signature, until it could be replayed no
+/// more.
+fn nonce_mark(v: rfc9421::Verified) -> NonceMark {
+    NonceMark {
         keyid: v.keyid,
         nonce: v.nonce,
         expires_at_ms: (v.expires_s.max(0) as u64) * 1000 + rfc9421::SKEW_S as u64 * 1000,
-    })
+    }
+}
+
+/// The refusal of a signature that does not verify, telling the sender why (RFC 9421's
+/// `WWW-Authenticate: Signature error=…`).
+fn refusal(e: rfc9421::SignatureError) -> Refusal {
+    let reason = if e == rfc9421::SignatureError::Replayed {
+        Rejection::Replayed
+    } else {
+        Rejection::Unauthenticated
+    };
+    let mut r = Refusal::new(
+        reason,
+        StatusCode::UNAUTHORIZED,
+        e.code(),
+        "the webhook signature does not verify",
+    );
+    r.www_authenticate = Some(e.www_authenticate());
+    r
 }
 
 /// RFC 9421 in AdCP's webhook profile, signed by the seller `seller_id` registered by
@@ -142,21 +183,6 @@ pub async fn verify_seller_signature<S: Store, T: Transport>(
     seller_id: &str,
     nonce_seen: &dyn Fn(&str, &str) -> bool,
 ) -> Result<rfc9421::Verified, Refusal> {
-    let refuse = |e: rfc9421::SignatureError| {
-        let reason = if e == rfc9421::SignatureError::Replayed {
-            Rejection::Replayed
-        } else {
-            Rejection::Unauthenticated
-        };
-        let mut r = Refusal::new(
-            reason,
-            StatusCode::UNAUTHORIZED,
-            e.code(),
-            "the webhook signature does not verify",
-        );
-        r.www_authenticate = Some(e.www_authenticate());
-        r
-    };
     // The URI the seller signed: our public URL, whatever address the request came in on.
     let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let target_uri = format!(
@@ -191,19 +217,19 @@ pub async fn verify_seller_signature<S: Store, T: Transport>(
         && jwks::claim_fetch(env.store, tenant, seller_id, now).await?
     {
         let Some(s) = seller::get(env.store, tenant, seller_id).await? else {
-            return Err(refuse(rfc9421::SignatureError::KeyUnknown));
+            return Err(refusal(rfc9421::SignatureError::KeyUnknown));
         };
         let found =
             jwks::discover(env.transport, &s.mcp_url, env.config.allow_private_networks).await;
         // Re-registered during the fetch: the old agent's keys must not be kept.
         let current = seller::get(env.store, tenant, seller_id).await?;
         if current.is_none_or(|c| c.mcp_url != s.mcp_url) {
-            return Err(refuse(rfc9421::SignatureError::KeyUnknown));
+            return Err(refusal(rfc9421::SignatureError::KeyUnknown));
         }
         keys = Some(jwks::record_attempt(env.store, tenant, seller_id, keys, found, now).await?);
         result = verify(keys.as_ref());
     }
-    result.map_err(refuse)
+    result.map_err(refusal)
 }
 
 /// Keys from the cache; nonces from the caller's replay ledger.

@@ -1,9 +1,10 @@
 //! Receiving one delivery, cheapest and safest checks first, into the journal.
 
-use super::auth::authenticate;
+use super::auth::{authenticate, presents_signature, verify_seller_signature};
 use super::env::{Answer, IntakeEnv, MAX_WEBHOOK_BYTES};
 use super::interop;
 use super::refusal::{Refusal, key_conflict};
+use crate::auth::rfc9421::Verified;
 use crate::foundation::http::{ApiError, Request, json_response};
 use crate::foundation::keys::{self, valid_id};
 use crate::foundation::log::{self};
@@ -13,6 +14,7 @@ use crate::foundation::transport::Transport;
 use crate::lifecycle::effects;
 use crate::model::operation::{Delivery, DeliveryCheck, Operation, WebhookRegistration};
 use crate::model::payload::observation_from_webhook;
+use crate::model::webhook_path::parse_webhook_path;
 use crate::records::interop::Defect;
 use crate::records::journal::{Effect, EntryKind};
 use crate::records::metrics::{self, Rejection};
@@ -21,11 +23,8 @@ use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
 pub async fn handle<S: Store, T: Transport>(env: &IntakeEnv<'_, S, T>, req: Request) -> Answer {
-    let op_hint = req
-        .uri()
-        .path()
-        .strip_prefix("/webhooks/adcp/")
-        .unwrap_or("")
+    let op_hint = parse_webhook_path(req.uri().path())
+        .map_or("", |(op, _)| op)
         .to_string();
     match receive(env, &req).await {
         Ok(answer) => answer,
@@ -121,16 +120,23 @@ async fn receive<S: Store, T: Transport>(
             "operation not found",
         )
     };
-    let op_id = req
-        .uri()
-        .path()
-        .strip_prefix("/webhooks/adcp/")
-        .filter(|id| valid_id(id))
-        .ok_or_else(unknown)?
-        .to_string();
-    let op = load(env, &op_id).await?.ok_or_else(unknown)?;
+    let (op_id, signer) = parse_webhook_path(req.uri().path()).ok_or_else(unknown)?;
+    // RFC 9421 at a path naming its signer: the signature first, with that seller's keys, so
+    // a forgery costs that one read and never the operation's (its nonce is checked against
+    // the operation's ledger once read).
+    let presigned = match signer {
+        Some(s) if presents_signature(req) => {
+            Some(verify_seller_signature(env, req, s.tenant, s.seller, &|_, _| false).await?)
+        }
+        _ => None,
+    };
+    let op = load(env, op_id).await?.ok_or_else(unknown)?;
+    // A seller's signature vouches only for its own operations.
+    if signer.is_some_and(|s| (s.tenant, s.seller) != (&op.tenant_id[..], &op.seller_id[..])) {
+        return Err(unknown());
+    }
     let tenant_id = op.tenant_id.clone();
-    receive_for(env, req, op_id, op)
+    receive_for(env, req, op_id.to_string(), op, presigned)
         .await
         .map_err(|refusal| Refusal {
             tenant_id: Some(tenant_id),
@@ -144,6 +150,7 @@ async fn receive_for<S: Store, T: Transport>(
     req: &Request,
     op_id: String,
     op: Operation,
+    presigned: Option<Verified>,
 ) -> Result<Answer, Refusal> {
     let registration = op.webhook.as_ref().ok_or_else(|| {
         Refusal::unauthenticated(
@@ -158,7 +165,7 @@ async fn receive_for<S: Store, T: Transport>(
         !op.status.is_closed(),
     );
     let at = op_id.clone();
-    let checked = match authenticate(env, req, &op, registration.mode).await {
+    let checked = match authenticate(env, req, &op, registration.mode, presigned).await {
         Ok(nonce) => {
             let token = registration.token.clone();
             authenticated(env, req, op_id, op, token, nonce)

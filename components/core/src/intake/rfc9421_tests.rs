@@ -273,3 +273,68 @@ fn forged_deliveries_fetch_the_sellers_keys_at_most_once_per_cooldown() {
         "one more attempt, a cooldown after the first fetch"
     );
 }
+
+/// The path an RFC 9421 operation is registered with now: it names the signer.
+const SIGNER_PATH: &str = "/webhooks/adcp/op1/t1/s1";
+
+#[test]
+fn at_a_path_naming_the_signer_a_forgery_costs_one_read_and_a_replay_is_still_refused() {
+    use crate::foundation::store::StoreOp;
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    seller_keys(&t);
+    let b = body("whk_gggggggggggggggg", "working");
+    let genuine = || signed_post(SIGNER_PATH, &b, "nonce-0000000021", "seller-key-1", NOW_S);
+    let (s, v, _) = send(&store, &config, &t, genuine());
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // The seller's keys are cached now. A forgery (right keyid, wrong body under the
+    // signature) is refused after reading them alone: the operation is never read.
+    store.reset_counts();
+    let mut forged = signed_post(SIGNER_PATH, &b, "nonce-0000000022", "seller-key-1", NOW_S);
+    *forged.body_mut() = body("whk_gggggggggggggggg", "completed").into_bytes();
+    let (s, v, _) = send(&store, &config, &t, forged);
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(
+        (store.count(StoreOp::Get), store.total_ops()),
+        (1, 1),
+        "a forgery costs one read"
+    );
+
+    // The same signed request again: its nonce is in the operation's ledger.
+    let (s, v, www) = send(&store, &config, &t, genuine());
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("webhook_signature_replayed")),
+        "{v}"
+    );
+    assert!(www.unwrap().contains("webhook_signature_replayed"));
+
+    // A genuine signature for this path, but another seller's operation: not found.
+    let mut other = crate::testing::sample("op2");
+    other.seller_id = "s2".into();
+    other.webhook = Some(WebhookRegistration {
+        url: "https://orch.example/webhooks/adcp/op2".into(),
+        mode: WebhookMode::Rfc9421,
+        token: config.sealing.seal(
+            &SeededEntropy::new(3),
+            "webhook:op2:token",
+            b"tok-0123456789abcdef",
+        ),
+        secret: None,
+    });
+    block_on(journal::create(&store, &FixedClock(1_000), &other)).unwrap();
+    let wrong = signed_post(
+        "/webhooks/adcp/op2/t1/s1",
+        &body("whk_hhhhhhhhhhhhhhhh", "working").replace("op1", "op2"),
+        "nonce-0000000023",
+        "seller-key-1",
+        NOW_S,
+    );
+    let (s, v, _) = send(&store, &config, &t, wrong);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{v}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod payload;
 pub mod state_machine;
 pub mod status;
 pub mod task;
+pub mod webhook_path;
 
 #[cfg(test)]
 mod task_table_tests;

@@ -29,6 +29,8 @@ pub struct Pending {
     pub token: String,
     /// The Bearer token or HMAC secret (none for RFC 9421).
     pub secret: Option<String>,
+    /// The path of the webhook URL registered (an RFC 9421 one names its signer).
+    pub path: String,
 }
 
 pub fn create_body(webhook: bool) -> Value {
@@ -160,7 +162,9 @@ impl App {
                 assert_eq!(op["status"], "submitted", "{op}");
                 let id = op["operation_id"].as_str().expect("id").to_string();
                 let pnc = &configs[&id];
+                let url = pnc["url"].as_str().expect("webhook url");
                 Pending {
+                    path: url[url.find("/webhooks/").expect("webhook path")..].to_string(),
                     task_id: op["task_id"].as_str().expect("task id").to_string(),
                     token: pnc["token"].as_str().expect("token").to_string(),
                     secret: pnc["authentication"]["credentials"]

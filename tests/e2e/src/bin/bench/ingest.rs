@@ -74,7 +74,7 @@ fn request_as(
     static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nth = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = webhook_body(t);
-    let path = format!("/webhooks/adcp/{}", t.op);
+    let path = &t.path;
     let req = client
         .post(format!("{}{path}", app.host.base_url()))
         .header("content-type", "application/json");
@@ -262,6 +262,7 @@ impl Floor {
             task_id: "task_floor_0".into(),
             token: "0".repeat(64),
             secret: None,
+            path: String::new(),
         };
         let mut floor = Floor {
             host,
