@@ -1,6 +1,7 @@
 //! AdCP JSON Schema validation for tests, against the spec's own schemas of a release: 3.1
-//! from the spec checkout `<repo>/../shared/adcp/schemas-3.1.19`, 3.2 from the installed
-//! `adcp` Python package (`_schemas/3.2`). Neither is ever copied into the repository.
+//! from the spec checkout `<repo>/../shared/adcp/schemas-3.1.19`, 3.0 and 3.2 from the
+//! installed `adcp` Python package (`_schemas/3.0`, `_schemas/3.2`). None is ever copied into
+//! the repository.
 //!
 //! Tools map to schemas through each release's `manifest.json`. Schemas name each other by
 //! `$ref`s under `/schemas/<patch release>/` (relative in 3.1.19, `/schemas/3.1.19/core/...`;
@@ -15,13 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The releases whose schemas the tests can open.
-pub const RELEASES: [&str; 2] = ["3.1", "3.2"];
+pub const RELEASES: [&str; 3] = ["3.0", "3.1", "3.2"];
 
-/// Where a release's schemas are (`3.1` is the 3.1.19 checkout beside the repository).
+/// Where a release's schemas are (`3.1` is the 3.1.19 checkout beside the repository; 3.0
+/// and 3.2 are the installed package's).
 pub fn schemas_dir(release: &str) -> PathBuf {
     match release {
         "3.1" => crate::repo_root().join("../shared/adcp/schemas-3.1.19"),
-        "3.2" => adcp_package().join("_schemas/3.2"),
+        "3.0" | "3.2" => adcp_package().join(format!("_schemas/{release}")),
         other => panic!("no AdCP {other} schemas (have {RELEASES:?})"),
     }
 }
@@ -130,7 +132,7 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    /// Opens the schemas of `release` (`3.1` or `3.2`); panics with the path when they are
+    /// Opens the schemas of `release` (`3.0`, `3.1` or `3.2`); panics with the path when they are
     /// missing, since every conformance check depends on them.
     pub fn open(release: &str) -> Schemas {
         let dir = schemas_dir(release);
@@ -147,6 +149,11 @@ impl Schemas {
             version,
             compiled: Mutex::default(),
         }
+    }
+
+    /// Whether the release's manifest has `tool`.
+    pub fn has_tool(&self, tool: &str) -> bool {
+        self.manifest["tools"][tool].is_object()
     }
 
     /// The patch release these schemas are (`3.1.19`, `3.2.4`).

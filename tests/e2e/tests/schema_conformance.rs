@@ -278,8 +278,16 @@ impl App {
         }
         let pnc = sellers.registration(id);
         let body = payload.to_string();
-        let path = format!("/webhooks/adcp/{id}");
-        assert_eq!(pnc["url"], format!("{}{path}", self.public));
+        // Our public URL for the operation; an RFC 9421 one also names its signer (tenant
+        // and seller).
+        let url = pnc["url"].as_str().expect("webhook url");
+        let path = url.strip_prefix(&self.public).expect("our public origin");
+        let rest = path.strip_prefix(&format!("/webhooks/adcp/{id}")).expect("its path");
+        match sellers.mode {
+            "rfc9421" => assert!(rest.ends_with(&format!("/{}", sellers.up_id())), "{url}"),
+            _ => assert_eq!(rest, "", "{url}"),
+        }
+        let path = path.to_string();
         let req = self
             .api
             .http

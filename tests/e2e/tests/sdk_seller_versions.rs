@@ -3,10 +3,12 @@
 //! negotiated from the seller's declaration, on its record and on every call it receives; a
 //! submitted create completed by the seller's signed webhook and another completed by polling
 //! with the release's polling tool (3.0's `tasks/get` answers without a result, so the buy is
-//! looked up by its context). One host for the three sellers.
+//! looked up by its context); every call each seller received is valid against its release's
+//! request schemas. One host for the three sellers.
 
 use e2e::proxy::Proxy;
 use e2e::python_seller::PythonSeller;
+use e2e::schema::{Direction, Schemas};
 use e2e::{Api, start};
 use serde_json::{Value, json};
 use spin_test_host::TestHost;
@@ -297,6 +299,31 @@ async fn sellers_of_each_release_negotiate_their_envelope_and_complete_async_buy
                 false => &r.envelope,
             };
             assert_eq!(&sent, want, "{}: {call}", r.version);
+        }
+        // Every call is valid against the seller's release's own request schema (3.0's
+        // `tasks/get` is not a manifest tool: its request is `core/tasks-get-request.json`).
+        let schemas = Schemas::open(r.version);
+        for call in &calls {
+            let (tool, args) = (call["tool"].as_str().unwrap_or(""), &call["arguments"]);
+            let failed: Vec<String> = if tool == "tasks/get" {
+                let report = schemas.check("core/tasks-get-request.json", args);
+                (!report.is_valid())
+                    .then(|| report.to_string())
+                    .into_iter()
+                    .collect()
+            } else {
+                assert!(schemas.has_tool(tool), "{}: {tool} is not AdCP", r.version);
+                (schemas.check_tool(tool, Direction::Request, args).iter())
+                    .map(|report| report.to_string())
+                    .collect()
+            };
+            assert!(
+                failed.is_empty(),
+                "{} {tool} is not valid AdCP {}:\n{args:#}\n{}",
+                r.version,
+                schemas.version(),
+                failed.join("")
+            );
         }
         let tools: BTreeSet<&str> = calls.iter().filter_map(|c| c["tool"].as_str()).collect();
         assert!(
