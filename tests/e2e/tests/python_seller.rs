@@ -204,10 +204,15 @@ async fn complete_by_webhook(seller: &PythonSeller, w: &World, seller_id: &str, 
     let task_id = op["task_id"].as_str().expect("task_id").to_string();
     let creates = seller.calls_for("create_media_buy", &op_id).await;
     let pnc = &creates[0]["arguments"]["push_notification_config"];
-    assert_eq!(
-        pnc["url"],
-        format!("{}/webhooks/adcp/{op_id}", w.proxy.url())
-    );
+    // Our public URL; an RFC 9421 one also names its signer (tenant and seller).
+    let url = pnc["url"].as_str().expect("webhook url");
+    let rest = url
+        .strip_prefix(&format!("{}/webhooks/adcp/{op_id}", w.proxy.url()))
+        .expect("the operation's webhook URL");
+    match mode {
+        "rfc9421" => assert!(rest.ends_with(&format!("/{seller_id}")), "{url}"),
+        _ => assert_eq!(rest, "", "{url}"),
+    }
     match mode {
         "rfc9421" => assert!(pnc.get("authentication").is_none(), "{pnc}"),
         _ => assert_eq!(pnc["authentication"]["schemes"], json!(["HMAC-SHA256"])),

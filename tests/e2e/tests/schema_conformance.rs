@@ -282,7 +282,9 @@ impl App {
         // and seller).
         let url = pnc["url"].as_str().expect("webhook url");
         let path = url.strip_prefix(&self.public).expect("our public origin");
-        let rest = path.strip_prefix(&format!("/webhooks/adcp/{id}")).expect("its path");
+        let rest = path
+            .strip_prefix(&format!("/webhooks/adcp/{id}"))
+            .expect("its path");
         match sellers.mode {
             "rfc9421" => assert!(rest.ends_with(&format!("/{}", sellers.up_id())), "{url}"),
             _ => assert_eq!(rest, "", "{url}"),
