@@ -3,10 +3,9 @@
 
 use orchestrator_core::api::{self, ApiConfig, Env, MAX_BODY_BYTES};
 use orchestrator_core::config::SweepConfig;
-use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
     HostClock, HostEntropy, SpinTransport, StderrLog, accept, allow_private_networks,
-    into_spin_response, public_base_url, sealing_key, variable,
+    into_spin_response, public_base_url, sealing_key, seller_calls, variable,
 };
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
@@ -23,15 +22,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         entropy: &HostEntropy,
         config: &config,
         log: &StderrLog,
-        calls: &McpSellerCalls {
-            store: &store,
-            transport: &SpinTransport,
-            sealing: &config.sealing,
-            clock: &HostClock,
-            entropy: &HostEntropy,
-            sessions: Default::default(),
-            deadline: Default::default(),
-        },
+        calls: &seller_calls(&store, &config.sealing, &HostClock),
         transport: &SpinTransport,
         sweep: &sweep,
     };

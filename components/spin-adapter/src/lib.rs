@@ -10,6 +10,7 @@ use orchestrator_core::foundation::store::{Store, StoreResult};
 use orchestrator_core::foundation::transport::{
     InboundResponse, Limits, OutboundRequest, Transport, TransportError,
 };
+use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{HeaderValue, Response, StatusCode};
@@ -145,6 +146,24 @@ impl Entropy for HostEntropy {
 
 /// Outbound HTTP through Spin (`wasi:http` client), subject to `allowed_outbound_hosts`.
 pub struct SpinTransport;
+
+/// The MCP client a component calls sellers with: Spin's store and outbound HTTP, the host's
+/// randomness, no sessions known yet and no deadline but each call's own.
+pub fn seller_calls<'a>(
+    store: &'a SpinStore,
+    sealing: &'a SealingKey,
+    clock: &'a dyn Clock,
+) -> McpSellerCalls<'a, SpinStore, SpinTransport> {
+    McpSellerCalls {
+        store,
+        transport: &SpinTransport,
+        sealing,
+        clock,
+        entropy: &HostEntropy,
+        sessions: Default::default(),
+        deadline: Default::default(),
+    }
+}
 
 impl Transport for SpinTransport {
     async fn send(

@@ -3,10 +3,10 @@
 
 use orchestrator_core::config::SweepConfig;
 use orchestrator_core::foundation::clock::Clock;
-use orchestrator_core::seller::mcp::McpSellerCalls;
 use orchestrator_core::sweep::{self, SweepEnv};
 use spin_adapter::{
-    HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, sealing_key, variable,
+    HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, sealing_key, seller_calls,
+    variable,
 };
 
 spin_sdk::wit_bindgen::generate!({
@@ -42,15 +42,7 @@ impl Guest for Sweep {
         };
         let config = SweepConfig::parse(&variable("sweep_config").await.unwrap_or_default())
             .map_err(fail)?;
-        let calls = McpSellerCalls {
-            store: &store,
-            transport: &SpinTransport,
-            sealing: &sealing,
-            clock: &clock,
-            entropy: &HostEntropy,
-            sessions: Default::default(),
-            deadline: Default::default(),
-        };
+        let calls = seller_calls(&store, &sealing, &clock);
         let env = SweepEnv {
             store: &store,
             clock: &clock,

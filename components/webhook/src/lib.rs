@@ -6,10 +6,9 @@
 
 use orchestrator_core::intake::{self, IntakeConfig, IntakeEnv, MAX_WEBHOOK_BYTES};
 use orchestrator_core::records::notify;
-use orchestrator_core::seller::mcp::McpSellerCalls;
 use spin_adapter::{
-    HostClock, HostEntropy, SpinStore, SpinTransport, StderrLog, accept, allow_private_networks,
-    into_spin_response, public_base_url, sealing_key,
+    HostClock, SpinStore, SpinTransport, StderrLog, accept, allow_private_networks,
+    into_spin_response, public_base_url, sealing_key, seller_calls,
 };
 use spin_sdk::http::{IntoResponse, Request};
 use spin_sdk::http_service;
@@ -21,15 +20,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         Err(response) => return Ok(response),
     };
     if intake::agent::is_agent_webhook(&req) {
-        let calls = McpSellerCalls {
-            store: &store,
-            transport: &SpinTransport,
-            sealing: &config.sealing,
-            clock: &HostClock,
-            entropy: &HostEntropy,
-            sessions: Default::default(),
-            deadline: Default::default(),
-        };
+        let calls = seller_calls(&store, &config.sealing, &HostClock);
         let response = intake::agent::handle(&env(&store, &config), &calls, req).await;
         return Ok(into_spin_response(response));
     }
