@@ -7,7 +7,7 @@
 //! 503, so the seller's own retries carry the refresh (nothing is stored to be lost). Replays
 //! within a signature's lifetime are harmless: every effect is a refetch.
 
-use super::auth::verify_seller_signature;
+use super::auth::{cached_signer_keys, verify_with_cached};
 use super::env::IntakeEnv;
 use super::receive::misshapen;
 use super::refusal::Refusal;
@@ -87,13 +87,22 @@ async fn receive<S: Store, T: Transport, C: SellerCalls>(
     let (tenant, seller_id) = parse_path(req.uri().path())
         .filter(|(t, s)| valid_id(t) && valid_id(s))
         .ok_or_else(unknown)?;
-    // The signature first, with the seller's cached keys: a forgery costs that one read.
+    // The signature first when the seller's keys are cached: a forgery costs that one read.
+    // Otherwise the registration is read first, so a made-up seller costs no key-fetch claim.
     // Nothing is remembered of these deliveries, so no nonce is ever "seen".
-    verify_seller_signature(env, req, tenant, seller_id, &|_, _| false).await?;
+    let never_seen = |_: &str, _: &str| false;
+    let keys = cached_signer_keys(env, tenant, seller_id).await?;
+    let verified = keys.is_some();
+    if verified {
+        verify_with_cached(env, req, tenant, seller_id, &never_seen, keys).await?;
+    }
     let record = seller::get(env.store, tenant, seller_id)
         .await?
         .filter(|s| s.capability_subscription.is_some())
         .ok_or_else(unknown)?;
+    if !verified {
+        verify_with_cached(env, req, tenant, seller_id, &never_seen, None).await?;
+    }
     let invalid = |message: &str| {
         Refusal::new(
             Rejection::BadRequest,

@@ -244,3 +244,25 @@ fn notices_of_other_kinds_or_without_a_revision_are_refused() {
     }
     assert_eq!(w.seller.capability_calls.get(), 0);
 }
+
+#[test]
+fn a_notice_naming_a_made_up_seller_writes_nothing() {
+    use crate::foundation::store::StoreOp;
+    let w = World::new(true);
+    w.store.reset_counts();
+    let req = signed_post(
+        &path("t9", "s9"),
+        &notice("rev_2").to_string(),
+        "n1",
+        "seller-key-1",
+        NOW_S,
+    );
+    let (s, body, _) = w.send(req);
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(
+        w.store.total_ops(),
+        w.store.count(StoreOp::Get),
+        "reads only"
+    );
+    assert_eq!(w.seller.capability_calls.get(), 0);
+}

@@ -183,6 +183,31 @@ pub async fn verify_seller_signature<S: Store, T: Transport>(
     seller_id: &str,
     nonce_seen: &dyn Fn(&str, &str) -> bool,
 ) -> Result<rfc9421::Verified, Refusal> {
+    let keys = jwks::cached(env.store, tenant, seller_id).await?;
+    verify_with_cached(env, req, tenant, seller_id, nonce_seen, keys).await
+}
+
+/// The signer's cached keys, read before its operation or record: `None` when none are
+/// cached. Only a signer with keys cached is checked first; for any other the registration is
+/// read first, so a forger naming made-up sellers cannot make us claim key fetches for them
+/// (a write each).
+pub async fn cached_signer_keys<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    tenant: &str,
+    seller_id: &str,
+) -> Result<Option<jwks::CachedKeys>, Refusal> {
+    Ok(jwks::cached(env.store, tenant, seller_id).await?)
+}
+
+/// [`verify_seller_signature`] with the cached keys already read (`keys`).
+pub async fn verify_with_cached<S: Store, T: Transport>(
+    env: &IntakeEnv<'_, S, T>,
+    req: &Request,
+    tenant: &str,
+    seller_id: &str,
+    nonce_seen: &dyn Fn(&str, &str) -> bool,
+    keys: Option<jwks::CachedKeys>,
+) -> Result<rfc9421::Verified, Refusal> {
     // The URI the seller signed: our public URL, whatever address the request came in on.
     let path_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let target_uri = format!(
@@ -208,7 +233,7 @@ pub async fn verify_seller_signature<S: Store, T: Transport>(
             },
         )
     };
-    let mut keys = jwks::cached(env.store, tenant, seller_id).await?;
+    let mut keys = keys;
     let mut result = verify(keys.as_ref());
     let unknown = result == Err(rfc9421::SignatureError::KeyUnknown);
     // Past the TTL even a known key is checked against the seller's current set (it may

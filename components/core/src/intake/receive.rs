@@ -1,6 +1,6 @@
 //! Receiving one delivery, cheapest and safest checks first, into the journal.
 
-use super::auth::{authenticate, presents_signature, verify_seller_signature};
+use super::auth::{authenticate, cached_signer_keys, presents_signature, verify_with_cached};
 use super::env::{Answer, IntakeEnv, MAX_WEBHOOK_BYTES};
 use super::interop;
 use super::refusal::{Refusal, key_conflict};
@@ -121,12 +121,19 @@ async fn receive<S: Store, T: Transport>(
         )
     };
     let (op_id, signer) = parse_webhook_path(req.uri().path()).ok_or_else(unknown)?;
-    // RFC 9421 at a path naming its signer: the signature first, with that seller's keys, so
-    // a forgery costs that one read and never the operation's (its nonce is checked against
-    // the operation's ledger once read).
+    // RFC 9421 at a path naming its signer: the signature first, with that seller's cached
+    // keys, so a forgery costs that one read and never the operation's (its nonce is checked
+    // against the operation's ledger once read). A signer with no keys cached (its first
+    // delivery, or a made-up one) is checked after its operation, as any other.
     let presigned = match signer {
         Some(s) if presents_signature(req) => {
-            Some(verify_seller_signature(env, req, s.tenant, s.seller, &|_, _| false).await?)
+            match cached_signer_keys(env, s.tenant, s.seller).await? {
+                Some(keys) => Some(
+                    verify_with_cached(env, req, s.tenant, s.seller, &|_, _| false, Some(keys))
+                        .await?,
+                ),
+                None => None,
+            }
         }
         _ => None,
     };

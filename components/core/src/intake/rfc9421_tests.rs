@@ -338,3 +338,27 @@ fn at_a_path_naming_the_signer_a_forgery_costs_one_read_and_a_replay_is_still_re
         "{v}"
     );
 }
+
+#[test]
+fn a_forgery_naming_a_made_up_signer_claims_no_key_fetch_and_writes_nothing() {
+    use crate::foundation::store::StoreOp;
+    let (store, config) = world();
+    let t = ScriptedTransport::default();
+    store.reset_counts();
+    let b = body("whk_iiiiiiiiiiiiiiii", "working");
+    let forged = signed_post(
+        "/webhooks/adcp/op1/t9/s9",
+        &b,
+        "nonce-0000000031",
+        "k",
+        NOW_S,
+    );
+    let (s, v, _) = send(&store, &config, &t, forged);
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{v}"
+    );
+    assert_eq!(store.total_ops(), store.count(StoreOp::Get), "reads only");
+    assert!(t.requests.borrow().is_empty(), "no key discovery");
+}
