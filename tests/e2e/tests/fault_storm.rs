@@ -204,6 +204,30 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
                 poll.map(|p| String::from_utf8_lossy(&p).into_owned())
             );
         }
+        // Where the due index filed them, how far the sweep read, and what it logged.
+        let text = |k: &str| {
+            kv.get("default", k)
+                .unwrap()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        for k in kv.keys("default").unwrap() {
+            let named = text(&k).is_some_and(|v| pending.contains(&v));
+            if (k.starts_with("due:") && named) || pending.iter().any(|id| k.contains(id.as_str()))
+            {
+                let count = k
+                    .rsplit_once(':')
+                    .filter(|_| k.starts_with("due:"))
+                    .and_then(|(b, _)| text(&format!("{b}:n")));
+                eprintln!("{k} = {:?} (bucket count {count:?})", text(&k));
+            }
+        }
+        eprintln!("sweep:cursor = {:?}", text("sweep:cursor"));
+        eprintln!("sweep:last = {:?}", text("sweep:last"));
+        for l in host.output().lines() {
+            if pending.iter().any(|id| l.contains(id.as_str())) {
+                eprintln!("{l}");
+            }
+        }
     }
     assert!(pending.is_empty(), "never sent to the seller: {pending:?}");
     let injected = host.kv_faults_injected();

@@ -35,10 +35,20 @@
 //! entry again in the current bucket. Replica clocks may differ by up to `grace - write_guard`
 //! (40 s). So an entry is either visible before its bucket can finish, or filed again.
 //!
-//! The caller settles each [`Hint`] ([`Sweep::settle`]); unsettled ones (leased by another
-//! sweep, tick out of time) are filed again, due now or at [`Sweep::defer`]'s time, before
-//! [`Sweep::commit`] moves the cursor past them. A crash before the commit only means the next
-//! tick reads the same entries again.
+//! The caller settles each [`Hint`] ([`Sweep::settle`]) or defers it ([`Sweep::defer`]: leased
+//! by another sweep, a store failure), and [`Sweep::commit`] files deferred ones again at
+//! their time before it moves the cursor past them. Hints the tick did not get to (out of
+//! time), and deferred ones whose filing failed, are left **unread**: the cursor keeps them as
+//! holes, so the next tick reads them again for a `get` each and no write. A crash before the
+//! commit only means the next tick reads the same entries again.
+//!
+//! # Store failures
+//!
+//! Under a flaky store a tick must still make progress, or a backlog that needs many calls to
+//! clear never clears: a failed entry read is a hole (read again next tick), a failed count
+//! read skips that bucket (the cursor stays before it, later buckets are still read), a failed
+//! requeue leaves its hint unread, a failed purge is retried next tick. Only the cursor's own
+//! write failing loses the tick's progress.
 //!
 //! # Concurrent sweeps
 //!
@@ -288,8 +298,12 @@ pub struct SweepReport {
     pub hints: usize,
     /// Further entries for operations already handed out, dropped.
     pub duplicates: usize,
-    /// Unsettled hints filed again.
+    /// Deferred hints filed again.
     pub requeued: usize,
+    /// Hints not worked (out of time) or whose requeue failed: read again next tick.
+    pub unread: usize,
+    /// Index reads that failed: their buckets or slots are read again next tick.
+    pub read_failures: u64,
     pub buckets_read: u64,
     /// Empty slots in closed buckets, given up (their writer crashed before writing).
     pub holes_skipped: u64,
@@ -318,6 +332,7 @@ pub struct Sweep {
     settled: BTreeSet<(u64, u64)>,
     deferred: BTreeMap<(u64, u64), u64>,
     holes_skipped: u64,
+    read_failures: u64,
     backlog: bool,
 }
 
@@ -344,6 +359,7 @@ impl Sweep {
             settled: BTreeSet::new(),
             deferred: BTreeMap::new(),
             holes_skipped: 0,
+            read_failures: 0,
             backlog: false,
         };
         let Some(last_due) = cfg.last_due_bucket(now_ms) else {
@@ -353,24 +369,27 @@ impl Sweep {
         // room beyond them or the sweep could never get past them.
         let max_buckets = cfg.max_buckets.max(cfg.grace_ms / cfg.bucket_ms.max(1) + 2);
         let mut bucket = sweep.start.bucket;
+        let mut visited = 0;
         while bucket <= last_due {
-            if sweep.counts.len() as u64 >= max_buckets || sweep.hints.len() >= cfg.max_entries {
+            if visited >= max_buckets || sweep.hints.len() >= cfg.max_entries {
                 sweep.backlog = true;
                 break;
             }
-            if sweep.read_bucket(store, bucket).await.is_err() {
-                // A store failure costs this tick the rest of the index, not the hints
-                // already read: the cursor stops before this bucket, so it is read again.
-                sweep.backlog = true;
-                break;
-            }
+            sweep.read_bucket(store, bucket).await;
+            visited += 1;
             bucket += 1;
         }
         Ok(sweep)
     }
 
-    async fn read_bucket(&mut self, store: &impl Store, bucket: u64) -> StoreResult<()> {
-        let count = bucket_count(store, bucket).await?;
+    /// Reads one bucket's new entries and holes. A failed count read skips the bucket (no
+    /// count, so the cursor cannot pass it); a failed entry read keeps its slot a hole.
+    async fn read_bucket(&mut self, store: &impl Store, bucket: u64) {
+        let Ok(count) = bucket_count(store, bucket).await else {
+            self.read_failures += 1;
+            self.backlog = true;
+            return;
+        };
         self.counts.insert(bucket, count);
         let closed = self.cfg.is_closed(bucket, self.now_ms);
         let mut p = self.start.progress(bucket);
@@ -382,11 +401,7 @@ impl Sweep {
                 holes.extend_from_slice(&old_holes[i..]);
                 break;
             }
-            match read_entry(store, bucket, n).await? {
-                Some(op_id) => self.offer(Hint { bucket, n, op_id }),
-                None if closed => self.holes_skipped += 1,
-                None => holes.push(n),
-            }
+            self.take_entry(store, bucket, n, closed, &mut holes).await;
         }
         while p.read < count {
             if self.hints.len() >= self.cfg.max_entries {
@@ -394,16 +409,33 @@ impl Sweep {
                 break;
             }
             let n = p.read + 1;
-            match read_entry(store, bucket, n).await? {
-                Some(op_id) => self.offer(Hint { bucket, n, op_id }),
-                None if closed => self.holes_skipped += 1,
-                None => holes.push(n),
-            }
+            self.take_entry(store, bucket, n, closed, &mut holes).await;
             p.read = n;
         }
         p.holes = holes;
         self.progress.insert(bucket, p);
-        Ok(())
+    }
+
+    /// Reads slot `n`: an entry is offered, an empty slot stays a hole until its bucket is
+    /// closed (then its writer crashed), a failed read stays a hole.
+    async fn take_entry(
+        &mut self,
+        store: &impl Store,
+        bucket: u64,
+        n: u64,
+        closed: bool,
+        holes: &mut Vec<u64>,
+    ) {
+        match read_entry(store, bucket, n).await {
+            Ok(Some(op_id)) => self.offer(Hint { bucket, n, op_id }),
+            Ok(None) if closed => self.holes_skipped += 1,
+            Ok(None) => holes.push(n),
+            Err(_) => {
+                self.read_failures += 1;
+                self.backlog = true;
+                holes.push(n);
+            }
+        }
     }
 
     /// Hands a hint out, unless its operation already was this tick (a rescheduled
@@ -434,30 +466,42 @@ impl Sweep {
     }
 
     /// The hint's operation could not be handled now; file it again as due at `due_at_ms`
-    /// (e.g. when its lease ends). Unsettled hints are deferred to now by default.
+    /// (e.g. when its lease ends). Hints neither settled nor deferred are left unread.
     pub fn defer(&mut self, hint: &Hint, due_at_ms: u64) {
         self.settled.remove(&(hint.bucket, hint.n));
         self.deferred.insert((hint.bucket, hint.n), due_at_ms);
     }
 
-    /// Files unsettled hints again, moves the cursor past what was read, deletes buckets
-    /// past retention, and stores the cursor merged with any concurrent sweep's.
+    /// Files deferred hints again, leaves the others not settled unread, moves the cursor
+    /// past what was read, deletes buckets past retention, and stores the cursor merged with
+    /// any concurrent sweep's. Fails only when that last write does.
     pub async fn commit(self, store: &impl Store, clock: &dyn Clock) -> StoreResult<SweepReport> {
         let cfg = self.cfg;
         let now = self.now_ms;
-        let mut requeued = 0;
+        let (mut requeued, mut unread) = (0, 0);
+        let mut progress = self.progress.clone();
         for h in &self.hints {
             let key = (h.bucket, h.n);
             if self.settled.contains(&key) {
                 continue;
             }
-            let due_at = self.deferred.get(&key).copied().unwrap_or(now);
-            schedule(store, &cfg, clock, &h.op_id, due_at).await?;
-            requeued += 1;
+            if let Some(&due_at) = self.deferred.get(&key)
+                && schedule(store, &cfg, clock, &h.op_id, due_at).await.is_ok()
+            {
+                requeued += 1;
+                continue;
+            }
+            let p = progress
+                .entry(h.bucket)
+                .or_insert_with(|| self.start.progress(h.bucket));
+            p.holes.push(h.n);
+            p.holes.sort_unstable();
+            p.holes.dedup();
+            unread += 1;
         }
 
         let mut mine = self.start.clone();
-        for (b, p) in &self.progress {
+        for (b, p) in &progress {
             if p.is_empty() {
                 mine.open.remove(b);
             } else {
@@ -478,7 +522,9 @@ impl Sweep {
             .min(cfg.bucket_of(now.saturating_sub(cfg.retain_ms)));
         let mut purged_buckets = 0;
         while mine.purged < purge_to && purged_buckets < cfg.max_buckets {
-            purge_bucket(store, mine.purged).await?;
+            if purge_bucket(store, mine.purged).await.is_err() {
+                break;
+            }
             mine.purged += 1;
             purged_buckets += 1;
         }
@@ -497,6 +543,8 @@ impl Sweep {
             hints: self.hints.len(),
             duplicates: self.duplicates,
             requeued,
+            unread,
+            read_failures: self.read_failures,
             buckets_read: self.counts.len() as u64,
             holes_skipped: self.holes_skipped,
             cursor: mine.bucket,

@@ -19,8 +19,8 @@
 //!     poll / redispatch; breaker.record_success | record_failure
 //!     next = PollPolicy::next_poll_at_ms(…) or Backoff/Schedule; write the record
 //!     due::schedule(op, next); lease.release(); sweep.settle(hint)
-//! sweep.commit()                                    (requeue the unsettled, move the cursor,
-//!                                                    purge old buckets)
+//! sweep.commit()                                    (requeue the deferred, keep the rest
+//!                                                    unread, move the cursor, purge)
 //! ```
 //!
 //! `schedule/tests.rs` runs exactly this against the in-memory store: about 9 store calls per

@@ -3,7 +3,7 @@
 //! other lanes still have work, a lane gets at most its share of the tick's budget (the
 //! budget over the number of lanes), and each of its calls must end within what is left of
 //! that share. A lane past its share waits until no other lane has work, then may use what
-//! is left of the budget. Hints not reached stay unsettled and are filed again by the commit.
+//! is left of the budget. Hints not reached stay unread, for the next tick.
 
 use crate::foundation::keys;
 use crate::foundation::store::{Store, get_json};

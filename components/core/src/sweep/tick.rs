@@ -16,7 +16,29 @@ use crate::schedule::poll::{PollState, schedule_at};
 use crate::seller::{guard::Guarded, port::SellerCalls};
 
 /// `scheduled_at_ms` is the trigger's own time (cron metadata). Seller calls go through breakers.
+/// A tick that fails is logged (`sweep.tick_failed`): the cron trigger only counts it.
 pub async fn tick<S: Store, C: SellerCalls, T: Transport>(
+    env: &SweepEnv<'_, S, C, T>,
+    trigger: &str,
+    scheduled_at_ms: u64,
+) -> JournalResult<TickReport> {
+    let ticked = run(env, trigger, scheduled_at_ms).await;
+    if let Err(e) = &ticked {
+        log::emit(
+            env.log,
+            &log::Event {
+                ts_ms: env.clock.now_ms(),
+                event: "sweep.tick_failed",
+                outcome: Some(trigger),
+                detail: Some(log::capped(&e.to_string())),
+                ..Default::default()
+            },
+        );
+    }
+    ticked
+}
+
+async fn run<S: Store, C: SellerCalls, T: Transport>(
     env: &SweepEnv<'_, S, C, T>,
     trigger: &str,
     scheduled_at_ms: u64,
@@ -151,7 +173,7 @@ async fn sweep<S: Store, C: SellerCalls, T: Transport, U: Transport>(
             }
         }
     }
-    // Unsettled hints are filed again by the commit.
+    // Hints not reached are left unread by the commit: the next tick reads them again.
     report.backlog = lanes.left() > 0;
     // Reconciliation and the auditor: each call bounded by its own limits only.
     env.calls.set_deadline(None);

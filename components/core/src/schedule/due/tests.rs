@@ -17,7 +17,7 @@ fn cfg() -> DueConfig {
 }
 
 /// One tick that handles every hint.
-async fn tick(store: &MemoryStore, cfg: &DueConfig, now: u64) -> (Vec<Hint>, SweepReport) {
+async fn tick(store: &impl Store, cfg: &DueConfig, now: u64) -> (Vec<Hint>, SweepReport) {
     let mut sweep = Sweep::begin(store, cfg, now).await.unwrap();
     let hints = sweep.hints().to_vec();
     hints.iter().for_each(|h| sweep.settle(h));
@@ -116,7 +116,7 @@ fn duplicates_and_stale_hints_are_just_hints() {
 }
 
 #[test]
-fn unsettled_hints_are_filed_again_and_deferred_ones_at_their_time() {
+fn unsettled_hints_are_read_again_and_deferred_ones_filed_at_their_time() {
     let s = MemoryStore::new();
     let c = cfg();
     block_on(async {
@@ -131,12 +131,91 @@ fn unsettled_hints_are_filed_again_and_deferred_ones_at_their_time() {
         assert_eq!(ids(&hints), ["op_a", "op_b", "op_c"]);
         sweep.settle(&hints[0]);
         sweep.defer(&hints[2], T0 + 45_000);
-        // op_b left unsettled (say, leased by another sweep).
+        // op_b left unsettled (the tick ran out of time): no write, the cursor keeps it.
+        s.reset_counts();
         let report = sweep.commit(&s, &FixedClock(now)).await.unwrap();
-        assert_eq!(report.requeued, 2);
+        assert_eq!((report.requeued, report.unread), (1, 1));
+        assert_eq!(s.count(StoreOp::Increment), 1, "only op_c is filed again");
         assert_eq!(ids(&tick(&s, &c, T0 + 20_000).await.0), ["op_b"]);
         assert!(tick(&s, &c, T0 + 45_000).await.0.is_empty());
         assert_eq!(ids(&tick(&s, &c, T0 + 50_000).await.0), ["op_c"]);
+    });
+}
+
+/// Six operations over three buckets; a tick settles some, defers one and does not get to
+/// another. Returns what it settled and whether its commit succeeded.
+async fn storm_tick(store: &impl Store, c: &DueConfig, now: u64) -> (BTreeSet<String>, bool) {
+    let Ok(mut sweep) = Sweep::begin(store, c, now).await else {
+        return (BTreeSet::new(), false);
+    };
+    let mut settled = BTreeSet::new();
+    for h in sweep.hints().to_vec() {
+        match h.op_id.as_str() {
+            "op_2" => sweep.defer(&h, now + 30_000),
+            "op_4" => {} // out of time
+            id => {
+                settled.insert(id.to_string());
+                sweep.settle(&h);
+            }
+        }
+    }
+    let ok = sweep.commit(store, &FixedClock(now)).await.is_ok();
+    (settled, ok)
+}
+
+async fn storm_setup(store: &impl Store, c: &DueConfig) {
+    tick(store, c, T0).await;
+    for i in 0..6u64 {
+        let at = T0 + 1_000 + (i % 3) * 10_000;
+        schedule(store, c, &FixedClock(at), &format!("op_{i}"), at)
+            .await
+            .unwrap();
+    }
+}
+
+#[test]
+fn every_failed_call_of_a_tick_loses_no_hint_and_keeps_the_progress_of_the_others() {
+    let c = cfg();
+    let now = T0 + 40_000;
+    block_on(async {
+        let clean = MemoryStore::new();
+        storm_setup(&clean, &c).await;
+        clean.reset_counts();
+        storm_tick(&clean, &c, now).await;
+        let calls = clean.total_ops();
+        assert!(calls > 10, "the tick makes {calls} calls");
+        for n in 1..=calls {
+            for lose in [false, true] {
+                let s = crate::testing::LossyStore::default();
+                storm_setup(&s, &c).await;
+                if lose {
+                    s.lose_nth_answer(n);
+                } else {
+                    s.inner.fail_nth_call(n);
+                }
+                let (mut settled, ok) = storm_tick(&s, &c, now).await;
+                let faulty = settled.clone();
+                // The next ticks, clean and working everything, until op_2's time has come.
+                for (k, at) in [now + 1, now + 31_000, now + 120_000]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let (hints, _) = tick(&s.inner, &c, at).await;
+                    let again: Vec<_> = ids(&hints)
+                        .into_iter()
+                        .filter(|id| faulty.contains(id))
+                        .collect();
+                    assert!(
+                        k > 0 || !ok || again.is_empty(),
+                        "call {n} (lost answer: {lose}): the commit succeeded but the next \
+                         tick hands out again {again:?}"
+                    );
+                    settled.extend(ids(&hints));
+                }
+                let all: BTreeSet<String> = (0..6).map(|i| format!("op_{i}")).collect();
+                assert_eq!(settled, all, "call {n} (lost answer: {lose})");
+            }
+        }
     });
 }
 
@@ -521,7 +600,7 @@ fn concurrent_writers_and_overlapping_sweeps_lose_nothing() {
 }
 
 #[test]
-fn a_failed_commit_hands_the_same_entries_out_again() {
+fn a_failed_cursor_write_hands_the_same_entries_out_again() {
     let s = MemoryStore::new();
     let c = cfg();
     block_on(async {
@@ -539,14 +618,15 @@ fn a_failed_commit_hands_the_same_entries_out_again() {
         assert!(sweep.commit(&s, &FixedClock(now)).await.is_err());
         assert_eq!(ids(&tick(&s, &c, now + 1).await.0), ["op_1", "op_2"]);
         assert!(tick(&s, &c, now + 2).await.0.is_empty());
-        // A requeue that fails leaves the cursor where it was, too.
+        // A requeue that fails leaves its hint unread: the next tick reads it again.
         schedule(&s, &c, &clock, "op_3", T0).await.unwrap();
         let mut sweep = Sweep::begin(&s, &c, now + 3).await.unwrap();
         assert_eq!(ids(sweep.hints()), ["op_3"]);
         let h = sweep.hints()[0].clone();
         sweep.defer(&h, T0 + 40_000);
         s.fail_nth_call(1);
-        assert!(sweep.commit(&s, &FixedClock(now + 3)).await.is_err());
+        let report = sweep.commit(&s, &FixedClock(now + 3)).await.unwrap();
+        assert_eq!((report.requeued, report.unread), (0, 1));
         assert_eq!(ids(&tick(&s, &c, now + 4).await.0), ["op_3"]);
     });
 }
