@@ -101,6 +101,19 @@ pub fn python(args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Webhook deliveries answered as repeats of an applied one, by the intake's log lines (a
+/// repeat costs no write, so it is not a store counter).
+pub fn duplicates_logged(output: &str) -> usize {
+    output
+        .lines()
+        .filter(|l| {
+            l.contains("\"event\":\"webhook.duplicate\"")
+                || (l.contains("\"event\":\"webhook.accepted\"")
+                    && l.contains("\"outcome\":\"duplicate\""))
+        })
+        .count()
+}
+
 /// Unix seconds now (cron ticks take the fire time in seconds).
 pub fn now_s() -> u64 {
     std::time::SystemTime::now()

@@ -264,7 +264,20 @@ async fn authenticated<S: Store, T: Transport>(
     let now = env.clock.now_ms();
     match deliveries::check(env.store, &op, &parsed.idempotency_key, &payload_hash).await? {
         DeliveryCheck::Repeat => {
-            metrics::webhook_duplicate(env.store).await?;
+            // Answered from the reads alone: a seller retrying in a loop costs no write (hosted
+            // stores meter writes). Operators count repeats from this log line.
+            log::emit(
+                env.log,
+                &log::Event {
+                    ts_ms: now,
+                    event: "webhook.duplicate",
+                    operation_id: Some(&op_id),
+                    tenant_id: Some(&op.tenant_id),
+                    seller_id: Some(&op.seller_id),
+                    idempotency_key_prefix: Some(log::key_prefix(&parsed.idempotency_key)),
+                    ..Default::default()
+                },
+            );
             return Ok(accepted("duplicate", None, None));
         }
         DeliveryCheck::Conflict => return Err(key_conflict()),
@@ -301,10 +314,8 @@ async fn authenticated<S: Store, T: Transport>(
             violation: None,
         });
     };
-    match effect {
-        Effect::DeliveryConflict => return Err(key_conflict()),
-        Effect::RepeatedDelivery => metrics::webhook_duplicate(env.store).await?,
-        _ => {}
+    if effect == Effect::DeliveryConflict {
+        return Err(key_conflict());
     }
     log::emit(
         env.log,

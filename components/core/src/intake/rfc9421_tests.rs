@@ -132,11 +132,20 @@ fn signed_deliveries_verify_against_discovered_keys_and_replays_are_refused() {
         www.as_deref(),
         Some("Signature error=\"webhook_signature_replayed\"")
     );
-    // A genuine re-delivery with a fresh signature is a duplicate: 2xx, no change.
+    // A genuine re-delivery with a fresh signature is a duplicate: 2xx, no change, and
+    // no write (the signer's cached keys and the operation read, issue #17's 2 calls).
+    store.reset_counts();
     let (s, v, _) = send(&store, &config, &t, signed(&b2, "nonce-0000000003"));
     assert_eq!(
         (s, v["outcome"].as_str()),
         (StatusCode::OK, Some("duplicate"))
+    );
+    assert_eq!(
+        (
+            store.count(crate::foundation::store::StoreOp::Get),
+            store.total_ops()
+        ),
+        (2, 2)
     );
 }
 

@@ -133,13 +133,6 @@ pub async fn audit_repair(store: &impl Store, invariant: &str) -> StoreResult<()
         .map(drop)
 }
 
-pub async fn webhook_duplicate(store: &impl Store) -> StoreResult<()> {
-    store
-        .increment(&keys::metric("webhook_duplicates", &[]), 1)
-        .await
-        .map(drop)
-}
-
 /// The invariants the sweep's auditor checks (`sweep::audit`).
 pub const AUDIT_INVARIANTS: [&str; 5] = ["due", "listed", "seller_index", "lease", "counters"];
 
@@ -277,17 +270,6 @@ pub async fn render(
             read(keys::metric("audit_repairs", &[invariant])).await?,
         );
     }
-    out.family(
-        "adcp_webhook_duplicates_total",
-        "counter",
-        "Webhook deliveries that repeated an applied one.",
-    );
-    out.sample(
-        "adcp_webhook_duplicates_total",
-        &[],
-        read(keys::metric("webhook_duplicates", &[])).await?,
-    );
-
     out.family(
         "adcp_seller_errors_total",
         "counter",
