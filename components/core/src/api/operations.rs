@@ -18,6 +18,7 @@ use crate::model::operation::{
 use crate::model::status::OperationStatus;
 use crate::model::task::{self, TaskKind};
 use crate::model::webhook_path::{Signer, webhook_path};
+use crate::records::journal::Look;
 use crate::records::{journal, seller, tenant::Tenant};
 use crate::schedule::lease::{self, Claim, Lease};
 use crate::schedule::poll::{PollState, schedule_at};
@@ -62,15 +63,21 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         ),
         None => format!("op_{}", random_hex(env.entropy, 16)),
     };
-    if idem.is_some()
-        && let Some(existing) =
-            crate::lifecycle::effects::load_and_adopt(env.cx(), &operation_id).await?
-    {
-        // Its first request may have died after storing it, before listing and filing it:
-        // finish that, or nothing would ever dispatch, time out or purge it.
-        let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
-        finish_filing(env.cx(), &env.sweep.due, &existing.operation, safety_net).await?;
-        return replayed(existing.operation, tid, &request_digest);
+    if idem.is_some() {
+        match crate::lifecycle::effects::look_and_adopt(env.cx(), &operation_id).await? {
+            Look::Found(existing) => {
+                // Its first request may have died after storing it, before listing and
+                // filing it: finish that, or nothing would ever dispatch, time out or purge it.
+                let safety_net = env.clock.now_ms() + REDISPATCH_SAFETY_NET_MS;
+                finish_filing(env.cx(), &env.sweep.due, &existing.operation, safety_net).await?;
+                return replayed(existing.operation, tid, &request_digest);
+            }
+            // An earlier attempt's creation entry waits for the hole before it to be proven
+            // permanent: another entry would prove nothing sooner (a retrying buyer once
+            // appended one, a write and a fold's read, every half second for a minute).
+            Look::Unproven => return Err(in_progress()),
+            Look::Absent => {}
+        }
     }
     // AdCP clients must fail closed before mutating at a seller that declares no replay
     // window: a resend could then create a second media buy.
@@ -167,17 +174,22 @@ pub async fn create<S: Store, C: SellerCalls, T: Transport>(
         Stored::Existing(existing) => {
             let Some(existing) = existing else {
                 // The first request is still writing its creation entry.
-                let mut e = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "in_progress",
-                    "an identical request is being processed; retry",
-                );
-                e.retry_after_secs = Some(1);
-                return Err(e);
+                return Err(in_progress());
             };
             replayed(existing, tid, &request_digest)
         }
     }
+}
+
+/// An identical request (same `Idempotency-Key`) is still being stored: retry shortly.
+fn in_progress() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "in_progress",
+        "an identical request is being processed; retry",
+    );
+    e.retry_after_secs = Some(1);
+    e
 }
 
 /// The answer to a repeated `Idempotency-Key`: the same operation for the same body.

@@ -1642,5 +1642,72 @@ fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
     }
 }
 
+/// A first request whose creation seq was allocated and never written (its `increment`'s
+/// answer lost, so it could not even seal it): the first retry writes its own creation entry,
+/// later ones wait for it to prove the hole permanent without appending more, then get it.
+#[test]
+fn retries_wait_for_an_unproven_creation_without_appending_to_it() {
+    let mut w = World::new();
+    let (s, t) = w.call(
+        "POST",
+        "/api/v1/tenants",
+        Some(ADMIN),
+        Some(json!({"name": "Acme"})),
+    );
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let key = t["api_key"].as_str().unwrap().to_string();
+    let tid = t["tenant_id"].as_str().unwrap();
+    w.seller(&key, "s1");
+    let id = format!(
+        "op_{}",
+        &crate::foundation::seal::digest_hex(format!("{tid}\nbuyer-req-1").as_bytes())[..32]
+    );
+    block_on(w.store.increment(&keys::operation_seq(&id), 1)).unwrap();
+    let post = |w: &World| {
+        w.raw(
+            http::Request::post("/api/v1/operations")
+                .header("authorization", format!("Bearer {key}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "buyer-req-1")
+                .body(create_body("s1").to_string().into_bytes())
+                .unwrap(),
+        )
+    };
+    let head = |w: &World| {
+        crate::foundation::store::decode_counter(
+            "seq",
+            &block_on(w.store.get(&keys::operation_seq(&id)))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (s, b) = post(&w);
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("in_progress"))
+    );
+    assert_eq!(head(&w), 2, "the first retry appends its creation entry");
+    for _ in 0..5 {
+        let (s, b) = post(&w);
+        assert_eq!(b["code"].as_str(), Some("in_progress"), "{s} {b}");
+    }
+    assert_eq!(head(&w), 2, "later retries append nothing");
+    w.clock = FixedClock(w.clock.0 + crate::records::journal::HOLE_AGE_MS);
+    w.seller
+        .answer(Err(crate::seller::port::CallFailure::Transport(
+            crate::foundation::transport::TransportError::Connect("refused".into()),
+        )));
+    let (s, op) = post(&w);
+    assert_eq!(s, StatusCode::OK, "{op}");
+    assert_eq!(op["operation_id"].as_str(), Some(id.as_str()));
+    assert!(
+        block_on(w.store.get(&keys::poll_state(&id)))
+            .unwrap()
+            .is_some(),
+        "filed for the sweep"
+    );
+}
+
 mod capability_subscription;
 mod peers;

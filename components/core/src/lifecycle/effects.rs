@@ -20,7 +20,7 @@ use crate::foundation::log;
 use crate::foundation::store::{Store, StoreResult};
 use crate::model::operation::{Operation, Unsettled};
 use crate::model::status::OperationStatus;
-use crate::records::journal::{self, Effect, EntryKind, JournalResult, Loaded, Recorded};
+use crate::records::journal::{self, Effect, EntryKind, JournalResult, Loaded, Look, Recorded};
 use crate::records::metrics;
 use crate::records::notify;
 use serde_json::json;
@@ -32,9 +32,18 @@ pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 /// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted or
 /// found unsettled in the record; stores the record if that moved it on.
 pub async fn load_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResult<Option<Loaded>> {
+    Ok(match look_and_adopt(cx, op_id).await? {
+        Look::Found(loaded) => Some(*loaded),
+        Look::Absent | Look::Unproven => None,
+    })
+}
+
+/// [`load_and_adopt`] on [`journal::look`]: tells an unwritten id from one whose creation
+/// awaits its proof.
+pub async fn look_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResult<Look> {
     let Cx { store, clock, .. } = cx;
-    let mut loaded = journal::load(store, clock, op_id).await?;
-    if let Some(l) = &mut loaded {
+    let mut loaded = journal::look(store, clock, op_id).await?;
+    if let Look::Found(l) = &mut loaded {
         for change in &l.adopted {
             apply(cx, "adopted", change_of(change)).await?;
         }

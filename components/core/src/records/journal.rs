@@ -258,12 +258,11 @@ pub async fn create_entry(
     .await?;
     let mut op = None;
     if entry.seq > 1 {
-        let settled =
-            catch_up(store, clock, id, &mut op, entry.seq - 1, 0, |_, _, _, _| {}).await?;
+        let reach = catch_up(store, clock, id, &mut op, entry.seq - 1, 0, |_, _, _, _| {}).await?;
         if op.is_some() {
             return Err(JournalError::Exists);
         }
-        if !settled {
+        if reach != Reach::Head {
             return Err(JournalError::InFlight);
         }
     }
@@ -334,13 +333,33 @@ pub async fn load(
     clock: &dyn Clock,
     op_id: &str,
 ) -> JournalResult<Option<Loaded>> {
+    Ok(match look(store, clock, op_id).await? {
+        Look::Found(loaded) => Some(*loaded),
+        Look::Absent | Look::Unproven => None,
+    })
+}
+
+/// What [`look`] finds under an id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Look {
+    /// Nothing written (at most seqs allocated by creators that wrote no entry).
+    Absent,
+    /// A creation entry is written, but seqs before it are missing and not yet provably
+    /// holes (see [`create_entry`]): the operation appears once that entry is old enough. A
+    /// creator retrying meanwhile need not append another: it would prove nothing sooner.
+    Unproven,
+    Found(Box<Loaded>),
+}
+
+/// [`load`], telling an id nobody wrote from one whose creation awaits its proof.
+pub async fn look(store: &impl Store, clock: &dyn Clock, op_id: &str) -> JournalResult<Look> {
     let snapshot: Option<Operation> = get_json(store, &keys::operation(op_id)).await?;
     // The head is read with `get`, not `increment(_, 0)`: a read leaves no key behind for
     // unknown ids (random webhook URLs, say) and takes no write lock. Without a snapshot the
     // seq tells whether the id exists (not entry 1, which a creator that died after
     // allocating it never wrote: see [`create`]).
     let head = match (&snapshot, store.get(&keys::operation_seq(op_id)).await?) {
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(Look::Absent),
         (_, None) => 0,
         (_, Some(v)) => crate::foundation::store::decode_counter(&keys::operation_seq(op_id), &v)?,
     }
@@ -348,7 +367,7 @@ pub async fn load(
     let start = snapshot.as_ref().map_or(0, |o| o.version);
     let mut op = snapshot;
     let mut adopted = Vec::new();
-    catch_up(
+    let reach = catch_up(
         store,
         clock,
         op_id,
@@ -358,12 +377,16 @@ pub async fn load(
         adopter(&mut adopted),
     )
     .await?;
-    Ok(op.map(|operation| Loaded {
-        behind: operation.version > start,
-        operation,
-        head,
-        adopted,
-    }))
+    Ok(match op {
+        Some(operation) => Look::Found(Box::new(Loaded {
+            behind: operation.version > start,
+            operation,
+            head,
+            adopted,
+        })),
+        None if reach == Reach::Unproven => Look::Unproven,
+        None => Look::Absent,
+    })
 }
 
 /// Collects the status changes of folded entries: their writer may have died before their
@@ -433,7 +456,8 @@ pub async fn record_from(
         start,
         adopter(&mut adopted),
     )
-    .await?;
+    .await?
+        == Reach::Head;
     let previous = op.as_ref().map(|o| o.status);
     let effect = settled.then(|| fold(&mut op, &entry));
     Ok(Recorded {
@@ -478,11 +502,22 @@ pub async fn history_page(
         }
     })
     .await?;
-    Ok((out, reached && end < head))
+    Ok((out, reached == Reach::Head && end < head))
+}
+
+/// How far [`catch_up`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Head,
+    /// Stopped at a written entry: entries before it are missing, and it is too young to
+    /// prove them holes.
+    Unproven,
+    /// The last entries are missing: in flight, as far as anyone can tell.
+    InFlight,
 }
 
 /// Folds entries `start+1 ..= head` into `op`, skipping permanent holes and stopping at an
-/// entry still in flight. Returns whether it reached `head`.
+/// entry still in flight.
 async fn catch_up(
     store: &impl Store,
     clock: &dyn Clock,
@@ -491,7 +526,7 @@ async fn catch_up(
     head: u64,
     start: u64,
     mut seen: impl FnMut(&Entry, Effect, Option<OperationStatus>, &Option<Operation>),
-) -> JournalResult<bool> {
+) -> JournalResult<Reach> {
     let mut entries: Vec<Option<Entry>> = Vec::new();
     for seq in start + 1..=head {
         entries.push(get_json(store, &keys::operation_entry(op_id, seq)).await?);
@@ -513,7 +548,7 @@ async fn catch_up(
                 if !missing.is_empty() {
                     // Entries before this one are missing: holes only if this one is old enough.
                     if clock.now_ms().saturating_sub(entry.recorded_at_ms) < HOLE_AGE_MS {
-                        return Ok(false);
+                        return Ok(Reach::Unproven);
                     }
                     missing.clear();
                 }
@@ -524,7 +559,11 @@ async fn catch_up(
         }
     }
     // Trailing missing entries are in flight: nothing later proves them to be holes.
-    Ok(missing.is_empty())
+    Ok(if missing.is_empty() {
+        Reach::Head
+    } else {
+        Reach::InFlight
+    })
 }
 
 /// Stores the fold as the operation's snapshot: the version its readers start from. Delivery
