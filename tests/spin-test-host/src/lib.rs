@@ -137,6 +137,15 @@ struct Pooled {
     service: Service,
     uses: u32,
     idle_since: Instant,
+    pipes: Pipes,
+}
+
+/// An instance's stdout and stderr, and how much of each was already captured: a reused
+/// instance keeps writing to the same pipes, and Spin logs its lines on every request.
+struct Pipes {
+    out: MemoryOutputPipe,
+    err: MemoryOutputPipe,
+    seen: [usize; 2],
 }
 
 struct Shared {
@@ -408,7 +417,12 @@ impl TestHost {
                 .await
             })
             .await;
-        shared.capture(component, &out, &err);
+        let mut pipes = Pipes {
+            out,
+            err,
+            seen: [0, 0],
+        };
+        shared.capture(component, &mut pipes);
         match result?? {
             Ok(()) => Ok(()),
             Err(bindings::cron::spin::cron::cron_types::Error::Other(e)) => {
@@ -600,10 +614,14 @@ impl Shared {
         (Store::new(&self.engine, ctx), out, err)
     }
 
-    fn capture(&self, component: &str, out: &MemoryOutputPipe, err: &MemoryOutputPipe) {
+    /// What the instance wrote since the last capture.
+    fn capture(&self, component: &str, pipes: &mut Pipes) {
         let mut text = String::new();
-        for pipe in [out, err] {
-            for line in String::from_utf8_lossy(&pipe.contents()).lines() {
+        for (pipe, seen) in [&pipes.out, &pipes.err].into_iter().zip(&mut pipes.seen) {
+            let contents = pipe.contents();
+            let new = contents.get(*seen..).unwrap_or_default();
+            *seen = contents.len();
+            for line in String::from_utf8_lossy(new).lines() {
                 text.push_str(&format!("[{component}] {line}\n"));
             }
         }
@@ -616,16 +634,7 @@ impl Shared {
         }
     }
 
-    async fn instance(
-        &self,
-        id: &str,
-        p: &Prepared,
-    ) -> Result<(
-        Store<Ctx>,
-        Service,
-        u32,
-        Option<(MemoryOutputPipe, MemoryOutputPipe)>,
-    )> {
+    async fn instance(&self, id: &str, p: &Prepared) -> Result<(Store<Ctx>, Service, u32, Pipes)> {
         if self.reuse {
             let pooled = self.pool.lock().ok().and_then(|mut pool| {
                 let list = pool.entry(id.to_string()).or_default();
@@ -633,12 +642,17 @@ impl Shared {
                 list.pop()
             });
             if let Some(i) = pooled {
-                return Ok((i.store, i.service, i.uses, None));
+                return Ok((i.store, i.service, i.uses, i.pipes));
             }
         }
         let (mut store, out, err) = self.new_store(p, &self.kv);
         let service = Service::instantiate_async(&mut store, &p.component, &self.linker).await?;
-        Ok((store, service, 0, Some((out, err))))
+        let pipes = Pipes {
+            out,
+            err,
+            seen: [0, 0],
+        };
+        Ok((store, service, 0, pipes))
     }
 }
 
@@ -741,7 +755,7 @@ async fn execute(
         let Some(p) = s.components.get(&id) else {
             return;
         };
-        let (mut store, service, uses, pipes) = match s.instance(&id, p).await {
+        let (mut store, service, uses, mut pipes) = match s.instance(&id, p).await {
             Ok(i) => i,
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -792,9 +806,7 @@ async fn execute(
                 Ok(())
             })
             .await;
-        if let Some((out, err)) = &pipes {
-            s.capture(&id, out, err);
-        }
+        s.capture(&id, &mut pipes);
         let healthy = matches!(result, Ok(Ok(())));
         if s.kv.crashed() {
             eprintln!("[spin-test-host] {id}: instance killed (crash point)");
@@ -811,6 +823,7 @@ async fn execute(
                 service,
                 uses: uses + 1,
                 idle_since: Instant::now(),
+                pipes,
             });
         }
     };
