@@ -1581,6 +1581,18 @@ fn a_seller_with_operations_that_may_have_live_buys_cannot_be_removed() {
     assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
 }
 
+/// `POST /api/v1/operations` to seller `s1` under `Idempotency-Key: buyer-req-1`.
+fn post_buyer_req_1(w: &World, key: &str) -> (StatusCode, Value) {
+    w.raw(
+        http::Request::post("/api/v1/operations")
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "buyer-req-1")
+            .body(create_body("s1").to_string().into_bytes())
+            .unwrap(),
+    )
+}
+
 /// A buyer's retry with the same `Idempotency-Key` after a store failure anywhere in the
 /// first request finds the operation listed and filed, so the sweep dispatches it.
 #[test]
@@ -1592,16 +1604,7 @@ fn a_retried_create_finishes_what_a_store_failure_left_of_the_first() {
         w.store.reset_counts();
         (w, key)
     };
-    let post = |w: &World, key: &str| {
-        w.raw(
-            http::Request::post("/api/v1/operations")
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", "buyer-req-1")
-                .body(create_body("s1").to_string().into_bytes())
-                .unwrap(),
-        )
-    };
+    let post = post_buyer_req_1;
     let calls = {
         let (w, key) = setup();
         w.seller
@@ -1663,16 +1666,7 @@ fn retries_wait_for_an_unproven_creation_without_appending_to_it() {
         &crate::foundation::seal::digest_hex(format!("{tid}\nbuyer-req-1").as_bytes())[..32]
     );
     block_on(w.store.increment(&keys::operation_seq(&id), 1)).unwrap();
-    let post = |w: &World| {
-        w.raw(
-            http::Request::post("/api/v1/operations")
-                .header("authorization", format!("Bearer {key}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", "buyer-req-1")
-                .body(create_body("s1").to_string().into_bytes())
-                .unwrap(),
-        )
-    };
+    let post = |w: &World| post_buyer_req_1(w, &key);
     let head = |w: &World| {
         crate::foundation::store::decode_counter(
             "seq",
