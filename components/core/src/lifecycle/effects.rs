@@ -32,10 +32,7 @@ pub const FIRST_ATTEMPT_GRACE_MS: u64 = 5_000;
 /// Reads an operation ([`journal::load`]) and runs the effects of any change it adopted or
 /// found unsettled in the record; stores the record if that moved it on.
 pub async fn load_and_adopt(cx: Cx<'_, impl Store>, op_id: &str) -> JournalResult<Option<Loaded>> {
-    Ok(match look_and_adopt(cx, op_id).await? {
-        Look::Found(loaded) => Some(*loaded),
-        Look::Absent | Look::Unproven => None,
-    })
+    Ok(look_and_adopt(cx, op_id).await?.loaded())
 }
 
 /// [`load_and_adopt`] on [`journal::look`]: tells an unwritten id from one whose creation

@@ -333,10 +333,7 @@ pub async fn load(
     clock: &dyn Clock,
     op_id: &str,
 ) -> JournalResult<Option<Loaded>> {
-    Ok(match look(store, clock, op_id).await? {
-        Look::Found(loaded) => Some(*loaded),
-        Look::Absent | Look::Unproven => None,
-    })
+    Ok(look(store, clock, op_id).await?.loaded())
 }
 
 /// What [`look`] finds under an id.
@@ -349,6 +346,16 @@ pub enum Look {
     /// creator retrying meanwhile need not append another: it would prove nothing sooner.
     Unproven,
     Found(Box<Loaded>),
+}
+
+impl Look {
+    /// The operation, if it can be read yet.
+    pub fn loaded(self) -> Option<Loaded> {
+        match self {
+            Look::Found(loaded) => Some(*loaded),
+            Look::Absent | Look::Unproven => None,
+        }
+    }
 }
 
 /// [`load`], telling an id nobody wrote from one whose creation awaits its proof.

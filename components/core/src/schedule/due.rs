@@ -475,11 +475,15 @@ impl Sweep {
     /// Files deferred hints again, leaves the others not settled unread, moves the cursor
     /// past what was read, deletes buckets past retention, and stores the cursor merged with
     /// any concurrent sweep's. Fails only when that last write does.
-    pub async fn commit(self, store: &impl Store, clock: &dyn Clock) -> StoreResult<SweepReport> {
+    pub async fn commit(
+        mut self,
+        store: &impl Store,
+        clock: &dyn Clock,
+    ) -> StoreResult<SweepReport> {
         let cfg = self.cfg;
         let now = self.now_ms;
         let (mut requeued, mut unread) = (0, 0);
-        let mut progress = self.progress.clone();
+        let mut progress = std::mem::take(&mut self.progress);
         for h in &self.hints {
             let key = (h.bucket, h.n);
             if self.settled.contains(&key) {
