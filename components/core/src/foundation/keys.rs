@@ -19,6 +19,7 @@
 //! | `callback:{tenant}` | the tenant's notification callback (JSON, secret sealed) | operations API |
 //! | `callback:{tenant}:gone` | identity of the registration whose receiver answered 410 | notifier |
 //! | `ntf:{id}` | one buyer notification in the outbox (JSON) | applying writer, sweep |
+//! | `ntf:{id}:final` | `delivered` or `failed` once the notification is; never cleared | notifier |
 //! | `poll:{op or ntf}` | when the operation (or notification) is next due, and poll counters (JSON) | sweep, creator |
 //! | `mcp:{tenant}:{seller}` | the seller's current `Mcp-Session-Id` (a cache) | whoever initializes |
 //! | `op:{op}:dlv:{sha256(idempotency_key)}` | payload digest of a delivery mark moved out of the operation's record (past its window) | whoever saves the record |
@@ -115,6 +116,12 @@ pub fn callback_gone(tenant: &str) -> String {
 
 pub fn notification(id: &str) -> String {
     format!("ntf:{id}")
+}
+
+/// Set once notification `id` is delivered or given up, and never cleared: a settler that
+/// queued the notification concurrently may write it back as pending (`records::notify`).
+pub fn notification_final(id: &str) -> String {
+    format!("ntf:{id}:final")
 }
 
 pub fn poll_state(id: &str) -> String {

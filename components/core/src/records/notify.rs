@@ -156,6 +156,13 @@ pub async fn attempt(
     if n.state != DeliveryState::Pending || n.next_attempt_at_ms.is_some_and(|t| t > now) {
         return Ok(Some(n));
     }
+    // The record may say pending after it was settled: a settler that read it absent wrote
+    // it back as queued (`enqueue` cannot be atomic). The final marker is never cleared.
+    if let Some(state) = final_state(store, id).await? {
+        n.state = state;
+        n.next_attempt_at_ms = None;
+        return Ok(Some(n));
+    }
     let callback: Option<Callback> = get_json(store, &keys::callback(&n.tenant_id)).await?;
     let callback = match callback {
         Some(c) if c.enabled && !gone(store, &n.tenant_id, &c).await? => Some(c),
@@ -171,7 +178,7 @@ pub async fn attempt(
         n.state = DeliveryState::Failed;
         n.last_error = Some("callback missing or disabled".into());
         n.next_attempt_at_ms = None;
-        set_json(store, &keys::notification(id), &n).await?;
+        record(store, &n).await?;
         return Ok(Some(n));
     };
     let body = serde_json::to_vec(&n.body).unwrap_or_default();
@@ -248,18 +255,48 @@ pub async fn attempt_alone(
 const RECORD_TRIES: usize = 3;
 
 /// Records an attempt's result. The request has reached the callback by now, so a store
-/// failure here would mean sending it again: the write (a `set`, idempotent) is retried in
-/// place. Only a crash between the send and this write resends, with the same `webhook-id`,
-/// which receivers de-duplicate.
+/// failure here would mean sending it again: each write (a `set`, idempotent) is retried in
+/// place. A final state is marked first, in a key no enqueuer writes. Only a crash between
+/// the send and the marker resends, with the same `webhook-id`, which receivers
+/// de-duplicate.
 async fn record(store: &impl Store, n: &Notification) -> StoreResult<()> {
+    let settled = match n.state {
+        DeliveryState::Pending => None,
+        DeliveryState::Delivered => Some(DELIVERED),
+        DeliveryState::Failed => Some(FAILED),
+    };
+    if let Some(marker) = settled {
+        let key = keys::notification_final(&n.id);
+        retried(|| store.set(&key, marker)).await?;
+    }
     let key = keys::notification(&n.id);
+    retried(|| set_json(store, &key, n)).await
+}
+
+async fn retried<F: Future<Output = StoreResult<()>>>(
+    mut write: impl FnMut() -> F,
+) -> StoreResult<()> {
     let mut tries = 1;
     loop {
-        match set_json(store, &key, n).await {
+        match write().await {
             Err(_) if tries < RECORD_TRIES => tries += 1,
             written => return written,
         }
     }
+}
+
+const DELIVERED: &[u8] = b"delivered";
+const FAILED: &[u8] = b"failed";
+
+/// The state notification `id` was settled in, if it was.
+async fn final_state(store: &impl Store, id: &str) -> StoreResult<Option<DeliveryState>> {
+    Ok(
+        match store.get(&keys::notification_final(id)).await?.as_deref() {
+            Some(DELIVERED) => Some(DeliveryState::Delivered),
+            Some(_) => Some(DeliveryState::Failed),
+            None => None,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -373,24 +410,56 @@ mod delivery_tests {
         let sealing = SealingKey::from_hex(KEY).unwrap();
         setup(&s, &sealing);
         let t = ScriptedTransport::default();
+        let clock = FixedClock(10_000);
+        block_on(async {
+            // The attempt reads the notification, its final marker, the callback and its
+            // gone marker, sends, then writes the marker and the result: each write fails
+            // once in turn.
+            for write in [5, 6] {
+                let n = enqueue(&s, &clock, "t1", "op1", write, json!({}))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                t.reply(204, "");
+                s.fail_nth_call(write);
+                let done = attempt(&s, &clock, &t, &sealing, &n.id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(done.state, DeliveryState::Delivered);
+                attempt(&s, &FixedClock(99_000), &t, &sealing, &n.id)
+                    .await
+                    .unwrap();
+            }
+        });
+        assert_eq!(t.requests.borrow().len(), 2, "each sent once");
+    }
+
+    /// Two settlers of one change both read the notification absent; one queues, sends and
+    /// records it delivered before the other's write of it as queued lands. It stays sent.
+    #[test]
+    fn a_late_enqueuer_cannot_revive_a_delivered_notification() {
+        let s = MemoryStore::new();
+        let sealing = SealingKey::from_hex(KEY).unwrap();
+        setup(&s, &sealing);
+        let t = ScriptedTransport::default();
         t.reply(204, "");
         let clock = FixedClock(10_000);
         block_on(async {
-            let n = enqueue(&s, &clock, "t1", "op1", 3, json!({}))
+            let queued = enqueue(&s, &clock, "t1", "op1", 3, json!({}))
                 .await
                 .unwrap()
                 .unwrap();
-            // The attempt reads the notification, the callback and its gone marker, sends,
-            // then writes the result: that write fails once.
-            s.fail_nth_call(4);
-            let done = attempt(&s, &clock, &t, &sealing, &n.id)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(done.state, DeliveryState::Delivered);
-            attempt(&s, &FixedClock(99_000), &t, &sealing, &n.id)
+            let sent = attempt(&s, &clock, &t, &sealing, &queued.id).await.unwrap();
+            assert_eq!(sent.unwrap().state, DeliveryState::Delivered);
+            // The other settler's write, from its read before the delivery.
+            set_json(&s, &keys::notification(&queued.id), &queued)
                 .await
                 .unwrap();
+            let again = attempt(&s, &FixedClock(20_000), &t, &sealing, &queued.id)
+                .await
+                .unwrap();
+            assert_eq!(again.unwrap().state, DeliveryState::Delivered);
         });
         assert_eq!(t.requests.borrow().len(), 1, "sent once");
     }

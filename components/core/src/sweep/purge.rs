@@ -136,6 +136,7 @@ async fn remove(store: &impl Store, op: &Operation, head: u64) -> JournalResult<
         store.delete(&keys::effects_claim(id, seq)).await?;
         let ntf = notify::notification_id(id, seq);
         store.delete(&keys::notification(&ntf)).await?;
+        store.delete(&keys::notification_final(&ntf)).await?;
         store.delete(&keys::poll_state(&ntf)).await?;
     }
     if let Some(task_id) = &op.task_id {
