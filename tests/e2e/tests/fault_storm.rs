@@ -172,7 +172,11 @@ async fn two_hundred_operations_converge_while_one_percent_of_store_calls_fail()
             let (seller, http, base) = (seller.clone(), api.http.clone(), host.base_url());
             let last = finals[&op_id];
             async move {
-                for _ in 0..1_800 {
+                // Up to 10 minutes: a create whose dispatch failed waits for its safety net
+                // (a minute), a redispatch whose lease claim lost its answer for the slot's
+                // end (up to a minute more), each store failure in it 30 s: an unlucky
+                // operation passes 3 minutes now and then (about one run in ten did).
+                for _ in 0..6_000 {
                     if let Some(t) = seller.tasks_for(&op_id).first() {
                         for status in ["working", last] {
                             seller.set_status(&t.task_id, status);
