@@ -273,6 +273,7 @@ async fn record(store: &impl Store, n: &Notification) -> StoreResult<()> {
     retried(|| set_json(store, &key, n)).await
 }
 
+/// A write, tried up to [`RECORD_TRIES`] times in place.
 async fn retried<F: Future<Output = StoreResult<()>>>(
     mut write: impl FnMut() -> F,
 ) -> StoreResult<()> {
@@ -413,15 +414,15 @@ mod delivery_tests {
         let clock = FixedClock(10_000);
         block_on(async {
             // The attempt reads the notification, its final marker, the callback and its
-            // gone marker, sends, then writes the marker and the result: each write fails
-            // once in turn.
-            for write in [5, 6] {
-                let n = enqueue(&s, &clock, "t1", "op1", write, json!({}))
+            // gone marker, sends, then writes the marker (call 5) and the result (call 6):
+            // each write fails once, for a notification of its own.
+            for (seq, failing_call) in [(3, 5), (4, 6)] {
+                let n = enqueue(&s, &clock, "t1", "op1", seq, json!({}))
                     .await
                     .unwrap()
                     .unwrap();
                 t.reply(204, "");
-                s.fail_nth_call(write);
+                s.fail_nth_call(failing_call);
                 let done = attempt(&s, &clock, &t, &sealing, &n.id)
                     .await
                     .unwrap()
